@@ -1,0 +1,110 @@
+# Vigil — the entry points people type. `make help` lists them.
+#
+# The two commands a newcomer needs, on a fresh Debian 12 machine:
+#   make run    sets up what is missing and runs the demo
+#   make test   sets up what is missing and runs every test CI runs
+#
+# TFLITE_DIR points the build at a TensorFlow Lite C runtime you already have
+# (include/ plus lib/linux_<arch>/libtensorflowlite_c.so, or set TFLITE_LIB
+# to the folder holding the host's library). By default `make setup` fetches
+# TFLite 2.9.0 into cross/.cache.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+GO        ?= go
+ROOT      := $(CURDIR)
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+HOSTARCH  := $(shell $(GO) env GOARCH)
+
+CACHE_RT  := $(ROOT)/cross/.cache/tflite-2.9.0
+# Only a TFLITE_DIR given by the user reaches cross/setup.sh (from the
+# environment); the default is the cache that setup fills.
+ifeq ($(origin TFLITE_DIR),undefined)
+TFLITE_DIR := $(CACHE_RT)
+endif
+TFLITE_LIB ?= $(TFLITE_DIR)/lib/linux_$(HOSTARCH)
+TFLITE_LIB_ARM64 ?= $(TFLITE_DIR)/lib/linux_arm64
+
+STATICCHECK_VERSION := v0.8.2
+GOBIN     := $(shell $(GO) env GOPATH)/bin
+STATICCHECK := $(GOBIN)/staticcheck
+
+ARM64_CC   := aarch64-linux-gnu-gcc
+ARM64_ROOT := /usr/aarch64-linux-gnu
+QEMU       := qemu-aarch64 -L $(ARM64_ROOT)
+
+CFLAGS_TFLITE := -I$(TFLITE_DIR)/include -I$(ROOT)/cross/include
+LDFLAGS_VERSION := -X main.version=$(VERSION)
+
+# Tests link the runtime by absolute rpath; shipped binaries by $ORIGIN/lib.
+HOST_TEST_ENV := CGO_ENABLED=1 CGO_CFLAGS="$(CFLAGS_TFLITE)" \
+	CGO_LDFLAGS="-L$(TFLITE_LIB) -Wl,-rpath,$(TFLITE_LIB)"
+HOST_BIN_ENV := CGO_ENABLED=1 CGO_CFLAGS="$(CFLAGS_TFLITE)" \
+	CGO_LDFLAGS='-L$(TFLITE_LIB) -Wl,-rpath,$$ORIGIN/lib'
+ARM64_TEST_ENV := CGO_ENABLED=1 GOOS=linux GOARCH=arm64 CC=$(ARM64_CC) \
+	CGO_CFLAGS="$(CFLAGS_TFLITE)" \
+	CGO_LDFLAGS="-L$(TFLITE_LIB_ARM64) -Wl,-rpath,$(TFLITE_LIB_ARM64)"
+ARM64_BIN_ENV := CGO_ENABLED=1 GOOS=linux GOARCH=arm64 CC=$(ARM64_CC) \
+	CGO_CFLAGS="$(CFLAGS_TFLITE)" \
+	CGO_LDFLAGS='-L$(TFLITE_LIB_ARM64) -Wl,-rpath,$$ORIGIN/lib'
+
+# Packages whose tests also run for linux/arm64 under qemu-user.
+ARM64_PKGS := ./inference/... ./models/...
+
+.PHONY: help setup setup-runtime build cross run test test-short test-race test-arm64 \
+	lint fmt bench clean selftest-arm64
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
+
+setup: ## install what is missing: apt packages, the TFLite runtime, staticcheck
+	@cross/setup.sh all
+	@test -x $(STATICCHECK) || GOFLAGS= $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+setup-runtime:
+	@cross/setup.sh runtime
+
+build: setup-runtime ## build bin/vigil for this machine, with its runtime in bin/lib
+	@mkdir -p bin/lib
+	@cp -f $(TFLITE_LIB)/libtensorflowlite_c.so bin/lib/
+	$(HOST_BIN_ENV) $(GO) build -trimpath -ldflags '$(LDFLAGS_VERSION)' -o bin/vigil ./agent
+
+cross: setup ## build bin/linux-arm64/vigil, with its runtime in bin/linux-arm64/lib
+	@mkdir -p bin/linux-arm64/lib
+	@cp -f $(TFLITE_LIB_ARM64)/libtensorflowlite_c.so bin/linux-arm64/lib/
+	$(ARM64_BIN_ENV) $(GO) build -trimpath -ldflags '$(LDFLAGS_VERSION)' -o bin/linux-arm64/vigil ./agent
+
+run: setup build ## the demo (for now: vigil selftest)
+	bin/vigil selftest
+
+selftest-arm64: cross ## run the arm64 binary's selftest under qemu-user
+	$(QEMU) bin/linux-arm64/vigil selftest
+
+test: setup lint test-race test-arm64 selftest-arm64 ## everything CI runs
+	@echo "make test: all passed"
+
+test-short: setup-runtime ## the fast tier: go test -short
+	$(HOST_TEST_ENV) $(GO) test -short -count=1 ./...
+
+test-race: setup-runtime
+	$(HOST_TEST_ENV) $(GO) test -race -count=1 -timeout 30m ./...
+
+test-arm64: setup ## inference and models tests compiled for arm64, run under qemu
+	$(ARM64_TEST_ENV) $(GO) test -count=1 -short -timeout 30m -exec '$(QEMU)' $(ARM64_PKGS)
+
+lint: setup-runtime ## gofmt, go vet, staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(HOST_TEST_ENV) $(GO) vet ./...
+	$(HOST_TEST_ENV) $(STATICCHECK) ./...
+
+fmt: ## gofmt the tree
+	gofmt -w $$(git ls-files '*.go')
+
+bench: setup-runtime ## every package's benchmarks
+	$(HOST_TEST_ENV) $(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean: ## remove build outputs (keeps the runtime cache)
+	rm -rf bin dist

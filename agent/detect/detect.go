@@ -1,0 +1,273 @@
+// Package detect turns a stream's window scores into alerts: a threshold,
+// hysteresis (k of the last n windows above it), one episode per anomaly with
+// updates instead of a storm (escalation, close, reopen within a cooldown),
+// severity bands on score/threshold, and the channels that contributed most.
+//
+// A Detector is the state of one stream (or one key of a behaviour stream).
+// It is not safe for concurrent use; the pipeline gives each stream's windows
+// to its detector in order. The SKAB evaluation uses the same Detector.
+package detect
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+)
+
+// Bands are the score/threshold ratios at which an anomaly becomes a
+// warning, major or critical.
+type Bands struct {
+	Warning  float64 `json:"warning"`
+	Major    float64 `json:"major"`
+	Critical float64 `json:"critical"`
+}
+
+// Severity names the band a ratio falls in: "" below Warning.
+func (b Bands) Severity(ratio float64) string {
+	switch {
+	case ratio >= b.Critical:
+		return "critical"
+	case ratio >= b.Major:
+		return "major"
+	case ratio >= b.Warning:
+		return "warning"
+	}
+	return ""
+}
+
+// Options configure a Detector.
+type Options struct {
+	// Threshold is the score at or above which a window exceeds. Must be > 0.
+	Threshold float64
+	// K and N: the stream is anomalous while at least K of its last N
+	// windows exceed the threshold. 1 of 1 alerts on every exceeding window.
+	K, N int
+	// Cooldown: an anomaly that starts again within Cooldown of an episode's
+	// close reopens that episode (an update) instead of opening a new one.
+	Cooldown time.Duration
+	// Bands map score/threshold to a severity.
+	Bands Bands
+}
+
+// DefaultOptions returns 2-of-3 hysteresis, a 30 s cooldown and severity
+// bands at 1×, 1.5× and 2.5× the threshold. Threshold has no default.
+func DefaultOptions() Options {
+	return Options{K: 2, N: 3, Cooldown: 30 * time.Second, Bands: Bands{Warning: 1, Major: 1.5, Critical: 2.5}}
+}
+
+// Validate reports the first problem with the options, naming the field.
+func (o Options) Validate() error {
+	switch {
+	case !(o.Threshold > 0) || math.IsInf(o.Threshold, 0):
+		return fmt.Errorf("detect: Threshold is %v, want a positive finite number", o.Threshold)
+	case o.N < 1 || o.N > 64:
+		return fmt.Errorf("detect: N is %d, want 1..64", o.N)
+	case o.K < 1 || o.K > o.N:
+		return fmt.Errorf("detect: K is %d, want 1..N (%d)", o.K, o.N)
+	case o.Cooldown < 0:
+		return fmt.Errorf("detect: Cooldown is %v, want ≥ 0", o.Cooldown)
+	case !(o.Bands.Warning > 0 && o.Bands.Warning < o.Bands.Major && o.Bands.Major < o.Bands.Critical):
+		return fmt.Errorf("detect: Bands %+v must increase: 0 < warning < major < critical", o.Bands)
+	}
+	return nil
+}
+
+// Change is what a window did to the episode state.
+type Change int
+
+// The changes that produce an alert record. None produces no alert.
+const (
+	None     Change = iota
+	Open            // a new episode
+	Escalate        // the episode reached a higher severity
+	Reopen          // an anomaly within the cooldown of a closed episode
+	Close           // the episode ended
+)
+
+// State is the alert state name for a change ("open", "escalated",
+// "reopened", "closed").
+func (c Change) State() string {
+	switch c {
+	case Open:
+		return "open"
+	case Escalate:
+		return "escalated"
+	case Reopen:
+		return "reopened"
+	case Close:
+		return "closed"
+	}
+	return ""
+}
+
+// Result is the detector's verdict on one window.
+type Result struct {
+	Ratio     float64 // score / threshold
+	Exceeds   bool    // this window's score is at or above the threshold
+	Anomalous bool    // the hysteresis state after this window
+	Change    Change  // None unless an alert record should be emitted
+	// For a change: the episode it belongs to.
+	Severity     string    // the episode's severity (its highest band so far)
+	EpisodeStart time.Time // end of the window that opened the episode: its stable identity
+	Update       int       // 0 for Open, then 1, 2, ... for each later alert of the episode
+	PeakRatio    float64   // the episode's highest ratio so far
+}
+
+// Detector is the detection state of one stream or key.
+type Detector struct {
+	opts    Options
+	history uint64 // bit i: window i back exceeded
+	count   int    // windows seen, capped at N
+	inEp    bool   // an episode is open
+	closed  time.Time
+	ep      episode
+}
+
+type episode struct {
+	start    time.Time
+	severity string
+	update   int
+	peak     float64
+	valid    bool // an episode exists (open, or closed and reopenable)
+}
+
+// New returns a Detector; the options must be valid.
+func New(opts Options) (*Detector, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	return &Detector{opts: opts}, nil
+}
+
+// Threshold returns the current threshold.
+func (d *Detector) Threshold() float64 { return d.opts.Threshold }
+
+// SetThreshold changes the threshold from the next window on.
+func (d *Detector) SetThreshold(t float64) error {
+	o := d.opts
+	o.Threshold = t
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	d.opts = o
+	return nil
+}
+
+// Observe takes the score of the window that ended at end and returns the
+// verdict. A NaN score counts as exceeding: a model that cannot score its
+// input is itself an anomaly worth seeing.
+func (d *Detector) Observe(end time.Time, score float64) Result {
+	ratio := score / d.opts.Threshold
+	exceeds := ratio >= 1 || math.IsNaN(score)
+	if math.IsNaN(ratio) {
+		ratio = math.Inf(1)
+	}
+	d.history <<= 1
+	if exceeds {
+		d.history |= 1
+	}
+	if d.count < d.opts.N {
+		d.count++
+	}
+	mask := uint64(1)<<uint(d.opts.N) - 1
+	if d.opts.N == 64 {
+		mask = math.MaxUint64
+	}
+	anomalous := popcount(d.history&mask) >= d.opts.K
+	r := Result{Ratio: ratio, Exceeds: exceeds, Anomalous: anomalous}
+
+	switch {
+	case anomalous && !d.inEp:
+		d.inEp = true
+		sev := d.opts.Bands.Severity(ratio)
+		if sev == "" {
+			sev = "warning" // hysteresis fired on earlier windows; the episode is at least a warning
+		}
+		if d.ep.valid && d.opts.Cooldown > 0 && end.Sub(d.closed) <= d.opts.Cooldown {
+			d.ep.update++
+			d.ep.peak = math.Max(d.ep.peak, ratio)
+			if rankOf(sev) > rankOf(d.ep.severity) {
+				d.ep.severity = sev
+			}
+			r.Change = Reopen
+		} else {
+			d.ep = episode{start: end, severity: sev, peak: ratio, valid: true}
+			r.Change = Open
+		}
+	case anomalous && d.inEp:
+		d.ep.peak = math.Max(d.ep.peak, ratio)
+		if sev := d.opts.Bands.Severity(ratio); rankOf(sev) > rankOf(d.ep.severity) {
+			d.ep.severity = sev
+			d.ep.update++
+			r.Change = Escalate
+		}
+	case !anomalous && d.inEp:
+		d.inEp = false
+		d.closed = end
+		d.ep.update++
+		r.Change = Close
+	}
+	if r.Change != None {
+		r.Severity = d.ep.severity
+		r.EpisodeStart = d.ep.start
+		r.Update = d.ep.update
+		r.PeakRatio = d.ep.peak
+	}
+	return r
+}
+
+func popcount(x uint64) int {
+	n := 0
+	for x != 0 {
+		x &= x - 1
+		n++
+	}
+	return n
+}
+
+func rankOf(sev string) int {
+	switch sev {
+	case "warning":
+		return 1
+	case "major":
+		return 2
+	case "critical":
+		return 3
+	}
+	return 0
+}
+
+// Contribution is one channel's share of a window's reconstruction error.
+type Contribution struct {
+	Name  string
+	Share float64
+}
+
+// Top returns the k channels with the largest errors and their share of the
+// total, largest first. errs[i] is channel names[i]'s error (≥ 0).
+func Top(names []string, errs []float64, k int) []Contribution {
+	var total float64
+	for _, e := range errs {
+		if e > 0 && !math.IsInf(e, 0) {
+			total += e
+		}
+	}
+	out := make([]Contribution, 0, len(errs))
+	for i, e := range errs {
+		if i >= len(names) {
+			break
+		}
+		share := 0.0
+		if total > 0 && e > 0 && !math.IsInf(e, 0) {
+			share = e / total
+		}
+		out = append(out, Contribution{Name: names[i], Share: share})
+	}
+	slices.SortStableFunc(out, func(a, b Contribution) int { return cmp.Compare(b.Share, a.Share) })
+	if k < len(out) {
+		out = out[:k]
+	}
+	return out
+}

@@ -1,0 +1,186 @@
+package detect
+
+import (
+	"math"
+	"strings"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func sec(n int) time.Time { return t0.Add(time.Duration(n) * time.Second) }
+
+func TestDetectorEpisodes(t *testing.T) {
+	type step struct {
+		score  float64
+		change Change
+		sev    string
+	}
+	tests := []struct {
+		name string
+		opts func(*Options)
+		// scores, one per second, and the change expected at each
+		steps []step
+	}{
+		{
+			name: "1 of 1 opens and closes at once",
+			opts: func(o *Options) { o.K, o.N = 1, 1 },
+			steps: []step{
+				{0.5, None, ""}, {1.2, Open, "warning"}, {1.3, None, ""}, {0.4, Close, "warning"}, {0.4, None, ""},
+			},
+		},
+		{
+			name: "2 of 3 ignores a lone spike",
+			steps: []step{
+				{0.5, None, ""}, {5, None, ""}, {0.5, None, ""}, {0.5, None, ""}, {0.5, None, ""},
+			},
+		},
+		{
+			name: "2 of 3 opens on the second exceeding window and escalates once per band",
+			steps: []step{
+				{1.1, None, ""}, {1.2, Open, "warning"}, {1.6, Escalate, "major"}, {1.7, None, ""},
+				{3.0, Escalate, "critical"}, {1.2, None, ""}, {0.1, None, ""}, {0.1, Close, "critical"},
+			},
+		},
+		{
+			name: "opening severity is the opening window's band",
+			steps: []step{
+				{3, None, ""}, {3, Open, "critical"}, {3, None, ""},
+			},
+		},
+		{
+			name: "an anomaly within the cooldown reopens the episode",
+			opts: func(o *Options) { o.K, o.N, o.Cooldown = 1, 1, 5*time.Second },
+			steps: []step{
+				{2, Open, "major"}, {0, Close, "major"}, {0, None, ""}, {1.1, Reopen, "major"}, {0, Close, "major"},
+			},
+		},
+		{
+			name: "after the cooldown a new episode opens",
+			opts: func(o *Options) { o.K, o.N, o.Cooldown = 1, 1, 2*time.Second },
+			steps: []step{
+				{2, Open, "major"}, {0, Close, "major"}, {0, None, ""}, {0, None, ""}, {1.1, Open, "warning"},
+			},
+		},
+		{
+			name: "NaN scores exceed",
+			opts: func(o *Options) { o.K, o.N = 1, 1 },
+			steps: []step{
+				{math.NaN(), Open, "critical"},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := DefaultOptions()
+			o.Threshold = 1
+			if tt.opts != nil {
+				tt.opts(&o)
+			}
+			d, err := New(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, s := range tt.steps {
+				r := d.Observe(sec(i), s.score)
+				if r.Change != s.change {
+					t.Fatalf("window %d (score %v): change %v, want %v", i, s.score, r.Change, s.change)
+				}
+				if s.change != None && r.Severity != s.sev {
+					t.Fatalf("window %d: severity %q, want %q", i, r.Severity, s.sev)
+				}
+			}
+		})
+	}
+}
+
+func TestEpisodeIdentityAndUpdates(t *testing.T) {
+	o := DefaultOptions()
+	o.Threshold, o.K, o.N = 1, 1, 1
+	d, _ := New(o)
+	open := d.Observe(sec(10), 1.2)
+	esc := d.Observe(sec(11), 2.0)
+	cl := d.Observe(sec(12), 0.1)
+	if open.Update != 0 || esc.Update != 1 || cl.Update != 2 {
+		t.Fatalf("updates %d %d %d, want 0 1 2", open.Update, esc.Update, cl.Update)
+	}
+	for _, r := range []Result{open, esc, cl} {
+		if !r.EpisodeStart.Equal(sec(10)) {
+			t.Fatalf("episode start %v, want %v", r.EpisodeStart, sec(10))
+		}
+	}
+	if cl.PeakRatio != 2.0 {
+		t.Fatalf("peak %v, want 2", cl.PeakRatio)
+	}
+}
+
+func TestSetThreshold(t *testing.T) {
+	o := DefaultOptions()
+	o.Threshold, o.K, o.N = 1, 1, 1
+	d, _ := New(o)
+	if r := d.Observe(sec(0), 1.5); r.Change != Open {
+		t.Fatalf("change %v, want Open", r.Change)
+	}
+	if err := d.SetThreshold(2); err != nil {
+		t.Fatal(err)
+	}
+	if r := d.Observe(sec(1), 1.5); r.Change != Close {
+		t.Fatalf("after raising the threshold: change %v, want Close", r.Change)
+	}
+	if err := d.SetThreshold(-1); err == nil || d.Threshold() != 2 {
+		t.Fatalf("SetThreshold(-1): err %v, threshold %v; want an error and 2 kept", err, d.Threshold())
+	}
+}
+
+func TestValidate(t *testing.T) {
+	base := DefaultOptions()
+	base.Threshold = 1
+	tests := []struct {
+		mod  func(*Options)
+		want string
+	}{
+		{func(o *Options) { o.Threshold = 0 }, "Threshold"},
+		{func(o *Options) { o.Threshold = math.Inf(1) }, "Threshold"},
+		{func(o *Options) { o.N = 0 }, "N is 0"},
+		{func(o *Options) { o.K = 4 }, "K is 4"},
+		{func(o *Options) { o.Cooldown = -1 }, "Cooldown"},
+		{func(o *Options) { o.Bands.Major = 0.5 }, "Bands"},
+	}
+	for _, tt := range tests {
+		o := base
+		tt.mod(&o)
+		err := o.Validate()
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Validate(%+v) = %v, want an error naming %q", o, err, tt.want)
+		}
+	}
+	if err := base.Validate(); err != nil {
+		t.Fatalf("defaults with a threshold: %v", err)
+	}
+}
+
+func TestTop(t *testing.T) {
+	got := Top([]string{"a", "b", "c", "d"}, []float64{1, 6, 0, 3}, 2)
+	if len(got) != 2 || got[0].Name != "b" || got[1].Name != "d" {
+		t.Fatalf("Top = %+v, want b then d", got)
+	}
+	if math.Abs(got[0].Share-0.6) > 1e-12 || math.Abs(got[1].Share-0.3) > 1e-12 {
+		t.Fatalf("shares %v %v, want 0.6 0.3", got[0].Share, got[1].Share)
+	}
+	if z := Top([]string{"a"}, []float64{0}, 3); len(z) != 1 || z[0].Share != 0 {
+		t.Fatalf("all-zero errors: %+v", z)
+	}
+}
+
+func BenchmarkObserve(b *testing.B) {
+	o := DefaultOptions()
+	o.Threshold = 1
+	d, _ := New(o)
+	i := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		d.Observe(sec(i), float64(i%7)/4)
+		i++
+	}
+}

@@ -1,0 +1,75 @@
+// Command vigil is the Vigil edge anomaly-detection agent: it scores local
+// sensor and user-behaviour streams with TensorFlow Lite models, keeps every
+// score and alert in a durable local buffer, and publishes them over MQTT.
+//
+// This file is the thin main: it parses the subcommand and hands over to its
+// function. The daemon's parts live in the sub-packages of agent/.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// command is one vigil subcommand.
+type command struct {
+	name, usage string
+	run         func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"version", "print the version of vigil and of its TFLite runtime", runVersion},
+		{"selftest", "build a model in memory, run it through TFLite and check it against the Go reference", runSelftest},
+	}
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := cli(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// cli runs one subcommand and returns the process exit code: 0 on success,
+// 1 when the command failed, 2 for a usage error.
+func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		usage(stderr)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	for _, c := range commands() {
+		if c.name != args[0] {
+			continue
+		}
+		if err := c.run(ctx, args[1:], stdout, stderr); err != nil {
+			if err == errUsage {
+				return 2
+			}
+			fmt.Fprintf(stderr, "vigil %s: %v\n", c.name, err)
+			return 1
+		}
+		return 0
+	}
+	fmt.Fprintf(stderr, "vigil: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: vigil <command> [flags]\n\ncommands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-13s %s\n", c.name, c.usage)
+	}
+	fmt.Fprintln(w, "\nRun 'vigil <command> -h' for a command's flags.")
+}

@@ -1,0 +1,362 @@
+// Package pipeline is Vigil's path from inputs to the buffer: it routes each
+// source's inputs to their streams, drops and counts what is invalid, cuts
+// windows (or, for behaviour streams, per-key feature vectors), scores them
+// in batches through each stream's model, runs the detector, and appends
+// every score and alert to the buffer with a stable id.
+//
+// Streams are spread over shards by name; a shard owns its streams' state and
+// handles their windows in order, so detection never sees windows out of
+// order while shards score in parallel. Sources never wait for consumers of
+// the buffer: back-pressure ends at the buffer.
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"math"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vigil-edge/vigil/agent/detect"
+	"github.com/vigil-edge/vigil/agent/record"
+	"github.com/vigil-edge/vigil/agent/source"
+)
+
+// Model is what the pipeline needs of a loaded model.
+type Model interface {
+	// ID is the model's name@version, recorded with every score.
+	ID() string
+	// Window is the window length and hop in samples.
+	Window() (length, hop int)
+	// Channels names the model's input channels (or features) in order.
+	Channels() []string
+	// Threshold is the calibrated threshold from the manifest.
+	Threshold() float64
+	// Score scores n windows of raw values (n × length × channels, row
+	// major) into scores (n values) and per-channel errors (n × channels).
+	Score(ctx context.Context, windows []float32, scores, channelErr []float64) error
+}
+
+// Appender is the buffer, as the pipeline uses it.
+type Appender interface {
+	Append(ctx context.Context, lane string, data ...[]byte) ([]uint64, error)
+}
+
+// Kinds of streams.
+const (
+	KindSensor    = "sensor"
+	KindBehaviour = "behaviour"
+)
+
+// Learner trains a model on a stream's first samples (rows × channels) on
+// the device. It runs off the shard's goroutine and must respect ctx.
+type Learner func(ctx context.Context, stream string, channels []string, samples [][]float64) (Model, error)
+
+// StreamSpec configures one stream.
+type StreamSpec struct {
+	Name   string
+	Source string
+	Kind   string // KindSensor or KindBehaviour
+	// Model scores the stream. Nil when the stream learns its model.
+	Model Model
+	// Key names the event field that keys a behaviour stream (user_id).
+	Key string
+	// Threshold overrides the model's when > 0.
+	Threshold float64
+	// Detect holds hysteresis, cooldown and bands; its Threshold is ignored.
+	Detect detect.Options
+	// TopFeatures is how many channels an alert names (default 3).
+	TopFeatures int
+	// Learn > 0: collect this many samples, train with Learner, then score.
+	Learn int
+	// Channels names the stream's input channels when the model is learnt.
+	Channels []string
+	// MaxLateness: a sample older than the stream's newest by more than
+	// this is dropped as late; an older one within it as out of order.
+	MaxLateness time.Duration
+	// Features computes behaviour feature vectors (behaviour streams).
+	Features FeatureFunc
+}
+
+// FeatureFunc returns a new per-key featurizer for a behaviour stream.
+type FeatureFunc func() Featurizer
+
+// Featurizer turns one key's events into feature vectors.
+type Featurizer interface {
+	// Add takes the key's next event and writes its feature vector to dst;
+	// it returns false while there is not yet enough history to score.
+	Add(e *source.Event, dst []float32) bool
+}
+
+// Options configure a Pipeline.
+type Options struct {
+	Device  string
+	Streams []StreamSpec
+	Buffer  Appender
+	Learner Learner
+	Logger  *slog.Logger
+	// Queue is the capacity of the input queue (default 8192).
+	Queue int
+	// Shards is the number of shards (default: the number of CPUs).
+	Shards int
+	// MaxBatch is the most windows scored in one call (default 64).
+	MaxBatch int
+	// MaxKeys bounds the keys a behaviour stream tracks (default 10000);
+	// the least recently seen key is forgotten first.
+	MaxKeys int
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Pipeline routes inputs through streams into the buffer. Build it with New,
+// hand it inputs through its Sink methods, and run it with Run.
+type Pipeline struct {
+	opts    Options
+	log     *slog.Logger
+	in      chan source.Input
+	shards  []*shard
+	streams map[string]*streamState
+	bySrc   map[string][]*streamState
+	stats   counters
+	closing sync.Once
+	closed  atomic.Bool
+	inMu    sync.RWMutex
+}
+
+// New validates the options and builds the pipeline.
+func New(opts Options) (*Pipeline, error) {
+	if opts.Device == "" {
+		return nil, errors.New("pipeline: Options.Device is empty")
+	}
+	if opts.Buffer == nil {
+		return nil, errors.New("pipeline: Options.Buffer is nil")
+	}
+	if opts.Queue <= 0 {
+		opts.Queue = 8192
+	}
+	if opts.Shards <= 0 {
+		opts.Shards = runtime.NumCPU()
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 64
+	}
+	if opts.MaxKeys <= 0 {
+		opts.MaxKeys = 10000
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	p := &Pipeline{
+		opts:    opts,
+		log:     opts.Logger.With("component", "pipeline"),
+		in:      make(chan source.Input, opts.Queue),
+		streams: map[string]*streamState{},
+		bySrc:   map[string][]*streamState{},
+	}
+	p.stats.init()
+	for i := 0; i < opts.Shards; i++ {
+		p.shards = append(p.shards, newShard(p, i))
+	}
+	for i, spec := range opts.Streams {
+		st, err := newStreamState(p, spec)
+		if err != nil {
+			return nil, fmt.Errorf("pipeline: streams[%d] %q: %w", i, spec.Name, err)
+		}
+		if _, dup := p.streams[spec.Name]; dup {
+			return nil, fmt.Errorf("pipeline: streams[%d]: duplicate stream %q", i, spec.Name)
+		}
+		p.streams[spec.Name] = st
+		p.bySrc[spec.Source] = append(p.bySrc[spec.Source], st)
+		h := fnv.New32a()
+		h.Write([]byte(spec.Name))
+		st.shard = p.shards[int(h.Sum32())%len(p.shards)]
+		st.shard.streams = append(st.shard.streams, st)
+	}
+	return p, nil
+}
+
+// Put implements source.Sink: it blocks until the input is queued or ctx
+// ends.
+func (p *Pipeline) Put(ctx context.Context, in source.Input) error {
+	p.inMu.RLock()
+	defer p.inMu.RUnlock()
+	if p.closed.Load() {
+		return errClosed
+	}
+	select {
+	case p.in <- in:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TryPut implements source.Sink: it queues the input if there is room.
+func (p *Pipeline) TryPut(in source.Input) bool {
+	p.inMu.RLock()
+	defer p.inMu.RUnlock()
+	if p.closed.Load() {
+		return false
+	}
+	select {
+	case p.in <- in:
+		return true
+	default:
+		p.stats.drop(in.Source, source.DropQueueFull, 1)
+		return false
+	}
+}
+
+// Drop implements source.Counter, so sources count their drops here.
+func (p *Pipeline) Drop(src string, reason source.DropReason, n int) {
+	p.stats.drop(src, reason, n)
+}
+
+var errClosed = errors.New("pipeline: closed")
+
+// CloseInput stops accepting inputs; Run then drains what was queued, scores
+// every complete window, appends it, and returns. Call it after the sources
+// have stopped.
+func (p *Pipeline) CloseInput() {
+	p.closing.Do(func() {
+		p.inMu.Lock()
+		p.closed.Store(true)
+		close(p.in)
+		p.inMu.Unlock()
+	})
+}
+
+// Run routes inputs until CloseInput has been called and the queue is
+// drained, or ctx ends (then queued inputs are abandoned). It returns nil on
+// a clean drain.
+func (p *Pipeline) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, len(p.shards))
+	for _, s := range p.shards {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.run(ctx); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	err := p.route(ctx)
+	for _, s := range p.shards {
+		close(s.in)
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		err = errors.Join(err, e)
+	}
+	return err
+}
+
+func (p *Pipeline) route(ctx context.Context) error {
+	for {
+		select {
+		case in, ok := <-p.in:
+			if !ok {
+				return nil
+			}
+			p.dispatch(ctx, in)
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// dispatch validates an input and hands it to the shard of each stream it is
+// for.
+func (p *Pipeline) dispatch(ctx context.Context, in source.Input) {
+	p.stats.inputs.Add(1)
+	var targets []*streamState
+	if in.Stream != "" {
+		st, ok := p.streams[in.Stream]
+		if !ok {
+			p.stats.drop(in.Source, source.DropUnknown, 1)
+			p.log.Debug("input for an unknown stream", "source", in.Source, "stream", in.Stream)
+			return
+		}
+		targets = []*streamState{st}
+	} else {
+		targets = p.bySrc[in.Source]
+	}
+	routed := false
+	for _, st := range targets {
+		if (in.Event != nil) != (st.spec.Kind == KindBehaviour) {
+			continue // a source may feed a sensor and a behaviour stream
+		}
+		if in.Event == nil && !finite(in.Values) {
+			p.stats.drop(in.Source, source.DropNonFinite, 1)
+			return
+		}
+		routed = true
+		select {
+		case st.shard.in <- shardItem{st: st, in: in}:
+		case <-ctx.Done():
+			return
+		}
+	}
+	if !routed {
+		p.stats.drop(in.Source, source.DropUnknown, 1)
+	}
+}
+
+func finite(vs []float64) bool {
+	for _, v := range vs {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return false
+		}
+	}
+	return len(vs) > 0
+}
+
+// SetThreshold overrides a stream's threshold from its next window on.
+func (p *Pipeline) SetThreshold(ctx context.Context, stream string, threshold float64) error {
+	st, ok := p.streams[stream]
+	if !ok {
+		return fmt.Errorf("unknown stream %q", stream)
+	}
+	if !(threshold > 0) || math.IsInf(threshold, 0) {
+		return fmt.Errorf("threshold %v: want a positive finite number", threshold)
+	}
+	done := make(chan error, 1)
+	select {
+	case st.shard.ctl <- func() { done <- st.setThreshold(threshold) }:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// encodeRecord marshals a record for the buffer.
+func encodeRecord(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Records are plain structs of strings, numbers and times: only a
+		// non-finite float can fail, and scores are clamped before this.
+		panic(fmt.Sprintf("pipeline: encode record: %v", err))
+	}
+	return b
+}
+
+// ids of records, derived from what they describe (see record.ID).
+func (p *Pipeline) scoreID(st *streamState, key string, end time.Time, model string) string {
+	return record.ID(record.LaneScore, p.opts.Device, st.spec.Name, key, end, model)
+}

@@ -1,0 +1,449 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vigil-edge/vigil/agent/detect"
+	"github.com/vigil-edge/vigil/agent/record"
+	"github.com/vigil-edge/vigil/agent/source"
+)
+
+// meanModel scores a window by the mean of its values; channel errors are
+// each channel's mean.
+type meanModel struct {
+	id            string
+	length, hop   int
+	chans         []string
+	thr           float64
+	mu            sync.Mutex
+	calls, scored int
+}
+
+func (m *meanModel) ID() string         { return m.id }
+func (m *meanModel) Window() (int, int) { return m.length, m.hop }
+func (m *meanModel) Channels() []string { return m.chans }
+func (m *meanModel) Threshold() float64 { return m.thr }
+func (m *meanModel) Score(_ context.Context, w []float32, scores, errs []float64) error {
+	nc := len(m.chans)
+	per := m.length * nc
+	n := len(w) / per
+	if len(scores) != n || len(errs) != n*nc {
+		return errors.New("meanModel: bad buffer sizes")
+	}
+	for i := 0; i < n; i++ {
+		var sum float64
+		for c := 0; c < nc; c++ {
+			errs[i*nc+c] = 0
+		}
+		for r := 0; r < m.length; r++ {
+			for c := 0; c < nc; c++ {
+				v := float64(w[i*per+r*nc+c])
+				sum += v
+				errs[i*nc+c] += v / float64(m.length)
+			}
+		}
+		scores[i] = sum / float64(per)
+	}
+	m.mu.Lock()
+	m.calls++
+	m.scored += n
+	m.mu.Unlock()
+	return nil
+}
+
+// memBuffer records appends per lane.
+type memBuffer struct {
+	mu    sync.Mutex
+	lanes map[string][][]byte
+}
+
+func (b *memBuffer) Append(_ context.Context, lane string, data ...[]byte) ([]uint64, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.lanes == nil {
+		b.lanes = map[string][][]byte{}
+	}
+	seqs := make([]uint64, len(data))
+	for i, d := range data {
+		b.lanes[lane] = append(b.lanes[lane], slices.Clone(d))
+		seqs[i] = uint64(len(b.lanes[lane]))
+	}
+	return seqs, nil
+}
+
+func (b *memBuffer) scores(t *testing.T) []record.Score {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []record.Score
+	for _, d := range b.lanes[record.LaneScore] {
+		var s record.Score
+		if err := json.Unmarshal(d, &s); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func (b *memBuffer) alerts(t *testing.T) []record.Alert {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []record.Alert
+	for _, d := range b.lanes[record.LaneAlert] {
+		var a record.Alert
+		if err := json.Unmarshal(d, &a); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// run feeds inputs through a pipeline and drains it.
+func run(t *testing.T, opts Options, inputs []source.Input) (*Pipeline, *memBuffer) {
+	t.Helper()
+	buf := &memBuffer{}
+	opts.Buffer = buf
+	if opts.Device == "" {
+		opts.Device = "dev-01"
+	}
+	p, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	for _, in := range inputs {
+		if err := p.Put(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.CloseInput()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	return p, buf
+}
+
+var chans2 = []string{"a", "b"}
+
+func samples(n int, f func(i int) []float64) []source.Input {
+	out := make([]source.Input, n)
+	for i := range out {
+		out[i] = source.Input{Source: "sim", Time: t0.Add(time.Duration(i) * time.Second), Channels: chans2, Values: f(i)}
+	}
+	return out
+}
+
+func sensorSpec(m Model) StreamSpec {
+	d := detect.DefaultOptions()
+	d.K, d.N = 1, 1
+	return StreamSpec{Name: "pump", Source: "sim", Kind: KindSensor, Model: m, Detect: d}
+}
+
+func TestSensorStreamScoresEveryWindowAndAlertsOncePerEpisode(t *testing.T) {
+	m := &meanModel{id: "mean@1", length: 4, hop: 2, chans: chans2, thr: 1}
+	// Values are 0 except samples 10..15 where they are 3 (channel a) and 1 (b).
+	in := samples(30, func(i int) []float64 {
+		if i >= 10 && i < 16 {
+			return []float64{3, 1}
+		}
+		return []float64{0, 0}
+	})
+	p, buf := run(t, Options{Streams: []StreamSpec{sensorSpec(m)}, Shards: 2}, in)
+
+	scores := buf.scores(t)
+	// Windows end at samples 3, 5, ..., 29: 14 windows.
+	if len(scores) != 14 {
+		t.Fatalf("%d scores, want 14", len(scores))
+	}
+	for i, s := range scores {
+		if want := t0.Add(time.Duration(3+2*i) * time.Second); !s.TS.Equal(want) {
+			t.Fatalf("score %d ends at %v, want %v", i, s.TS, want)
+		}
+		if s.Model != "mean@1" || s.Stream != "pump" || s.Threshold != 1 || s.ID == "" {
+			t.Fatalf("score %d = %+v", i, s)
+		}
+	}
+	alerts := buf.alerts(t)
+	if len(alerts) < 2 {
+		t.Fatalf("%d alerts, want an open and a close: %+v", len(alerts), alerts)
+	}
+	first, last := alerts[0], alerts[len(alerts)-1]
+	if first.State != "open" || last.State != "closed" || first.Episode != last.Episode {
+		t.Fatalf("alerts %+v: want one episode from open to closed", alerts)
+	}
+	if first.TopFeatures[0].Name != "a" {
+		t.Fatalf("top feature %q, want a (the channel that moved most)", first.TopFeatures[0].Name)
+	}
+	if math.Abs(first.TopFeatures[0].Share+first.TopFeatures[1].Share-1) > 1e-9 {
+		t.Fatalf("shares %+v do not add up to 1", first.TopFeatures)
+	}
+	st := p.Stats()
+	if st.Inputs != 30 || st.Scores != 14 || st.Streams["pump"].State != StateScoring {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestIDsAreStableAcrossRuns(t *testing.T) {
+	mk := func() []string {
+		m := &meanModel{id: "mean@1", length: 4, hop: 2, chans: chans2, thr: 1}
+		_, buf := run(t, Options{Streams: []StreamSpec{sensorSpec(m)}}, samples(20, func(i int) []float64 { return []float64{float64(i % 3), 0} }))
+		var ids []string
+		for _, s := range buf.scores(t) {
+			ids = append(ids, s.ID)
+		}
+		for _, a := range buf.alerts(t) {
+			ids = append(ids, a.ID)
+		}
+		return ids
+	}
+	a, b := mk(), mk()
+	if !slices.Equal(a, b) || len(a) == 0 {
+		t.Fatalf("ids differ between two runs over the same input:\n%v\n%v", a, b)
+	}
+	seen := map[string]bool{}
+	for _, id := range a {
+		if seen[id] {
+			t.Fatalf("id %s used twice", id)
+		}
+		seen[id] = true
+	}
+}
+
+func TestBadInputIsDroppedAndCounted(t *testing.T) {
+	m := &meanModel{id: "mean@1", length: 2, hop: 1, chans: chans2, thr: 1}
+	ts := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	in := []source.Input{
+		{Source: "sim", Time: ts(1), Channels: chans2, Values: []float64{0, 0}},
+		{Source: "sim", Time: ts(2), Channels: chans2, Values: []float64{math.NaN(), 0}},  // non_finite
+		{Source: "sim", Time: ts(3), Channels: chans2, Values: []float64{math.Inf(1), 0}}, // non_finite
+		{Source: "sim", Time: ts(4), Channels: []string{"a"}, Values: []float64{1}},       // missing_field
+		{Source: "sim", Stream: "nope", Time: ts(5), Values: []float64{1, 1}},             // unknown_stream
+		{Source: "other", Time: ts(6), Values: []float64{1, 1}},                           // unknown_stream (no route)
+		{Source: "sim", Time: ts(7), Channels: chans2, Values: []float64{0, 0}},
+		{Source: "sim", Time: ts(6), Channels: chans2, Values: []float64{0, 0}}, // out_of_order
+		{Source: "sim", Time: ts(7), Channels: chans2, Values: []float64{0, 0}}, // duplicate
+		{Source: "sim", Time: ts(8), Channels: []string{"b", "a"}, Values: []float64{0, 0}},
+	}
+	p, buf := run(t, Options{Streams: []StreamSpec{sensorSpec(m)}}, in)
+	got := map[string]uint64{}
+	for _, d := range p.Stats().Drops {
+		got[d.Reason] += d.Count
+	}
+	want := map[string]uint64{"non_finite": 2, "missing_field": 1, "unknown_stream": 2, "out_of_order": 1, "duplicate": 1}
+	for r, n := range want {
+		if got[r] != n {
+			t.Errorf("drops[%s] = %d, want %d (all: %v)", r, got[r], n, got)
+		}
+	}
+	// Samples 1, 7, 8 were accepted: windows end at 7 and 8.
+	if n := len(buf.scores(t)); n != 2 {
+		t.Fatalf("%d scores, want 2", n)
+	}
+}
+
+func TestChannelsAreMappedByName(t *testing.T) {
+	m := &meanModel{id: "mean@1", length: 1, hop: 1, chans: []string{"b", "a"}, thr: 100}
+	d := detect.DefaultOptions()
+	spec := StreamSpec{Name: "pump", Source: "sim", Model: m, Detect: d, TopFeatures: 2}
+	spec.Detect.K, spec.Detect.N = 1, 1
+	spec.Threshold = 1
+	in := []source.Input{{Source: "sim", Time: t0, Channels: chans2, Values: []float64{5, 1}}}
+	_, buf := run(t, Options{Streams: []StreamSpec{spec}}, in)
+	al := buf.alerts(t)
+	if len(al) != 1 || al[0].TopFeatures[0].Name != "a" || al[0].Threshold != 1 {
+		t.Fatalf("alerts %+v: want one naming a first, with the stream's threshold override", al)
+	}
+}
+
+// countFeatures counts a key's events and failures.
+type countFeatures struct{ n, fail float32 }
+
+func (c *countFeatures) Add(e *source.Event, dst []float32) bool {
+	c.n++
+	if e.Name == "form_error" {
+		c.fail++
+	}
+	dst[0], dst[1] = c.n, c.fail
+	return true
+}
+
+func TestBehaviourStreamKeysByUser(t *testing.T) {
+	m := &meanModel{id: "kiosk@1", length: 1, hop: 1, chans: []string{"events", "failures"}, thr: 2}
+	d := detect.DefaultOptions()
+	d.K, d.N = 1, 1
+	spec := StreamSpec{Name: "kiosk", Source: "http", Kind: KindBehaviour, Key: "user_id", Model: m, Detect: d,
+		Features: func() Featurizer { return &countFeatures{} }}
+	var in []source.Input
+	for i := 0; i < 3; i++ {
+		for _, u := range []string{"user-1", "user-2"} {
+			name := "page_view"
+			if u == "user-2" {
+				name = "form_error"
+			}
+			in = append(in, source.Input{Source: "http", Time: t0.Add(time.Duration(i) * time.Second),
+				Event: &source.Event{ID: u + name, Name: name, UserID: u}})
+		}
+	}
+	in = append(in, source.Input{Source: "http", Time: t0, Event: &source.Event{Name: "x"}}) // no user: missing_field
+	p, buf := run(t, Options{Streams: []StreamSpec{spec}}, in)
+	if n := len(buf.scores(t)); n != 6 {
+		t.Fatalf("%d scores, want one per event (6)", n)
+	}
+	al := buf.alerts(t)
+	if len(al) == 0 || al[0].State != "open" {
+		t.Fatalf("alerts %+v: want an episode opened for user-2", al)
+	}
+	for _, a := range al {
+		if a.Key != "user-2" || a.Kind != KindBehaviour || a.Episode != al[0].Episode {
+			t.Fatalf("alert %+v: want only user-2's one episode", a)
+		}
+	}
+	if p.Stats().Streams["kiosk"].Keys != 2 {
+		t.Fatalf("keys = %d, want 2", p.Stats().Streams["kiosk"].Keys)
+	}
+}
+
+func TestLearningStreamTrainsThenScores(t *testing.T) {
+	var gotSamples int
+	learner := func(_ context.Context, stream string, chans []string, s [][]float64) (Model, error) {
+		gotSamples = len(s)
+		return &meanModel{id: "learnt@1", length: 2, hop: 1, chans: chans, thr: 10}, nil
+	}
+	spec := StreamSpec{Name: "pump", Source: "sim", Learn: 10, Detect: detect.DefaultOptions()}
+	buf := &memBuffer{}
+	p, err := New(Options{Device: "dev-01", Buffer: buf, Learner: learner, Streams: []StreamSpec{spec}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	in := samples(10, func(int) []float64 { return []float64{1, 1} })
+	for _, x := range in {
+		if err := p.Put(ctx, x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() bool { return p.Stats().Streams["pump"].State == StateScoring })
+	for i := 10; i < 15; i++ {
+		x := samples(1, func(int) []float64 { return []float64{1, 1} })[0]
+		x.Time = t0.Add(time.Duration(i) * time.Second)
+		if err := p.Put(ctx, x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.CloseInput()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if gotSamples != 10 {
+		t.Fatalf("learner got %d samples, want 10", gotSamples)
+	}
+	if n := len(buf.scores(t)); n != 4 {
+		t.Fatalf("%d scores after learning, want 4 (5 samples, window 2, hop 1)", n)
+	}
+}
+
+func TestSetThreshold(t *testing.T) {
+	m := &meanModel{id: "mean@1", length: 1, hop: 1, chans: chans2, thr: 1}
+	buf := &memBuffer{}
+	p, _ := New(Options{Device: "dev-01", Buffer: buf, Streams: []StreamSpec{sensorSpec(m)}})
+	ctx := context.Background()
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	if err := p.SetThreshold(ctx, "pump", 50); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.SetThreshold(ctx, "nope", 5); err == nil {
+		t.Fatal("SetThreshold on an unknown stream: no error")
+	}
+	if err := p.SetThreshold(ctx, "pump", -1); err == nil {
+		t.Fatal("SetThreshold(-1): no error")
+	}
+	for _, x := range samples(3, func(int) []float64 { return []float64{10, 10} }) {
+		p.Put(ctx, x)
+	}
+	p.CloseInput()
+	<-done
+	if al := buf.alerts(t); len(al) != 0 {
+		t.Fatalf("alerts above the raised threshold: %+v", al)
+	}
+	if th := p.Stats().Streams["pump"].Threshold; th != 50 {
+		t.Fatalf("threshold %v, want 50", th)
+	}
+}
+
+func TestTryPutCountsAFullQueue(t *testing.T) {
+	m := &meanModel{id: "mean@1", length: 1, hop: 1, chans: chans2, thr: 1}
+	p, _ := New(Options{Device: "dev-01", Buffer: &memBuffer{}, Queue: 1, Streams: []StreamSpec{sensorSpec(m)}})
+	in := samples(1, func(int) []float64 { return []float64{0, 0} })[0]
+	if !p.TryPut(in) {
+		t.Fatal("first TryPut refused")
+	}
+	if p.TryPut(in) {
+		t.Fatal("TryPut on a full queue accepted")
+	}
+	if d := p.Stats().Drops; len(d) != 1 || d[0].Reason != string(source.DropQueueFull) {
+		t.Fatalf("drops %+v, want one queue_full", d)
+	}
+}
+
+func TestNewRejectsBadSpecs(t *testing.T) {
+	m := &meanModel{id: "mean@1", length: 1, hop: 1, chans: chans2, thr: 1}
+	for name, o := range map[string]Options{
+		"no device":          {Buffer: &memBuffer{}},
+		"no buffer":          {Device: "d"},
+		"no model, no learn": {Device: "d", Buffer: &memBuffer{}, Streams: []StreamSpec{{Name: "x"}}},
+		"duplicate":          {Device: "d", Buffer: &memBuffer{}, Streams: []StreamSpec{sensorSpec(m), sensorSpec(m)}},
+		"learn, no learner":  {Device: "d", Buffer: &memBuffer{}, Streams: []StreamSpec{{Name: "x", Learn: 5}}},
+		"behaviour, no features": {Device: "d", Buffer: &memBuffer{},
+			Streams: []StreamSpec{{Name: "x", Kind: KindBehaviour, Model: m}}},
+	} {
+		if _, err := New(o); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(time.Millisecond) // polling, not a timed assertion
+	}
+}
+
+func BenchmarkPipelineSensor(b *testing.B) {
+	m := &meanModel{id: "mean@1", length: 60, hop: 10, chans: []string{"1", "2", "3", "4", "5", "6", "7", "8"}, thr: 1e9}
+	d := detect.DefaultOptions()
+	p, _ := New(Options{Device: "dev-01", Buffer: &memBuffer{}, Streams: []StreamSpec{{Name: "pump", Source: "sim", Model: m, Detect: d}}})
+	ctx := context.Background()
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	vals := []float64{1, 2, 3, 4, 5, 6, 7, 8}
+	i := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		p.Put(ctx, source.Input{Source: "sim", Time: t0.Add(time.Duration(i) * time.Millisecond), Channels: m.chans, Values: vals})
+		i++
+	}
+	p.CloseInput()
+	<-done
+	b.ReportMetric(float64(i)/b.Elapsed().Seconds(), "samples/s")
+}

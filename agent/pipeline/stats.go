@@ -1,0 +1,195 @@
+package pipeline
+
+import (
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vigil-edge/vigil/agent/source"
+)
+
+// counters are the pipeline's own numbers. Hot-path counters are atomics;
+// drops by reason sit behind a mutex (drops are the exception).
+type counters struct {
+	inputs, scores, alerts atomic.Uint64
+	batches, windows       atomic.Uint64
+
+	mu    sync.Mutex
+	drops map[dropKey]uint64
+	lat   ring // per-window inference latency, ns
+
+	logMu   sync.Mutex
+	lastLog time.Time
+	muted   int
+}
+
+type dropKey struct {
+	source string
+	reason source.DropReason
+}
+
+func (c *counters) init() {
+	c.drops = map[dropKey]uint64{}
+	c.lat.vals = make([]float64, 2048)
+}
+
+func (c *counters) drop(src string, reason source.DropReason, n int) {
+	c.mu.Lock()
+	c.drops[dropKey{src, reason}] += uint64(n)
+	c.mu.Unlock()
+}
+
+func (c *counters) observeInference(d time.Duration, windows int) {
+	c.batches.Add(1)
+	c.windows.Add(uint64(windows))
+	c.mu.Lock()
+	c.lat.add(float64(d.Nanoseconds()) / float64(windows))
+	c.mu.Unlock()
+}
+
+// logRateLimited logs at most one line a second; the lines it held back are
+// counted in the next one.
+func (p *Pipeline) logRateLimited(msg string, args ...any) {
+	c := &p.stats
+	c.logMu.Lock()
+	now := time.Now()
+	if now.Sub(c.lastLog) < time.Second {
+		c.muted++
+		c.logMu.Unlock()
+		return
+	}
+	muted := c.muted
+	c.lastLog, c.muted = now, 0
+	c.logMu.Unlock()
+	if muted > 0 {
+		args = append(args, "suppressed", muted)
+	}
+	p.log.Warn(msg, args...)
+}
+
+// ring keeps the latest values for quantiles.
+type ring struct {
+	vals []float64
+	n    int
+}
+
+func (r *ring) add(v float64) {
+	r.vals[r.n%len(r.vals)] = v
+	r.n++
+}
+
+func (r *ring) quantiles(qs ...float64) []float64 {
+	n := min(r.n, len(r.vals))
+	out := make([]float64, len(qs))
+	if n == 0 {
+		return out
+	}
+	s := slices.Clone(r.vals[:n])
+	slices.Sort(s)
+	for i, q := range qs {
+		out[i] = s[min(n-1, int(q*float64(n)))]
+	}
+	return out
+}
+
+// Stats is a snapshot of the pipeline for health and metrics.
+type Stats struct {
+	Inputs  uint64 `json:"inputs"`
+	Scores  uint64 `json:"scores"`
+	Alerts  uint64 `json:"alerts"`
+	Windows uint64 `json:"windows_scored"`
+	Batches uint64 `json:"batches"`
+	// Drops counts dropped inputs by source and reason.
+	Drops []Drop `json:"drops"`
+	// InferenceP50 and P99 are per-window inference latencies over the
+	// latest 2048 batches.
+	InferenceP50 time.Duration          `json:"inference_p50_ns"`
+	InferenceP99 time.Duration          `json:"inference_p99_ns"`
+	QueueLen     int                    `json:"queue_len"`
+	QueueCap     int                    `json:"queue_cap"`
+	Streams      map[string]StreamStats `json:"streams"`
+}
+
+// Drop is the number of inputs dropped for one reason.
+type Drop struct {
+	Source string `json:"source,omitempty"`
+	Reason string `json:"reason"`
+	Count  uint64 `json:"count"`
+}
+
+// StreamStats describes one stream.
+type StreamStats struct {
+	Kind        string  `json:"kind"`
+	State       string  `json:"state"`
+	Model       string  `json:"model,omitempty"`
+	Threshold   float64 `json:"threshold,omitempty"`
+	Windows     uint64  `json:"windows"`
+	Alerts      uint64  `json:"alerts"`
+	Keys        int     `json:"keys,omitempty"`
+	KeyEvicts   uint64  `json:"key_evictions,omitempty"`
+	Learned     int     `json:"learn_samples,omitempty"`
+	LearnTarget int     `json:"learn_target,omitempty"`
+	Skipped     uint64  `json:"skipped_while_training,omitempty"`
+	LearnError  string  `json:"learn_error,omitempty"`
+}
+
+// Stats returns a snapshot. It is safe to call from any goroutine.
+func (p *Pipeline) Stats() Stats {
+	c := &p.stats
+	s := Stats{
+		Inputs:   c.inputs.Load(),
+		Scores:   c.scores.Load(),
+		Alerts:   c.alerts.Load(),
+		Windows:  c.windows.Load(),
+		Batches:  c.batches.Load(),
+		QueueLen: len(p.in),
+		QueueCap: cap(p.in),
+		Streams:  map[string]StreamStats{},
+	}
+	c.mu.Lock()
+	for k, n := range c.drops {
+		s.Drops = append(s.Drops, Drop{Source: k.source, Reason: string(k.reason), Count: n})
+	}
+	q := c.lat.quantiles(0.5, 0.99)
+	c.mu.Unlock()
+	slices.SortFunc(s.Drops, func(a, b Drop) int {
+		if a.Source != b.Source {
+			if a.Source < b.Source {
+				return -1
+			}
+			return 1
+		}
+		if a.Reason < b.Reason {
+			return -1
+		}
+		if a.Reason > b.Reason {
+			return 1
+		}
+		return 0
+	})
+	s.InferenceP50, s.InferenceP99 = time.Duration(q[0]), time.Duration(q[1])
+	for name, st := range p.streams {
+		st.mu.Lock()
+		ss := StreamStats{
+			Kind: st.spec.Kind, State: st.state, Model: st.modelID, Threshold: st.threshold,
+			LearnTarget: st.spec.Learn, LearnError: st.learnErr,
+		}
+		st.mu.Unlock()
+		ss.Windows, ss.Alerts, ss.Skipped = st.windows.Load(), st.alerts.Load(), st.skipped.Load()
+		ss.KeyEvicts = st.evicts.Load()
+		ss.Keys = int(st.nkeys.Load())
+		ss.Learned = int(st.learned.Load())
+		s.Streams[name] = ss
+	}
+	return s
+}
+
+// DropTotal is the number of inputs dropped for any reason.
+func (s Stats) DropTotal() uint64 {
+	var n uint64
+	for _, d := range s.Drops {
+		n += d.Count
+	}
+	return n
+}

@@ -1,0 +1,141 @@
+// Package record defines what Vigil stores in its buffer and publishes: the
+// score of a window, an alert, and the advice an LLM workflow wrote for an
+// alert. Records are JSON in the buffer and on the wire; their ids are
+// derived from what they describe, so replaying the same input after a crash
+// produces the same ids and every consumer can deduplicate.
+package record
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Lanes of the buffer, one per record kind.
+const (
+	LaneScore  = "score"
+	LaneAlert  = "alert"
+	LaneAdvice = "advice"
+)
+
+// Score is the anomaly score of one window of one stream (and, for a
+// behaviour stream, one key such as a user id).
+type Score struct {
+	ID        string    `json:"id"`
+	Seq       uint64    `json:"seq,omitempty"` // the buffer's sequence number, set when read back
+	TS        time.Time `json:"ts"`            // the window's end
+	Stream    string    `json:"stream"`
+	Key       string    `json:"key,omitempty"`
+	Score     float64   `json:"score"`
+	Threshold float64   `json:"threshold"`
+	Model     string    `json:"model"` // name@version
+	Replayed  bool      `json:"replayed"`
+}
+
+// Window is the time span an alert's window covered.
+type Window struct {
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end"`
+}
+
+// Feature is one channel or feature and its share of the anomaly score.
+type Feature struct {
+	Name  string  `json:"name"`
+	Share float64 `json:"share"` // fraction of the window's error, 0..1
+}
+
+// Severity bands, from least to most severe.
+const (
+	SeverityWarning  = "warning"
+	SeverityMajor    = "major"
+	SeverityCritical = "critical"
+)
+
+// SeverityRank orders severities: warning 1, major 2, critical 3; anything
+// else 0.
+func SeverityRank(s string) int {
+	switch s {
+	case SeverityWarning:
+		return 1
+	case SeverityMajor:
+		return 2
+	case SeverityCritical:
+		return 3
+	}
+	return 0
+}
+
+// Alert reports an anomaly episode of a stream. The first alert of an
+// episode opens it; later alerts of the same episode are updates (a higher
+// severity, or the episode's end) and carry the same Episode id.
+type Alert struct {
+	ID          string    `json:"id"`
+	Seq         uint64    `json:"seq,omitempty"`
+	TS          time.Time `json:"ts"`
+	Device      string    `json:"device"`
+	Stream      string    `json:"stream"`
+	Key         string    `json:"key,omitempty"` // e.g. the user id of a behaviour stream
+	Kind        string    `json:"kind"`          // sensor | behaviour
+	Score       float64   `json:"score"`
+	Threshold   float64   `json:"threshold"`
+	Severity    string    `json:"severity"`
+	Episode     string    `json:"episode"`
+	Update      int       `json:"update"` // 0 for the alert that opened the episode
+	State       string    `json:"state"`  // open | escalated | closed
+	Window      Window    `json:"window"`
+	TopFeatures []Feature `json:"top_features"`
+	Model       string    `json:"model"`
+	Replayed    bool      `json:"replayed"`
+}
+
+// Advice is what the Dify workflow produced for an alert.
+type Advice struct {
+	ID            string         `json:"id"`
+	Seq           uint64         `json:"seq,omitempty"`
+	TS            time.Time      `json:"ts"`
+	AlertID       string         `json:"alert_id"`
+	Device        string         `json:"device"`
+	Stream        string         `json:"stream"`
+	Key           string         `json:"key,omitempty"`
+	Severity      string         `json:"severity"`
+	WorkflowRunID string         `json:"workflow_run_id"`
+	Status        string         `json:"status"` // succeeded | failed | stopped
+	Outputs       map[string]any `json:"outputs,omitempty"`
+	Error         string         `json:"error,omitempty"`
+	ElapsedTime   float64        `json:"elapsed_time,omitempty"`
+	Replayed      bool           `json:"replayed"`
+}
+
+// ID derives a stable record id from what the record describes: its kind,
+// the device, the stream, the key, the window's end and the model version.
+// The same window scored by the same model always gets the same id.
+func ID(kind, device, stream, key string, windowEnd time.Time, model string) string {
+	h := sha256.New()
+	for _, part := range []string{kind, device, stream, key, strconv.FormatInt(windowEnd.UnixNano(), 10), model} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	return kind[:1] + "-" + hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+// Decode unmarshals a record of the given lane from the buffer.
+func Decode(lane string, data []byte) (any, error) {
+	var v any
+	switch lane {
+	case LaneScore:
+		v = new(Score)
+	case LaneAlert:
+		v = new(Alert)
+	case LaneAdvice:
+		v = new(Advice)
+	default:
+		return nil, fmt.Errorf("decode record: unknown lane %q", lane)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return nil, fmt.Errorf("decode %s record: %w", lane, err)
+	}
+	return v, nil
+}
