@@ -205,7 +205,7 @@ func customOpModel(t *testing.T) []byte {
 	b.PrependUOffsetTSlot(3, ops, 0)
 	sg := b.EndObject()
 	custom := b.CreateString("VigilNoSuchOp")
-	b.StartObject(4) // OperatorCode: deprecated_builtin_code 0, custom_code 1, version 2, builtin_code 3
+	b.StartObject(4)            // OperatorCode: deprecated_builtin_code 0, custom_code 1, version 2, builtin_code 3
 	b.PrependInt8Slot(0, 32, 0) // CUSTOM
 	b.PrependUOffsetTSlot(1, custom, 0)
 	b.PrependInt32Slot(2, 1, 1)
