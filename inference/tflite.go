@@ -192,6 +192,9 @@ func Load(model []byte, opts Options) (_ *TFLite, err error) {
 		return nil, fmt.Errorf("%w: not a valid TFLite flatbuffer", ErrInvalidModel)
 	}
 	s.model = wrapModel(unsafe.Pointer(m))
+	if err := checkModel(model); err != nil {
+		return nil, err
+	}
 
 	first, err := s.newInterp(opts)
 	if err != nil {
