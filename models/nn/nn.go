@@ -38,6 +38,7 @@ const (
 
 var activationNames = [...]string{Linear: "linear", ReLU: "relu", Tanh: "tanh", Sigmoid: "sigmoid"}
 
+// String returns the activation's name, as ParseActivation takes it.
 func (a Activation) String() string {
 	if int(a) < len(activationNames) {
 		return activationNames[a]
@@ -82,6 +83,7 @@ const (
 	Valid
 )
 
+// String returns "same" or "valid".
 func (p Padding) String() string {
 	switch p {
 	case Same:

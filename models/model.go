@@ -1,0 +1,339 @@
+package models
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/vigil-edge/vigil/inference"
+)
+
+// Model is a loaded model and its manifest. It normalises raw windows,
+// scores them with the scorer and reduces the output to one score per
+// window and one contribution per channel. It is safe for concurrent use.
+type Model struct {
+	manifest *Manifest
+	scorer   inference.Scorer
+	spec     inference.Spec
+	channels int
+	window   int
+	mean     []float64
+	invStd   []float64
+	// free holds scratch buffers between Score calls, so that steady-state
+	// scoring allocates nothing. A channel rather than a sync.Pool: the
+	// pool drops items at random under the race detector and at each GC.
+	free chan *scratch
+}
+
+type scratch struct {
+	in, out []float32
+}
+
+// New wraps a scorer with its manifest. The manifest must be valid and its
+// shapes must match the scorer's; the Model takes ownership of the scorer
+// (Close closes it).
+func New(m *Manifest, s inference.Scorer) (*Model, error) {
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	if err := checkSpec(m, s.Spec()); err != nil {
+		return nil, fmt.Errorf("model %s: %w", m.Name, err)
+	}
+	c := len(m.Input.Channels)
+	md := &Model{
+		manifest: m,
+		scorer:   s,
+		spec:     m.Spec(),
+		channels: c,
+		window:   m.Input.Window,
+		mean:     slices.Clone(m.Normalization.Mean),
+		invStd:   make([]float64, c),
+		free:     make(chan *scratch, 16),
+	}
+	for i, sd := range m.Normalization.Std {
+		md.invStd[i] = 1 / sd
+	}
+	return md, nil
+}
+
+// checkSpec compares the scorer's tensor shapes with the manifest's and
+// names the manifest fields that disagree.
+func checkSpec(m *Manifest, got inference.Spec) error {
+	want := m.Spec()
+	var diffs []string
+	if !slices.Equal(want.Input, got.Input) {
+		diffs = append(diffs, fmt.Sprintf("input.window=%d and %d input.channels declare input [%d %d] per window, the model's input tensor is %v",
+			m.Input.Window, len(m.Input.Channels), m.Input.Window, len(m.Input.Channels), got.Input))
+	}
+	if !slices.Equal(want.Output, got.Output) {
+		if m.Output.Kind == OutputScore {
+			diffs = append(diffs, fmt.Sprintf("output.kind=score with output.size=%d declares output %v per window, the model's output tensor is %v",
+				m.Output.Size, want.Output, got.Output))
+		} else {
+			diffs = append(diffs, fmt.Sprintf("output.kind=reconstruction declares output %v per window (the input's shape), the model's output tensor is %v",
+				want.Output, got.Output))
+		}
+	}
+	if len(diffs) > 0 {
+		return fmt.Errorf("tensors disagree with the manifest: %s", strings.Join(diffs, "; "))
+	}
+	return nil
+}
+
+// ReadFiles reads and checks dir/NAME.json and dir/NAME.tflite without
+// loading the model: the manifest is decoded strictly and validated, its
+// name must be NAME, and the model file must have the manifest's SHA-256.
+func ReadFiles(path string) (*Manifest, []byte, error) {
+	base := strings.TrimSuffix(strings.TrimSuffix(path, ".json"), ".tflite")
+	data, err := os.ReadFile(base + ".json")
+	if err != nil {
+		return nil, nil, fmt.Errorf("load model %s: %w", base, err)
+	}
+	m, err := DecodeManifest(data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("load model %s: %s.json: %w", base, filepath.Base(base), err)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, nil, fmt.Errorf("load model %s: %s.json: %w", base, filepath.Base(base), err)
+	}
+	if name := filepath.Base(base); m.Name != name {
+		return nil, nil, fmt.Errorf("load model %s: name: manifest says %q, the files are named %q", base, m.Name, name)
+	}
+	model, err := os.ReadFile(base + ".tflite")
+	if err != nil {
+		return nil, nil, fmt.Errorf("load model %s: %w", base, err)
+	}
+	if sum := SHA256(model); sum != m.SHA256 {
+		return nil, nil, fmt.Errorf("load model %s: sha256: manifest says %s, %s.tflite has %s: %w",
+			base, m.SHA256, filepath.Base(base), sum, ErrChecksum)
+	}
+	return m, model, nil
+}
+
+// ErrChecksum means a model file is not the one its manifest describes.
+var ErrChecksum = errors.New("model file does not match the manifest's sha256")
+
+// SHA256 returns the lowercase hex SHA-256 of b.
+func SHA256(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// Save writes dir/NAME.tflite and dir/NAME.json. It sets m.SHA256 from the
+// model bytes and m.Name to name, validates the manifest, and writes each
+// file through a temporary file and a rename, the model first, so that a
+// reader never sees a manifest without its model.
+func Save(dir, name string, tflite []byte, m *Manifest) error {
+	if !validName(name) {
+		return fmt.Errorf("save model %q: name may only hold letters, digits, '.', '_' and '-'", name)
+	}
+	m.Name = name
+	m.SHA256 = SHA256(tflite)
+	if err := m.Validate(); err != nil {
+		return fmt.Errorf("save model %s: %w", name, err)
+	}
+	js, err := m.Encode()
+	if err != nil {
+		return fmt.Errorf("save model %s: %w", name, err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("save model %s: %w", name, err)
+	}
+	base := filepath.Join(dir, name)
+	if err := writeFile(base+".tflite", tflite); err != nil {
+		return fmt.Errorf("save model %s: %w", name, err)
+	}
+	if err := writeFile(base+".json", js); err != nil {
+		return fmt.Errorf("save model %s: %w", name, err)
+	}
+	return nil
+}
+
+func writeFile(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp, 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
+
+// Manifest returns the model's manifest. Callers must not modify it.
+func (md *Model) Manifest() *Manifest { return md.manifest }
+
+// Threshold is the manifest's calibrated threshold.
+func (md *Model) Threshold() float64 { return md.manifest.Threshold.Value }
+
+// Window is the number of samples per window and Channels the number of
+// channels per sample.
+func (md *Model) Window() int { return md.window }
+
+// Channels is the number of channels per sample.
+func (md *Model) Channels() int { return md.channels }
+
+// Scorer returns the underlying scorer.
+func (md *Model) Scorer() inference.Scorer { return md.scorer }
+
+// Close closes the scorer.
+func (md *Model) Close() error { return md.scorer.Close() }
+
+// Score scores a batch of raw windows. windows holds n windows back to back,
+// each Window samples of Channels values in channel order (sample-major:
+// windows[(w*Window+t)*Channels+c]), in the units the sensors report, in
+// float64 so that large offsets keep their precision; they are normalised with the manifest's mean and std. scores receives one
+// score per window (len n). contrib, when not nil, receives n×Channels
+// values: for reconstruction models each channel's share of the error (its
+// mean squared error for mse and max_channel_mse, its mean absolute error
+// for mae, in normalised units), for score models zeros. A window with a
+// NaN or infinite value is an error. In steady state (batches no larger
+// than before) Score allocates nothing.
+func (md *Model) Score(ctx context.Context, windows, scores, contrib []float64) error {
+	per := md.window * md.channels
+	if len(windows) == 0 || len(windows)%per != 0 {
+		return fmt.Errorf("model %s: %d values is not a whole number of windows of %d×%d", md.manifest.Name, len(windows), md.window, md.channels)
+	}
+	n := len(windows) / per
+	if len(scores) != n {
+		return fmt.Errorf("model %s: scores has room for %d windows, want %d", md.manifest.Name, len(scores), n)
+	}
+	if contrib != nil && len(contrib) != n*md.channels {
+		return fmt.Errorf("model %s: contrib has %d values, want %d (windows × channels)", md.manifest.Name, len(contrib), n*md.channels)
+	}
+	s := md.getScratch(n)
+	defer md.putScratch(s)
+	in := s.in[:len(windows)]
+	for i, x := range windows {
+		c := i % md.channels
+		v := (x - md.mean[c]) * md.invStd[c]
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return md.badValue(i, x)
+		}
+		in[i] = float32(v)
+	}
+	out := s.out[:n*md.spec.OutputSize()]
+	if err := md.scorer.Score(ctx, in, out); err != nil {
+		return fmt.Errorf("model %s: %w", md.manifest.Name, err)
+	}
+	if md.manifest.Output.Kind == OutputScore {
+		reduceScores(md.manifest.Output.Reduction, out, md.manifest.Output.Size, scores)
+		clear(contrib)
+		return nil
+	}
+	reduceReconstruction(md.manifest.Output.Reduction, in, out, md.window, md.channels, scores, contrib)
+	return nil
+}
+
+func (md *Model) badValue(i int, x float64) error {
+	per := md.window * md.channels
+	return fmt.Errorf("model %s: window %d sample %d channel %q is %v after normalisation (raw %v)",
+		md.manifest.Name, i/per, i%per/md.channels, md.manifest.Input.Channels[i%md.channels],
+		(x-md.mean[i%md.channels])*md.invStd[i%md.channels], x)
+}
+
+func (md *Model) getScratch(n int) *scratch {
+	var s *scratch
+	select {
+	case s = <-md.free:
+	default:
+		s = new(scratch)
+	}
+	if need := n * md.window * md.channels; cap(s.in) < need {
+		s.in = make([]float32, need)
+	}
+	if need := n * md.spec.OutputSize(); cap(s.out) < need {
+		s.out = make([]float32, need)
+	}
+	return s
+}
+
+func (md *Model) putScratch(s *scratch) {
+	select {
+	case md.free <- s:
+	default:
+	}
+}
+
+// reduceReconstruction computes per-window scores and per-channel
+// contributions from normalised inputs and their reconstructions.
+func reduceReconstruction(reduction string, in, out []float32, window, channels int, scores, contrib []float64) {
+	per := window * channels
+	for w := range scores {
+		x, y := in[w*per:(w+1)*per], out[w*per:(w+1)*per]
+		// Per-channel mean error, accumulated into contrib when given and
+		// into a small stack array otherwise.
+		var stack [64]float64
+		var ch []float64
+		if contrib != nil {
+			ch = contrib[w*channels : (w+1)*channels]
+		} else if channels <= len(stack) {
+			ch = stack[:channels]
+		} else {
+			ch = make([]float64, channels) // only for > 64 channels without contrib
+		}
+		clear(ch)
+		for i := range x {
+			d := float64(y[i]) - float64(x[i])
+			if reduction == ReduceMAE {
+				ch[i%channels] += math.Abs(d)
+			} else {
+				ch[i%channels] += d * d
+			}
+		}
+		total, top := 0.0, 0.0
+		for c := range ch {
+			ch[c] /= float64(window)
+			total += ch[c]
+			top = max(top, ch[c])
+		}
+		if reduction == ReduceMaxChannelMSE {
+			scores[w] = top
+		} else {
+			scores[w] = total / float64(channels)
+		}
+	}
+}
+
+func reduceScores(reduction string, out []float32, size int, scores []float64) {
+	for w := range scores {
+		o := out[w*size : (w+1)*size]
+		switch reduction {
+		case ReduceMax:
+			m := float64(o[0])
+			for _, v := range o[1:] {
+				m = max(m, float64(v))
+			}
+			scores[w] = m
+		case ReduceMean:
+			s := 0.0
+			for _, v := range o {
+				s += float64(v)
+			}
+			scores[w] = s / float64(size)
+		default: // ReduceFirst
+			scores[w] = float64(o[0])
+		}
+	}
+}
