@@ -40,7 +40,7 @@ type Model interface {
 	Threshold() float64
 	// Score scores n windows of raw values (n × length × channels, row
 	// major) into scores (n values) and per-channel errors (n × channels).
-	Score(ctx context.Context, windows []float32, scores, channelErr []float64) error
+	Score(ctx context.Context, windows, scores, channelErr []float64) error
 }
 
 // Appender is the buffer, as the pipeline uses it.
@@ -90,8 +90,8 @@ type FeatureFunc func() Featurizer
 // Featurizer turns one key's events into feature vectors.
 type Featurizer interface {
 	// Add takes the key's next event and writes its feature vector to dst;
-	// it returns false while there is not yet enough history to score.
-	Add(e *source.Event, dst []float32) bool
+	// it returns false when it emits no vector for this event.
+	Add(e *source.Event, dst []float64) bool
 }
 
 // Options configure a Pipeline.

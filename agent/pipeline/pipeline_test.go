@@ -30,7 +30,7 @@ func (m *meanModel) ID() string         { return m.id }
 func (m *meanModel) Window() (int, int) { return m.length, m.hop }
 func (m *meanModel) Channels() []string { return m.chans }
 func (m *meanModel) Threshold() float64 { return m.thr }
-func (m *meanModel) Score(_ context.Context, w []float32, scores, errs []float64) error {
+func (m *meanModel) Score(_ context.Context, w, scores, errs []float64) error {
 	nc := len(m.chans)
 	per := m.length * nc
 	n := len(w) / per
@@ -44,7 +44,7 @@ func (m *meanModel) Score(_ context.Context, w []float32, scores, errs []float64
 		}
 		for r := 0; r < m.length; r++ {
 			for c := 0; c < nc; c++ {
-				v := float64(w[i*per+r*nc+c])
+				v := w[i*per+r*nc+c]
 				sum += v
 				errs[i*nc+c] += v / float64(m.length)
 			}
@@ -268,9 +268,9 @@ func TestChannelsAreMappedByName(t *testing.T) {
 }
 
 // countFeatures counts a key's events and failures.
-type countFeatures struct{ n, fail float32 }
+type countFeatures struct{ n, fail float64 }
 
-func (c *countFeatures) Add(e *source.Event, dst []float32) bool {
+func (c *countFeatures) Add(e *source.Event, dst []float64) bool {
 	c.n++
 	if e.Name == "form_error" {
 		c.fail++

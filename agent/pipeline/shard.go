@@ -47,7 +47,7 @@ type shard struct {
 // batch collects the windows of one model awaiting scoring.
 type batch struct {
 	model   Model
-	windows []float32
+	windows []float64
 	items   []pendingWindow
 	scores  []float64
 	errs    []float64
@@ -106,7 +106,7 @@ func (s *shard) handle(ctx context.Context, it shardItem) {
 	st.handleSample(ctx, s, it.in)
 }
 
-func (s *shard) queue(m Model, pw pendingWindow) []float32 {
+func (s *shard) queue(m Model, pw pendingWindow) []float64 {
 	var b *batch
 	for _, x := range s.batches {
 		if x.model == m {
@@ -121,7 +121,7 @@ func (s *shard) queue(m Model, pw pendingWindow) []float32 {
 	length, _ := m.Window()
 	n := length * len(m.Channels())
 	off := len(b.windows)
-	b.windows = append(b.windows, make([]float32, n)...)
+	b.windows = append(b.windows, make([]float64, n)...)
 	b.items = append(b.items, pw)
 	s.pending++
 	return b.windows[off : off+n]
@@ -206,7 +206,7 @@ type streamState struct {
 	mapFrom *string
 	mapIdx  []int
 	row     []float64
-	scratch []float32 // the window being cut, before it joins a batch
+	scratch []float64 // the window being cut, before it joins a batch
 
 	keys    map[string]*keyState
 	lru     *list.List
@@ -231,7 +231,7 @@ type keyState struct {
 	feat Featurizer
 	win  *stream.Windower
 	det  *detect.Detector
-	vec  []float32
+	vec  []float64
 	last time.Time
 	elem *list.Element
 }
@@ -305,7 +305,7 @@ func (st *streamState) install(m Model) error {
 	}
 	st.model, st.channels, st.length, st.hop, st.det = m, chans, length, hop, det
 	st.row = make([]float64, len(chans))
-	st.scratch = make([]float32, length*len(chans))
+	st.scratch = make([]float64, length*len(chans))
 	st.mapFrom = nil
 	if st.keys != nil {
 		clear(st.keys)
@@ -423,6 +423,9 @@ func (st *streamState) handleEvent(s *shard, in source.Input) {
 	if t.IsZero() {
 		t = e.Time
 	}
+	if e.Time.IsZero() {
+		e.Time = t
+	}
 	if !ks.last.IsZero() && t.Before(ks.last) {
 		reason := source.DropOutOfOrder
 		if st.spec.MaxLateness > 0 && ks.last.Sub(t) > st.spec.MaxLateness {
@@ -435,11 +438,7 @@ func (st *streamState) handleEvent(s *shard, in source.Input) {
 	if !ks.feat.Add(e, ks.vec) {
 		return
 	}
-	vals := make([]float64, len(ks.vec))
-	for i, v := range ks.vec {
-		vals[i] = float64(v)
-	}
-	if start, end, done := ks.win.Push(t, vals, st.scratch); done {
+	if start, end, done := ks.win.Push(t, ks.vec, st.scratch); done {
 		copy(s.queue(st.model, pendingWindow{st: st, ks: ks, start: start, end: end}), st.scratch)
 	}
 }
@@ -481,7 +480,7 @@ func (st *streamState) keyState(key string) *keyState {
 	if err != nil {
 		return nil
 	}
-	ks := &keyState{key: key, feat: st.spec.Features(), win: w, det: det, vec: make([]float32, len(st.channels))}
+	ks := &keyState{key: key, feat: st.spec.Features(), win: w, det: det, vec: make([]float64, len(st.channels))}
 	ks.elem = st.lru.PushFront(ks)
 	st.keys[key] = ks
 	st.nkeys.Store(int64(len(st.keys)))

@@ -14,7 +14,7 @@ import (
 // one window whatever the stream's rate.
 type Windower struct {
 	length, hop, channels int
-	ring                  []float32 // length × channels, row i at (start+i)%length
+	ring                  []float64 // length × channels, row i at (start+i)%length
 	times                 []time.Time
 	start, n              int
 	sinceEmit             int
@@ -34,7 +34,7 @@ func NewWindower(length, hop, channels int) (*Windower, error) {
 	}
 	return &Windower{
 		length: length, hop: hop, channels: channels,
-		ring:  make([]float32, length*channels),
+		ring:  make([]float64, length*channels),
 		times: make([]time.Time, length),
 	}, nil
 }
@@ -45,7 +45,7 @@ func (w *Windower) Len() int { return w.length }
 // Push adds one sample (len(values) == channels) taken at t. When a window
 // is complete it is copied into dst (length×channels values, oldest first)
 // and Push returns true with the window's first and last sample times.
-func (w *Windower) Push(t time.Time, values []float64, dst []float32) (start, end time.Time, ok bool) {
+func (w *Windower) Push(t time.Time, values []float64, dst []float64) (start, end time.Time, ok bool) {
 	var row int
 	if w.n < w.length {
 		row = (w.start + w.n) % w.length
@@ -56,7 +56,7 @@ func (w *Windower) Push(t time.Time, values []float64, dst []float32) (start, en
 	}
 	off := row * w.channels
 	for i, v := range values[:w.channels] {
-		w.ring[off+i] = float32(v)
+		w.ring[off+i] = v
 	}
 	w.times[row] = t
 	w.sinceEmit++

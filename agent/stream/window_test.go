@@ -11,13 +11,13 @@ func TestWindowerEmitsEveryHop(t *testing.T) {
 		t.Fatal(err)
 	}
 	t0 := time.Unix(0, 0)
-	dst := make([]float32, 8)
-	var got [][]float32
+	dst := make([]float64, 8)
+	var got [][]float64
 	var ends []int
 	for i := 0; i < 10; i++ {
 		_, end, ok := w.Push(t0.Add(time.Duration(i)*time.Second), []float64{float64(i), float64(-i)}, dst)
 		if ok {
-			got = append(got, append([]float32(nil), dst...))
+			got = append(got, append([]float64(nil), dst...))
 			ends = append(ends, int(end.Sub(t0)/time.Second))
 		}
 	}
@@ -31,7 +31,7 @@ func TestWindowerEmitsEveryHop(t *testing.T) {
 			t.Fatalf("windows end at %v, want %v", ends, wantEnds)
 		}
 		for r := 0; r < 4; r++ {
-			v := float32(e - 3 + r)
+			v := float64(e - 3 + r)
 			if got[i][2*r] != v || got[i][2*r+1] != -v {
 				t.Fatalf("window %d row %d = %v, want [%v %v]", i, r, got[i][2*r:2*r+2], v, -v)
 			}
@@ -41,7 +41,7 @@ func TestWindowerEmitsEveryHop(t *testing.T) {
 
 func TestWindowerHopLongerThanWindow(t *testing.T) {
 	w, _ := NewWindower(2, 3, 1)
-	dst := make([]float32, 2)
+	dst := make([]float64, 2)
 	var ends []int
 	for i := 0; i < 9; i++ {
 		if _, _, ok := w.Push(time.Unix(int64(i), 0), []float64{float64(i)}, dst); ok {
@@ -63,7 +63,7 @@ func TestWindowerRejectsBadShapes(t *testing.T) {
 
 func BenchmarkWindowerPush(b *testing.B) {
 	w, _ := NewWindower(60, 10, 8)
-	dst := make([]float32, 480)
+	dst := make([]float64, 480)
 	v := make([]float64, 8)
 	t0 := time.Unix(0, 0)
 	b.ReportAllocs()
