@@ -2,6 +2,15 @@
 // subscriptions on the local bus and the HTTP endpoint for user-behaviour
 // events. Every source turns what it reads into Inputs and hands them to a
 // Sink; none of them knows about models, windows or the buffer.
+//
+// Each source is built from its own options (NewSimulator,
+// NewKioskSimulator, NewReplay, NewMQTT, NewHTTPEvents, each with a
+// Default…Options) and has Name() and Run(ctx) error, which returns nil when
+// ctx ends. Sources that may block (simulators, replay) use Sink.Put; those
+// that must not (the MQTT callback, the HTTP handler) use TryPut and count
+// what they drop. The decoders they share — PayloadDecoder for JSON
+// samples, ReadCSV for CSV files (also used for evaluation on SKAB) — are
+// exported for the rest of the daemon.
 package source
 
 import (

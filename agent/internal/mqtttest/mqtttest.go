@@ -1,0 +1,417 @@
+// Package mqtttest runs a real mosquitto broker for tests: on a free
+// loopback port, in the test's temporary directory, stopped at cleanup. A
+// test can stop and restart it on the same port (outages), kill it (crashes),
+// give it persistence, a TLS listener that requires client certificates
+// signed by a throwaway CA, and username/password authentication. It also
+// has small MQTT client helpers: a connected client, a publisher and a
+// Subscriber that collects messages for assertions.
+//
+// Tests are skipped, with a message saying why, in -short mode and when
+// mosquitto is not installed (Debian: apt-get install mosquitto
+// mosquitto-clients).
+//
+//	b := mqtttest.Start(t, mqtttest.Options{})
+//	sub := mqtttest.Subscribe(t, b, "vigil/+/alerts/#", 1)
+//	... run the code under test against b.URL() ...
+//	msgs := sub.WaitN(t, 3, 5*time.Second)
+package mqtttest
+
+import (
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Paths where mosquitto's binaries are looked for (then $PATH).
+var (
+	mosquittoPaths      = []string{"/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"}
+	mosquittoPasswdPath = []string{"/usr/bin/mosquitto_passwd", "/usr/local/bin/mosquitto_passwd"}
+)
+
+// Options configure the broker. The zero value is an anonymous,
+// non-persistent, plain-TCP broker.
+type Options struct {
+	// Persistence keeps sessions and retained messages in the broker's
+	// directory across Stop/Start (mosquitto writes them when it stops
+	// cleanly; Kill loses what was not saved).
+	Persistence bool
+	// TLS serves MQTT over TLS (ssl://) with a server certificate from a
+	// throwaway CA generated for the test; TLSConfig gives clients the CA.
+	TLS bool
+	// RequireClientCert, with TLS, makes the broker require a client
+	// certificate signed by that CA (and use its CN as the username).
+	RequireClientCert bool
+	// Users, when not empty, turns anonymous access off and creates a
+	// password file with these username → password pairs.
+	Users map[string]string
+	// ExtraConfig is appended to the generated mosquitto.conf
+	// (e.g. "max_queued_messages 10").
+	ExtraConfig string
+	// Port is the port to listen on; 0 picks a free one.
+	Port int
+	// StartTimeout bounds the wait for the broker to accept connections
+	// (default 10 s).
+	StartTimeout time.Duration
+}
+
+// Broker is a mosquitto process run for a test.
+type Broker struct {
+	t    testing.TB
+	opts Options
+	bin  string
+	dir  string
+	conf string
+	port int
+	cert *Certs
+
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	done    chan struct{} // closed when the process exited
+	logs    bytes.Buffer
+	stopped bool
+}
+
+// lockedWriter collects the broker's output.
+type lockedWriter struct{ b *Broker }
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.b.mu.Lock()
+	defer w.b.mu.Unlock()
+	return w.b.logs.Write(p)
+}
+
+// lookPath finds a binary in the known paths, then $PATH.
+func lookPath(known []string, name string) string {
+	for _, p := range known {
+		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	return ""
+}
+
+// Available reports whether mosquitto is installed.
+func Available() bool { return lookPath(mosquittoPaths, "mosquitto") != "" }
+
+// Start starts a broker and registers its stop with t.Cleanup. It skips
+// the test in -short mode (an integration test) and when mosquitto is not
+// installed, and fails it when the broker does not come up.
+func Start(t testing.TB, opts Options) *Broker {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test with a real mosquitto: skipped in -short mode")
+	}
+	bin := lookPath(mosquittoPaths, "mosquitto")
+	if bin == "" {
+		t.Skip("mosquitto is not installed (looked in /usr/sbin and $PATH); apt-get install mosquitto to run this test")
+	}
+	if opts.RequireClientCert {
+		opts.TLS = true
+	}
+	if opts.StartTimeout == 0 {
+		opts.StartTimeout = 10 * time.Second
+	}
+	b := &Broker{t: t, opts: opts, bin: bin, dir: t.TempDir(), port: opts.Port}
+	if opts.TLS {
+		certs, err := NewCerts(filepath.Join(b.dir, "certs"))
+		if err != nil {
+			t.Fatalf("mqtttest: generating certificates: %v", err)
+		}
+		b.cert = certs
+	}
+	if len(opts.Users) > 0 {
+		if err := b.writePasswords(); err != nil {
+			t.Fatalf("mqtttest: %v", err)
+		}
+	}
+	t.Cleanup(b.Stop)
+	// A free port can be taken by someone else between our probe and
+	// mosquitto's bind: try a few.
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if opts.Port == 0 {
+			if b.port, err = freePort(); err != nil {
+				t.Fatalf("mqtttest: %v", err)
+			}
+		}
+		if err = b.start(); err == nil {
+			return b
+		}
+		if opts.Port != 0 {
+			break
+		}
+	}
+	t.Fatalf("mqtttest: starting mosquitto: %v\nmosquitto output:\n%s", err, b.Logs())
+	return nil
+}
+
+// freePort returns a port that was free on 127.0.0.1 a moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("finding a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func (b *Broker) writePasswords() error {
+	pw := lookPath(mosquittoPasswdPath, "mosquitto_passwd")
+	if pw == "" {
+		b.t.Skip("mosquitto_passwd is not installed; apt-get install mosquitto to run this test")
+	}
+	file := filepath.Join(b.dir, "passwords")
+	users := slices.Sorted(maps.Keys(b.opts.Users))
+	for i, u := range users {
+		args := []string{"-b", file, u, b.opts.Users[u]}
+		if i == 0 {
+			args = append([]string{"-c"}, args...)
+		}
+		if out, err := exec.Command(pw, args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("mosquitto_passwd %s: %v: %s", u, err, out)
+		}
+	}
+	return os.Chmod(file, 0o600)
+}
+
+// config writes mosquitto.conf for the current port.
+func (b *Broker) config() error {
+	var c strings.Builder
+	fmt.Fprintf(&c, "# generated by mqtttest for %s\n", b.t.Name())
+	if os.Geteuid() == 0 {
+		// Otherwise mosquitto drops to the mosquitto user, which cannot
+		// read the test's 0700 temporary directory.
+		c.WriteString("user root\n")
+	}
+	c.WriteString("per_listener_settings false\n")
+	fmt.Fprintf(&c, "listener %d 127.0.0.1\n", b.port)
+	if b.opts.TLS {
+		fmt.Fprintf(&c, "cafile %s\ncertfile %s\nkeyfile %s\ntls_version tlsv1.2\n",
+			b.cert.CAFile, b.cert.ServerCertFile, b.cert.ServerKeyFile)
+		if b.opts.RequireClientCert {
+			c.WriteString("require_certificate true\nuse_identity_as_username true\n")
+		}
+	}
+	if len(b.opts.Users) > 0 {
+		fmt.Fprintf(&c, "allow_anonymous false\npassword_file %s\n", filepath.Join(b.dir, "passwords"))
+	} else {
+		c.WriteString("allow_anonymous true\n")
+	}
+	if b.opts.Persistence {
+		fmt.Fprintf(&c, "persistence true\npersistence_location %s/\nautosave_interval 1\n", b.dir)
+	} else {
+		c.WriteString("persistence false\n")
+	}
+	c.WriteString("log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\nconnection_messages true\nlog_timestamp true\n")
+	if b.opts.ExtraConfig != "" {
+		c.WriteString(b.opts.ExtraConfig)
+		c.WriteString("\n")
+	}
+	b.conf = filepath.Join(b.dir, "mosquitto.conf")
+	return os.WriteFile(b.conf, []byte(c.String()), 0o600)
+}
+
+// start runs mosquitto and waits until it accepts connections.
+func (b *Broker) start() error {
+	if err := b.config(); err != nil {
+		return err
+	}
+	cmd := exec.Command(b.bin, "-c", b.conf)
+	cmd.Dir = b.dir
+	cmd.Stdout = lockedWriter{b}
+	cmd.Stderr = lockedWriter{b}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	b.mu.Lock()
+	b.cmd, b.done, b.stopped = cmd, done, false
+	b.mu.Unlock()
+
+	deadline := time.Now().Add(b.opts.StartTimeout)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		c, err := net.DialTimeout("tcp", b.Addr(), time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case <-done:
+			return fmt.Errorf("mosquitto exited: %v", cmd.ProcessState)
+		case <-tick.C:
+		}
+		if time.Now().After(deadline) {
+			b.signal(syscall.SIGKILL)
+			return fmt.Errorf("mosquitto did not accept connections on %s within %v", b.Addr(), b.opts.StartTimeout)
+		}
+	}
+}
+
+func (b *Broker) signal(sig syscall.Signal) bool {
+	b.mu.Lock()
+	cmd, done := b.cmd, b.done
+	b.mu.Unlock()
+	if cmd == nil {
+		return false
+	}
+	select {
+	case <-done:
+		return false
+	default:
+	}
+	cmd.Process.Signal(sig)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-done
+	}
+	return true
+}
+
+// Stop stops the broker cleanly (SIGTERM; with Persistence it saves its
+// state). Stopping a stopped broker does nothing. Start brings it back on
+// the same port.
+func (b *Broker) Stop() { b.signal(syscall.SIGTERM) }
+
+// Kill stops the broker abruptly (SIGKILL), as a crash or power loss
+// would.
+func (b *Broker) Kill() { b.signal(syscall.SIGKILL) }
+
+// Start restarts a stopped broker on the same port and waits until it
+// accepts connections; it fails the test if it cannot. Starting a running
+// broker does nothing.
+func (b *Broker) Start() {
+	b.t.Helper()
+	if b.Running() {
+		return
+	}
+	// The port was just freed; the kernel lets mosquitto (SO_REUSEADDR)
+	// bind it again at once, but retry briefly in case it doesn't.
+	var err error
+	deadline := time.Now().Add(b.opts.StartTimeout)
+	for {
+		if err = b.start(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+	}
+	b.t.Fatalf("mqtttest: restarting mosquitto: %v\nmosquitto output:\n%s", err, b.Logs())
+}
+
+// Running reports whether the broker process is running.
+func (b *Broker) Running() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.done == nil {
+		return false
+	}
+	select {
+	case <-b.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// URL is the broker's URL for paho: tcp://127.0.0.1:PORT, or ssl://… with
+// TLS.
+func (b *Broker) URL() string {
+	scheme := "tcp"
+	if b.opts.TLS {
+		scheme = "ssl"
+	}
+	return scheme + "://" + b.Addr()
+}
+
+// Addr is the broker's host:port.
+func (b *Broker) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(b.port)) }
+
+// Port is the broker's port.
+func (b *Broker) Port() int { return b.port }
+
+// Dir is the broker's directory (configuration, certificates, password
+// file, persistence).
+func (b *Broker) Dir() string { return b.dir }
+
+// ConfigFile is the path of the generated mosquitto.conf.
+func (b *Broker) ConfigFile() string { return b.conf }
+
+// Certs returns the generated certificates (nil without TLS).
+func (b *Broker) Certs() *Certs { return b.cert }
+
+// TLSConfig returns a client TLS configuration trusting the test CA and,
+// when the broker requires one, presenting a client certificate (CN
+// "mqtttest-client"). Nil without TLS.
+func (b *Broker) TLSConfig() *tls.Config {
+	if b.cert == nil {
+		return nil
+	}
+	cfg, err := b.cert.ClientTLS(b.opts.RequireClientCert)
+	if err != nil {
+		b.t.Fatalf("mqtttest: %v", err)
+	}
+	return cfg
+}
+
+// Credentials returns a username and password the broker accepts: the
+// first of Options.Users in sorted order ("", "" when anonymous).
+func (b *Broker) Credentials() (user, password string) {
+	if len(b.opts.Users) == 0 {
+		return "", ""
+	}
+	u := slices.Sorted(maps.Keys(b.opts.Users))[0]
+	return u, b.opts.Users[u]
+}
+
+// Logs returns what mosquitto has logged so far.
+func (b *Broker) Logs() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.logs.String()
+}
+
+// WaitFor polls cond every few milliseconds until it is true, failing the
+// test with what after timeout. It is the tests' alternative to sleeping.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	if err := poll(timeout, cond); err != nil {
+		t.Fatalf("timed out after %v waiting for %s", timeout, what)
+	}
+}
+
+var errTimeout = errors.New("timeout")
+
+func poll(timeout time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			return errTimeout
+		}
+		<-tick.C
+	}
+	return nil
+}

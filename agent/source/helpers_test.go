@@ -1,0 +1,155 @@
+package source
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeClock is a Clock on simulated time: Sleep advances it at once.
+type fakeClock struct {
+	mu     sync.Mutex
+	now    time.Time
+	slept  time.Duration
+	sleeps int
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if d > 0 {
+		c.now = c.now.Add(d)
+		c.slept += d
+		c.sleeps++
+	}
+	return nil
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// fakeSink records what it is given. With capacity > 0, TryPut fails once
+// it holds that many inputs.
+type fakeSink struct {
+	mu       sync.Mutex
+	ins      []Input
+	capacity int
+	// putHook, when set, runs after each Put (e.g. to cancel a context).
+	putHook func(n int)
+}
+
+func (s *fakeSink) Put(ctx context.Context, in Input) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.ins = append(s.ins, in)
+	n := len(s.ins)
+	hook := s.putHook
+	s.mu.Unlock()
+	if hook != nil {
+		hook(n)
+	}
+	return nil
+}
+
+func (s *fakeSink) TryPut(in Input) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.capacity > 0 && len(s.ins) >= s.capacity {
+		return false
+	}
+	s.ins = append(s.ins, in)
+	return true
+}
+
+func (s *fakeSink) Inputs() []Input {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Input(nil), s.ins...)
+}
+
+func (s *fakeSink) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.ins)
+}
+
+// fakeCounter counts drops.
+type fakeCounter struct {
+	mu sync.Mutex
+	n  map[DropReason]int
+}
+
+func (c *fakeCounter) Drop(_ string, r DropReason, n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[DropReason]int{}
+	}
+	c.n[r] += n
+}
+
+func (c *fakeCounter) Get(r DropReason) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[r]
+}
+
+func (c *fakeCounter) Total() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := 0
+	for _, n := range c.n {
+		t += n
+	}
+	return t
+}
+
+// waitFor polls cond until it holds, failing after timeout.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		<-tick.C
+	}
+}
+
+// runAsync runs f on a goroutine and returns a function that waits for its
+// result.
+func runAsync(f func() error) func(t testing.TB) error {
+	ch := make(chan error, 1)
+	go func() { ch <- f() }()
+	return func(t testing.TB) error {
+		t.Helper()
+		select {
+		case err := <-ch:
+			return err
+		case <-time.After(10 * time.Second):
+			t.Fatal("Run did not return")
+			return nil
+		}
+	}
+}

@@ -1,0 +1,483 @@
+package source
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+)
+
+// MQTTOptions configure an MQTT source. Start from DefaultMQTTOptions.
+type MQTTOptions struct {
+	// Name is the source's name (default "mqtt"); it is part of the
+	// client id.
+	Name string
+	// Device is the device's id. The client id is
+	// "vigil-<Device>-src-<Name>": unique per source and stable across
+	// restarts, which a persistent session (CleanSession false) needs.
+	Device string
+	// Broker is the broker's URL: tcp://, ssl:// (or tls://, mqtts://),
+	// ws:// or wss://host:port.
+	Broker string
+	// Topics are the topic filters to subscribe to ("plant/+/pump",
+	// "sensors/#").
+	Topics []string
+	// QoS of the subscriptions (0, 1 or 2).
+	QoS byte
+	// Username and Password authenticate to the broker when set.
+	Username string
+	Password string
+	// TLS configures ssl:// and wss:// connections (client certificates,
+	// private CAs); nil uses the system's roots.
+	TLS *tls.Config
+	// CleanSession true (the default) starts afresh at every connection:
+	// what was published while Vigil was away is lost, which suits live
+	// telemetry (minutes-old samples would only be dropped as late).
+	// False keeps a persistent session keyed by the stable client id, so
+	// that with QoS ≥ 1 the broker queues messages across short outages
+	// and restarts (up to its max_queued_messages) and delivers them on
+	// reconnection.
+	CleanSession bool
+	// KeepAlive is the MQTT keep-alive; ConnectTimeout bounds a connection
+	// attempt; SubscribeTimeout bounds the SUBACK wait.
+	KeepAlive        time.Duration
+	ConnectTimeout   time.Duration
+	SubscribeTimeout time.Duration
+	// ConnectRetryInterval is the wait between attempts at the first
+	// connection; after a connection is lost paho reconnects with an
+	// exponential backoff from 1 s capped at MaxReconnectInterval.
+	ConnectRetryInterval time.Duration
+	MaxReconnectInterval time.Duration
+
+	// Payload says how to decode the messages: sensor samples by a field
+	// mapping, or behaviour events.
+	Payload PayloadOptions
+	// StreamMap routes topics to streams: keys are topics or topic
+	// filters (with + and #), values stream names. Payload.StreamField,
+	// when set, takes precedence.
+	StreamMap map[string]string
+	// Stream is the stream of topics StreamMap does not route; empty
+	// means the topic's last level ("plant/p1/pump3" → "pump3").
+	Stream string
+	// DedupWindow and DedupSize drop events whose event_id was seen
+	// recently (events only; QoS 1 may deliver a message twice). 0 turns
+	// it off.
+	DedupWindow time.Duration
+	DedupSize   int
+
+	// Clock stamps messages without a time field (default SystemClock).
+	Clock Clock
+	// Counter counts dropped messages by reason (default: none).
+	Counter Counter
+	// Logger receives the source's logs (default: discarded).
+	Logger *slog.Logger
+}
+
+// DefaultMQTTOptions returns the defaults: the local broker
+// tcp://127.0.0.1:1883, QoS 0, clean sessions, 30 s keep-alive, 10 s
+// timeouts, first-connection retries every 2 s, reconnection backoff capped
+// at 30 s, a 10-minute / 100k-id event dedup window.
+func DefaultMQTTOptions() MQTTOptions {
+	return MQTTOptions{
+		Name:                 "mqtt",
+		Broker:               "tcp://127.0.0.1:1883",
+		CleanSession:         true,
+		KeepAlive:            30 * time.Second,
+		ConnectTimeout:       10 * time.Second,
+		SubscribeTimeout:     10 * time.Second,
+		ConnectRetryInterval: 2 * time.Second,
+		MaxReconnectInterval: 30 * time.Second,
+		DedupWindow:          10 * time.Minute,
+		DedupSize:            100000,
+	}
+}
+
+func (o *MQTTOptions) validate() error {
+	var errs []error
+	if o.Name == "" {
+		o.Name = "mqtt"
+	}
+	if strings.ContainsAny(o.Name, "/+# ") {
+		errs = append(errs, optErr("Name", "%q: no '/', '+', '#' or spaces (it is part of the client id)", o.Name))
+	}
+	if o.Device == "" || strings.ContainsAny(o.Device, "/+# ") {
+		errs = append(errs, optErr("Device", "%q: required, no '/', '+', '#' or spaces", o.Device))
+	}
+	if u, err := url.Parse(o.Broker); err != nil || u.Host == "" {
+		errs = append(errs, optErr("Broker", "%q is not a URL like tcp://host:1883", o.Broker))
+	} else {
+		switch u.Scheme {
+		case "tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss":
+		default:
+			errs = append(errs, optErr("Broker", "unknown scheme %q (want tcp, ssl, ws or wss)", u.Scheme))
+		}
+	}
+	if len(o.Topics) == 0 {
+		errs = append(errs, optErr("Topics", "at least one topic filter is required"))
+	}
+	for i, t := range o.Topics {
+		if err := validFilter(t); err != nil {
+			errs = append(errs, optErr(fmt.Sprintf("Topics[%d]", i), "%v", err))
+		}
+	}
+	for f, s := range o.StreamMap {
+		if err := validFilter(f); err != nil {
+			errs = append(errs, optErr(fmt.Sprintf("StreamMap[%q]", f), "%v", err))
+		}
+		if s == "" {
+			errs = append(errs, optErr(fmt.Sprintf("StreamMap[%q]", f), "empty stream name"))
+		}
+	}
+	if o.QoS > 2 {
+		errs = append(errs, optErr("QoS", "must be 0, 1 or 2, got %d", o.QoS))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"KeepAlive", o.KeepAlive}, {"ConnectTimeout", o.ConnectTimeout}, {"SubscribeTimeout", o.SubscribeTimeout},
+		{"ConnectRetryInterval", o.ConnectRetryInterval}, {"MaxReconnectInterval", o.MaxReconnectInterval},
+	} {
+		if d.v <= 0 {
+			errs = append(errs, optErr(d.name, "must be > 0, got %v", d.v))
+		}
+	}
+	if o.DedupWindow < 0 || o.DedupSize < 0 {
+		errs = append(errs, optErr("DedupWindow", "DedupWindow and DedupSize must be ≥ 0"))
+	}
+	if o.Clock == nil {
+		o.Clock = SystemClock{}
+	}
+	if o.Counter == nil {
+		o.Counter = nopCounter{}
+	}
+	if o.Logger == nil {
+		o.Logger = discardLogger()
+	}
+	return errors.Join(errs...)
+}
+
+// validFilter checks an MQTT topic filter.
+func validFilter(f string) error {
+	if f == "" {
+		return errors.New("empty topic filter")
+	}
+	levels := strings.Split(f, "/")
+	for i, l := range levels {
+		switch {
+		case l == "#" && i != len(levels)-1:
+			return fmt.Errorf("%q: '#' must be the last level", f)
+		case l != "#" && l != "+" && strings.ContainsAny(l, "#+"):
+			return fmt.Errorf("%q: '+' and '#' must be whole levels", f)
+		}
+	}
+	return nil
+}
+
+// topicMatches reports whether topic matches filter, with MQTT's rules
+// (a wildcard first level does not match topics starting with '$').
+func topicMatches(filter, topic string) bool {
+	if len(topic) > 0 && topic[0] == '$' && len(filter) > 0 && (filter[0] == '+' || filter[0] == '#') {
+		return false
+	}
+	for {
+		var fl, tl string
+		fl, filter, _ = strings.Cut(filter, "/")
+		switch fl {
+		case "#":
+			return true
+		}
+		var more bool
+		tl, topic, more = strings.Cut(topic, "/")
+		if fl != "+" && fl != tl {
+			return false
+		}
+		if filter == "" && !more {
+			return true
+		}
+		if !more {
+			// Topic ended: only a trailing "/#" still matches ("a/#" matches "a").
+			return filter == "#"
+		}
+		if filter == "" {
+			return false
+		}
+	}
+}
+
+// MQTT is a source that subscribes to topics on a broker (the local bus)
+// and decodes each message into an Input: a sensor sample by a field
+// mapping, or behaviour events.
+//
+// Paho calls the message handler from one goroutine in order (order
+// matters is left on), so the handler never blocks: it decodes (no
+// reflection, one allocation for the values) and hands the input over
+// with TryPut, counting queue_full when the pipeline is full. The client
+// reconnects by itself and subscribes again in OnConnect. Tokens are only
+// ever waited on with a timeout.
+type MQTT struct {
+	opts     MQTTOptions
+	sink     Sink
+	log      *slog.Logger
+	rlog     *rateLog
+	clientID string
+
+	mu       sync.Mutex // guards dec (paho serializes handlers; this makes it explicit)
+	dec      *PayloadDecoder
+	channels []string
+	exact    map[string]string // StreamMap entries without wildcards
+	patterns []streamPattern
+	dedup    *dedup
+
+	connected atomic.Bool
+}
+
+type streamPattern struct{ filter, stream string }
+
+// NewMQTT returns an MQTT source that puts its inputs into sink.
+func NewMQTT(opts MQTTOptions, sink Sink) (*MQTT, error) {
+	if err := opts.validate(); err != nil {
+		return nil, fmt.Errorf("mqtt source options: %w", err)
+	}
+	if sink == nil {
+		return nil, errors.New("mqtt source: nil sink")
+	}
+	log := opts.Logger.With("component", "source", "source", opts.Name)
+	m := &MQTT{
+		opts:     opts,
+		sink:     sink,
+		log:      log,
+		rlog:     newRateLog(log, 10*time.Second),
+		clientID: "vigil-" + opts.Device + "-src-" + opts.Name,
+		exact:    map[string]string{},
+	}
+	if opts.Payload.Events {
+		m.dedup = newDedup(opts.DedupSize, opts.DedupWindow)
+	} else {
+		dec, err := NewPayloadDecoder(opts.Payload)
+		if err != nil {
+			return nil, fmt.Errorf("mqtt source options: Payload.%w", err)
+		}
+		m.dec, m.channels = dec, dec.Channels()
+	}
+	for f, s := range opts.StreamMap {
+		if strings.ContainsAny(f, "+#") {
+			m.patterns = append(m.patterns, streamPattern{f, s})
+		} else {
+			m.exact[f] = s
+		}
+	}
+	// Most specific first: longer filters before shorter ones.
+	sortPatterns(m.patterns)
+	return m, nil
+}
+
+func sortPatterns(p []streamPattern) {
+	for i := 1; i < len(p); i++ {
+		for j := i; j > 0 && (len(p[j].filter) > len(p[j-1].filter) ||
+			len(p[j].filter) == len(p[j-1].filter) && p[j].filter < p[j-1].filter); j-- {
+			p[j], p[j-1] = p[j-1], p[j]
+		}
+	}
+}
+
+// Name returns the source's name.
+func (m *MQTT) Name() string { return m.opts.Name }
+
+// ClientID returns the MQTT client id, "vigil-<device>-src-<name>".
+func (m *MQTT) ClientID() string { return m.clientID }
+
+// Connected reports whether the source is connected and subscribed.
+func (m *MQTT) Connected() bool { return m.connected.Load() }
+
+// Channels returns the channels of the samples (nil for events).
+func (m *MQTT) Channels() []string { return m.channels }
+
+func (m *MQTT) clientOptions() *paho.ClientOptions {
+	o := m.opts
+	co := paho.NewClientOptions().
+		AddBroker(o.Broker).
+		SetClientID(m.clientID).
+		SetCleanSession(o.CleanSession).
+		SetOrderMatters(true). // the handler never blocks; keeps samples in order
+		SetAutoReconnect(true).
+		SetConnectRetry(true).
+		SetConnectRetryInterval(o.ConnectRetryInterval).
+		SetMaxReconnectInterval(o.MaxReconnectInterval).
+		SetConnectTimeout(o.ConnectTimeout).
+		SetKeepAlive(o.KeepAlive).
+		SetPingTimeout(min(o.KeepAlive, 10*time.Second)).
+		SetWriteTimeout(o.ConnectTimeout).
+		SetResumeSubs(false). // OnConnect subscribes again
+		SetDefaultPublishHandler(m.onMessage).
+		SetOnConnectHandler(m.onConnect).
+		SetConnectionLostHandler(func(_ paho.Client, err error) {
+			m.connected.Store(false)
+			m.log.Warn("mqtt connection lost; reconnecting", "broker", o.Broker, "error", err)
+		}).
+		SetConnectionNotificationHandler(func(_ paho.Client, n paho.ConnectionNotification) {
+			switch n := n.(type) {
+			case paho.ConnectionNotificationBrokerFailed:
+				m.rlog.Warn("mqtt connection attempt failed", "broker", n.Broker.Redacted(), "error", n.Reason)
+			case paho.ConnectionNotificationFailed:
+				m.rlog.Warn("mqtt connection failed", "broker", o.Broker, "error", n.Reason)
+			}
+		})
+	if o.Username != "" {
+		co.SetUsername(o.Username)
+		co.SetPassword(o.Password)
+	}
+	if o.TLS != nil {
+		co.SetTLSConfig(o.TLS)
+	}
+	return co
+}
+
+// onConnect subscribes, on the first connection and on every reconnection.
+// Paho runs it on its own goroutine, so waiting (with a timeout) is fine.
+func (m *MQTT) onConnect(c paho.Client) {
+	filters := make(map[string]byte, len(m.opts.Topics))
+	for _, t := range m.opts.Topics {
+		filters[t] = m.opts.QoS
+	}
+	tok := c.SubscribeMultiple(filters, m.onMessage)
+	if !tok.WaitTimeout(m.opts.SubscribeTimeout) {
+		m.log.Error("mqtt subscribe timed out", "topics", m.opts.Topics, "timeout", m.opts.SubscribeTimeout)
+		return
+	}
+	if err := tok.Error(); err != nil {
+		m.log.Error("mqtt subscribe failed", "topics", m.opts.Topics, "error", err)
+		return
+	}
+	if st, ok := tok.(*paho.SubscribeToken); ok {
+		for topic, code := range st.Result() {
+			if code == 0x80 {
+				m.log.Error("mqtt broker refused a subscription", "topic", topic)
+				return
+			}
+		}
+	}
+	m.connected.Store(true)
+	m.log.Info("mqtt source subscribed", "broker", m.opts.Broker, "client_id", m.clientID, "topics", m.opts.Topics, "qos", m.opts.QoS)
+}
+
+// Run connects and receives until ctx ends, then disconnects and returns
+// nil. It does not fail when the broker is away: it keeps trying.
+func (m *MQTT) Run(ctx context.Context) error {
+	c := paho.NewClient(m.clientOptions())
+	tok := c.Connect()
+	select {
+	case <-ctx.Done():
+	case <-tok.Done():
+		if err := tok.Error(); err != nil && ctx.Err() == nil {
+			c.Disconnect(0)
+			return fmt.Errorf("mqtt source %s: connect to %s: %w", m.opts.Name, m.opts.Broker, err)
+		}
+		<-ctx.Done()
+	}
+	m.connected.Store(false)
+	c.Disconnect(250)
+	m.log.Info("mqtt source stopped")
+	return nil
+}
+
+// onMessage decodes a message and hands it over without blocking.
+func (m *MQTT) onMessage(_ paho.Client, msg paho.Message) {
+	m.handle(msg.Topic(), msg.Payload())
+}
+
+func (m *MQTT) handle(topic string, payload []byte) {
+	now := m.opts.Clock.Now()
+	if m.opts.Payload.Events {
+		m.handleEvents(topic, payload, now)
+		return
+	}
+	vals := make([]float64, len(m.channels))
+	m.mu.Lock()
+	t, stream, err := m.dec.Decode(payload, vals)
+	m.mu.Unlock()
+	if err != nil {
+		reason := DropInvalid
+		if pe, ok := err.(*PayloadError); ok {
+			reason = pe.Reason
+		}
+		m.opts.Counter.Drop(m.opts.Name, reason, 1)
+		m.rlog.Warn("dropped a bad message", "topic", topic, "reason", reason, "error", err)
+		return
+	}
+	if t.IsZero() {
+		t = now
+	}
+	if stream == "" {
+		stream = m.route(topic)
+	}
+	in := Input{Source: m.opts.Name, Stream: stream, Time: t, Channels: m.channels, Values: vals}
+	if !m.sink.TryPut(in) {
+		m.opts.Counter.Drop(m.opts.Name, DropQueueFull, 1)
+		m.rlog.Warn("pipeline full; dropped a message", "topic", topic)
+	}
+}
+
+func (m *MQTT) handleEvents(topic string, payload []byte, now time.Time) {
+	evs, rejected, err := decodeEvents(payload, now, DefaultEventLimits())
+	if err != nil {
+		m.opts.Counter.Drop(m.opts.Name, DropInvalid, 1)
+		m.rlog.Warn("dropped a bad message", "topic", topic, "reason", DropInvalid, "error", err)
+		return
+	}
+	for _, r := range rejected {
+		m.opts.Counter.Drop(m.opts.Name, r.Drop, 1)
+		m.rlog.Warn("dropped a bad event", "topic", topic, "index", r.Index, "reason", r.Reason)
+	}
+	var topicStream string
+	for _, de := range evs {
+		ev := de.event
+		if !m.dedup.reserve(ev.ID, now) {
+			m.opts.Counter.Drop(m.opts.Name, DropDuplicate, 1)
+			continue
+		}
+		stream := ""
+		if f := m.opts.Payload.StreamField; f != "" {
+			stream, _ = ev.Properties[f].(string)
+		}
+		if stream == "" {
+			if topicStream == "" {
+				topicStream = m.route(topic)
+			}
+			stream = topicStream
+		}
+		if !m.sink.TryPut(Input{Source: m.opts.Name, Stream: stream, Time: ev.Time, Event: &ev}) {
+			m.dedup.release(ev.ID)
+			m.opts.Counter.Drop(m.opts.Name, DropQueueFull, 1)
+			m.rlog.Warn("pipeline full; dropped an event", "topic", topic)
+		}
+	}
+}
+
+// route picks the stream of a topic: StreamMap (exact, then the longest
+// matching filter), then Stream, then the topic's last level.
+func (m *MQTT) route(topic string) string {
+	if s, ok := m.exact[topic]; ok {
+		return s
+	}
+	for _, p := range m.patterns {
+		if topicMatches(p.filter, topic) {
+			return p.stream
+		}
+	}
+	if m.opts.Stream != "" {
+		return m.opts.Stream
+	}
+	if i := strings.LastIndexByte(topic, '/'); i >= 0 {
+		return topic[i+1:]
+	}
+	return topic
+}
