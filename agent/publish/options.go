@@ -1,0 +1,363 @@
+package publish
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// TLSOptions configures TLS and mutual TLS to the broker. TLS is used when
+// the broker URL's scheme is ssl, tls, mqtts or wss; these options are
+// rejected with a plain tcp, mqtt or ws broker so that a certificate is never
+// configured and silently unused.
+type TLSOptions struct {
+	// CAFile is a PEM file of the certificate authorities that sign the
+	// broker's certificate; empty means the system roots.
+	CAFile string
+	// CertFile and KeyFile are the PEM client certificate and key for
+	// mutual TLS; both or neither.
+	CertFile, KeyFile string
+	// ServerName overrides the name checked against the broker's
+	// certificate (and sent as SNI); empty means the broker URL's host.
+	ServerName string
+	// InsecureSkipVerify accepts any broker certificate. For tests and
+	// first-time setup only: it makes TLS useless against an active
+	// attacker.
+	InsecureSkipVerify bool
+}
+
+func (t TLSOptions) set() bool {
+	return t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.ServerName != "" || t.InsecureSkipVerify
+}
+
+// Config loads the files and returns the TLS client configuration. The
+// publisher calls it at every connection attempt, so renewed certificates
+// are picked up without a restart.
+func (t TLSOptions) Config() (*tls.Config, error) {
+	cfg := &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		ServerName:         t.ServerName,
+		InsecureSkipVerify: t.InsecureSkipVerify, //nolint:gosec // documented as test-only
+	}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("read CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("CA file %s: no PEM certificate found", t.CAFile)
+		}
+		cfg.RootCAs = pool
+	}
+	if t.CertFile != "" || t.KeyFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("load client certificate %s and key %s: %w", t.CertFile, t.KeyFile, err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+// Options configures a [Publisher]. Start from [DefaultOptions] and set at
+// least Broker and Device.
+type Options struct {
+	// Broker is the broker URL: tcp://host:port (or mqtt://), ssl://,
+	// tls:// or mqtts:// for TLS, ws:// or wss:// for websockets.
+	Broker string
+	// Device is the device id. It is a topic level, so it must not contain
+	// '/', '+' or '#'.
+	Device string
+	// Prefix is the topic prefix; topics are <Prefix>/<Device>/...
+	Prefix string
+	// ClientID is the MQTT client id; empty means "vigil-<Device>". It must
+	// be stable (the broker ends an older connection with the same id) and
+	// unique per device.
+	ClientID string
+	// Username and Password authenticate to the broker. The password is a
+	// secret: the publisher never logs it, and Options' String and
+	// LogValue redact it.
+	Username, Password string
+	// TLS configures TLS and mutual TLS.
+	TLS TLSOptions
+
+	// Consumer is the publisher's consumer name in the buffer.
+	Consumer string
+	// ScoreQoS, AlertQoS and AdviceQoS are the QoS of each lane's messages,
+	// 0 or 1. A QoS 1 record is acknowledged in the buffer on PUBACK, a QoS 0
+	// one once written to the connection.
+	ScoreQoS, AlertQoS, AdviceQoS byte
+	// InFlight bounds the messages of a lane sent and not yet acknowledged,
+	// for live records and for the replay each (so a replay never holds up
+	// live records).
+	InFlight int
+	// ReplayRate paces the backlog drained after an outage, in messages per
+	// second over all lanes; 0 means unpaced. Live records are never paced.
+	ReplayRate float64
+	// ReplayBurst is how many backlog messages may go at once before the
+	// pace applies.
+	ReplayBurst int
+
+	// KeepAlive is the MQTT keep-alive. A silent connection (a blackholed
+	// network) is detected after at most KeepAlive plus PingTimeout.
+	KeepAlive time.Duration
+	// PingTimeout is how long to wait for a PINGRESP.
+	PingTimeout time.Duration
+	// ConnectTimeout bounds a connection attempt (dial, TLS, CONNACK).
+	ConnectTimeout time.Duration
+	// WriteTimeout bounds a write to the connection; a stalled write ends
+	// the connection.
+	WriteTimeout time.Duration
+	// ReconnectMin and ReconnectMax bound the jittered exponential backoff
+	// between connection attempts.
+	ReconnectMin, ReconnectMax time.Duration
+	// DrainTimeout bounds the clean shutdown: waiting for the PUBACKs of
+	// messages in flight and for the retained "offline" status.
+	DrainTimeout time.Duration
+
+	// Version is the agent's version, published in the status.
+	Version string
+	// Models returns the loaded models (name@version) for the status; nil
+	// means none.
+	Models func() []string
+	// StateDir holds the file that keeps the birth sequence number across
+	// restarts (mqtt-birth-seq). Empty keeps it in memory only, so it
+	// restarts at 1 with the process.
+	StateDir string
+
+	// HealthInterval is the period of the health message; 0 disables it.
+	HealthInterval time.Duration
+	// Health returns the agent's health snapshot; it is marshalled to JSON
+	// and published with the publisher's own stats under "mqtt". nil
+	// publishes the publisher's stats only.
+	Health func() any
+
+	// Commands handles the remote commands; nil answers every command but
+	// rebirth with an error.
+	Commands Commands
+	// CommandsEnabled subscribes to <prefix>/<device>/cmd/+. When false no
+	// command is even received.
+	CommandsEnabled bool
+	// AllowCommands lists the commands accepted; empty allows all of
+	// [CommandNames]. Others get an error reply.
+	AllowCommands []string
+	// CommandTimeout bounds one command's handler.
+	CommandTimeout time.Duration
+
+	// Logger receives the publisher's logs; nil discards them.
+	Logger *slog.Logger
+	// Now is the clock for timestamps; nil means time.Now.
+	Now func() time.Time
+}
+
+// Defaults used by [DefaultOptions].
+const (
+	DefaultPrefix         = "vigil"
+	DefaultConsumer       = "mqtt"
+	DefaultInFlight       = 512
+	DefaultReplayRate     = 1000
+	DefaultReplayBurst    = 100
+	DefaultKeepAlive      = 30 * time.Second
+	DefaultPingTimeout    = 10 * time.Second
+	DefaultConnectTimeout = 10 * time.Second
+	DefaultWriteTimeout   = 10 * time.Second
+	DefaultReconnectMin   = 500 * time.Millisecond
+	DefaultReconnectMax   = 30 * time.Second
+	DefaultDrainTimeout   = 3 * time.Second
+	DefaultHealthInterval = 30 * time.Second
+	DefaultCommandTimeout = 30 * time.Second
+)
+
+// maxInFlight keeps the message ids paho needs (two windows per lane, the
+// status, replies and subscriptions) below MQTT's 65535.
+const maxInFlight = 10000
+
+// DefaultOptions returns the defaults: prefix "vigil", consumer "mqtt",
+// scores at QoS 0 and alerts and advice at QoS 1, 512 messages in flight per
+// lane, replay at 1000 messages/s, a 30 s keep-alive, health every 30 s and
+// commands enabled.
+func DefaultOptions() Options {
+	return Options{
+		Prefix:          DefaultPrefix,
+		Consumer:        DefaultConsumer,
+		ScoreQoS:        0,
+		AlertQoS:        1,
+		AdviceQoS:       1,
+		InFlight:        DefaultInFlight,
+		ReplayRate:      DefaultReplayRate,
+		ReplayBurst:     DefaultReplayBurst,
+		KeepAlive:       DefaultKeepAlive,
+		PingTimeout:     DefaultPingTimeout,
+		ConnectTimeout:  DefaultConnectTimeout,
+		WriteTimeout:    DefaultWriteTimeout,
+		ReconnectMin:    DefaultReconnectMin,
+		ReconnectMax:    DefaultReconnectMax,
+		DrainTimeout:    DefaultDrainTimeout,
+		HealthInterval:  DefaultHealthInterval,
+		CommandsEnabled: true,
+		CommandTimeout:  DefaultCommandTimeout,
+	}
+}
+
+// String describes the options with the password redacted.
+func (o Options) String() string {
+	return fmt.Sprintf("broker=%s device=%s prefix=%s client_id=%s username=%s password=%s tls=%t",
+		o.Broker, o.Device, o.Prefix, o.clientID(), o.Username, redact(o.Password), o.TLS.set())
+}
+
+// LogValue implements slog.LogValuer with the password redacted.
+func (o Options) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("broker", o.Broker),
+		slog.String("device", o.Device),
+		slog.String("prefix", o.Prefix),
+		slog.String("client_id", o.clientID()),
+		slog.String("username", o.Username),
+		slog.String("password", redact(o.Password)),
+		slog.Bool("tls", o.TLS.set()),
+	)
+}
+
+func redact(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+func (o Options) clientID() string {
+	if o.ClientID != "" {
+		return o.ClientID
+	}
+	return "vigil-" + o.Device
+}
+
+var (
+	plainSchemes = []string{"tcp", "mqtt", "ws"}
+	tlsSchemes   = []string{"ssl", "tls", "mqtts", "wss"}
+)
+
+// validate checks o and reports every problem at once, each naming its
+// field.
+func (o *Options) validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("Options.%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if o.Broker == "" {
+		bad("Broker", "required (e.g. tcp://127.0.0.1:1883)")
+	} else if u, err := url.Parse(o.Broker); err != nil {
+		bad("Broker", "%v", err)
+	} else {
+		switch {
+		case slices.Contains(plainSchemes, u.Scheme):
+			if o.TLS.set() {
+				bad("TLS", "set, but the broker URL's scheme %q is not a TLS one (use ssl://, mqtts:// or wss://)", u.Scheme)
+			}
+		case slices.Contains(tlsSchemes, u.Scheme):
+		default:
+			bad("Broker", "unknown scheme %q in %q: want one of tcp, mqtt, ssl, tls, mqtts, ws, wss", u.Scheme, o.Broker)
+		}
+		if u.Host == "" {
+			bad("Broker", "%q has no host:port", o.Broker)
+		}
+		if u.User != nil {
+			bad("Broker", "credentials in the URL are not supported (and would be logged): set Username and Password")
+		}
+	}
+	if err := checkLevel(o.Device); err != "" {
+		bad("Device", "%q %s", o.Device, err)
+	}
+	if o.Prefix == "" {
+		bad("Prefix", "required")
+	} else {
+		for _, lvl := range strings.Split(o.Prefix, "/") {
+			if err := checkLevel(lvl); err != "" {
+				bad("Prefix", "%q: level %q %s", o.Prefix, lvl, err)
+				break
+			}
+		}
+	}
+	if id := o.clientID(); len(id) > 65535 || !utf8.ValidString(id) || strings.ContainsFunc(id, unicode.IsControl) {
+		bad("ClientID", "%q must be valid UTF-8 without control characters", id)
+	}
+	if (o.TLS.CertFile == "") != (o.TLS.KeyFile == "") {
+		bad("TLS", "CertFile and KeyFile go together: set both or neither")
+	}
+	if o.TLS.set() {
+		if _, err := o.TLS.Config(); err != nil {
+			bad("TLS", "%v", err)
+		}
+	}
+	if o.Consumer == "" {
+		bad("Consumer", "required")
+	}
+	for name, q := range map[string]byte{"ScoreQoS": o.ScoreQoS, "AlertQoS": o.AlertQoS, "AdviceQoS": o.AdviceQoS} {
+		if q > 1 {
+			bad(name, "must be 0 or 1, got %d (QoS 2 is not supported)", q)
+		}
+	}
+	if o.InFlight < 1 || o.InFlight > maxInFlight {
+		bad("InFlight", "must be between 1 and %d, got %d", maxInFlight, o.InFlight)
+	}
+	if o.ReplayRate < 0 {
+		bad("ReplayRate", "must not be negative, got %v", o.ReplayRate)
+	}
+	if o.ReplayRate > 0 && o.ReplayBurst < 1 {
+		bad("ReplayBurst", "must be at least 1 when ReplayRate is set, got %d", o.ReplayBurst)
+	}
+	if o.KeepAlive < time.Second {
+		bad("KeepAlive", "must be at least 1s, got %v", o.KeepAlive)
+	}
+	positive := map[string]time.Duration{
+		"PingTimeout": o.PingTimeout, "ConnectTimeout": o.ConnectTimeout, "WriteTimeout": o.WriteTimeout,
+		"ReconnectMin": o.ReconnectMin, "ReconnectMax": o.ReconnectMax, "DrainTimeout": o.DrainTimeout,
+		"CommandTimeout": o.CommandTimeout,
+	}
+	for _, name := range slices.Sorted(maps.Keys(positive)) {
+		if positive[name] <= 0 {
+			bad(name, "must be positive, got %v", positive[name])
+		}
+	}
+	if o.ReconnectMax < o.ReconnectMin {
+		bad("ReconnectMax", "%v is below ReconnectMin %v", o.ReconnectMax, o.ReconnectMin)
+	}
+	if o.HealthInterval < 0 {
+		bad("HealthInterval", "must not be negative, got %v", o.HealthInterval)
+	}
+	for _, c := range o.AllowCommands {
+		if !slices.Contains(CommandNames, c) {
+			bad("AllowCommands", "unknown command %q (known: %s)", c, strings.Join(CommandNames, ", "))
+		}
+	}
+	if len(errs) > 0 {
+		// Sort for a stable message: the QoS map iterates in random order.
+		slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+		return fmt.Errorf("publish: invalid options: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// checkLevel returns why s cannot be a topic level, or "".
+func checkLevel(s string) string {
+	switch {
+	case s == "":
+		return "must not be empty"
+	case strings.ContainsAny(s, "/+#"):
+		return "must not contain '/', '+' or '#'"
+	case !utf8.ValidString(s) || strings.ContainsFunc(s, unicode.IsControl):
+		return "must be valid UTF-8 without control characters"
+	}
+	return ""
+}

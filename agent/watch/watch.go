@@ -1,0 +1,274 @@
+// Package watch is `vigil watch`: a live view of every Vigil device under a
+// topic prefix, built from what the devices publish on MQTT — their
+// retained status, their health heartbeat and their alerts. In a terminal
+// it redraws the view in place, a few times a second at most; for scripts
+// it prints one JSON line per message received.
+//
+// The health message is the agent's snapshot, so the view reads it
+// tolerantly: it shows "uptime_s", and flattens whatever it finds under
+// "rates", "backlog", "drops", "learning" and "models" into key=value
+// lists, and the publisher's own counters under "mqtt".
+package watch
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/vigil-edge/vigil/agent/publish"
+)
+
+// Options configures [Watch].
+type Options struct {
+	// Broker is the broker URL (tcp://, ssl://, ...), as for the agent.
+	Broker string
+	// Prefix is the devices' topic prefix.
+	Prefix string
+	// JSON prints one JSON line per message instead of the live view.
+	JSON bool
+	// Out receives the view or the JSON lines.
+	Out io.Writer
+	// TLS configures TLS and mutual TLS, as for the agent.
+	TLS publish.TLSOptions
+	// Username and Password authenticate to the broker; the password is
+	// never logged.
+	Username, Password string
+	// ClientID is the MQTT client id; empty means "vigil-watch-" and a
+	// random suffix, so that several watchers can run at once.
+	ClientID string
+	// Refresh is the shortest time between two redraws of the live view.
+	Refresh time.Duration
+	// ConnectTimeout bounds the first connection.
+	ConnectTimeout time.Duration
+	// Now is the clock for ages in the view; nil means time.Now.
+	Now func() time.Time
+	// Logger receives connection events; nil discards them.
+	Logger *slog.Logger
+}
+
+// DefaultOptions returns prefix "vigil", a 250 ms refresh and a 10 s
+// connect timeout.
+func DefaultOptions() Options {
+	return Options{Prefix: "vigil", Refresh: 250 * time.Millisecond, ConnectTimeout: 10 * time.Second}
+}
+
+func (o *Options) validate() error {
+	var errs []error
+	if o.Broker == "" {
+		errs = append(errs, errors.New("Options.Broker: required"))
+	} else if u, err := url.Parse(o.Broker); err != nil || u.Host == "" {
+		errs = append(errs, fmt.Errorf("Options.Broker: %q is not a broker URL such as tcp://host:1883", o.Broker))
+	}
+	if o.Prefix == "" || strings.ContainsAny(o.Prefix, "+#") || strings.HasSuffix(o.Prefix, "/") {
+		errs = append(errs, fmt.Errorf("Options.Prefix: %q must be non-empty, without wildcards or a trailing '/'", o.Prefix))
+	}
+	if o.Out == nil {
+		errs = append(errs, errors.New("Options.Out: required"))
+	}
+	if o.Refresh < 10*time.Millisecond {
+		errs = append(errs, fmt.Errorf("Options.Refresh: must be at least 10ms, got %v", o.Refresh))
+	}
+	if o.ConnectTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("Options.ConnectTimeout: must be positive, got %v", o.ConnectTimeout))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("watch: invalid options: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// clearScreen moves the cursor home and clears the terminal.
+const clearScreen = "\x1b[H\x1b[2J"
+
+// Watch subscribes to the status, health and alerts of every device under
+// the prefix and writes the view (or JSON lines) to Out until ctx ends,
+// which is a clean exit. It returns an error when the first connection
+// fails; later outages are shown in the view while it reconnects.
+func Watch(ctx context.Context, opts Options) error {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := opts.validate(); err != nil {
+		return err
+	}
+	if opts.ClientID == "" {
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		opts.ClientID = "vigil-watch-" + hex.EncodeToString(b[:])
+	}
+	w := &watcher{
+		opts:  opts,
+		view:  newView(opts.Prefix),
+		queue: make(chan mqtt.Message, 4096),
+		conn:  make(chan bool, 1),
+	}
+	cl, err := w.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer cl.Disconnect(250)
+	return w.loop(ctx)
+}
+
+type watcher struct {
+	opts    Options
+	view    *view
+	queue   chan mqtt.Message
+	conn    chan bool // connection state changes
+	dropped int
+	mu      sync.Mutex // guards dropped
+}
+
+func (w *watcher) filters() map[string]byte {
+	p := w.opts.Prefix
+	return map[string]byte{p + "/+/status": 1, p + "/+/health": 0, p + "/+/alerts/#": 1}
+}
+
+func (w *watcher) connect(ctx context.Context) (mqtt.Client, error) {
+	o := mqtt.NewClientOptions().
+		AddBroker(w.opts.Broker).
+		SetClientID(w.opts.ClientID).
+		SetUsername(w.opts.Username).
+		SetPassword(w.opts.Password).
+		SetProtocolVersion(4).
+		SetCleanSession(true).
+		SetAutoReconnect(true).
+		SetMaxReconnectInterval(5 * time.Second).
+		SetConnectTimeout(w.opts.ConnectTimeout).
+		SetKeepAlive(15 * time.Second).
+		SetOnConnectHandler(func(c mqtt.Client) {
+			// The handler must not block paho: subscribe in a goroutine.
+			go func() {
+				tok := c.SubscribeMultiple(w.filters(), w.onMessage)
+				select {
+				case <-tok.Done():
+					if err := tok.Error(); err != nil {
+						w.opts.Logger.Warn("subscribe failed", "err", err)
+					}
+				case <-time.After(w.opts.ConnectTimeout):
+					w.opts.Logger.Warn("subscribe not acknowledged")
+				}
+			}()
+			w.setConn(true)
+		}).
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+			w.opts.Logger.Warn("connection lost", "err", err)
+			w.setConn(false)
+		})
+	if u, _ := url.Parse(w.opts.Broker); u != nil && isTLS(u.Scheme) {
+		cfg, err := w.opts.TLS.Config()
+		if err != nil {
+			return nil, fmt.Errorf("watch: TLS: %w", err)
+		}
+		o.SetTLSConfig(cfg)
+	}
+	cl := mqtt.NewClient(o)
+	tok := cl.Connect()
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		go func() { <-tok.Done(); cl.Disconnect(0) }()
+		return nil, ctx.Err()
+	}
+	if err := tok.Error(); err != nil {
+		return nil, fmt.Errorf("watch: connect to %s: %w", w.opts.Broker, err)
+	}
+	return cl, nil
+}
+
+func isTLS(scheme string) bool {
+	switch scheme {
+	case "ssl", "tls", "mqtts", "wss":
+		return true
+	}
+	return false
+}
+
+func (w *watcher) setConn(up bool) {
+	select {
+	case <-w.conn:
+	default:
+	}
+	w.conn <- up
+}
+
+// onMessage runs on paho's goroutine: it only queues.
+func (w *watcher) onMessage(_ mqtt.Client, m mqtt.Message) {
+	select {
+	case w.queue <- m:
+	default:
+		w.mu.Lock()
+		w.dropped++
+		w.mu.Unlock()
+	}
+}
+
+func (w *watcher) loop(ctx context.Context) error {
+	var (
+		dirty     = true
+		lastDraw  time.Time
+		connected = true
+		timer     = time.NewTimer(0)
+	)
+	defer timer.Stop()
+	enc := json.NewEncoder(w.opts.Out)
+	draw := func() error {
+		w.mu.Lock()
+		dropped := w.dropped
+		w.mu.Unlock()
+		frame := w.view.render(w.opts.Broker, connected, dropped, w.opts.Now())
+		lastDraw, dirty = time.Now(), false
+		_, err := io.WriteString(w.opts.Out, clearScreen+frame)
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case up := <-w.conn:
+			connected = up
+			dirty = true
+		case m := <-w.queue:
+			ev, ok := w.view.apply(m.Topic(), m.Payload(), m.Retained(), w.opts.Now())
+			if !ok {
+				continue
+			}
+			if w.opts.JSON {
+				if err := enc.Encode(ev); err != nil {
+					return fmt.Errorf("watch: write: %w", err)
+				}
+				continue
+			}
+			dirty = true
+		case <-timer.C:
+			if !w.opts.JSON && dirty {
+				if err := draw(); err != nil {
+					return fmt.Errorf("watch: write: %w", err)
+				}
+			}
+			timer.Reset(w.opts.Refresh)
+			continue
+		}
+		// Redraw at once when the last frame is old enough, else at the
+		// next tick.
+		if !w.opts.JSON && dirty && time.Since(lastDraw) >= w.opts.Refresh {
+			if err := draw(); err != nil {
+				return fmt.Errorf("watch: write: %w", err)
+			}
+		}
+	}
+}
