@@ -1,0 +1,180 @@
+// Package forward holds what Vigil's forwarders share: the states they
+// report, the dead-letter record they store for a permanent failure, the
+// backoff policy of their retries and the clock they wait on.
+//
+// The forwarders themselves live in the sub-packages amplitude (alerts and
+// advice to Amplitude as events) and dify (alerts to a Dify workflow, whose
+// outputs come back as advice). Both are consumers of the buffer: they read
+// records, deliver them, and acknowledge a record only once it was delivered
+// or a permanent failure was recorded as a dead letter.
+//
+// What the wiring must provide: a buffer with the lanes alert, advice,
+// LaneDeadLetter and dify.LaneJournal (the last two sync, like alert), and
+// the consumers amplitude.Consumer and dify.Consumer registered on
+// amplitude.Lanes() and dify.Lanes() before the sources start, so that no
+// record is acknowledged by the others and deleted before a forwarder has
+// seen it.
+package forward
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// LaneDeadLetter is the buffer lane where forwarders store dead letters
+// unless they are given another [DeadLetterStore]. The buffer must be
+// configured with it.
+const LaneDeadLetter = "deadletter"
+
+// State is the health of a forwarder, as health reports and /metrics show.
+type State string
+
+// States of a forwarder.
+const (
+	// StateOK: deliveries succeed (or there is nothing to deliver).
+	StateOK State = "ok"
+	// StateRetrying: the last attempt failed temporarily (network, 5xx);
+	// the forwarder retries with backoff.
+	StateRetrying State = "retrying"
+	// StateThrottled: the service asked the forwarder to slow down (429);
+	// some or all deliveries wait.
+	StateThrottled State = "throttled"
+	// StateFailing: the service refuses the forwarder permanently (an
+	// invalid API key, a malformed request). Nothing is delivered until the
+	// configuration is fixed; the records stay in the buffer.
+	StateFailing State = "failing"
+)
+
+// Gauge returns the state as a number for /metrics: ok 0, retrying 1,
+// throttled 2, failing 3.
+func (s State) Gauge() int {
+	switch s {
+	case StateRetrying:
+		return 1
+	case StateThrottled:
+		return 2
+	case StateFailing:
+		return 3
+	}
+	return 0
+}
+
+// DeadLetter records a record that a forwarder gave up on for good, and
+// why. It holds what was sent (never the API key).
+type DeadLetter struct {
+	// ID is stable for a record and a consumer: consumer/lane/record id.
+	ID string `json:"id"`
+	// TS is when the forwarder gave up.
+	TS time.Time `json:"ts"`
+	// Consumer is the forwarder: amplitude or dify.
+	Consumer string `json:"consumer"`
+	// Lane and Seq locate the record in the buffer.
+	Lane string `json:"lane"`
+	Seq  uint64 `json:"seq"`
+	// RecordID is the id of the alert or advice, when it could be decoded.
+	RecordID string `json:"record_id,omitempty"`
+	// Status is the HTTP status of the refusal, 0 when no request was made.
+	Status int `json:"status,omitempty"`
+	// Code is the service's error code (Dify's code, Amplitude's field).
+	Code string `json:"code,omitempty"`
+	// Reason says why, in words.
+	Reason string `json:"reason"`
+	// Event is what the forwarder sent or would have sent, if anything.
+	Event json.RawMessage `json:"event,omitempty"`
+}
+
+// DeadLetterStore keeps dead letters. A forwarder acknowledges a record it
+// gave up on only after StoreDeadLetter returned nil.
+type DeadLetterStore interface {
+	StoreDeadLetter(ctx context.Context, d DeadLetter) error
+}
+
+// Appender is the part of the buffer that BufferDeadLetters needs.
+type Appender interface {
+	Append(ctx context.Context, lane string, data ...[]byte) ([]uint64, error)
+}
+
+// BufferDeadLetters stores dead letters as JSON records of the buffer lane
+// [LaneDeadLetter].
+type BufferDeadLetters struct{ Buffer Appender }
+
+// StoreDeadLetter appends d to the dead-letter lane.
+func (b BufferDeadLetters) StoreDeadLetter(ctx context.Context, d DeadLetter) error {
+	data, err := json.Marshal(d)
+	if err != nil {
+		return fmt.Errorf("encode dead letter: %w", err)
+	}
+	if _, err := b.Buffer.Append(ctx, LaneDeadLetter, data); err != nil {
+		return fmt.Errorf("store dead letter: %w", err)
+	}
+	return nil
+}
+
+// Clock tells the time and makes timers. Forwarders take one so that tests
+// run them on simulated time.
+type Clock interface {
+	Now() time.Time
+	NewTimer(d time.Duration) Timer
+}
+
+// Timer is the part of *time.Timer a forwarder uses.
+type Timer interface {
+	C() <-chan time.Time
+	Stop() bool
+}
+
+// SystemClock is the real clock.
+type SystemClock struct{}
+
+// Now returns time.Now().
+func (SystemClock) Now() time.Time { return time.Now() }
+
+// NewTimer returns a real timer.
+func (SystemClock) NewTimer(d time.Duration) Timer { return sysTimer{time.NewTimer(d)} }
+
+type sysTimer struct{ t *time.Timer }
+
+func (t sysTimer) C() <-chan time.Time { return t.t.C }
+func (t sysTimer) Stop() bool          { return t.t.Stop() }
+
+// Backoff is a capped, jittered exponential backoff: attempt n (from 1)
+// waits a random time in [d/2, d] where d = min(Initial·2^(n-1), Max).
+type Backoff struct {
+	// Initial is the delay before the first retry (before jitter).
+	Initial time.Duration
+	// Max caps the delay.
+	Max time.Duration
+}
+
+// Delay returns the wait before retry number attempt (1 for the first).
+func (b Backoff) Delay(attempt int) time.Duration {
+	if attempt < 1 {
+		attempt = 1
+	}
+	d := b.Initial
+	for i := 1; i < attempt && d < b.Max; i++ {
+		d *= 2
+	}
+	if d > b.Max {
+		d = b.Max
+	}
+	if d <= 1 {
+		return d
+	}
+	half := d / 2
+	return half + rand.N(d-half+1)
+}
+
+// Validate reports what is wrong with b, naming the field under prefix.
+func (b Backoff) Validate(prefix string) error {
+	switch {
+	case b.Initial <= 0:
+		return fmt.Errorf("%s.Initial: must be positive, got %v", prefix, b.Initial)
+	case b.Max < b.Initial:
+		return fmt.Errorf("%s.Max: must be at least Initial (%v), got %v", prefix, b.Initial, b.Max)
+	}
+	return nil
+}
