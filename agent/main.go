@@ -27,6 +27,11 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"version", "print the version of vigil and of its TFLite runtime", runVersion},
+		{"run", "run the agent: score the configured streams into the buffer, publish and forward", runRun},
+		{"check-config", "report every problem of a config file with its key path", runCheckConfig},
+		{"train", "fit an autoencoder to normal data and write NAME.tflite and NAME.json", runTrain},
+		{"watch", "live view of every Vigil device under an MQTT topic prefix", runWatch},
+		{"simulate", "write simulated pump samples (CSV) or kiosk events (JSONL)", runSimulate},
 		{"selftest", "build a model in memory, run it through TFLite and check it against the Go reference", runSelftest},
 	}
 }

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/vigil-edge/vigil/agent/config"
+)
+
+// runCheckConfig loads a config file the way `vigil run` would (defaults,
+// file, VIGIL_* environment), loads every model it names, and prints every
+// problem with its key path. It fails when there is any error; warnings alone
+// pass.
+func runCheckConfig(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("check-config", stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: vigil check-config FILE\n\nReports every problem of FILE (and of the VIGIL_* environment) with its key path.")
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return errUsage
+	}
+	path := fs.Arg(0)
+	errs, warns := config.Check(path)
+	if len(errs) == 0 {
+		// The file is sound: check that its models load and fit their streams.
+		if cfg, err := config.Load(path, envLookup); err == nil {
+			errs = append(errs, checkModels(cfg)...)
+		}
+	}
+	for _, w := range warns {
+		fmt.Fprintf(stdout, "warning: %s\n", w)
+	}
+	for _, e := range errs {
+		fmt.Fprintf(stdout, "error: %s\n", e)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%s: %d error(s), %d warning(s)", path, len(errs), len(warns))
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d warning(s))\n", path, len(warns))
+	return nil
+}
