@@ -54,7 +54,16 @@ ARM64_BIN_ENV := CGO_ENABLED=1 GOOS=linux GOARCH=arm64 CC=$(ARM64_CC) \
 # Packages whose tests also run for linux/arm64 under qemu-user.
 ARM64_PKGS := ./inference/... ./models/...
 
-.PHONY: help setup setup-runtime build cross run test test-short test-race test-arm64 \
+# Default models: trained on the simulator's normal data; `make models`
+# rebuilds them byte for byte (on the same architecture).
+MODEL_DATA := tmp/model-data
+MODEL_RECIPE := \
+	bin/vigil simulate pump -n 20000 -seed 1 -out $(MODEL_DATA)/pump.csv && \
+	bin/vigil train -data $(MODEL_DATA)/pump.csv -window 60 -hop 10 -stride 4 -arch dense -seed 1 -reproducible -q -out $$OUT/pump8 && \
+	bin/vigil simulate kiosk -n 30000 -seed 1 -out $(MODEL_DATA)/kiosk.jsonl && \
+	bin/vigil train -events $(MODEL_DATA)/kiosk.jsonl -window 1 -hop 1 -seed 1 -quantile 0.999 -factor 1.2 -reproducible -q -out $$OUT/kiosk
+
+.PHONY: help setup setup-runtime build cross run models models-check fuzz-short test test-short test-race test-arm64 \
 	lint fmt bench clean selftest-arm64
 
 help: ## list the targets
@@ -77,13 +86,34 @@ cross: setup ## build bin/linux-arm64/vigil, with its runtime in bin/linux-arm64
 	@cp -f $(TFLITE_LIB_ARM64)/libtensorflowlite_c.so bin/linux-arm64/lib/
 	$(ARM64_BIN_ENV) $(GO) build -trimpath -ldflags '$(LDFLAGS_VERSION)' -o bin/linux-arm64/vigil ./agent
 
-run: setup build ## the demo (for now: vigil selftest)
+DEMO_CONFIG ?= agent/vigil.example.yaml
+
+run: setup build ## the demo: the simulator scored with the default models, alerts on stdout
 	bin/vigil selftest
+	bin/vigil check-config $(DEMO_CONFIG)
+	@echo "== vigil run --config $(DEMO_CONFIG) (Ctrl-C to stop)"
+	bin/vigil run --config $(DEMO_CONFIG) --print-alerts
+
+models: build ## regenerate the default models in models/ from simulator data
+	@mkdir -p $(MODEL_DATA)
+	OUT=models; $(MODEL_RECIPE)
+
+models-check: build ## check that the committed default models rebuild byte for byte
+	@mkdir -p $(MODEL_DATA) tmp/models-check
+	OUT=tmp/models-check; $(MODEL_RECIPE) >/dev/null
+	@for f in pump8.tflite pump8.json kiosk.tflite kiosk.json; do \
+		cmp models/$$f tmp/models-check/$$f || { echo "models/$$f does not rebuild byte for byte"; exit 1; }; done
+	@echo "default models rebuild byte for byte"
 
 selftest-arm64: cross ## run the arm64 binary's selftest under qemu-user
 	$(QEMU) bin/linux-arm64/vigil selftest
 
-test: setup lint test-race test-arm64 selftest-arm64 ## everything CI runs
+FUZZTIME ?= 5
+
+fuzz-short: setup-runtime ## run every fuzz target for FUZZTIME seconds (5 in make test)
+	$(HOST_TEST_ENV) cross/fuzz.sh $(FUZZTIME)
+
+test: setup lint test-race test-arm64 selftest-arm64 fuzz-short ## everything CI runs
 	@echo "make test: all passed"
 
 test-short: setup-runtime ## the fast tier: go test -short
