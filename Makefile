@@ -138,3 +138,9 @@ bench: setup-runtime ## every package's benchmarks
 
 clean: ## remove build outputs (keeps the runtime cache)
 	rm -rf bin dist
+
+# Targets kept beside the code they drive: packaging, fault scenarios, and
+# performance (load test, soak, benchmark report).
+-include cross/dist/dist.mk
+-include agent/chaos/chaos.mk
+-include agent/perf/perf.mk
