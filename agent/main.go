@@ -32,6 +32,7 @@ func commands() []command {
 		{"train", "fit an autoencoder to normal data and write NAME.tflite and NAME.json", runTrain},
 		{"watch", "live view of every Vigil device under an MQTT topic prefix", runWatch},
 		{"simulate", "write simulated pump samples (CSV) or kiosk events (JSONL)", runSimulate},
+		{"eval", "run the SKAB benchmark protocol on labelled data through learning, TFLite and the detector", runEval},
 		{"selftest", "build a model in memory, run it through TFLite and check it against the Go reference", runSelftest},
 	}
 }

@@ -200,6 +200,35 @@ func fitScaler(rows [][]float64, channels []string) (s scaler, warnings []string
 	return s, warnings
 }
 
+// widen makes room for drift (Options.DriftHorizon): each channel's std
+// becomes sqrt(std² + (slope·horizon)²), slope being the channel's
+// least-squares trend per row over rows.
+func (s scaler) widen(rows [][]float64, horizon int) {
+	n := float64(len(rows))
+	if n < 2 {
+		return
+	}
+	tMean := (n - 1) / 2
+	tVar := 0.0 // Σ (t - tMean)²
+	for t := range rows {
+		d := float64(t) - tMean
+		tVar += d * d
+	}
+	for j := range s.std {
+		mean := 0.0
+		for _, r := range rows {
+			mean += r[j]
+		}
+		mean /= n
+		cov := 0.0
+		for t, r := range rows {
+			cov += (float64(t) - tMean) * (r[j] - mean)
+		}
+		drift := cov / tVar * float64(horizon)
+		s.std[j] = math.Sqrt(s.std[j]*s.std[j] + drift*drift)
+	}
+}
+
 // windows cuts rows [from, to) into normalised windows of size w taken
 // every stride rows, each flattened sample-major. Values are normalised as
 // models.Model does it, (x-mean)×(1/std) rounded to float32, so that the

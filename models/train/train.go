@@ -105,6 +105,15 @@ type Options struct {
 	// Workers and Threads configure the interpreters of the model Learn
 	// loads (default 1 and 1).
 	Workers, Threads int
+	// DriftHorizon, when positive, widens each channel's normalisation so
+	// that the slow drift seen in the training rows, continued for this
+	// many more samples, counts as normal: the channel's std becomes
+	// sqrt(std² + (slope·DriftHorizon)²), with slope the least-squares
+	// trend per sample over all the rows given. A short warm-up rarely
+	// sees a slowly warming machine reach its steady state; without this
+	// the model flags the drift itself. 0 (the default) leaves the
+	// standard deviations as measured.
+	DriftHorizon int
 }
 
 // DefaultOptions returns a dense autoencoder over windows of 32 samples,
@@ -189,6 +198,9 @@ func (o *Options) validate() error {
 	}
 	if o.Parallelism < 0 {
 		bad("Options.Parallelism is %d, want ≥ 0", o.Parallelism)
+	}
+	if o.DriftHorizon < 0 {
+		bad("Options.DriftHorizon is %d, want ≥ 0", o.DriftHorizon)
 	}
 	if o.Workers < 0 || o.Threads < 0 {
 		bad("Options.Workers and Options.Threads must be ≥ 0")
@@ -294,6 +306,9 @@ func Train(ctx context.Context, samples [][]float64, opts Options) (*Result, err
 		}
 	}
 	sc, warn := fitScaler(samples[:trainRows], opts.Channels)
+	if opts.DriftHorizon > 0 {
+		sc.widen(samples, opts.DriftHorizon)
+	}
 	rep.Warnings = append(rep.Warnings, warn...)
 	trainW := sc.windows(samples, 0, trainRows, opts.Window, opts.Stride)
 	valW := sc.windows(samples, trainRows, rows, opts.Window, opts.Stride)
