@@ -185,6 +185,8 @@ func (d *daemon) learner(cfg *config.Config, dir string, iopts inference.Options
 		opts.Description = fmt.Sprintf("learnt on device %s from the first %d samples of stream %s", cfg.DeviceID, len(samples), name)
 		opts.Channels = channels
 		opts.Budget = sc.Learn.Budget
+		opts.DriftHorizon = sc.Learn.DriftHorizon
+		opts.Calibration.Factor = sc.Learn.ThresholdFactor
 		opts.Source = "stream " + name
 		if sc.Learn.Arch != "" {
 			opts.Arch = train.Arch(sc.Learn.Arch)

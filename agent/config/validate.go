@@ -758,6 +758,10 @@ func (v *validator) streams() {
 		if st.Learn.Samples > 0 {
 			v.positive(p+".learn.budget", st.Learn.Budget)
 			v.oneOf(p+".learn.arch", st.Learn.Arch, learnArchs...)
+			v.atLeast(p+".learn.drift_horizon", st.Learn.DriftHorizon, 0)
+			if f := st.Learn.ThresholdFactor; v.finite(p+".learn.threshold_factor", f) && f <= 0 {
+				v.errf(p+".learn.threshold_factor", "must be positive, got %v", f)
+			}
 		}
 		v.nonNegative(p+".max_lateness", st.MaxLateness)
 	}
