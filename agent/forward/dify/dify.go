@@ -19,10 +19,14 @@
 //   - the alert id is always an input (alert_id), so a run can be found
 //     with GET /workflows/logs?keyword=<alert id>;
 //   - before the first POST for an alert, an entry goes to the journal lane
-//     ("dify-journal"); it is acknowledged once the alert is done. After a
-//     restart, an alert with a journal entry is looked up before anything
-//     else, so a crash between "request sent" and "advice stored" is
-//     resolved by the lookup;
+//     ("dify-journal"); once the alert is done (advice or dead letter
+//     stored) a "done" entry replaces it, written before the alert is
+//     acknowledged. After a restart, an alert with an open entry is looked
+//     up before anything else, so a crash between "request sent" and
+//     "advice stored" is resolved by the lookup; an alert with a done entry
+//     is never run again, even when a source re-scores its input after the
+//     crash and the same alert (same id) is appended again. The newest
+//     maxFinished done entries are kept; older ones are acknowledged;
 //   - a POST is repeated at once only when it provably never reached Dify
 //     (no connection was made: DNS, connection refused) or Dify refused it
 //     with 429 (also inside a stream), honouring Retry-After;
@@ -382,6 +386,15 @@ type journalEntry struct {
 	AlertID  string    `json:"alert_id"`
 	AlertSeq uint64    `json:"alert_seq"`
 	TS       time.Time `json:"ts"`
+	// Done marks an alert handled for good: its advice or dead letter is
+	// stored.
+	Done bool `json:"done,omitempty"`
+}
+
+// doneEntry is a handled alert's id and the journal record that says so.
+type doneEntry struct {
+	id  string
+	seq uint64 // 0: not journaled (nothing to acknowledge)
 }
 
 // journaled is what the journal holds for one alert.
@@ -402,7 +415,8 @@ type job struct {
 type done struct {
 	seq     uint64
 	alertID string
-	ok      bool // handled (acknowledged); false: left in the buffer
+	ok      bool   // handled (acknowledged); false: left in the buffer
+	doneSeq uint64 // the journal's done entry, when ok
 }
 
 // Run forwards until ctx ends, then returns nil once the in-flight work has
@@ -424,12 +438,13 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			return fmt.Errorf("dify: dead-letter lane: %w", err)
 		}
 	}
-	journal, err := f.loadJournal()
+	journal, finished, err := f.loadJournal()
 	if err != nil {
 		return fmt.Errorf("dify: %w", err)
 	}
 	f.log.Info("forwarding alerts to Dify", "base_url", f.base, "mode", f.opts.ResponseMode,
-		"min_severity", f.opts.MinSeverity, "rate_limit", f.opts.RateLimit.String(), "resuming", len(journal))
+		"min_severity", f.opts.MinSeverity, "rate_limit", f.opts.RateLimit.String(), "resuming", len(journal),
+		"remembered", len(finished))
 
 	work := make(chan job, f.opts.MaxPending)
 	dones := make(chan done, f.opts.MaxPending)
@@ -437,12 +452,16 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	for range f.opts.MaxConcurrency {
 		wg.Go(func() {
 			for j := range work {
-				dones <- done{seq: j.seq, alertID: j.alert.ID, ok: f.handle(ctx, j)}
+				ok, doneSeq := f.handle(ctx, j)
+				dones <- done{seq: j.seq, alertID: j.alert.ID, ok: ok, doneSeq: doneSeq}
 			}
 		})
 	}
 	d := &dispatcher{f: f, journal: journal, work: work, dones: dones, taken: map[uint64]bool{},
 		active: map[string]bool{}, finished: map[string]bool{}, lastRun: map[string]time.Time{}}
+	for _, e := range finished {
+		d.remember(e)
+	}
 	d.loop(ctx)
 	close(work)
 	wg.Wait()
@@ -452,18 +471,28 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	return nil
 }
 
-// loadJournal reads the journal's open entries.
-func (f *Forwarder) loadJournal() (map[string]*journaled, error) {
+// loadJournal reads the journal: the open entries by alert id, and the
+// handled alerts, oldest first. Open entries of a handled alert (a crash
+// came between its done entry and their acknowledgement) are
+// acknowledged.
+func (f *Forwarder) loadJournal() (map[string]*journaled, []doneEntry, error) {
 	recs, err := f.buf.Read(Consumer, LaneJournal, 1<<20)
 	if err != nil {
-		return nil, fmt.Errorf("read journal: %w", err)
+		return nil, nil, fmt.Errorf("read journal: %w", err)
 	}
 	out := map[string]*journaled{}
+	var finished []doneEntry
+	isDone := map[string]bool{}
 	var junk []uint64
 	for _, rec := range recs {
 		var e journalEntry
 		if json.Unmarshal(rec.Data, &e) != nil || e.AlertID == "" {
 			junk = append(junk, rec.Seq)
+			continue
+		}
+		if e.Done {
+			finished = append(finished, doneEntry{id: e.AlertID, seq: rec.Seq})
+			isDone[e.AlertID] = true
 			continue
 		}
 		j := out[e.AlertID]
@@ -478,11 +507,19 @@ func (f *Forwarder) loadJournal() (map[string]*journaled, error) {
 	}
 	if len(junk) > 0 {
 		f.log.Warn("dropping undecodable journal entries", "count", len(junk))
-		if err := f.buf.Ack(Consumer, LaneJournal, junk...); err != nil {
-			return nil, fmt.Errorf("ack journal: %w", err)
+	}
+	for id, j := range out {
+		if isDone[id] {
+			junk = append(junk, j.seqs...)
+			delete(out, id)
 		}
 	}
-	return out, nil
+	if len(junk) > 0 {
+		if err := f.buf.Ack(Consumer, LaneJournal, junk...); err != nil {
+			return nil, nil, fmt.Errorf("ack journal: %w", err)
+		}
+	}
+	return out, finished, nil
 }
 
 // dispatcher reads alerts and hands them to the workers. It owns its maps.
@@ -493,8 +530,8 @@ type dispatcher struct {
 	dones    <-chan done
 	taken    map[uint64]bool      // alert seqs taken and not done
 	active   map[string]bool      // alert ids being handled
-	finished map[string]bool      // alert ids handled by this Run
-	order    []string             // finished ids, oldest first (bounded)
+	finished map[string]bool      // alert ids handled (journaled ones survive restarts)
+	order    []doneEntry          // finished ids, oldest first (bounded)
 	lastRun  map[string]time.Time // stream → timestamp of its last dispatched alert
 	notify   <-chan struct{}
 	more     bool
@@ -564,18 +601,33 @@ func (d *dispatcher) finish(dn done) {
 		return
 	}
 	delete(d.journal, dn.alertID)
-	d.remember(dn.alertID)
+	d.remember(doneEntry{id: dn.alertID, seq: dn.doneSeq})
 }
 
-func (d *dispatcher) remember(id string) {
-	if d.finished[id] {
+// remember adds a handled alert to the bounded memory of handled alerts;
+// the journal record of one it forgets is acknowledged.
+func (d *dispatcher) remember(e doneEntry) {
+	if d.finished[e.id] {
+		if e.seq != 0 { // a second done entry for it: not needed
+			d.forget(e.seq)
+		}
 		return
 	}
-	d.finished[id] = true
-	d.order = append(d.order, id)
+	d.finished[e.id] = true
+	d.order = append(d.order, e)
 	if len(d.order) > maxFinished {
-		delete(d.finished, d.order[0])
+		old := d.order[0]
+		delete(d.finished, old.id)
 		d.order = d.order[1:]
+		if old.seq != 0 {
+			d.forget(old.seq)
+		}
+	}
+}
+
+func (d *dispatcher) forget(seq uint64) {
+	if err := d.f.buf.Ack(Consumer, LaneJournal, seq); err != nil {
+		d.f.rlog.Log(slog.LevelError, "buffer", "acknowledging a done journal entry failed", "err", err)
 	}
 }
 
@@ -713,13 +765,13 @@ func (f *Forwarder) deadLetter(seq uint64, alertID string, status int, code, rea
 
 // handle resolves one alert and stores the result. It reports whether the
 // alert was acknowledged.
-func (f *Forwarder) handle(ctx context.Context, j job) bool {
+func (f *Forwarder) handle(ctx context.Context, j job) (ok bool, doneSeq uint64) {
 	if ctx.Err() != nil {
-		return false
+		return false, 0
 	}
 	adv, dl := f.process(ctx, &j)
 	if adv == nil && dl == nil {
-		return false // ctx ended: the journal lets the next start resume
+		return false, 0 // ctx ended: the journal lets the next start resume
 	}
 	store := func() error {
 		if dl != nil {
@@ -739,7 +791,7 @@ func (f *Forwarder) handle(ctx context.Context, j job) bool {
 		}
 		f.rlog.Log(slog.LevelError, "buffer", "storing advice failed", "alert_id", j.alert.ID, "err", err)
 		if !fwd.Wait(ctx, f.clock, f.opts.Backoff.Delay(attempt), nil) {
-			return false
+			return false, 0
 		}
 	}
 	switch {
@@ -753,11 +805,22 @@ func (f *Forwarder) handle(ctx context.Context, j job) bool {
 		f.count(func(s *Stats) { s.Failed++ })
 		f.log.Warn("workflow run did not succeed", "alert_id", j.alert.ID, "workflow_run_id", adv.WorkflowRunID, "status", adv.Status, "error", adv.Error)
 	}
+	// The done entry goes before the alert's acknowledgement: after a
+	// crash between the two the alert is read again and skipped.
+	for attempt := 1; ; attempt++ {
+		var err error
+		if doneSeq, err = f.writeDone(ctx, j.alert, j.seq); err == nil {
+			break
+		}
+		f.rlog.Log(slog.LevelError, "buffer", "writing the journal failed", "alert_id", j.alert.ID, "err", err)
+		if !fwd.Wait(ctx, f.clock, f.opts.Backoff.Delay(attempt), nil) {
+			return false, 0
+		}
+	}
 	if err := f.buf.Ack(Consumer, record.LaneAlert, j.seq); err != nil {
-		// Read again later, the alert resolves through its journal entry
-		// to the same run; its advice is stored again under the same id.
+		// Read again later, the alert is skipped as done.
 		f.rlog.Log(slog.LevelError, "buffer", "acknowledging an alert failed", "alert_id", j.alert.ID, "err", err)
-		return false
+		return true, doneSeq
 	}
 	f.count(func(s *Stats) { s.Acked++ })
 	var seqs []uint64
@@ -769,7 +832,7 @@ func (f *Forwarder) handle(ctx context.Context, j job) bool {
 			f.rlog.Log(slog.LevelError, "buffer", "acknowledging a journal entry failed", "alert_id", j.alert.ID, "err", err)
 		}
 	}
-	return true
+	return true, doneSeq
 }
 
 // process finds the outcome of an alert's run, running the workflow at
@@ -1040,6 +1103,20 @@ func (f *Forwarder) writeJournal(ctx context.Context, a *record.Alert, seq uint6
 		return nil, err
 	}
 	return &journaled{alertSeq: seq, seqs: seqs, at: now}, nil
+}
+
+// writeDone records that the alert is handled for good and returns the
+// record's sequence number.
+func (f *Forwarder) writeDone(ctx context.Context, a *record.Alert, seq uint64) (uint64, error) {
+	data, err := json.Marshal(journalEntry{AlertID: a.ID, AlertSeq: seq, TS: f.clock.Now(), Done: true})
+	if err != nil {
+		return 0, err
+	}
+	seqs, err := f.buf.Append(ctx, LaneJournal, data)
+	if err != nil {
+		return 0, err
+	}
+	return seqs[0], nil
 }
 
 // user is the end-user id of the runs for an alert.

@@ -202,6 +202,23 @@ func (h *harness) unacked(lane string) int {
 	return len(recs)
 }
 
+// openJournal counts the journal's unacknowledged entries that are not
+// done entries (those are kept on purpose: see remember).
+func (h *harness) openJournal() int {
+	recs, err := h.buf.Read(Consumer, LaneJournal, 10000)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	n := 0
+	for _, r := range recs {
+		var e journalEntry
+		if json.Unmarshal(r.Data, &e) != nil || !e.Done {
+			n++
+		}
+	}
+	return n
+}
+
 func (h *harness) posts() []difytest.Request {
 	var out []difytest.Request
 	for _, r := range h.srv.Requests() {
@@ -311,8 +328,8 @@ func TestRun(t *testing.T) {
 			if s.Succeeded != 2 || s.Skipped != 1 || s.Acked != 2 || s.Runs != 2 || s.State != forward.StateOK || s.Pending != 0 {
 				t.Errorf("stats %+v", s)
 			}
-			if h.unacked(record.LaneAlert) != 0 || h.unacked(LaneJournal) != 0 {
-				t.Errorf("left %d alerts, %d journal entries", h.unacked(record.LaneAlert), h.unacked(LaneJournal))
+			if h.unacked(record.LaneAlert) != 0 || h.openJournal() != 0 {
+				t.Errorf("left %d alerts, %d journal entries", h.unacked(record.LaneAlert), h.openJournal())
 			}
 			var req difytest.Request
 			for _, r := range h.posts() {
@@ -577,7 +594,7 @@ func TestAmbiguousFailures(t *testing.T) {
 			if s := h.fw.Stats(); s.Recovered != tc.recovered {
 				t.Errorf("stats %+v, want %d recovered", s, tc.recovered)
 			}
-			if h.unacked(LaneJournal) != 0 {
+			if h.openJournal() != 0 {
 				t.Error("journal entry left behind")
 			}
 		})
@@ -610,8 +627,8 @@ func TestResumeAfterRestart(t *testing.T) {
 	appendAlerts(t, h.buf, a)
 	forwardtest.WaitFor(t, 5*time.Second, "the run", func() bool { return len(h.srv.Runs()) == 1 })
 	h.stop()
-	if h.unacked(record.LaneAlert) != 1 || h.unacked(LaneJournal) != 1 {
-		t.Fatalf("after the stop: %d alerts, %d journal entries unacked, want 1 and 1", h.unacked(record.LaneAlert), h.unacked(LaneJournal))
+	if h.unacked(record.LaneAlert) != 1 || h.openJournal() != 1 {
+		t.Fatalf("after the stop: %d alerts, %d journal entries unacked, want 1 and 1", h.unacked(record.LaneAlert), h.openJournal())
 	}
 	h.start()
 	h.until("handled", h.acked(1))
@@ -619,8 +636,29 @@ func TestResumeAfterRestart(t *testing.T) {
 	if s := h.fw.Stats(); s.Recovered != 1 || s.Runs != 0 {
 		t.Errorf("stats %+v: want the outcome recovered without a run", s)
 	}
-	if h.unacked(LaneJournal) != 0 || h.advice()[a.ID].Status != "succeeded" {
+	if h.openJournal() != 0 || h.advice()[a.ID].Status != "succeeded" {
 		t.Error("journal entry left or advice missing")
+	}
+}
+
+// TestNoSecondRunAfterRestart: after a restart, the same alert appended
+// again (a source re-scoring its input after a crash yields the same id)
+// is not run again: the journal's done entry remembers it.
+func TestNoSecondRunAfterRestart(t *testing.T) {
+	h := newHarness(t, difytest.Options{}, nil).start()
+	a := alert(0, record.SeverityMajor)
+	appendAlerts(t, h.buf, a)
+	h.until("handled", h.acked(1))
+	h.stop()
+	h.start()
+	appendAlerts(t, h.buf, a)
+	h.until("the copy skipped", func() bool { return h.fw.Stats().Duplicates == 1 && h.fw.Stats().Pending == 0 })
+	oneRunEach(t, h.srv, a.ID)
+	if h.unacked(record.LaneAlert) != 0 || h.openJournal() != 0 {
+		t.Errorf("left %d alerts, %d open journal entries", h.unacked(record.LaneAlert), h.openJournal())
+	}
+	if n := h.unacked(LaneJournal); n != 1 {
+		t.Errorf("%d done entries kept, want 1", n)
 	}
 }
 
@@ -638,8 +676,8 @@ func TestStaleJournal(t *testing.T) {
 	h.buf.Ack(Consumer, record.LaneAlert, 1) // a was done, its entry not acknowledged
 	h.start()
 	h.until("handled", h.acked(1))
-	if h.unacked(LaneJournal) != 0 {
-		t.Errorf("%d journal entries left", h.unacked(LaneJournal))
+	if h.openJournal() != 0 {
+		t.Errorf("%d journal entries left", h.openJournal())
 	}
 	if len(h.srv.RunsFor(a.ID)) != 0 {
 		t.Error("an acknowledged alert was run")
