@@ -76,14 +76,18 @@ setup: ## install what is missing: apt packages, the TFLite runtime, staticcheck
 setup-runtime:
 	@cross/setup.sh runtime
 
+# put_lib copies a shared library beside a binary only when it differs, and
+# by rename: overwriting a mapped library in place crashes a running vigil.
+put_lib = cmp -s $(1) $(2)/$(notdir $(1)) || { cp $(1) $(2)/.$(notdir $(1)).tmp && mv -f $(2)/.$(notdir $(1)).tmp $(2)/$(notdir $(1)); }
+
 build: setup-runtime ## build bin/vigil for this machine, with its runtime in bin/lib
 	@mkdir -p bin/lib
-	@cp -f $(TFLITE_LIB)/libtensorflowlite_c.so bin/lib/
+	@$(call put_lib,$(TFLITE_LIB)/libtensorflowlite_c.so,bin/lib)
 	$(HOST_BIN_ENV) $(GO) build -trimpath -ldflags '$(LDFLAGS_VERSION)' -o bin/vigil ./agent
 
 cross: setup ## build bin/linux-arm64/vigil, with its runtime in bin/linux-arm64/lib
 	@mkdir -p bin/linux-arm64/lib
-	@cp -f $(TFLITE_LIB_ARM64)/libtensorflowlite_c.so bin/linux-arm64/lib/
+	@$(call put_lib,$(TFLITE_LIB_ARM64)/libtensorflowlite_c.so,bin/linux-arm64/lib)
 	$(ARM64_BIN_ENV) $(GO) build -trimpath -ldflags '$(LDFLAGS_VERSION)' -o bin/linux-arm64/vigil ./agent
 
 DEMO_CONFIG ?= agent/vigil.example.yaml
@@ -133,8 +137,7 @@ lint: setup-runtime ## gofmt, go vet, staticcheck
 fmt: ## gofmt the tree
 	gofmt -w $$(git ls-files '*.go')
 
-bench: setup-runtime ## every package's benchmarks
-	$(HOST_TEST_ENV) $(GO) test -run '^$$' -bench . -benchmem ./...
+bench: bench-report ## every package's benchmarks, the load test and arm64 instruction counts, in one table
 
 clean: ## remove build outputs (keeps the runtime cache)
 	rm -rf bin dist
