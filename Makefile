@@ -67,7 +67,7 @@ MODEL_RECIPE := \
 	lint fmt bench clean selftest-arm64
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
 
 setup: ## install what is missing: apt packages, the TFLite runtime, staticcheck
 	@cross/setup.sh all
@@ -117,7 +117,7 @@ FUZZTIME ?= 5
 fuzz-short: setup-runtime ## run every fuzz target for FUZZTIME seconds (5 in make test)
 	$(HOST_TEST_ENV) cross/fuzz.sh $(FUZZTIME)
 
-test: setup lint test-race test-arm64 selftest-arm64 fuzz-short ## everything CI runs
+test: setup lint test-race test-arm64 selftest-arm64 fuzz-short dist-test ## everything CI runs
 	@echo "make test: all passed"
 
 test-short: setup-runtime ## the fast tier: go test -short

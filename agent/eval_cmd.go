@@ -45,10 +45,12 @@ func runEvalSKAB(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	patience := fs.Int("patience", def.Train.Patience, "epochs without improvement before stopping")
 	seed := fs.Uint64("seed", def.Train.Seed, "random seed")
 	drift := fs.Int("drift", def.Train.DriftHorizon, "widen each channel's normalisation by its training trend continued this many samples (0: off)")
+	center := fs.Float64("center", def.Train.Center, "centre each channel whose von Neumann ratio in the training rows is below this on its window mean (0: none, above 4: all)")
 	method := fs.String("calibration", def.Train.Calibration.Method, "threshold calibration: pot or quantile")
 	quantile := fs.Float64("quantile", def.Train.Calibration.Quantile, "quantile of normal scores (the quantile method, and POT's fallback)")
 	factor := fs.Float64("factor", def.Train.Calibration.Factor, "threshold factor")
 	risk := fs.Float64("risk", def.Train.Calibration.Risk, "POT: false-alarm probability per window")
+	calibrateOn := fs.String("calibrate-on", def.Train.Calibration.On, "windows whose scores calibrate the threshold: train+validation, validation or train")
 	threshold := fs.Float64("threshold", 0, "fixed detector threshold for every file (0: each model's calibrated one)")
 	k := fs.Int("k", def.Detect.K, "detector hysteresis: anomalous while K of the last N windows exceed the threshold")
 	n := fs.Int("n", def.Detect.N, "detector hysteresis window N")
@@ -70,7 +72,8 @@ func runEvalSKAB(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	t.Window, t.Hop, t.Stride, t.Arch, t.Kernel = *window, *hop, *stride, train.Arch(*arch), *kernel
 	t.Reduction, t.Epochs, t.Patience, t.Seed, t.DriftHorizon = *reduction, *epochs, *patience, *seed, *drift
 	t.Calibration.Method, t.Calibration.Quantile = *method, *quantile
-	t.Calibration.Factor, t.Calibration.Risk = *factor, *risk
+	t.Calibration.Factor, t.Calibration.Risk, t.Calibration.On = *factor, *risk, *calibrateOn
+	t.Center = *center
 	var err error
 	if *hidden != "" {
 		if t.Hidden, err = parseInts(*hidden); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -32,13 +33,8 @@ func (d *daemon) setupForwarders(ctx context.Context) error {
 	cfg := d.cfg
 	on := map[string]bool{}
 
-	if listen := cfg.MQTT.EmbeddedBroker.Listen; listen != "" {
-		b, err := publish.NewEmbeddedBroker(listen, d.log)
-		if err != nil {
-			return fmt.Errorf("mqtt.embedded_broker.listen: %w", err)
-		}
-		d.embeddedAddr = b.Addr()
-		d.consumers = append(d.consumers, consumer{name: "embedded-broker", run: b.Run})
+	if d.embedded != nil {
+		d.consumers = append(d.consumers, consumer{name: "embedded-broker", run: d.embedded.Run})
 	}
 	if broker := d.brokerURL(); broker != "" {
 		pw, err := cfg.MQTT.ReadPassword()
@@ -193,13 +189,38 @@ func setDur(dst *time.Duration, v time.Duration) {
 // brokerURL is the broker Vigil publishes to: mqtt.broker, else the embedded
 // broker, else none.
 func (d *daemon) brokerURL() string {
-	if b := d.cfg.BrokerURL(); b != "" {
-		return b
+	if d.cfg.MQTT.Broker != "" || d.embedded == nil {
+		return d.cfg.BrokerURL()
 	}
-	if d.embeddedAddr != "" {
-		return "tcp://" + d.embeddedAddr
+	return d.embeddedURL()
+}
+
+// embeddedURL is the URL of the embedded broker as it listens (its port
+// may have been 0 in the config).
+func (d *daemon) embeddedURL() string {
+	host, port, err := net.SplitHostPort(d.embedded.Addr())
+	if err != nil {
+		return "tcp://" + d.embedded.Addr()
 	}
-	return ""
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return "tcp://" + net.JoinHostPort(host, port)
+}
+
+// startEmbeddedBroker binds the embedded broker, when configured, before
+// the sources that may subscribe to it are built.
+func (d *daemon) startEmbeddedBroker() error {
+	listen := d.cfg.MQTT.EmbeddedBroker.Listen
+	if listen == "" {
+		return nil
+	}
+	b, err := publish.NewEmbeddedBroker(listen, d.log)
+	if err != nil {
+		return fmt.Errorf("mqtt.embedded_broker.listen: %w", err)
+	}
+	d.embedded = b
+	return nil
 }
 
 // modelList names the model of every stream, for the status message.

@@ -149,7 +149,7 @@ type daemon struct {
 
 	consumers    []consumer
 	reloadReq    chan chan error
-	embeddedAddr string             // the embedded broker's address, if any
+	embedded     *publish.EmbeddedBroker // the embedded broker, if any
 	publisher    *publish.Publisher // nil when MQTT is off
 }
 
@@ -181,6 +181,9 @@ func (d *daemon) Run(ctx context.Context) error {
 			d.log.Error("closing the buffer", "err", err)
 		}
 	}()
+	if err := d.startEmbeddedBroker(); err != nil {
+		return err
+	}
 	gen, err := d.newGeneration(d.cfg)
 	if err != nil {
 		return err

@@ -316,3 +316,19 @@ func TestRunLearnsAStreamsBaselineOnTheDevice(t *testing.T) {
 		t.Fatalf("after restart: %+v, want scoring with the learnt model", st)
 	}
 }
+
+// TestEmbeddedBrokerOnAFreePort: with the embedded broker on port 0 and no
+// broker configured, the publisher connects to the port the broker got.
+func TestEmbeddedBrokerOnAFreePort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the daemon with its MQTT publisher: not in -short")
+	}
+	cfgPath, _ := testConfig(t, 100, `
+mqtt: {embedded_broker: {listen: "127.0.0.1:0"}}
+`)
+	d, _ := startDaemon(t, cfgPath)
+	if strings.HasSuffix(d.brokerURL(), ":0") {
+		t.Fatalf("broker URL %s: the configured port, not the bound one", d.brokerURL())
+	}
+	waitFor(t, 30*time.Second, func() bool { return d.publisher.Connected() })
+}

@@ -75,7 +75,7 @@ func (d *daemon) buildSources(cfg *config.Config, g *generation) error {
 		case config.SourceMQTT:
 			m := sc.MQTT
 			o := source.DefaultMQTTOptions()
-			o.Name, o.Device, o.Broker, o.Topics, o.QoS = sc.Name, cfg.DeviceID, cfg.SourceBrokerURL(m), m.Topics, byte(m.QoS)
+			o.Name, o.Device, o.Broker, o.Topics, o.QoS = sc.Name, cfg.DeviceID, d.sourceBroker(cfg, m), m.Topics, byte(m.QoS)
 			o.Counter, o.Logger, o.StreamMap = sink, log, m.StreamMap
 			if m.Broker == "" {
 				pw, err := cfg.MQTT.ReadPassword()
@@ -190,4 +190,13 @@ func tlsConfig(c config.TLS, broker string) (*tls.Config, error) {
 		t.Certificates = []tls.Certificate{cert}
 	}
 	return t, nil
+}
+
+// sourceBroker is the broker an mqtt source subscribes to: its own, else
+// the configured one, else the embedded broker as it listens.
+func (d *daemon) sourceBroker(cfg *config.Config, m *config.MQTTSource) string {
+	if (m != nil && m.Broker != "") || cfg.MQTT.Broker != "" || d.embedded == nil {
+		return cfg.SourceBrokerURL(m)
+	}
+	return d.embeddedURL()
 }
