@@ -147,10 +147,10 @@ type daemon struct {
 	ready chan struct{}
 	addr  string
 
-	consumers    []consumer
-	reloadReq    chan chan error
-	embedded     *publish.EmbeddedBroker // the embedded broker, if any
-	publisher    *publish.Publisher // nil when MQTT is off
+	consumers []consumer
+	reloadReq chan chan error
+	embedded  *publish.EmbeddedBroker // the embedded broker, if any
+	publisher *publish.Publisher      // nil when MQTT is off
 }
 
 // consumer is a long-lived reader of the buffer (the MQTT publisher, the
