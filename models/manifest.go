@@ -98,11 +98,21 @@ type Input struct {
 }
 
 // Normalization standardises each channel before the model sees it:
-// x' = (x - Mean[c]) / Std[c].
+// x' = (x - Mean[c]) / Std[c]. A channel whose Center value is true is then
+// centred within each window: the mean of its x' over the window is
+// subtracted from each of them, so that the model judges its shape in the window and not its
+// level: for slowly varying channels (temperatures) whose level a short
+// warm-up does not show all of.
 type Normalization struct {
 	Mean []float64 `json:"mean"`
 	Std  []float64 `json:"std"`
+	// Center is empty (no channel is centred) or holds one value per
+	// channel.
+	Center []bool `json:"center,omitempty"`
 }
+
+// Centered reports whether any channel is centred on its window mean.
+func (n Normalization) Centered() bool { return slices.Contains(n.Center, true) }
 
 // Output says what the model outputs and how it becomes one score.
 type Output struct {
@@ -469,6 +479,9 @@ func (m *Manifest) validateInput(ps *problems) {
 		if ps.finite(path, v) && v <= 0 {
 			ps.add(path, "is %v, want > 0", v)
 		}
+	}
+	if len(n.Center) != 0 && len(n.Center) != len(ch) {
+		ps.add("normalization.center", "has %d values, want none or one per channel (%d)", len(n.Center), len(ch))
 	}
 }
 

@@ -98,6 +98,7 @@ func TestBadManifests(t *testing.T) {
 			`input.channels[2]: "a" repeats input.channels[0]`, "input.channels[3]: empty name",
 			"normalization.mean: has 3 values, want one per channel (4)",
 			"normalization.std[1]: is 0, want > 0", "normalization.std[2]: is -2, want > 0",
+			"normalization.center: has 1 values, want none or one per channel (4)",
 			`output.reduction: is "first", want one of mse, mae, max_channel_mse`,
 			"output.size: is 3; a reconstruction's size is the window's",
 			"threshold.quantile: is 1.5, want a value in (0, 1)",

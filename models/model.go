@@ -26,6 +26,9 @@ type Model struct {
 	window   int
 	mean     []float64
 	invStd   []float64
+	// center is the manifest's normalization.center, nil when no channel
+	// is centred.
+	center []bool
 	// free holds scratch buffers between Score calls, so that steady-state
 	// scoring allocates nothing. A channel rather than a sync.Pool: the
 	// pool drops items at random under the race detector and at each GC.
@@ -59,6 +62,9 @@ func New(m *Manifest, s inference.Scorer) (*Model, error) {
 	}
 	for i, sd := range m.Normalization.Std {
 		md.invStd[i] = 1 / sd
+	}
+	if m.Normalization.Centered() {
+		md.center = slices.Clone(m.Normalization.Center)
 	}
 	return md, nil
 }
@@ -203,7 +209,9 @@ func (md *Model) Close() error { return md.scorer.Close() }
 // Score scores a batch of raw windows. windows holds n windows back to back,
 // each Window samples of Channels values in channel order (sample-major:
 // windows[(w*Window+t)*Channels+c]), in the units the sensors report, in
-// float64 so that large offsets keep their precision; they are normalised with the manifest's mean and std. scores receives one
+// float64 so that large offsets keep their precision; they are normalised
+// with the manifest's mean and std, and its centred channels centred on
+// their window mean. scores receives one
 // score per window (len n). contrib, when not nil, receives n×Channels
 // values: for reconstruction models each channel's share of the error (its
 // mean squared error for mse and max_channel_mse, its mean absolute error
@@ -233,6 +241,9 @@ func (md *Model) Score(ctx context.Context, windows, scores, contrib []float64) 
 		}
 		in[i] = float32(v)
 	}
+	if md.center != nil {
+		md.centre(windows, in)
+	}
 	out := s.out[:n*md.spec.OutputSize()]
 	if err := md.scorer.Score(ctx, in, out); err != nil {
 		return fmt.Errorf("model %s: %w", md.manifest.Name, err)
@@ -244,6 +255,30 @@ func (md *Model) Score(ctx context.Context, windows, scores, contrib []float64) 
 	}
 	reduceReconstruction(md.manifest.Output.Reduction, in, out, md.window, md.channels, scores, contrib)
 	return nil
+}
+
+// centre overwrites the centred channels of in, the normalised windows,
+// with their values minus the channel's mean over the window, computed from
+// the raw windows in float64 (the normalised values summed in time order,
+// divided by the window) and then rounded, as the trainer does.
+func (md *Model) centre(windows []float64, in []float32) {
+	per := md.window * md.channels
+	for w := 0; w < len(in); w += per {
+		raw := windows[w : w+per]
+		for c, on := range md.center {
+			if !on {
+				continue
+			}
+			sum := 0.0
+			for t := c; t < per; t += md.channels {
+				sum += (raw[t] - md.mean[c]) * md.invStd[c]
+			}
+			m := sum / float64(md.window)
+			for t := c; t < per; t += md.channels {
+				in[w+t] = float32((raw[t]-md.mean[c])*md.invStd[c] - m)
+			}
+		}
+	}
 }
 
 func (md *Model) badValue(i int, x float64) error {

@@ -99,6 +99,44 @@ func TestModelScoreReconstruction(t *testing.T) {
 	}
 }
 
+func TestModelScoreCenter(t *testing.T) {
+	// Channel a centred: a' = 0 1 2 becomes -1 0 1 and -1 0 0 becomes
+	// -2/3 1/3 1/3; b keeps its level.
+	raw := []float64{
+		10, -1, 12, -1, 14, 0,
+		8, -2, 10, -1, 10, -1,
+	}
+	m := tinyManifest()
+	m.Normalization.Center = []bool{true, false}
+	var seen []float32
+	md, err := New(m, &fakeScorer{spec: m.Spec(), f: func(in, out []float32) {
+		seen = append(seen, in...)
+		clear(out)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	scores, contrib := make([]float64, 2), make([]float64, 4)
+	if err := md.Score(context.Background(), raw, scores, contrib); err != nil {
+		t.Fatal(err)
+	}
+	want := []float32{-1, 0, 0, 0, 1, 2, -2.0 / 3, -2, 1.0 / 3, 0, 1.0 / 3, 0}
+	for i := range want {
+		if math.Abs(float64(seen[i]-want[i])) > 1e-6 {
+			t.Fatalf("model input %v, want %v", seen, want)
+		}
+	}
+	if wantC := []float64{2.0 / 3, 4.0 / 3, 2.0 / 9, 4.0 / 3}; math.Abs(contrib[0]-wantC[0]) > 1e-6 || math.Abs(contrib[2]-wantC[2]) > 1e-6 {
+		t.Errorf("contrib %v, want %v", contrib, wantC)
+	}
+	// All false is the same as absent.
+	m = tinyManifest()
+	m.Normalization.Center = []bool{false, false}
+	if md, err := New(m, &fakeScorer{spec: m.Spec(), f: zeros}); err != nil || md.center != nil {
+		t.Errorf("all-false center: %v, %v", md.center, err)
+	}
+}
+
 func TestModelScoreOutput(t *testing.T) {
 	for _, tt := range []struct {
 		reduction string

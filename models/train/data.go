@@ -166,6 +166,8 @@ func dataHash(rows [][]float64) string {
 // scaler standardises channels with the mean and std of the training rows.
 type scaler struct {
 	mean, std []float64
+	// center marks the channels centred on their window mean (nil: none).
+	center []bool
 }
 
 // fitScaler computes each channel's mean and (population) standard
@@ -231,7 +233,9 @@ func (s scaler) widen(rows [][]float64, horizon int) {
 
 // windows cuts rows [from, to) into normalised windows of size w taken
 // every stride rows, each flattened sample-major. Values are normalised as
-// models.Model does it, (x-mean)×(1/std) rounded to float32, so that the
+// models.Model does it, (x-mean)×(1/std) rounded to float32 (for centred
+// channels, minus their float64 sum over the window divided by w, before
+// rounding), so that the
 // trainer sees exactly the numbers the exported model will be given.
 func (s scaler) windows(rows [][]float64, from, to, w, stride int) [][]float64 {
 	var out [][]float64
@@ -247,7 +251,48 @@ func (s scaler) windows(rows [][]float64, from, to, w, stride int) [][]float64 {
 				win[t*c+j] = float64(float32((v - s.mean[j]) * inv[j]))
 			}
 		}
+		for j, on := range s.center {
+			if !on {
+				continue
+			}
+			sum := 0.0
+			for t := range w {
+				sum += (rows[start+t][j] - s.mean[j]) * inv[j]
+			}
+			m := sum / float64(w)
+			for t := range w {
+				win[t*c+j] = float64(float32((rows[start+t][j]-s.mean[j])*inv[j] - m))
+			}
+		}
 		out = append(out, win)
 	}
 	return out
+}
+
+// smoothness is each channel's von Neumann ratio over rows: the mean
+// squared difference between consecutive rows over twice the variance.
+// White noise is near 1; a channel that moves slowly against its noise
+// (a temperature) is near 0. A constant channel gets 1.
+func smoothness(rows [][]float64, channels int) []float64 {
+	r := make([]float64, channels)
+	n := float64(len(rows))
+	for j := range r {
+		mean := 0.0
+		for _, row := range rows {
+			mean += row[j]
+		}
+		mean /= n
+		v, d := 0.0, 0.0
+		for t, row := range rows {
+			v += (row[j] - mean) * (row[j] - mean)
+			if t > 0 {
+				d += (row[j] - rows[t-1][j]) * (row[j] - rows[t-1][j])
+			}
+		}
+		r[j] = 1
+		if v > 0 && len(rows) > 1 {
+			r[j] = (d / (n - 1)) / (2 * v / n)
+		}
+	}
+	return r
 }

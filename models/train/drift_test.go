@@ -3,6 +3,7 @@ package train
 import (
 	"context"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -67,5 +68,36 @@ func TestDriftHorizonIsOffByDefaultAndValidated(t *testing.T) {
 	o.DriftHorizon = -1
 	if _, err := Train(context.Background(), rows, o); err == nil || !strings.Contains(err.Error(), "Options.DriftHorizon") {
 		t.Errorf("DriftHorizon -1: err = %v, want one naming Options.DriftHorizon", err)
+	}
+}
+
+func TestCenterPicksTheSmoothChannels(t *testing.T) {
+	if DefaultOptions().Center != 0 {
+		t.Fatal("Center defaults to non-zero")
+	}
+	// Channel 0 is a slow ramp (von Neumann ratio near 0), channel 1
+	// alternating noise (near 4).
+	rows := make([][]float64, 64)
+	for i := range rows {
+		rows[i] = []float64{float64(i), float64(1 - 2*(i%2))}
+	}
+	o := DefaultOptions()
+	o.Window, o.Epochs = 8, 2
+	for _, tt := range []struct {
+		center float64
+		want   []bool
+	}{{0, nil}, {0.3, []bool{true, false}}, {5, []bool{true, true}}} {
+		o.Center = tt.center
+		res, err := Train(context.Background(), rows, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := res.Manifest.Normalization.Center; !slices.Equal(got, tt.want) {
+			t.Errorf("Center %v: normalization.center %v, want %v", tt.center, got, tt.want)
+		}
+	}
+	o.Center = -1
+	if _, err := Train(context.Background(), rows, o); err == nil || !strings.Contains(err.Error(), "Options.Center") {
+		t.Errorf("Center -1: err = %v, want one naming Options.Center", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"math"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -35,15 +36,22 @@ func TestExportedScoresMatchTrainer(t *testing.T) {
 		arch      Arch
 		window    int
 		reduction string
+		center    float64 // Options.Center
 	}{
-		{Dense, 12, models.ReduceMSE},
-		{Conv, 15, models.ReduceMSE},
-		{Conv, 16, models.ReduceMAE},
-		{Dense, 7, models.ReduceMaxChannelMSE},
+		{Dense, 12, models.ReduceMSE, 0},
+		{Conv, 15, models.ReduceMSE, 0},
+		{Conv, 16, models.ReduceMAE, 0},
+		{Dense, 7, models.ReduceMaxChannelMSE, 0},
+		{Dense, 12, models.ReduceMSE, 0.5}, // some channels centred
+		{Conv, 15, models.ReduceMSE, 5},    // every channel centred
 	} {
-		t.Run(string(tt.arch)+"-"+tt.reduction, func(t *testing.T) {
+		name := string(tt.arch) + "-" + tt.reduction
+		if tt.center > 0 {
+			name += "-center"
+		}
+		t.Run(name, func(t *testing.T) {
 			o := quickOptions(tt.arch)
-			o.Window, o.Reduction, o.Epochs = tt.window, tt.reduction, 15
+			o.Window, o.Reduction, o.Epochs, o.Center = tt.window, tt.reduction, 15, tt.center
 			if testing.Short() {
 				o.Epochs = 3 // equivalence does not need a good model
 			}
@@ -51,6 +59,9 @@ func TestExportedScoresMatchTrainer(t *testing.T) {
 			res, err := Train(context.Background(), rows, o)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if c := res.Manifest.Normalization.Center; tt.center > 0 && !slices.Contains(c, true) || tt.center == 0 && c != nil {
+				t.Fatalf("Center %v: normalization.center %v", tt.center, c)
 			}
 			dir := t.TempDir()
 			if err := res.Save(dir); err != nil {

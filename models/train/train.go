@@ -114,6 +114,14 @@ type Options struct {
 	// the model flags the drift itself. 0 (the default) leaves the
 	// standard deviations as measured.
 	DriftHorizon int
+	// Center, when positive, centres every channel whose von Neumann ratio
+	// over the training rows (mean squared step over twice the variance:
+	// about 1 for noise, near 0 for a slowly moving channel) is below it
+	// on its mean within each window (models.Normalization.Center): the
+	// model then judges such channels by their shape in the window, not by
+	// a level that a short warm-up does not show all of. 0 (the default)
+	// centres none; a value above 4 centres all.
+	Center float64
 }
 
 // DefaultOptions returns a dense autoencoder over windows of 32 samples,
@@ -198,6 +206,9 @@ func (o *Options) validate() error {
 	}
 	if o.Parallelism < 0 {
 		bad("Options.Parallelism is %d, want ≥ 0", o.Parallelism)
+	}
+	if !(o.Center >= 0) || math.IsInf(o.Center, 0) {
+		bad("Options.Center is %v, want a finite value ≥ 0", o.Center)
 	}
 	if o.DriftHorizon < 0 {
 		bad("Options.DriftHorizon is %d, want ≥ 0", o.DriftHorizon)
@@ -306,6 +317,16 @@ func Train(ctx context.Context, samples [][]float64, opts Options) (*Result, err
 		}
 	}
 	sc, warn := fitScaler(samples[:trainRows], opts.Channels)
+	if opts.Center > 0 {
+		for j, r := range smoothness(samples, len(opts.Channels)) {
+			if r < opts.Center {
+				if sc.center == nil {
+					sc.center = make([]bool, len(opts.Channels))
+				}
+				sc.center[j] = true
+			}
+		}
+	}
 	if opts.DriftHorizon > 0 {
 		sc.widen(samples, opts.DriftHorizon)
 	}
@@ -594,7 +615,7 @@ func (t *trainer) manifest(net *nn.Network, model []byte, th models.Threshold, s
 		Format: models.Format, Name: o.Name, Version: o.Version, Kind: kind, Description: o.Description,
 		SHA256:        models.SHA256(model),
 		Input:         models.Input{Window: o.Window, Hop: o.Hop, Channels: slices.Clone(o.Channels)},
-		Normalization: models.Normalization{Mean: sc.mean, Std: sc.std},
+		Normalization: models.Normalization{Mean: sc.mean, Std: sc.std, Center: sc.center},
 		Output:        models.Output{Kind: models.OutputReconstruction, Reduction: o.Reduction},
 		Threshold:     th,
 		Training:      tr,
