@@ -33,9 +33,6 @@ func (d *daemon) setupForwarders(ctx context.Context) error {
 	cfg := d.cfg
 	on := map[string]bool{}
 
-	if d.embedded != nil {
-		d.consumers = append(d.consumers, consumer{name: "embedded-broker", run: d.embedded.Run})
-	}
 	if broker := d.brokerURL(); broker != "" {
 		pw, err := cfg.MQTT.ReadPassword()
 		if err != nil {

@@ -216,6 +216,16 @@ func (d *daemon) Run(ctx context.Context) error {
 	// and drain what the pipeline appends while shutting down.
 	consCtx, stopConsumers := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopConsumers()
+	// The embedded broker outlives the consumers, so that the publisher's
+	// offline status reaches it at shutdown.
+	brokerCtx, stopBroker := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBroker()
+	brokerDone := make(chan error, 1)
+	if d.embedded != nil {
+		go func() { brokerDone <- d.embedded.Run(brokerCtx) }()
+	} else {
+		close(brokerDone)
+	}
 	var consumers errgroup.Group
 	for _, c := range d.consumers {
 		consumers.Go(func() error {
@@ -277,6 +287,10 @@ loop:
 		runErr = err
 	}
 	grace.Stop()
+	stopBroker()
+	if err := <-brokerDone; err != nil && runErr == nil {
+		runErr = fmt.Errorf("embedded broker: %w", err)
+	}
 	d.log.Info("stopped")
 	return runErr
 }

@@ -2,6 +2,7 @@ package publish
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -36,7 +37,7 @@ func NewEmbeddedBroker(listen string, logger *slog.Logger) (*EmbeddedBroker, err
 	if tcp, ok := ln.Addr().(*net.TCPAddr); !ok || !tcp.IP.IsLoopback() {
 		logger.Warn("embedded broker listens beyond loopback and accepts any client without authentication", "addr", ln.Addr().String())
 	}
-	srv := mochi.New(&mochi.Options{Logger: logger})
+	srv := mochi.New(&mochi.Options{Logger: slog.New(quietClose{logger.Handler()})})
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		_ = ln.Close()
 		return nil, fmt.Errorf("embedded broker: %w", err)
@@ -68,3 +69,28 @@ func (b *EmbeddedBroker) Run(ctx context.Context) error {
 	}
 	return nil
 }
+
+// quietClose drops the warning mochi logs for every connection it closes
+// while shutting down ("use of closed network connection"): at a clean
+// stop it is noise, not news.
+type quietClose struct{ slog.Handler }
+
+func (q quietClose) Handle(ctx context.Context, r slog.Record) error {
+	closed := false
+	r.Attrs(func(a slog.Attr) bool {
+		if err, ok := a.Value.Any().(error); ok && errors.Is(err, net.ErrClosed) {
+			closed = true
+			return false
+		}
+		return true
+	})
+	if closed {
+		return nil
+	}
+	return q.Handler.Handle(ctx, r)
+}
+
+func (q quietClose) WithAttrs(as []slog.Attr) slog.Handler {
+	return quietClose{q.Handler.WithAttrs(as)}
+}
+func (q quietClose) WithGroup(name string) slog.Handler { return quietClose{q.Handler.WithGroup(name)} }
