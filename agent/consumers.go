@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -10,29 +11,39 @@ import (
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/record"
+	"github.com/vigil-edge/vigil/buffer"
 )
 
 // setupConsumers builds the buffer's consumers the config asks for.
 func (d *daemon) setupConsumers(ctx context.Context) error {
 	if d.printAlerts {
+		if err := d.buf.RegisterConsumer(consumerConsole, record.LaneAlert); err != nil {
+			return fmt.Errorf("console: %w", err)
+		}
 		d.consumers = append(d.consumers, consumer{name: "console", run: d.printAlertsTo})
+	} else if err := d.buf.RemoveConsumer(consumerConsole); err != nil && !errors.Is(err, buffer.ErrUnknownConsumer) {
+		return fmt.Errorf("console: %w", err)
 	}
 	return d.setupForwarders(ctx)
 }
 
-// printAlertsTo follows the alert lane and prints each new alert on stdout,
-// one line each. It does not acknowledge anything: it is a viewer, not a
-// consumer that records leave the buffer for.
+// consumerConsole is the buffer consumer of --print-alerts.
+const consumerConsole = "console"
+
+// printAlertsTo prints each alert on stdout, one line each. It is a
+// consumer of the alert lane, so that an alert stays in the buffer until it
+// is printed even when every other consumer acknowledged it already; alerts
+// a previous run did not print come first.
 func (d *daemon) printAlertsTo(ctx context.Context) error {
-	next := d.buf.LastSeq(record.LaneAlert) + 1
 	for {
 		wake := d.buf.Notify(record.LaneAlert)
-		recs, err := d.buf.ReadFrom(record.LaneAlert, next, 256)
+		recs, err := d.buf.Read(consumerConsole, record.LaneAlert, 256)
 		if err != nil {
 			return err
 		}
+		seqs := make([]uint64, 0, len(recs))
 		for _, r := range recs {
-			next = r.Seq + 1
+			seqs = append(seqs, r.Seq)
 			var a record.Alert
 			if json.Unmarshal(r.Data, &a) != nil {
 				continue
@@ -50,6 +61,9 @@ func (d *daemon) printAlertsTo(ctx context.Context) error {
 				a.Episode, a.Update, strings.Join(feats, ", "))
 		}
 		if len(recs) > 0 {
+			if err := d.buf.Ack(consumerConsole, record.LaneAlert, seqs...); err != nil {
+				return err
+			}
 			continue
 		}
 		select {

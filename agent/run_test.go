@@ -71,6 +71,13 @@ streams:
 // cancels it and waits for Run's result; the test's cleanup calls it too.
 func startDaemon(t *testing.T, cfgPath string) (d *daemon, stop func() error) {
 	t.Helper()
+	return startDaemonWith(t, cfgPath, nil)
+}
+
+// startDaemonWith is startDaemon with a hook that adjusts the daemon
+// before it runs.
+func startDaemonWith(t *testing.T, cfgPath string, adjust func(*daemon)) (d *daemon, stop func() error) {
+	t.Helper()
 	cfg, err := loadConfig(runFlags{config: cfgPath, overrides: map[string]*string{}})
 	if err != nil {
 		t.Fatal(err)
@@ -81,6 +88,9 @@ func startDaemon(t *testing.T, cfgPath string) (d *daemon, stop func() error) {
 		reloadConfig: func() (*config.Config, error) {
 			return loadConfig(runFlags{config: cfgPath, overrides: map[string]*string{}})
 		}}
+	if adjust != nil {
+		adjust(d)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
@@ -331,4 +341,35 @@ mqtt: {embedded_broker: {listen: "127.0.0.1:0"}}
 		t.Fatalf("broker URL %s: the configured port, not the bound one", d.brokerURL())
 	}
 	waitFor(t, 30*time.Second, func() bool { return d.publisher.Connected() })
+}
+
+// TestPrintAlertsShowsEveryAlert: the console consumer prints every alert,
+// even when the MQTT publisher acknowledged (and so let the buffer delete)
+// it first.
+func TestPrintAlertsShowsEveryAlert(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the daemon with its MQTT publisher: not in -short")
+	}
+	cfgPath, _ := testConfig(t, 3000, `
+mqtt: {embedded_broker: {listen: "127.0.0.1:0"}}
+`)
+	out := &syncWriter{w: &bytes.Buffer{}}
+	d, stop := startDaemonWith(t, cfgPath, func(d *daemon) { d.printAlerts, d.stdout = true, out })
+	waitFor(t, 90*time.Second, func() bool {
+		return d.current().pipe.Stats().Streams["pump1"].Windows >= (3000-60)/10+1
+	})
+	alerts := d.current().pipe.Stats().Alerts
+	if alerts == 0 {
+		t.Fatal("the replay raised no alert")
+	}
+	lines := func() int {
+		out.mu.Lock()
+		defer out.mu.Unlock()
+		return strings.Count(out.w.(*bytes.Buffer).String(), " ALERT ")
+	}
+	waitFor(t, 30*time.Second, func() bool { return uint64(lines()) >= alerts })
+	stop()
+	if n := lines(); uint64(n) != alerts {
+		t.Fatalf("printed %d alerts, the pipeline raised %d", n, alerts)
+	}
 }
