@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -274,8 +275,9 @@ func scenarios() []scenario {
 func clockJump(ctx context.Context, e *env, s scale) error {
 	jump := s.d(10 * time.Minute)
 	phase := replaySpeed * 3 // samples per phase: 3 s each
-	// Normal, jumped forward, jumped back (dropped as late until the
-	// samples' clock passes the newest), caught up.
+	// Normal, jumped forward, jumped back (the pipeline drops a window's
+	// worth as late, then follows the new timeline: reason clock_step),
+	// caught up.
 	catchUp := int(jump / time.Second)
 	total := 3*phase + catchUp
 	var csv bytes.Buffer
@@ -324,7 +326,8 @@ func clockJump(ctx context.Context, e *env, s scale) error {
 	if last != nil && (!last.WaitTimeout(30*time.Second) || last.Error() != nil) {
 		return fmt.Errorf("clock-jump publish: %v", last.Error())
 	}
-	// Scoring must resume once the samples' clock passes the newest one.
+	// Scoring must resume after the backward step (within a window's worth
+	// of samples, not once the samples' clock passes the newest one).
 	var resumed time.Duration
 	err := waitFor(30*time.Second, func() bool {
 		m, err := e.metrics()
@@ -341,8 +344,12 @@ func clockJump(ctx context.Context, e *env, s scale) error {
 	m, _ := e.metrics()
 	late, _ := m.sum("vigil_drops_total", `reason="late"`)
 	ooo, _ := m.sum("vigil_drops_total", `reason="out_of_order"`)
-	e.notes = append(e.notes, fmt.Sprintf("jump ±%v: %v samples dropped as late, %v out of order after the backward jump (%d expected); scoring resumed %.1fs after it",
-		jump, late, ooo, catchUp, resumed.Seconds()))
+	steps, _ := m.sum("vigil_drops_total", `reason="clock_step"`)
+	e.notes = append(e.notes, fmt.Sprintf("jump ±%v: %v samples dropped as late, %v out of order, %v clock steps followed; scoring resumed %.1fs after the backward jump",
+		jump, late, ooo, steps, resumed.Seconds()))
+	if err == nil && steps < 1 {
+		err = errors.New("the backward step was not followed (no clock_step counted)")
+	}
 	if err != nil {
 		return fmt.Errorf("scoring did not resume after the backward clock jump: %w", err)
 	}

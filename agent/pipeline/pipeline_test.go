@@ -447,3 +447,40 @@ func BenchmarkPipelineSensor(b *testing.B) {
 	<-done
 	b.ReportMetric(float64(i)/b.Elapsed().Seconds(), "samples/s")
 }
+
+// TestClockStepBackIsFollowed: after the samples' clock steps back by an
+// hour, a run of late samples in increasing order is taken as the new
+// timeline, and scoring resumes; stray late samples are still dropped.
+func TestClockStepBackIsFollowed(t *testing.T) {
+	m := &meanModel{id: "mean@1", length: 2, hop: 1, chans: chans2, thr: 100}
+	spec := sensorSpec(m)
+	spec.MaxLateness = 5 * time.Second
+	ts := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	var in []source.Input
+	sample := func(at time.Time) {
+		in = append(in, source.Input{Source: "sim", Time: at, Channels: chans2, Values: []float64{0, 0}})
+	}
+	for s := range 20 { // windows end at 1..19: 19 scores
+		sample(ts(s))
+	}
+	sample(ts(-100)) // a stray late sample: dropped
+	sample(ts(20))   // 20 scores
+	back := ts(-3600)
+	n := clockStepSamples(m.length)
+	for i := range n + 5 { // the first n-1 are late; the n-th is the new timeline
+		sample(back.Add(time.Duration(i) * time.Second))
+	}
+	p, buf := run(t, Options{Streams: []StreamSpec{spec}}, in)
+	got := map[string]uint64{}
+	for _, d := range p.Stats().Drops {
+		got[d.Reason] += d.Count
+	}
+	if got["late"] != uint64(1+n-1) || got[string(DropClockStep)] != 1 {
+		t.Errorf("drops %v: want %d late and 1 clock_step", got, n)
+	}
+	// After the step: the n-th sample starts a new window; the 5 after it
+	// end 5 windows.
+	if s := len(buf.scores(t)); s != 20+5 {
+		t.Fatalf("%d scores, want %d", s, 25)
+	}
+}

@@ -201,6 +201,10 @@ type streamState struct {
 	det      *detect.Detector
 	win      *stream.Windower
 	last     time.Time
+	// A run of late samples, each newer than the one before: a clock that
+	// stepped back (see order).
+	stepRun  int
+	stepLast time.Time
 
 	// Input channel order → model order, cached per Channels slice.
 	mapFrom *string
@@ -338,6 +342,15 @@ func (st *streamState) setThreshold(t float64) error {
 
 // order checks a sample's time against the stream's newest and counts a
 // late or out-of-order one.
+//
+// A clock that steps back (an NTP correction on a device that stamps
+// samples on arrival) would make every later sample late until the clock
+// passes the newest time seen. So when ClockStepSamples late samples in a
+// row each come after the one before, the stream takes them as its new
+// timeline: the partial window is dropped, the step is logged and counted
+// once under the drop reason "clock_step" (the sample that completes the
+// run is kept; the late ones before it were counted as late), and scoring
+// resumes.
 func (st *streamState) order(src string, t time.Time, last *time.Time) bool {
 	if !last.IsZero() && !t.After(*last) {
 		reason := source.DropOutOfOrder
@@ -346,11 +359,41 @@ func (st *streamState) order(src string, t time.Time, last *time.Time) bool {
 		} else if st.spec.MaxLateness > 0 && last.Sub(t) > st.spec.MaxLateness {
 			reason = source.DropLate
 		}
+		if reason == source.DropLate {
+			if st.stepRun > 0 && t.After(st.stepLast) {
+				st.stepRun++
+			} else {
+				st.stepRun = 1
+			}
+			st.stepLast = t
+			if st.stepRun >= clockStepSamples(st.length) {
+				st.p.logRateLimited("the samples' clock stepped back: taking the new timeline", "stream", st.spec.Name,
+					"from", last.UTC(), "to", t.UTC(), "late_samples_dropped", st.stepRun-1)
+				st.p.stats.drop(src, DropClockStep, 1)
+				st.stepRun = 0
+				if st.win != nil {
+					st.win.Reset()
+				}
+				*last = t
+				return true
+			}
+		}
 		st.p.stats.drop(src, reason, 1)
 		return false
 	}
+	st.stepRun = 0
 	*last = t
 	return true
+}
+
+// DropClockStep counts the steps back of a stream's clock the pipeline
+// followed (one per step; the late samples before it are counted as late).
+const DropClockStep source.DropReason = "clock_step"
+
+// clockStepSamples is how many late samples in increasing order make a
+// clock step: a window's worth, and at least 10.
+func clockStepSamples(window int) int {
+	return max(window, 10)
 }
 
 // mapChannels puts a sample's values into the model's channel order.
