@@ -373,3 +373,46 @@ mqtt: {embedded_broker: {listen: "127.0.0.1:0"}}
 		t.Fatalf("printed %d alerts, the pipeline raised %d", n, alerts)
 	}
 }
+
+// TestMQTTSourceWithoutFieldsMapsModelChannels: an MQTT source without
+// fields.values maps each channel of its stream's model to the payload
+// field of the same name, as the config reference says.
+func TestMQTTSourceWithoutFieldsMapsModelChannels(t *testing.T) {
+	models, _ := filepath.Abs(repoModels)
+	path := filepath.Join(t.TempDir(), "vigil.yaml")
+	cfgText := fmt.Sprintf(`
+device_id: test-device-01
+data_dir: %s
+models_dir: %s
+http: {listen: "127.0.0.1:0"}
+sources:
+  - name: bus
+    type: mqtt
+    mqtt: {broker: "tcp://127.0.0.1:1", topics: ["pump/#"]}
+streams:
+  - {name: pump1, source: bus, model: pump8}
+`, filepath.Join(t.TempDir(), "data"), models)
+	if err := os.WriteFile(path, []byte(cfgText), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadConfig(runFlags{config: path, overrides: map[string]*string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := sameNameFields(cfg, "bus")
+	if len(got) != 8 || got["Pressure"] != "Pressure" || got["Volume Flow RateRMS"] != "Volume Flow RateRMS" {
+		t.Fatalf("fields %v: want pump8's 8 channels under their own names", got)
+	}
+	d := &daemon{cfg: cfg, log: slog.New(slog.DiscardHandler), stdout: io.Discard}
+	buf, err := openBuffer(cfg, d.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer buf.Close()
+	d.buf = buf
+	g, err := d.newGeneration(cfg)
+	if err != nil {
+		t.Fatalf("a generation with an MQTT source without fields: %v", err)
+	}
+	g.close()
+}

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/config"
 	"github.com/vigil-edge/vigil/agent/source"
+	"github.com/vigil-edge/vigil/models"
 )
 
 // buildSources makes the sources of cfg, feeding g's pipeline.
@@ -88,6 +90,9 @@ func (d *daemon) buildSources(cfg *config.Config, g *generation) error {
 				}
 			}
 			o.Payload.Fields = m.Fields.Values
+			if len(o.Payload.Fields) == 0 && m.Format != "events" {
+				o.Payload.Fields = sameNameFields(cfg, sc.Name)
+			}
 			o.Payload.TimeField = m.Fields.Timestamp
 			o.Payload.TimeFormat = timeFormat(m.Fields.TimestampFormat)
 			o.Payload.Events = m.Format == "events"
@@ -199,4 +204,26 @@ func (d *daemon) sourceBroker(cfg *config.Config, m *config.MQTTSource) string {
 		return cfg.SourceBrokerURL(m)
 	}
 	return d.embeddedURL()
+}
+
+// sameNameFields maps each channel of the models of the streams fed by
+// source src to the payload field of the same name: an MQTT source whose
+// fields.values is empty.
+func sameNameFields(cfg *config.Config, src string) map[string]string {
+	out := map[string]string{}
+	for _, st := range cfg.Streams {
+		if st.Source != src {
+			continue
+		}
+		chans := st.Channels
+		if len(chans) == 0 {
+			if man, _, err := models.ReadFiles(filepath.Join(cfg.ModelsDir, st.Model)); err == nil {
+				chans = man.Input.Channels
+			}
+		}
+		for _, c := range chans {
+			out[c] = c
+		}
+	}
+	return out
 }

@@ -201,7 +201,7 @@ type MQTTSource struct {
 type Fields struct {
 	Timestamp       string            `yaml:"timestamp" doc:"payload field with the sample time; empty means the arrival time"`
 	TimestampFormat string            `yaml:"timestamp_format" doc:"auto (RFC 3339, 2006-01-02 15:04:05 or unix time with its unit guessed), unix, unix_ms, unix_us, unix_ns, rfc3339 or a Go layout"`
-	Values          map[string]string `yaml:"values" doc:"channel name → payload field (dotted path); empty means every numeric top-level field under its own name"`
+	Values          map[string]string `yaml:"values" doc:"channel name → payload field (dotted path); empty maps each channel of the fed streams' models to the top-level field of the same name"`
 }
 
 // ReplaySource streams a CSV or JSONL file, such as a SKAB recording.
