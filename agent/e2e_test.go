@@ -47,9 +47,12 @@ dify: {base_url: %q, api_key: %q, min_severity: major, rate_limit: 0, cooldown: 
 	logs := d.log // the test's daemon logs go to a buffer checked below
 
 	// Wait until the replay is scored and every alert went out.
+	// The global counters move after the records reach the buffer, so the
+	// alert count is final once every score is in and it matches the
+	// stream's own count.
 	waitFor(t, 90*time.Second, func() bool {
-		st := d.current().pipe.Stats().Streams["pump1"]
-		return st.Windows >= (3000-60)/10+1
+		st := d.current().pipe.Stats()
+		return st.Scores >= (3000-60)/10+1 && st.Alerts == st.Streams["pump1"].Alerts
 	})
 	var alerts []record.Alert
 	waitFor(t, 60*time.Second, func() bool {

@@ -355,10 +355,17 @@ mqtt: {embedded_broker: {listen: "127.0.0.1:0"}}
 `)
 	out := &syncWriter{w: &bytes.Buffer{}}
 	d, stop := startDaemonWith(t, cfgPath, func(d *daemon) { d.printAlerts, d.stdout = true, out })
+	// A window counts as scored before its records reach the buffer; the
+	// global counters move only after the append. Once every score is in
+	// the buffer, the stream's alert count is final, and the global one
+	// catches up with it when the alert records are in too.
+	const windows = (3000-60)/10 + 1
+	var alerts uint64
 	waitFor(t, 90*time.Second, func() bool {
-		return d.current().pipe.Stats().Streams["pump1"].Windows >= (3000-60)/10+1
+		st := d.current().pipe.Stats()
+		alerts = st.Alerts
+		return st.Scores >= windows && st.Alerts == st.Streams["pump1"].Alerts
 	})
-	alerts := d.current().pipe.Stats().Alerts
 	if alerts == 0 {
 		t.Fatal("the replay raised no alert")
 	}
