@@ -101,9 +101,12 @@ type Options struct {
 	Buffer  Appender
 	Learner Learner
 	Logger  *slog.Logger
-	// Queue is the capacity of the input queue (default 8192).
+	// Queue is the capacity of each shard's input queue (default 8192).
+	// Sources hand inputs straight to the queue of their stream's shard,
+	// on their own goroutine: there is no routing goroutine in between.
 	Queue int
-	// Shards is the number of shards (default: the number of CPUs).
+	// Shards is the number of shards (default: the number of CPUs, at most
+	// one per stream).
 	Shards int
 	// MaxBatch is the most windows scored in one call (default 64).
 	MaxBatch int
@@ -119,7 +122,6 @@ type Options struct {
 type Pipeline struct {
 	opts    Options
 	log     *slog.Logger
-	in      chan source.Input
 	shards  []*shard
 	streams map[string]*streamState
 	bySrc   map[string][]*streamState
@@ -141,7 +143,7 @@ func New(opts Options) (*Pipeline, error) {
 		opts.Queue = 8192
 	}
 	if opts.Shards <= 0 {
-		opts.Shards = runtime.NumCPU()
+		opts.Shards = max(1, min(runtime.NumCPU(), len(opts.Streams)))
 	}
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 64
@@ -158,7 +160,6 @@ func New(opts Options) (*Pipeline, error) {
 	p := &Pipeline{
 		opts:    opts,
 		log:     opts.Logger.With("component", "pipeline"),
-		in:      make(chan source.Input, opts.Queue),
 		streams: map[string]*streamState{},
 		bySrc:   map[string][]*streamState{},
 	}
@@ -184,36 +185,33 @@ func New(opts Options) (*Pipeline, error) {
 	return p, nil
 }
 
-// Put implements source.Sink: it blocks until the input is queued or ctx
-// ends.
+// Put implements source.Sink: it validates the input and blocks until it is
+// queued on the shard of each stream it is for, or ctx ends. An invalid
+// input is dropped and counted, not returned as an error.
 func (p *Pipeline) Put(ctx context.Context, in source.Input) error {
 	p.inMu.RLock()
 	defer p.inMu.RUnlock()
 	if p.closed.Load() {
 		return errClosed
 	}
-	select {
-	case p.in <- in:
-		return nil
-	case <-ctx.Done():
+	if !p.dispatch(ctx, in, true) {
 		return ctx.Err()
 	}
+	return nil
 }
 
-// TryPut implements source.Sink: it queues the input if there is room.
+// TryPut implements source.Sink: it validates the input and queues it on
+// the shard of each stream it is for that has room. It returns false, and
+// counts nothing, when every such queue was full: the source counts that
+// drop (queue_full) or answers "busy". When only some were full, the input
+// is dropped for those streams, counted here, and TryPut returns true.
 func (p *Pipeline) TryPut(in source.Input) bool {
 	p.inMu.RLock()
 	defer p.inMu.RUnlock()
 	if p.closed.Load() {
 		return false
 	}
-	select {
-	case p.in <- in:
-		return true
-	default:
-		p.stats.drop(in.Source, source.DropQueueFull, 1)
-		return false
-	}
+	return p.dispatch(context.Background(), in, false)
 }
 
 // Drop implements source.Counter, so sources count their drops here.
@@ -230,12 +228,14 @@ func (p *Pipeline) CloseInput() {
 	p.closing.Do(func() {
 		p.inMu.Lock()
 		p.closed.Store(true)
-		close(p.in)
+		for _, s := range p.shards {
+			close(s.in)
+		}
 		p.inMu.Unlock()
 	})
 }
 
-// Run routes inputs until CloseInput has been called and the queue is
+// Run processes inputs until CloseInput has been called and the queues are
 // drained, or ctx ends (then queued inputs are abandoned). It returns nil on
 // a clean drain.
 func (p *Pipeline) Run(ctx context.Context) error {
@@ -250,35 +250,21 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	err := p.route(ctx)
-	for _, s := range p.shards {
-		close(s.in)
-	}
 	wg.Wait()
 	close(errs)
+	var err error
 	for e := range errs {
 		err = errors.Join(err, e)
 	}
 	return err
 }
 
-func (p *Pipeline) route(ctx context.Context) error {
-	for {
-		select {
-		case in, ok := <-p.in:
-			if !ok {
-				return nil
-			}
-			p.dispatch(ctx, in)
-		case <-ctx.Done():
-			return nil
-		}
-	}
-}
-
 // dispatch validates an input and hands it to the shard of each stream it is
-// for.
-func (p *Pipeline) dispatch(ctx context.Context, in source.Input) {
+// for, waiting for room when block is set. Without block it skips full
+// shards, and returns false when it queued the input nowhere (the caller
+// counts that drop) or counts the skipped ones as queue_full. With block it
+// returns false when ctx ended first.
+func (p *Pipeline) dispatch(ctx context.Context, in source.Input, block bool) bool {
 	p.stats.inputs.Add(1)
 	var targets []*streamState
 	if in.Stream != "" {
@@ -286,31 +272,45 @@ func (p *Pipeline) dispatch(ctx context.Context, in source.Input) {
 		if !ok {
 			p.stats.drop(in.Source, source.DropUnknown, 1)
 			p.log.Debug("input for an unknown stream", "source", in.Source, "stream", in.Stream)
-			return
+			return true
 		}
 		targets = []*streamState{st}
 	} else {
 		targets = p.bySrc[in.Source]
 	}
-	routed := false
+	routed, queued, full := false, false, 0
 	for _, st := range targets {
 		if (in.Event != nil) != (st.spec.Kind == KindBehaviour) {
 			continue // a source may feed a sensor and a behaviour stream
 		}
 		if in.Event == nil && !finite(in.Values) {
 			p.stats.drop(in.Source, source.DropNonFinite, 1)
-			return
+			return true
 		}
 		routed = true
+		it := shardItem{st: st, in: in}
+		if !block {
+			select {
+			case st.shard.in <- it:
+				queued = true
+			default:
+				full++
+			}
+			continue
+		}
 		select {
-		case st.shard.in <- shardItem{st: st, in: in}:
+		case st.shard.in <- it:
 		case <-ctx.Done():
-			return
+			return false
 		}
 	}
 	if !routed {
 		p.stats.drop(in.Source, source.DropUnknown, 1)
 	}
+	if full > 0 && queued {
+		p.stats.drop(in.Source, source.DropQueueFull, full)
+	}
+	return full == 0 || queued
 }
 
 func finite(vs []float64) bool {

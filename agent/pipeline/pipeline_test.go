@@ -386,7 +386,11 @@ func TestSetThreshold(t *testing.T) {
 	}
 }
 
-func TestTryPutCountsAFullQueue(t *testing.T) {
+// TestTryPutOnAFullQueue: TryPut refuses an input its stream's queue has no
+// room for and leaves the count to the source (which counts it as
+// queue_full through the pipeline's Drop: counting it here too counted
+// every drop twice).
+func TestTryPutOnAFullQueue(t *testing.T) {
 	m := &meanModel{id: "mean@1", length: 1, hop: 1, chans: chans2, thr: 1}
 	p, _ := New(Options{Device: "dev-01", Buffer: &memBuffer{}, Queue: 1, Streams: []StreamSpec{sensorSpec(m)}})
 	in := samples(1, func(int) []float64 { return []float64{0, 0} })[0]
@@ -396,8 +400,44 @@ func TestTryPutCountsAFullQueue(t *testing.T) {
 	if p.TryPut(in) {
 		t.Fatal("TryPut on a full queue accepted")
 	}
-	if d := p.Stats().Drops; len(d) != 1 || d[0].Reason != string(source.DropQueueFull) {
-		t.Fatalf("drops %+v, want one queue_full", d)
+	if d := p.Stats().Drops; len(d) != 0 {
+		t.Fatalf("drops %+v: the source counts a refused input, not TryPut", d)
+	}
+	if st := p.Stats(); st.QueueLen != 1 || st.QueueCap != 1 || st.Inputs != 2 {
+		t.Fatalf("queue %d/%d, inputs %d: want 1/1 and 2", st.QueueLen, st.QueueCap, st.Inputs)
+	}
+}
+
+// TestTryPutToTwoStreamsWithOneFull: an input for two streams, one of whose
+// queues is full, reaches the other; the pipeline counts the one drop and
+// TryPut reports the input taken, so an HTTP client is not told to resend
+// what one stream already has.
+func TestTryPutToTwoStreamsWithOneFull(t *testing.T) {
+	m := &meanModel{id: "mean@1", length: 1, hop: 1, chans: chans2, thr: 1}
+	a, b := sensorSpec(m), sensorSpec(m)
+	a.Name, b.Name = "a", "b"
+	p, err := New(Options{Device: "dev-01", Buffer: &memBuffer{}, Queue: 1, Shards: 2, Streams: []StreamSpec{a, b}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.streams["a"].shard == p.streams["b"].shard {
+		t.Fatal("both streams hash to one shard: pick other names")
+	}
+	in := samples(1, func(int) []float64 { return []float64{0, 0} })[0]
+	in.Stream = ""
+	full := in
+	full.Stream = "a"
+	if !p.TryPut(full) {
+		t.Fatal("filling a's queue refused")
+	}
+	if !p.TryPut(in) {
+		t.Fatal("an input that reached b was reported refused")
+	}
+	if d := p.Stats().Drops; len(d) != 1 || d[0].Reason != string(source.DropQueueFull) || d[0].Count != 1 {
+		t.Fatalf("drops %+v, want one queue_full (for a)", d)
+	}
+	if n := len(p.streams["b"].shard.in); n != 1 {
+		t.Fatalf("b's queue holds %d, want 1", n)
 	}
 }
 

@@ -60,7 +60,7 @@ type pendingWindow struct {
 }
 
 func newShard(p *Pipeline, id int) *shard {
-	return &shard{p: p, id: id, in: make(chan shardItem, 1024), ctl: make(chan func(), 16)}
+	return &shard{p: p, id: id, in: make(chan shardItem, p.opts.Queue), ctl: make(chan func(), 16)}
 }
 
 func (s *shard) run(ctx context.Context) error {

@@ -138,14 +138,16 @@ type StreamStats struct {
 func (p *Pipeline) Stats() Stats {
 	c := &p.stats
 	s := Stats{
-		Inputs:   c.inputs.Load(),
-		Scores:   c.scores.Load(),
-		Alerts:   c.alerts.Load(),
-		Windows:  c.windows.Load(),
-		Batches:  c.batches.Load(),
-		QueueLen: len(p.in),
-		QueueCap: cap(p.in),
-		Streams:  map[string]StreamStats{},
+		Inputs:  c.inputs.Load(),
+		Scores:  c.scores.Load(),
+		Alerts:  c.alerts.Load(),
+		Windows: c.windows.Load(),
+		Batches: c.batches.Load(),
+		Streams: map[string]StreamStats{},
+	}
+	for _, sh := range p.shards {
+		s.QueueLen += len(sh.in)
+		s.QueueCap += cap(sh.in)
 	}
 	c.mu.Lock()
 	for k, n := range c.drops {
