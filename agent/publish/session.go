@@ -14,6 +14,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/vigil-edge/vigil/agent/internal/mqttconn"
 	"github.com/vigil-edge/vigil/buffer"
 )
 
@@ -373,7 +374,7 @@ func (s *session) open(ctx context.Context, u *url.URL, tlsCfg *tls.Config) (net
 		if err != nil {
 			return nil, err
 		}
-		conn = c
+		conn = mqttconn.Buffered(c)
 	case "ssl", "tls", "mqtts":
 		raw, err := d.DialContext(ctx, "tcp", u.Host)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -13,6 +14,9 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"golang.org/x/net/proxy"
+
+	"github.com/vigil-edge/vigil/agent/internal/mqttconn"
 )
 
 // MQTTOptions configure an MQTT source. Start from DefaultMQTTOptions.
@@ -338,7 +342,37 @@ func (m *MQTT) clientOptions() *paho.ClientOptions {
 	if o.TLS != nil {
 		co.SetTLSConfig(o.TLS)
 	}
+	co.SetCustomOpenConnectionFn(openConn)
 	return co
+}
+
+// openConn opens the connection to a broker as paho would, but with reads
+// on plain TCP buffered (see mqttconn): paho reads packet headers a byte at
+// a time. Proxies from the environment apply to plain TCP, as in paho.
+func openConn(u *url.URL, o paho.ClientOptions) (net.Conn, error) {
+	d := o.Dialer
+	if d == nil {
+		d = &net.Dialer{Timeout: o.ConnectTimeout}
+	}
+	switch u.Scheme {
+	case "tcp", "mqtt":
+		c, err := proxy.FromEnvironmentUsing(d).Dial("tcp", u.Host)
+		if err != nil {
+			return nil, err
+		}
+		return mqttconn.Buffered(c), nil
+	case "ssl", "tls", "mqtts":
+		return tls.DialWithDialer(d, "tcp", u.Host, o.TLSConfig)
+	case "ws", "wss":
+		dialURL := *u
+		dialURL.User = nil
+		var cfg *tls.Config
+		if u.Scheme == "wss" {
+			cfg = o.TLSConfig
+		}
+		return paho.NewWebsocket(dialURL.String(), cfg, o.ConnectTimeout, o.HTTPHeaders, o.WebsocketOptions)
+	}
+	return nil, fmt.Errorf("unsupported broker scheme %q", u.Scheme)
 }
 
 // onConnect subscribes, on the first connection and on every reconnection.
