@@ -49,6 +49,7 @@ func (d *daemon) setupForwarders(ctx context.Context) error {
 			o.InFlight = cfg.MQTT.MaxInflight
 		}
 		o.ReplayRate = float64(cfg.MQTT.ReplayRate)
+		o.ReconnectMax = max(cfg.MQTT.ReconnectMax, o.ReconnectMin)
 		if cfg.MQTT.KeepAlive > 0 {
 			o.KeepAlive = cfg.MQTT.KeepAlive
 		}

@@ -120,6 +120,7 @@ type MQTT struct {
 	QoS            QoS            `yaml:"qos"`
 	MaxInflight    int            `yaml:"max_inflight" doc:"most QoS 1 messages awaiting PUBACK"`
 	ReplayRate     int            `yaml:"replay_rate" doc:"backlog messages per second after an outage (new messages go first, unpaced); 0 means unpaced"`
+	ReconnectMax   time.Duration  `yaml:"reconnect_max" doc:"longest wait between connection attempts while the broker is unreachable (jittered exponential backoff from 0.5s): what an outage adds to the delivery of the backlog once the broker is back"`
 	EmbeddedBroker EmbeddedBroker `yaml:"embedded_broker"`
 	Commands       Commands       `yaml:"commands"`
 }
@@ -346,6 +347,7 @@ func Default() *Config {
 			QoS:            QoS{Score: 0, Alert: 1, Advice: 1},
 			MaxInflight:    256,
 			ReplayRate:     2000,
+			ReconnectMax:   10 * time.Second,
 			Commands:       Commands{Enabled: true, Allow: append([]string(nil), commandNames...)},
 		},
 		Health: Health{Interval: 10 * time.Second},

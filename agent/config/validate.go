@@ -351,6 +351,10 @@ func (v *validator) buffer() {
 	}
 }
 
+// publishReconnectMin is the publisher's first retry delay
+// (publish.DefaultReconnectMin); mqtt.reconnect_max may not be below it.
+const publishReconnectMin = 500 * time.Millisecond
+
 var (
 	mqttSchemes = []string{"tcp", "ssl", "tls", "mqtt", "mqtts", "ws", "wss"}
 	tlsSchemes  = []string{"ssl", "tls", "mqtts", "wss"}
@@ -400,6 +404,9 @@ func (v *validator) mqtt() {
 	}
 	v.atLeast("mqtt.max_inflight", m.MaxInflight, 1)
 	v.atLeast("mqtt.replay_rate", m.ReplayRate, 0)
+	if m.ReconnectMax < publishReconnectMin {
+		v.errf("mqtt.reconnect_max", "%v is below the first retry delay of %v", m.ReconnectMax, publishReconnectMin)
+	}
 	if l := m.EmbeddedBroker.Listen; l != "" {
 		if loopback, ok := v.hostPort("mqtt.embedded_broker.listen", l); ok && !loopback {
 			v.warnf("mqtt.embedded_broker.listen", "%q is reachable from the network and the embedded broker has no authentication", l)

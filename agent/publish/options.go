@@ -173,7 +173,7 @@ const (
 	DefaultConnectTimeout = 10 * time.Second
 	DefaultWriteTimeout   = 10 * time.Second
 	DefaultReconnectMin   = 500 * time.Millisecond
-	DefaultReconnectMax   = 30 * time.Second
+	DefaultReconnectMax   = 10 * time.Second
 	DefaultDrainTimeout   = 3 * time.Second
 	DefaultHealthInterval = 30 * time.Second
 	DefaultCommandTimeout = 30 * time.Second
