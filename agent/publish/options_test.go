@@ -29,7 +29,7 @@ func TestOptionsValidate(t *testing.T) {
 		{"replay", func(o *Options) { o.ReplayRate, o.ReplayBurst = -1, 0 }, []string{"Options.ReplayRate"}},
 		{"burst", func(o *Options) { o.ReplayRate, o.ReplayBurst = 10, 0 }, []string{"Options.ReplayBurst"}},
 		{"durations", func(o *Options) { o.KeepAlive, o.PingTimeout, o.ReconnectMin = 0, 0, time.Minute },
-			[]string{"Options.KeepAlive", "Options.PingTimeout", "Options.ReconnectMax: 30s is below ReconnectMin 1m0s"}},
+			[]string{"Options.KeepAlive", "Options.PingTimeout", "Options.ReconnectMax: 10s is below ReconnectMin 1m0s"}},
 		{"unknown allowed command", func(o *Options) { o.AllowCommands = []string{"reboot"} }, []string{`Options.AllowCommands: unknown command "reboot"`}},
 		{"TLS on tcp", func(o *Options) { o.TLS.InsecureSkipVerify = true }, []string{"Options.TLS: set, but the broker URL's scheme \"tcp\""}},
 		{"cert without key", func(o *Options) { o.Broker = "ssl://x:1"; o.TLS.CertFile = "c.pem" }, []string{"CertFile and KeyFile go together"}},
