@@ -584,18 +584,11 @@ func (b *Badger) Append(ctx context.Context, lane string, data ...[]byte) ([]uin
 
 // Read returns the records consumer has yet to acknowledge. See [Buffer].
 func (b *Badger) Read(consumer, lane string, max int) ([]Record, error) {
-	if max <= 0 {
-		return nil, fmt.Errorf("read lane %q: max must be positive, got %d", lane, max)
-	}
 	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return nil, fmt.Errorf("read lane %q: %w", lane, ErrClosed)
-	}
-	l, err := b.st.lane(lane)
+	l, err := readLane(b.st, b.closed, lane, max)
 	if err != nil {
 		b.mu.Unlock()
-		return nil, fmt.Errorf("read: %w", err)
+		return nil, err
 	}
 	c, err := b.st.cursor(consumer, l)
 	if err != nil {
@@ -616,18 +609,11 @@ func (b *Badger) Read(consumer, lane string, max int) ([]Record, error) {
 // ReadFrom returns records of lane from sequence number from on. See
 // [Buffer].
 func (b *Badger) ReadFrom(lane string, from uint64, max int) ([]Record, error) {
-	if max <= 0 {
-		return nil, fmt.Errorf("read lane %q: max must be positive, got %d", lane, max)
-	}
 	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return nil, fmt.Errorf("read lane %q: %w", lane, ErrClosed)
-	}
-	l, err := b.st.lane(lane)
+	l, err := readLane(b.st, b.closed, lane, max)
 	if err != nil {
 		b.mu.Unlock()
-		return nil, fmt.Errorf("read: %w", err)
+		return nil, err
 	}
 	b.st.expire(l, b.st.nowNanos())
 	b.mu.Unlock()

@@ -90,17 +90,11 @@ func (m *Memory) record(l *lane[[]byte], i int) Record {
 
 // Read returns the records consumer has yet to acknowledge. See [Buffer].
 func (m *Memory) Read(consumer, lane string, max int) ([]Record, error) {
-	if max <= 0 {
-		return nil, fmt.Errorf("read lane %q: max must be positive, got %d", lane, max)
-	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed {
-		return nil, fmt.Errorf("read lane %q: %w", lane, ErrClosed)
-	}
-	l, err := m.st.lane(lane)
+	l, err := readLane(m.st, m.closed, lane, max)
 	if err != nil {
-		return nil, fmt.Errorf("read: %w", err)
+		return nil, err
 	}
 	c, err := m.st.cursor(consumer, l)
 	if err != nil {
@@ -115,17 +109,11 @@ func (m *Memory) Read(consumer, lane string, max int) ([]Record, error) {
 // ReadFrom returns records of lane from sequence number from on. See
 // [Buffer].
 func (m *Memory) ReadFrom(lane string, from uint64, max int) ([]Record, error) {
-	if max <= 0 {
-		return nil, fmt.Errorf("read lane %q: max must be positive, got %d", lane, max)
-	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed {
-		return nil, fmt.Errorf("read lane %q: %w", lane, ErrClosed)
-	}
-	l, err := m.st.lane(lane)
+	l, err := readLane(m.st, m.closed, lane, max)
 	if err != nil {
-		return nil, fmt.Errorf("read: %w", err)
+		return nil, err
 	}
 	m.st.expire(l, m.st.nowNanos())
 	var out []Record

@@ -201,6 +201,23 @@ func newState[P any](opts Options, h hooks[P]) *state[P] {
 	return s
 }
 
+// readLane checks a read's arguments against a buffer that is closed or
+// not and returns the lane to read; Memory and Badger call it holding their
+// lock.
+func readLane[P any](s *state[P], closed bool, name string, max int) (*lane[P], error) {
+	if max <= 0 {
+		return nil, fmt.Errorf("read lane %q: max must be positive, got %d", name, max)
+	}
+	if closed {
+		return nil, fmt.Errorf("read lane %q: %w", name, ErrClosed)
+	}
+	l, err := s.lane(name)
+	if err != nil {
+		return nil, fmt.Errorf("read: %w", err)
+	}
+	return l, nil
+}
+
 func (s *state[P]) lane(name string) (*lane[P], error) {
 	l, ok := s.lanes[name]
 	if !ok {
