@@ -187,6 +187,7 @@ func (d *daemon) learner(cfg *config.Config, dir string, iopts inference.Options
 		opts.Budget = sc.Learn.Budget
 		opts.DriftHorizon = sc.Learn.DriftHorizon
 		opts.Calibration.Factor = sc.Learn.ThresholdFactor
+		opts.Calibration.On = sc.Learn.CalibrateOn
 		opts.Source = "stream " + name
 		if sc.Learn.Arch != "" {
 			opts.Arch = train.Arch(sc.Learn.Arch)

@@ -261,9 +261,10 @@ type Learn struct {
 	Samples int           `yaml:"samples" doc:"learn from the first N samples, then score with the learned model; 0 means use the model as shipped"`
 	Budget  time.Duration `yaml:"budget" doc:"most training time allowed"`
 	Arch    string        `yaml:"arch" doc:"architecture of the learned model: dense"`
-	// DriftHorizon and ThresholdFactor are the two settings `vigil eval
-	// skab` found to generalise: see agent/eval/README.md.
-	DriftHorizon    int     `yaml:"drift_horizon" doc:"samples of slow drift, continued from the warm-up's trend, that still count as normal (0 = none)"`
+	// DriftHorizon, CalibrateOn and ThresholdFactor are the settings
+	// `vigil eval skab` found to generalise: see agent/eval/README.md.
+	DriftHorizon    int     `yaml:"drift_horizon" doc:"samples of slow drift, continued from the warm-up's trend, that still count as normal in channels smoother than white noise (0 = none)"`
+	CalibrateOn     string  `yaml:"calibrate_on" doc:"windows whose scores set the threshold: validation (the last 20% of the warm-up, held out from training), train or train+validation"`
 	ThresholdFactor float64 `yaml:"threshold_factor" doc:"factor on the calibrated threshold of the learned model"`
 }
 
@@ -398,7 +399,7 @@ func defaultStream() Stream {
 		Cooldown:    30 * time.Second,
 		Severity:    Severity{Warning: 1.0, Major: 1.5, Critical: 2.5},
 		TopFeatures: 3,
-		Learn:       Learn{Budget: time.Minute, Arch: "dense", DriftHorizon: 1000, ThresholdFactor: 2},
+		Learn:       Learn{Budget: time.Minute, Arch: "dense", DriftHorizon: 1000, CalibrateOn: "validation", ThresholdFactor: 2.4},
 		MaxLateness: 5 * time.Second,
 	}
 }

@@ -202,9 +202,14 @@ func fitScaler(rows [][]float64, channels []string) (s scaler, warnings []string
 	return s, warnings
 }
 
-// widen makes room for drift (Options.DriftHorizon): each channel's std
-// becomes sqrt(std² + (slope·horizon)²), slope being the channel's
-// least-squares trend per row over rows.
+// widen makes room for drift (Options.DriftHorizon): the std of each
+// channel that moves slowly against its noise, its von Neumann ratio over
+// rows below 1 (the ratio of white noise), becomes
+// sqrt(std² + (slope·horizon)²), slope being the channel's least-squares
+// trend per row over rows. A noisy channel (ratio 1 or more) keeps its std:
+// the trend fitted to its noise over a short warm-up is mostly chance, and
+// widening it would blind the model to the shifts in level that are the
+// clearest sign of an anomaly in such a channel.
 func (s scaler) widen(rows [][]float64, horizon int) {
 	n := float64(len(rows))
 	if n < 2 {
@@ -216,7 +221,10 @@ func (s scaler) widen(rows [][]float64, horizon int) {
 		d := float64(t) - tMean
 		tVar += d * d
 	}
-	for j := range s.std {
+	for j, vn := range smoothness(rows, len(s.std)) {
+		if vn >= 1 {
+			continue
+		}
 		mean := 0.0
 		for _, r := range rows {
 			mean += r[j]

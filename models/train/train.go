@@ -105,14 +105,17 @@ type Options struct {
 	// Workers and Threads configure the interpreters of the model Learn
 	// loads (default 1 and 1).
 	Workers, Threads int
-	// DriftHorizon, when positive, widens each channel's normalisation so
-	// that the slow drift seen in the training rows, continued for this
-	// many more samples, counts as normal: the channel's std becomes
-	// sqrt(std² + (slope·DriftHorizon)²), with slope the least-squares
-	// trend per sample over all the rows given. A short warm-up rarely
-	// sees a slowly warming machine reach its steady state; without this
-	// the model flags the drift itself. 0 (the default) leaves the
-	// standard deviations as measured.
+	// DriftHorizon, when positive, widens the normalisation of each slowly
+	// moving channel so that the drift seen in the training rows,
+	// continued for this many more samples, counts as normal: the
+	// channel's std becomes sqrt(std² + (slope·DriftHorizon)²), with slope
+	// the least-squares trend per sample over all the rows given. A short
+	// warm-up rarely sees a slowly warming machine reach its steady state;
+	// without this the model flags the drift itself. Only channels whose
+	// von Neumann ratio over the rows (see Center) is below 1, smoother
+	// than white noise, are widened: a noisy channel's fitted trend is
+	// mostly chance, and widening it would hide shifts in its level. 0 (the
+	// default) leaves the standard deviations as measured.
 	DriftHorizon int
 	// Center, when positive, centres every channel whose von Neumann ratio
 	// over the training rows (mean squared step over twice the variance:
