@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"sync"
@@ -522,5 +523,58 @@ func TestClockStepBackIsFollowed(t *testing.T) {
 	// end 5 windows.
 	if s := len(buf.scores(t)); s != 20+5 {
 		t.Fatalf("%d scores, want %d", s, 25)
+	}
+}
+
+// TestBehaviourKeyClockStepBackIsFollowed: a behaviour key follows its own
+// clock stepping back as a sensor stream does, and starts its features
+// afresh on the new timeline; the other keys are untouched.
+func TestBehaviourKeyClockStepBackIsFollowed(t *testing.T) {
+	m := &meanModel{id: "kiosk@1", length: 1, hop: 1, chans: []string{"events", "failures"}, thr: 1000}
+	d := detect.DefaultOptions()
+	d.K, d.N = 1, 1
+	spec := StreamSpec{Name: "kiosk", Source: "http", Kind: KindBehaviour, Key: "user_id", Model: m, Detect: d,
+		MaxLateness: 5 * time.Second, Features: func() Featurizer { return &countFeatures{} }}
+	ts := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	var in []source.Input
+	event := func(user string, at time.Time) {
+		in = append(in, source.Input{Source: "http", Time: at,
+			Event: &source.Event{ID: fmt.Sprint(user, len(in)), Name: "page_view", UserID: user}})
+	}
+	for s := range 5 { // 5 scores for each user, user-1's event count 1..5
+		event("user-1", ts(s))
+		event("user-2", ts(s))
+	}
+	event("user-1", ts(-100)) // a stray late event: dropped
+	event("user-1", ts(4))    // same time as the newest: taken (6th)
+	n := clockStepSamples(m.length)
+	back := ts(-3600)
+	for i := range n + 2 { // the first n-1 are late; the n-th starts the new timeline
+		event("user-1", back.Add(time.Duration(i)*time.Second))
+	}
+	event("user-2", ts(5)) // user-2 is still on the old timeline
+	p, buf := run(t, Options{Streams: []StreamSpec{spec}}, in)
+	got := map[string]uint64{}
+	for _, d := range p.Stats().Drops {
+		got[d.Reason] += d.Count
+	}
+	if got["late"] != uint64(1+n-1) || got[string(DropClockStep)] != 1 {
+		t.Errorf("drops %v: want %d late and 1 clock_step", got, n)
+	}
+	var u1, u2 []float64
+	for _, s := range buf.scores(t) {
+		switch s.Key {
+		case "user-1":
+			u1 = append(u1, s.Score*2) // the mean of (events, 0 failures)
+		case "user-2":
+			u2 = append(u2, s.Score*2)
+		}
+	}
+	// user-1: 6 events on the old timeline, then the new one counts afresh.
+	if want := []float64{1, 2, 3, 4, 5, 6, 1, 2, 3}; !slices.Equal(u1, want) {
+		t.Errorf("user-1's event counts %v, want %v", u1, want)
+	}
+	if want := []float64{1, 2, 3, 4, 5, 6}; !slices.Equal(u2, want) {
+		t.Errorf("user-2's event counts %v, want %v", u2, want)
 	}
 }

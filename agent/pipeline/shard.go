@@ -200,11 +200,7 @@ type streamState struct {
 	hop      int
 	det      *detect.Detector
 	win      *stream.Windower
-	last     time.Time
-	// A run of late samples, each newer than the one before: a clock that
-	// stepped back (see order).
-	stepRun  int
-	stepLast time.Time
+	clock    timeline
 
 	// Input channel order → model order, cached per Channels slice.
 	mapFrom *string
@@ -231,13 +227,13 @@ type streamState struct {
 }
 
 type keyState struct {
-	key  string
-	feat Featurizer
-	win  *stream.Windower
-	det  *detect.Detector
-	vec  []float64
-	last time.Time
-	elem *list.Element
+	key   string
+	feat  Featurizer
+	win   *stream.Windower
+	det   *detect.Detector
+	vec   []float64
+	clock timeline
+	elem  *list.Element
 }
 
 func newStreamState(p *Pipeline, spec StreamSpec) (*streamState, error) {
@@ -340,50 +336,73 @@ func (st *streamState) setThreshold(t float64) error {
 	return nil
 }
 
-// order checks a sample's time against the stream's newest and counts a
-// late or out-of-order one.
-//
-// A clock that steps back (an NTP correction on a device that stamps
-// samples on arrival) would make every later sample late until the clock
-// passes the newest time seen. So when ClockStepSamples late samples in a
-// row each come after the one before, the stream takes them as its new
-// timeline: the partial window is dropped, the step is logged and counted
-// once under the drop reason "clock_step" (the sample that completes the
-// run is kept; the late ones before it were counted as late), and scoring
-// resumes.
-func (st *streamState) order(src string, t time.Time, last *time.Time) bool {
-	if !last.IsZero() && !t.After(*last) {
-		reason := source.DropOutOfOrder
-		if t.Equal(*last) {
-			reason = source.DropDuplicate
-		} else if st.spec.MaxLateness > 0 && last.Sub(t) > st.spec.MaxLateness {
-			reason = source.DropLate
+// order checks a sample's time against the stream's timeline, counts a
+// late or out-of-order one, and follows a clock that stepped back (see
+// timeline.admit): the partial window is dropped, the step is logged and
+// counted once under the drop reason "clock_step", and scoring resumes.
+func (st *streamState) order(src string, t time.Time) bool {
+	from := st.clock.last
+	reason, stepped := st.clock.admit(t, st.spec.MaxLateness, false, clockStepSamples(st.length))
+	if stepped {
+		st.p.logRateLimited("the samples' clock stepped back: taking the new timeline", "stream", st.spec.Name,
+			"from", from.UTC(), "to", t.UTC(), "late_samples_dropped", clockStepSamples(st.length)-1)
+		st.p.stats.drop(src, DropClockStep, 1)
+		if st.win != nil {
+			st.win.Reset()
 		}
-		if reason == source.DropLate {
-			if st.stepRun > 0 && t.After(st.stepLast) {
-				st.stepRun++
-			} else {
-				st.stepRun = 1
-			}
-			st.stepLast = t
-			if st.stepRun >= clockStepSamples(st.length) {
-				st.p.logRateLimited("the samples' clock stepped back: taking the new timeline", "stream", st.spec.Name,
-					"from", last.UTC(), "to", t.UTC(), "late_samples_dropped", st.stepRun-1)
-				st.p.stats.drop(src, DropClockStep, 1)
-				st.stepRun = 0
-				if st.win != nil {
-					st.win.Reset()
-				}
-				*last = t
-				return true
-			}
-		}
+		return true
+	}
+	if reason != "" {
 		st.p.stats.drop(src, reason, 1)
 		return false
 	}
-	st.stepRun = 0
-	*last = t
 	return true
+}
+
+// timeline is the newest time a stream, or one key of a behaviour
+// stream, has taken, and the run of late inputs that may be its clock
+// stepping back.
+type timeline struct {
+	last time.Time
+	// A run of late inputs, each newer than the one before.
+	stepRun  int
+	stepLast time.Time
+}
+
+// admit checks t against the timeline: it returns the reason to drop t,
+// or "" and moves the timeline to t. equalOK admits a time equal to the
+// newest (events may share a timestamp; samples may not).
+//
+// A clock that steps back (an NTP correction on a device that stamps
+// inputs on arrival, or on the kiosk that stamps a user's events) would
+// make every later input late until the clock passes the newest time
+// seen. So when need late inputs in a row each come after the one before,
+// admit takes the last of them as the new timeline and reports stepped;
+// the late ones before it were dropped as late.
+func (tl *timeline) admit(t time.Time, maxLateness time.Duration, equalOK bool, need int) (reason source.DropReason, stepped bool) {
+	if tl.last.IsZero() || t.After(tl.last) || (equalOK && t.Equal(tl.last)) {
+		tl.stepRun = 0
+		tl.last = t
+		return "", false
+	}
+	switch {
+	case t.Equal(tl.last):
+		return source.DropDuplicate, false
+	case maxLateness <= 0 || tl.last.Sub(t) <= maxLateness:
+		return source.DropOutOfOrder, false
+	}
+	if tl.stepRun > 0 && t.After(tl.stepLast) {
+		tl.stepRun++
+	} else {
+		tl.stepRun = 1
+	}
+	tl.stepLast = t
+	if tl.stepRun >= need {
+		tl.stepRun = 0
+		tl.last = t
+		return "", true
+	}
+	return source.DropLate, false
 }
 
 // DropClockStep counts the steps back of a stream's clock the pipeline
@@ -439,7 +458,7 @@ func (st *streamState) handleSample(ctx context.Context, s *shard, in source.Inp
 		st.p.stats.drop(in.Source, source.DropMissing, 1)
 		return
 	}
-	if !st.order(in.Source, in.Time, &st.last) {
+	if !st.order(in.Source, in.Time) {
 		return
 	}
 	if start, end, done := st.win.Push(in.Time, vals, st.scratch); done {
@@ -469,15 +488,21 @@ func (st *streamState) handleEvent(s *shard, in source.Input) {
 	if e.Time.IsZero() {
 		e.Time = t
 	}
-	if !ks.last.IsZero() && t.Before(ks.last) {
-		reason := source.DropOutOfOrder
-		if st.spec.MaxLateness > 0 && ks.last.Sub(t) > st.spec.MaxLateness {
-			reason = source.DropLate
-		}
+	from := ks.clock.last
+	reason, stepped := ks.clock.admit(t, st.spec.MaxLateness, true, clockStepSamples(st.length))
+	if reason != "" {
 		st.p.stats.drop(in.Source, reason, 1)
 		return
 	}
-	ks.last = t
+	if stepped {
+		// The key's features look back over its recent events, which are
+		// now on the old timeline: start them afresh, as the windows.
+		st.p.logRateLimited("a key's event clock stepped back: taking the new timeline", "stream", st.spec.Name,
+			"key", key, "from", from.UTC(), "to", t.UTC(), "late_events_dropped", clockStepSamples(st.length)-1)
+		st.p.stats.drop(in.Source, DropClockStep, 1)
+		ks.feat = st.spec.Features()
+		ks.win.Reset()
+	}
 	if !ks.feat.Add(e, ks.vec) {
 		return
 	}
@@ -608,7 +633,7 @@ func (st *streamState) learnSample(ctx context.Context, s *shard, in source.Inpu
 		st.p.stats.drop(in.Source, source.DropMissing, 1)
 		return
 	}
-	if !st.order(in.Source, in.Time, &st.last) {
+	if !st.order(in.Source, in.Time) {
 		return
 	}
 	st.samples = append(st.samples, append([]float64(nil), vals...))
@@ -635,7 +660,7 @@ func (st *streamState) learnSample(ctx context.Context, s *shard, in source.Inpu
 				st.p.log.Error("learning failed; collecting samples again", "stream", st.spec.Name, "err", err)
 				return
 			}
-			st.last = time.Time{}
+			st.clock = timeline{}
 			st.p.log.Info("learnt model installed; scoring", "stream", st.spec.Name, "model", m.ID())
 		}
 		select {
