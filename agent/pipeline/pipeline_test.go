@@ -512,13 +512,7 @@ func TestClockStepBackIsFollowed(t *testing.T) {
 		sample(back.Add(time.Duration(i) * time.Second))
 	}
 	p, buf := run(t, Options{Streams: []StreamSpec{spec}}, in)
-	got := map[string]uint64{}
-	for _, d := range p.Stats().Drops {
-		got[d.Reason] += d.Count
-	}
-	if got["late"] != uint64(1+n-1) || got[string(DropClockStep)] != 1 {
-		t.Errorf("drops %v: want %d late and 1 clock_step", got, n)
-	}
+	checkClockStepDrops(t, p, n)
 	// After the step: the n-th sample starts a new window; the 5 after it
 	// end 5 windows.
 	if s := len(buf.scores(t)); s != 20+5 {
@@ -554,13 +548,7 @@ func TestBehaviourKeyClockStepBackIsFollowed(t *testing.T) {
 	}
 	event("user-2", ts(5)) // user-2 is still on the old timeline
 	p, buf := run(t, Options{Streams: []StreamSpec{spec}}, in)
-	got := map[string]uint64{}
-	for _, d := range p.Stats().Drops {
-		got[d.Reason] += d.Count
-	}
-	if got["late"] != uint64(1+n-1) || got[string(DropClockStep)] != 1 {
-		t.Errorf("drops %v: want %d late and 1 clock_step", got, n)
-	}
+	checkClockStepDrops(t, p, n)
 	var u1, u2 []float64
 	for _, s := range buf.scores(t) {
 		switch s.Key {
@@ -576,5 +564,18 @@ func TestBehaviourKeyClockStepBackIsFollowed(t *testing.T) {
 	}
 	if want := []float64{1, 2, 3, 4, 5, 6}; !slices.Equal(u2, want) {
 		t.Errorf("user-2's event counts %v, want %v", u2, want)
+	}
+}
+
+// checkClockStepDrops checks that a clock step of need late inputs, after
+// one stray late input, was counted as need late drops and one clock_step.
+func checkClockStepDrops(t *testing.T, p *Pipeline, need int) {
+	t.Helper()
+	got := map[string]uint64{}
+	for _, d := range p.Stats().Drops {
+		got[d.Reason] += d.Count
+	}
+	if got["late"] != uint64(1+need-1) || got[string(DropClockStep)] != 1 {
+		t.Errorf("drops %v: want %d late and 1 clock_step", got, need)
 	}
 }
