@@ -242,7 +242,7 @@ func (md *Model) Score(ctx context.Context, windows, scores, contrib []float64) 
 		in[i] = float32(v)
 	}
 	if md.center != nil {
-		md.centre(windows, in)
+		Centre(windows, in, md.mean, md.invStd, md.center, md.window)
 	}
 	out := s.out[:n*md.spec.OutputSize()]
 	if err := md.scorer.Score(ctx, in, out); err != nil {
@@ -257,25 +257,29 @@ func (md *Model) Score(ctx context.Context, windows, scores, contrib []float64) 
 	return nil
 }
 
-// centre overwrites the centred channels of in, the normalised windows,
-// with their values minus the channel's mean over the window, computed from
-// the raw windows in float64 (the normalised values summed in time order,
-// divided by the window) and then rounded, as the trainer does.
-func (md *Model) centre(windows []float64, in []float32) {
-	per := md.window * md.channels
+// Centre overwrites the centred channels of in, normalised windows of
+// window samples back to back (sample-major, len(center) channels), with
+// each value minus the channel's mean over its window. The mean comes from
+// raw, the same windows in sensor units, in float64: (raw-mean)·invStd
+// summed in time order and divided by window; the result is then rounded
+// to float32. Model.Score does this after normalising, and the trainer
+// calls it so that it learns on exactly the numbers the model is given.
+func Centre(raw []float64, in []float32, mean, invStd []float64, center []bool, window int) {
+	channels := len(center)
+	per := window * channels
 	for w := 0; w < len(in); w += per {
-		raw := windows[w : w+per]
-		for c, on := range md.center {
+		raw := raw[w : w+per]
+		for c, on := range center {
 			if !on {
 				continue
 			}
 			sum := 0.0
-			for t := c; t < per; t += md.channels {
-				sum += (raw[t] - md.mean[c]) * md.invStd[c]
+			for t := c; t < per; t += channels {
+				sum += (raw[t] - mean[c]) * invStd[c]
 			}
-			m := sum / float64(md.window)
-			for t := c; t < per; t += md.channels {
-				in[w+t] = float32((raw[t]-md.mean[c])*md.invStd[c] - m)
+			m := sum / float64(window)
+			for t := c; t < per; t += channels {
+				in[w+t] = float32((raw[t]-mean[c])*invStd[c] - m)
 			}
 		}
 	}

@@ -344,9 +344,7 @@ func (st *streamState) order(src string, t time.Time) bool {
 	from := st.clock.last
 	reason, stepped := st.clock.admit(t, st.spec.MaxLateness, false, clockStepSamples(st.length))
 	if stepped {
-		st.p.logRateLimited("the samples' clock stepped back: taking the new timeline", "stream", st.spec.Name,
-			"from", from.UTC(), "to", t.UTC(), "late_samples_dropped", clockStepSamples(st.length)-1)
-		st.p.stats.drop(src, DropClockStep, 1)
+		st.followStep(src, "", from, t)
 		if st.win != nil {
 			st.win.Reset()
 		}
@@ -357,6 +355,17 @@ func (st *streamState) order(src string, t time.Time) bool {
 		return false
 	}
 	return true
+}
+
+// followStep logs and counts a clock step back that the stream, or its
+// key when key is not empty, has followed from from to t.
+func (st *streamState) followStep(src, key string, from, t time.Time) {
+	args := []any{"stream", st.spec.Name, "from", from.UTC(), "to", t.UTC(), "late_inputs_dropped", clockStepSamples(st.length) - 1}
+	if key != "" {
+		args = append(args, "key", key)
+	}
+	st.p.logRateLimited("the inputs' clock stepped back: taking the new timeline", args...)
+	st.p.stats.drop(src, DropClockStep, 1)
 }
 
 // timeline is the newest time a stream, or one key of a behaviour
@@ -497,9 +506,7 @@ func (st *streamState) handleEvent(s *shard, in source.Input) {
 	if stepped {
 		// The key's features look back over its recent events, which are
 		// now on the old timeline: start them afresh, as the windows.
-		st.p.logRateLimited("a key's event clock stepped back: taking the new timeline", "stream", st.spec.Name,
-			"key", key, "from", from.UTC(), "to", t.UTC(), "late_events_dropped", clockStepSamples(st.length)-1)
-		st.p.stats.drop(in.Source, DropClockStep, 1)
+		st.followStep(in.Source, key, from, t)
 		ks.feat = st.spec.Features()
 		ks.win.Reset()
 	}

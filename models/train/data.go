@@ -13,6 +13,8 @@ import (
 	"math"
 	"strconv"
 	"strings"
+
+	"github.com/vigil-edge/vigil/models"
 )
 
 // Data is a table of numeric samples: Rows[i][j] is column Columns[j] of
@@ -241,10 +243,9 @@ func (s scaler) widen(rows [][]float64, horizon int) {
 
 // windows cuts rows [from, to) into normalised windows of size w taken
 // every stride rows, each flattened sample-major. Values are normalised as
-// models.Model does it, (x-mean)×(1/std) rounded to float32 (for centred
-// channels, minus their float64 sum over the window divided by w, before
-// rounding), so that the
-// trainer sees exactly the numbers the exported model will be given.
+// models.Model does it, (x-mean)×(1/std) rounded to float32, and centred
+// channels centred by models.Centre, so that the trainer sees exactly the
+// numbers the exported model will be given.
 func (s scaler) windows(rows [][]float64, from, to, w, stride int) [][]float64 {
 	var out [][]float64
 	c := len(s.mean)
@@ -252,25 +253,21 @@ func (s scaler) windows(rows [][]float64, from, to, w, stride int) [][]float64 {
 	for j, sd := range s.std {
 		inv[j] = 1 / sd
 	}
+	raw := make([]float64, w*c)
+	in := make([]float32, w*c)
 	for start := from; start+w <= to; start += stride {
-		win := make([]float64, w*c)
 		for t := range w {
 			for j, v := range rows[start+t] {
-				win[t*c+j] = float64(float32((v - s.mean[j]) * inv[j]))
+				raw[t*c+j] = v
+				in[t*c+j] = float32((v - s.mean[j]) * inv[j])
 			}
 		}
-		for j, on := range s.center {
-			if !on {
-				continue
-			}
-			sum := 0.0
-			for t := range w {
-				sum += (rows[start+t][j] - s.mean[j]) * inv[j]
-			}
-			m := sum / float64(w)
-			for t := range w {
-				win[t*c+j] = float64(float32((rows[start+t][j]-s.mean[j])*inv[j] - m))
-			}
+		if s.center != nil {
+			models.Centre(raw, in, s.mean, inv, s.center, w)
+		}
+		win := make([]float64, w*c)
+		for i, v := range in {
+			win[i] = float64(v)
 		}
 		out = append(out, win)
 	}
