@@ -145,5 +145,5 @@ clean: ## remove build outputs (keeps the runtime cache)
 # Targets kept beside the code they drive: packaging, fault scenarios, and
 # performance (load test, soak, benchmark report).
 -include cross/dist/dist.mk
--include agent/chaos/chaos.mk
--include agent/perf/perf.mk
+-include agent/internal/harness/chaos/chaos.mk
+-include agent/internal/harness/perf/perf.mk

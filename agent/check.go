@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 
 	"github.com/vigil-edge/vigil/agent/config"
+	"github.com/vigil-edge/vigil/agent/daemon"
 )
 
 // runCheckConfig loads a config file the way `vigil run` would (defaults,
@@ -30,10 +30,7 @@ func runCheckConfig(_ context.Context, args []string, stdout, stderr io.Writer) 
 	if len(errs) == 0 {
 		// The file is sound: check that its models load and fit their streams.
 		if cfg, err := config.Load(path, envLookup); err == nil {
-			errs = append(errs, checkModels(cfg)...)
-			if len(errs) == 0 {
-				errs = append(errs, checkGeneration(cfg)...)
-			}
+			errs = append(errs, daemon.Check(cfg)...)
 		}
 	}
 	for _, w := range warns {
@@ -46,26 +43,5 @@ func runCheckConfig(_ context.Context, args []string, stdout, stderr io.Writer) 
 		return fmt.Errorf("%s: %d error(s), %d warning(s)", path, len(errs), len(warns))
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d warning(s))\n", path, len(warns))
-	return nil
-}
-
-// checkGeneration builds what `vigil run` would build from cfg — models,
-// pipeline and sources — over an in-memory buffer, without starting
-// anything, so that an option only the sources check is reported too.
-func checkGeneration(cfg *config.Config) config.Problems {
-	c := *cfg
-	c.Buffer.Kind = "memory"
-	log := slog.New(slog.DiscardHandler)
-	buf, err := openBuffer(&c, log)
-	if err != nil {
-		return config.Problems{{Path: "buffer", Msg: err.Error()}}
-	}
-	defer buf.Close()
-	d := &daemon{cfg: &c, log: log, stdout: io.Discard, buf: buf}
-	g, err := d.newGeneration(&c)
-	if err != nil {
-		return config.Problems{{Msg: err.Error()}}
-	}
-	g.close()
 	return nil
 }

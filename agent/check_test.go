@@ -19,7 +19,7 @@ func TestCheckConfig(t *testing.T) {
 		t.Fatalf("output %q", out.String())
 	}
 
-	models, _ := filepath.Abs(repoModels)
+	models, _ := filepath.Abs("../models")
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	text := `
 device_id: x

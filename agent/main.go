@@ -3,7 +3,9 @@
 // score and alert in a durable local buffer, and publishes them over MQTT.
 //
 // This file is the thin main: it parses the subcommand and hands over to its
-// function. The daemon's parts live in the sub-packages of agent/.
+// function. The daemon itself is agent/daemon; the other subcommands' bodies
+// are in agent/cli; the daemon's parts live in the other sub-packages of
+// agent/.
 package main
 
 import (
@@ -13,6 +15,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/vigil-edge/vigil/agent/cli"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -30,23 +34,23 @@ func commands() []command {
 		{"run", "run the agent: score the configured streams into the buffer, publish and forward", runRun},
 		{"check-config", "report every problem of a config file with its key path", runCheckConfig},
 		{"train", "fit an autoencoder to normal data and write NAME.tflite and NAME.json", runTrain},
-		{"watch", "live view of every Vigil device under an MQTT topic prefix", runWatch},
-		{"simulate", "write simulated pump samples (CSV) or kiosk events (JSONL)", runSimulate},
-		{"eval", "run the SKAB benchmark protocol on labelled data through learning, TFLite and the detector", runEval},
-		{"selftest", "build a model in memory, run it through TFLite and check it against the Go reference", runSelftest},
+		{"watch", "live view of every Vigil device under an MQTT topic prefix", cli.Watch},
+		{"simulate", "write simulated pump samples (CSV) or kiosk events (JSONL)", cli.Simulate},
+		{"eval", "run the SKAB benchmark protocol on labelled data through learning, TFLite and the detector", cli.Eval},
+		{"selftest", "build a model in memory, run it through TFLite and check it against the Go reference", cli.Selftest(version)},
 	}
 }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := cli(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	code := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }
 
-// cli runs one subcommand and returns the process exit code: 0 on success,
+// dispatch runs one subcommand and returns the process exit code: 0 on success,
 // 1 when the command failed, 2 for a usage error.
-func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		usage(stderr)
 		if len(args) == 0 {

@@ -30,6 +30,22 @@ type Forwarder struct {
 	LastError   string  `json:"last_error,omitempty"`
 }
 
+// Part is the state of one of the daemon's supervised parts (a source, a
+// consumer) as its supervisor sees it.
+type Part struct {
+	State     string `json:"state"` // running | restarting | stopped | failed
+	Restarts  uint64 `json:"restarts"`
+	LastError string `json:"last_error,omitempty"`
+}
+
+// States of a Part.
+const (
+	PartRunning    = "running"
+	PartRestarting = "restarting"
+	PartStopped    = "stopped"
+	PartFailed     = "failed"
+)
+
 // Sources are the parts a Reporter reads. Nil functions are skipped.
 type Sources struct {
 	Device   string
@@ -39,6 +55,9 @@ type Sources struct {
 	Buffer   func() buffer.Stats
 	// Forwarders by name ("mqtt", "amplitude", "dify").
 	Forwarders map[string]func() Forwarder
+	// Parts are the supervised parts by name ("source/pump",
+	// "consumer/mqtt"...).
+	Parts func() map[string]Part
 	// Extra holds any further JSON-able sections, e.g. the publisher's own
 	// stats under "mqtt_publisher".
 	Extra map[string]func() any
@@ -60,6 +79,7 @@ type Snapshot struct {
 	Forwarders map[string]Forwarder `json:"forwarders"`
 	Models     map[string]string    `json:"models"`   // stream → model@version
 	Learning   map[string]string    `json:"learning"` // stream → state
+	Parts      map[string]Part      `json:"parts,omitempty"`
 	Goroutines int                  `json:"goroutines"`
 	HeapBytes  uint64               `json:"heap_bytes"`
 	Extra      map[string]any       `json:"extra,omitempty"`
@@ -171,6 +191,9 @@ func (r *Reporter) Snapshot() Snapshot {
 	for name, f := range r.src.Forwarders {
 		s.Forwarders[name] = f()
 	}
+	if r.src.Parts != nil {
+		s.Parts = r.src.Parts()
+	}
 	if len(r.src.Extra) > 0 {
 		s.Extra = map[string]any{}
 		for k, f := range r.src.Extra {
@@ -181,13 +204,19 @@ func (r *Reporter) Snapshot() Snapshot {
 }
 
 // Healthz answers GET /healthz: 200 with a short JSON summary, or 503 when a
-// forwarder is failing permanently or a stream's learning failed.
+// forwarder is failing permanently, a part is restarting after a failure or
+// a stream's learning failed.
 func (r *Reporter) Healthz(w http.ResponseWriter, _ *http.Request) {
 	s := r.Snapshot()
 	status, problems := "ok", []string{}
 	for name, f := range s.Forwarders {
 		if f.State == "failing" {
 			problems = append(problems, name+" is failing: "+f.LastError)
+		}
+	}
+	for name, p := range s.Parts {
+		if p.State == PartRestarting || p.State == PartFailed {
+			problems = append(problems, name+" is "+p.State+": "+p.LastError)
 		}
 	}
 	for name, st := range s.Learning {
@@ -205,6 +234,7 @@ func (r *Reporter) Healthz(w http.ResponseWriter, _ *http.Request) {
 	json.NewEncoder(w).Encode(map[string]any{
 		"status": status, "problems": problems, "device": s.Device, "version": s.Version,
 		"uptime_s": s.UptimeS, "models": s.Models, "learning": s.Learning, "forwarders": s.Forwarders,
+		"parts": s.Parts,
 	})
 }
 
@@ -240,11 +270,13 @@ var (
 	dFwdSent   = prometheus.NewDesc("vigil_forwarder_sent_total", "Records a forwarder delivered.", []string{"forwarder"}, nil)
 	dFwdLag    = prometheus.NewDesc("vigil_forwarder_backlog_records", "Records waiting for a forwarder.", []string{"forwarder"}, nil)
 	dFwdLagS   = prometheus.NewDesc("vigil_forwarder_lag_seconds", "Age of the oldest record waiting for a forwarder.", []string{"forwarder"}, nil)
+	dRestarts  = prometheus.NewDesc("vigil_part_restarts_total", "Restarts of a supervised part after it failed, by part.", []string{"part"}, nil)
+	dPartUp    = prometheus.NewDesc("vigil_part_up", "1 while a supervised part runs, 0 while it waits to restart or has stopped.", []string{"part"}, nil)
 )
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dInputs, dScores, dAlerts, dDrops, dWindows, dStAlerts, dState, dLatency, dQueue,
-		dLaneRecs, dLaneBytes, dEvicted, dRejected, dCorrupt, dLag, dDisk, dFwdState, dFwdDead, dFwdSent, dFwdLag, dFwdLagS} {
+		dLaneRecs, dLaneBytes, dEvicted, dRejected, dCorrupt, dLag, dDisk, dFwdState, dFwdDead, dFwdSent, dFwdLag, dFwdLagS, dRestarts, dPartUp} {
 		ch <- d
 	}
 }
@@ -297,5 +329,15 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(dFwdSent, float64(fs.Sent), name)
 		gauge(dFwdLag, float64(fs.Backlog), name)
 		gauge(dFwdLagS, fs.LagS, name)
+	}
+	if src.Parts != nil {
+		for name, p := range src.Parts() {
+			counter(dRestarts, float64(p.Restarts), name)
+			up := 0.0
+			if p.State == PartRunning {
+				up = 1
+			}
+			gauge(dPartUp, up, name)
+		}
 	}
 }

@@ -135,6 +135,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 	if !p.running.CompareAndSwap(false, true) {
 		return errors.New("publish: Run called twice")
 	}
+	defer p.running.Store(false) // a supervisor may run it again
 	lanes := make([]string, len(p.lanes))
 	for i, l := range p.lanes {
 		lanes[i] = l.name

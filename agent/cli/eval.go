@@ -1,0 +1,129 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/vigil-edge/vigil/agent/eval"
+	"github.com/vigil-edge/vigil/models/train"
+)
+
+// Eval is `vigil eval`: it measures detection on labelled data. Its one
+// subcommand, skab, runs the SKAB benchmark's protocol through the on-device
+// learning API, TFLite and the agent's detector (see agent/eval).
+func Eval(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "skab" {
+		fmt.Fprintln(stderr, "usage: vigil eval skab --data DIR [flags]\n\nRun 'vigil eval skab -h' for the flags.")
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+			return nil
+		}
+		return ErrUsage
+	}
+	return evalSKAB(ctx, args[1:], stdout, stderr)
+}
+
+// evalSKAB is `vigil eval skab`: the per-file table and the totals go to
+// stdout, ending with the summary line; progress goes to stderr.
+func evalSKAB(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	def := eval.DefaultOptions()
+	fs := NewFlags("eval skab", stderr)
+	data := fs.String("data", "", "SKAB folder holding valve1/, valve2/ and other/ (required)")
+	files := fs.String("files", "", `evaluate only the files this glob matches: "valve1/*.csv", "valve1/1?.csv"; a pattern without "/" matches base names`)
+	trainRows := fs.Int("train-rows", def.TrainRows, "rows at the start of each file to learn on; the rest are scored")
+	window := fs.Int("window", def.Train.Window, "samples per window")
+	hop := fs.Int("hop", def.Train.Hop, "samples between scored windows")
+	stride := fs.Int("stride", def.Train.Stride, "samples between training windows")
+	arch := fs.String("arch", string(def.Train.Arch), "dense or conv")
+	hidden := fs.String("hidden", "", "dense layer sizes, comma-separated, the last the bottleneck (default: from the window)")
+	filters := fs.String("filters", ints(def.Train.Filters), "conv filters per encoder layer, comma-separated")
+	kernel := fs.Int("kernel", def.Train.Kernel, "conv kernel size")
+	reduction := fs.String("reduction", def.Train.Reduction, "window score: mse, mae or max_channel_mse")
+	epochs := fs.Int("epochs", def.Train.Epochs, "most training epochs")
+	patience := fs.Int("patience", def.Train.Patience, "epochs without improvement before stopping")
+	seed := fs.Uint64("seed", def.Train.Seed, "random seed")
+	drift := fs.Int("drift", def.Train.DriftHorizon, "widen each channel's normalisation by its training trend continued this many samples (0: off)")
+	center := fs.Float64("center", def.Train.Center, "centre each channel whose von Neumann ratio in the training rows is below this on its window mean (0: none, above 4: all)")
+	method := fs.String("calibration", def.Train.Calibration.Method, "threshold calibration: pot or quantile")
+	quantile := fs.Float64("quantile", def.Train.Calibration.Quantile, "quantile of normal scores (the quantile method, and POT's fallback)")
+	factor := fs.Float64("factor", def.Train.Calibration.Factor, "threshold factor")
+	risk := fs.Float64("risk", def.Train.Calibration.Risk, "POT: false-alarm probability per window")
+	calibrateOn := fs.String("calibrate-on", def.Train.Calibration.On, "windows whose scores calibrate the threshold: train+validation, validation or train")
+	threshold := fs.Float64("threshold", 0, "fixed detector threshold for every file (0: each model's calibrated one)")
+	k := fs.Int("k", def.Detect.K, "detector hysteresis: anomalous while K of the last N windows exceed the threshold")
+	n := fs.Int("n", def.Detect.N, "detector hysteresis window N")
+	mapping := fs.String("mapping", string(def.Mapping), "window verdicts to rows: causal (in real time) or cover (every covering window, as SKAB's Conv-AE)")
+	parallel := fs.Int("parallel", 0, "files evaluated at once (0: GOMAXPROCS); results do not depend on it")
+	quiet := fs.Bool("q", false, "no progress on stderr")
+	if err := ParseFlags(fs, args); err != nil {
+		return err
+	}
+	if *data == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "vigil eval skab: give --data DIR and no arguments")
+		fs.Usage()
+		return ErrUsage
+	}
+
+	opts := def
+	opts.Data, opts.Files, opts.TrainRows, opts.Parallel = *data, *files, *trainRows, *parallel
+	t := &opts.Train
+	t.Window, t.Hop, t.Stride, t.Arch, t.Kernel = *window, *hop, *stride, train.Arch(*arch), *kernel
+	t.Reduction, t.Epochs, t.Patience, t.Seed, t.DriftHorizon = *reduction, *epochs, *patience, *seed, *drift
+	t.Calibration.Method, t.Calibration.Quantile = *method, *quantile
+	t.Calibration.Factor, t.Calibration.Risk, t.Calibration.On = *factor, *risk, *calibrateOn
+	t.Center = *center
+	var err error
+	if *hidden != "" {
+		if t.Hidden, err = parseInts(*hidden); err != nil {
+			return fmt.Errorf("--hidden: %w", err)
+		}
+	}
+	if t.Filters, err = parseInts(*filters); err != nil {
+		return fmt.Errorf("--filters: %w", err)
+	}
+	opts.Detect.Threshold, opts.Detect.K, opts.Detect.N = *threshold, *k, *n
+	opts.Mapping = eval.Mapping(*mapping)
+	done := 0
+	if !*quiet {
+		opts.Progress = func(r eval.FileResult) {
+			done++
+			fmt.Fprintf(stderr, "eval: %3d done  %-16s F1 %.3f  FAR %6.2f  MAR %6.2f  %.1fs\n",
+				done, r.Name, r.F1(), r.FAR(), r.MAR(), (r.Learn + r.Score).Seconds())
+		}
+	}
+
+	rep, err := eval.SKAB(ctx, opts)
+	if err != nil {
+		return err
+	}
+	eval.WriteHeader(stdout)
+	for _, r := range rep.Files {
+		eval.WriteFile(stdout, r)
+	}
+	eval.WriteTotal(stdout, rep)
+	return nil
+}
+
+// parseInts parses "32,16".
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for f := range strings.SplitSeq(s, ",") {
+		v, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a comma-separated list of integers", s)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// ints formats []int{32, 16} as "32,16".
+func ints(v []int) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = strconv.Itoa(x)
+	}
+	return strings.Join(s, ",")
+}

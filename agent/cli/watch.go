@@ -1,0 +1,48 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/vigil-edge/vigil/agent/watch"
+)
+
+// Watch is `vigil watch`: it shows every device under a topic prefix live:
+// online or offline, rates, backlog, drops, last alerts, learning state; --json prints one JSON
+// line per update instead.
+func Watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := NewFlags("watch", stderr)
+	o := watch.DefaultOptions()
+	fs.StringVar(&o.Broker, "broker", os.Getenv("VIGIL_MQTT_BROKER"), "broker URL, e.g. tcp://127.0.0.1:1883 (or VIGIL_MQTT_BROKER)")
+	fs.StringVar(&o.Prefix, "prefix", o.Prefix, "topic prefix")
+	fs.BoolVar(&o.JSON, "json", false, "print one JSON line per update instead of the live view")
+	fs.StringVar(&o.Username, "username", "", "broker user name")
+	passwordFile := fs.String("password-file", "", "file holding the broker password (or VIGIL_MQTT_PASSWORD)")
+	fs.StringVar(&o.TLS.CAFile, "ca-file", "", "PEM CA file for a TLS broker")
+	fs.StringVar(&o.TLS.CertFile, "cert-file", "", "PEM client certificate for mutual TLS")
+	fs.StringVar(&o.TLS.KeyFile, "key-file", "", "PEM client key for mutual TLS")
+	if err := ParseFlags(fs, args); err != nil {
+		return err
+	}
+	o.Password = os.Getenv("VIGIL_MQTT_PASSWORD")
+	if *passwordFile != "" {
+		b, err := os.ReadFile(*passwordFile)
+		if err != nil {
+			return fmt.Errorf("watch: password file: %w", err)
+		}
+		o.Password = string(trimNewline(b))
+	}
+	o.Out = stdout
+	o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return watch.Watch(ctx, o)
+}
+
+func trimNewline(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}

@@ -1,0 +1,54 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/vigil-edge/vigil/agent/publish"
+	"github.com/vigil-edge/vigil/agent/record"
+)
+
+// remoteCommands carries out the MQTT remote commands on the daemon.
+type remoteCommands struct{ d *Daemon }
+
+func (c remoteCommands) Reload(ctx context.Context) (string, error) {
+	if err := c.d.Reload(ctx); err != nil {
+		return "", err
+	}
+	return "reloaded config and models", nil
+}
+
+func (c remoteCommands) SetThreshold(ctx context.Context, stream string, threshold float64) (string, error) {
+	if err := c.d.current().pipe.SetThreshold(ctx, stream, threshold); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("stream %s: threshold %g", stream, threshold), nil
+}
+
+func (c remoteCommands) Flush(ctx context.Context) (string, error) {
+	st := c.d.buf.Stats()
+	var parts []string
+	for _, lane := range []string{record.LaneScore, record.LaneAlert, record.LaneAdvice} {
+		parts = append(parts, fmt.Sprintf("%s %d", lane, st.Lanes[lane].Records))
+	}
+	return "buffer durable; records held: " + strings.Join(parts, ", "), nil
+}
+
+func (c remoteCommands) Status(ctx context.Context) (string, error) {
+	s := c.d.reporter.Snapshot()
+	var streams []string
+	for name, state := range s.Learning {
+		streams = append(streams, name+" "+state)
+	}
+	sort.Strings(streams)
+	msg := fmt.Sprintf("up %.0fs, %d inputs, %d scores, %d alerts, %d drops; streams: %s",
+		s.UptimeS, s.Pipeline.Inputs, s.Pipeline.Scores, s.Pipeline.Alerts, s.Pipeline.DropTotal(), strings.Join(streams, ", "))
+	if r := c.d.sup.restartSummary(); len(r) > 0 {
+		msg += "; restarted: " + strings.Join(r, ", ")
+	}
+	return msg, nil
+}
+
+var _ publish.Commands = remoteCommands{}

@@ -1,0 +1,433 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vigil-edge/vigil/agent/config"
+	"github.com/vigil-edge/vigil/agent/record"
+	"github.com/vigil-edge/vigil/agent/source"
+	"github.com/vigil-edge/vigil/buffer"
+)
+
+// repoModels is the folder of the default models, from agent/daemon.
+const repoModels = "../../models"
+
+// testConfig writes a config for a daemon that replays a pump CSV (with
+// faults) as fast as it can and takes behaviour events over HTTP.
+func testConfig(t *testing.T, rows int, extra string) (path, dataDir string) {
+	t.Helper()
+	dir := t.TempDir()
+	csvPath := filepath.Join(dir, "pump.csv")
+	f, err := os.Create(csvPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := source.DefaultSimulatorOptions()
+	o.Seed, o.Faults, o.Start = 3, true, time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := source.WriteCSV(f, rows, o); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	models, _ := filepath.Abs(repoModels)
+	dataDir = filepath.Join(dir, "data")
+	cfg := fmt.Sprintf(`
+device_id: test-device-01
+data_dir: %s
+models_dir: %s
+log: {level: warn}
+http: {listen: "127.0.0.1:0"}
+inference: {workers: 1}
+buffer: {kind: badger, memory_budget: 16MiB}
+sources:
+  - name: pump
+    type: replay
+    replay: {path: %s, speed: 0, columns: [Accelerometer1RMS, Accelerometer2RMS, Current, Pressure, Temperature, Thermocouple, Voltage, Volume Flow RateRMS]}
+  - name: events
+    type: http
+streams:
+  - {name: pump1, source: pump, model: pump8, max_lateness: 0s}
+  - {name: web, source: events, kind: behaviour, model: kiosk, key: user_id}
+%s`, dataDir, models, csvPath, extra)
+	path = filepath.Join(dir, "vigil.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path, dataDir
+}
+
+// loadConfig reads and validates a config file as `vigil run` does
+// (without its flags).
+func loadConfig(path string) (*config.Config, error) {
+	cfg, err := config.Load(path, func(string) (string, bool) { return "", false })
+	if err != nil {
+		return nil, err
+	}
+	if errs, _ := cfg.Validate(); len(errs) > 0 {
+		return nil, &config.Error{File: path, Problems: errs}
+	}
+	return cfg, nil
+}
+
+// startDaemon runs `vigil run` in-process and waits until it serves. stop
+// cancels it and waits for Run's result; the test's cleanup calls it too.
+func startDaemon(t *testing.T, cfgPath string) (d *Daemon, stop func() error) {
+	t.Helper()
+	return startDaemonWith(t, cfgPath, nil)
+}
+
+// startDaemonWith is startDaemon with a hook that adjusts the daemon's
+// options before it is built.
+func startDaemonWith(t *testing.T, cfgPath string, adjust func(*Options)) (d *Daemon, stop func() error) {
+	t.Helper()
+	cfg, err := loadConfig(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	opts := Options{
+		Logger:       slog.New(slog.NewTextHandler(&syncWriter{w: &logs}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Version:      "test",
+		ReloadConfig: func() (*config.Config, error) { return loadConfig(cfgPath) },
+	}
+	if adjust != nil {
+		adjust(&opts)
+	}
+	d, err = New(cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	select {
+	case <-d.Ready():
+	case err := <-done:
+		cancel()
+		t.Fatalf("daemon stopped before serving: %v", err)
+	case <-time.After(60 * time.Second):
+		cancel()
+		t.Fatal("daemon not ready within 60s")
+	}
+	var once sync.Once
+	var runErr error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			runErr = <-done
+		})
+		return runErr
+	}
+	t.Cleanup(func() {
+		stop()
+		if t.Failed() {
+			t.Logf("daemon logs:\n%s", logs.String())
+		}
+	})
+	return d, stop
+}
+
+func TestRunScoresAReplayedFileIntoTheBuffer(t *testing.T) {
+	const rows = 2000
+	cfgPath, dataDir := testConfig(t, rows, "")
+	d, stop := startDaemon(t, cfgPath)
+
+	// Windows of 60 with hop 10 over 2000 samples: 195 scores.
+	const wantScores = (rows-60)/10 + 1
+	waitFor(t, 60*time.Second, func() bool { return d.Stats().Streams["pump1"].Windows >= wantScores })
+
+	// The local endpoints answer.
+	base := "http://" + d.Addr()
+	code, body := get(t, base+"/healthz")
+	if code != http.StatusOK || !strings.Contains(body, `"status":"ok"`) {
+		t.Fatalf("/healthz: %d %s", code, body)
+	}
+	code, body = get(t, base+"/metrics")
+	for _, want := range []string{"vigil_inputs_total", "vigil_scores_total", `vigil_stream_windows_total{stream="pump1"} 195`, "vigil_buffer_records"} {
+		if code != http.StatusOK || !strings.Contains(body, want) {
+			t.Fatalf("/metrics (%d) lacks %q", code, want)
+		}
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+
+	// Reopen the buffer: every window's score is there, once, with a unique id.
+	b := reopen(t, dataDir)
+	scores := readAll(t, b, record.LaneScore)
+	ids := map[string]bool{}
+	n := 0
+	for _, r := range scores {
+		var s record.Score
+		if err := json.Unmarshal(r.Data, &s); err != nil {
+			t.Fatal(err)
+		}
+		if s.Stream != "pump1" {
+			continue
+		}
+		n++
+		if ids[s.ID] {
+			t.Fatalf("score id %s twice", s.ID)
+		}
+		ids[s.ID] = true
+		if s.Model != "pump8@1" || s.Threshold <= 0 {
+			t.Fatalf("score %+v", s)
+		}
+	}
+	if n != wantScores {
+		t.Fatalf("%d pump1 scores in the buffer, want %d", n, wantScores)
+	}
+	alerts := readAll(t, b, record.LaneAlert)
+	if len(alerts) == 0 {
+		t.Fatal("no alert for a replay with injected faults")
+	}
+}
+
+func TestRunAcceptsBehaviourEventsOverHTTP(t *testing.T) {
+	cfgPath, _ := testConfig(t, 100, "")
+	d, _ := startDaemon(t, cfgPath)
+	var evs []map[string]any
+	t0 := time.Now().Add(-time.Minute)
+	for i := 0; i < 6; i++ {
+		evs = append(evs, map[string]any{"event_id": fmt.Sprintf("ev-%d", i), "event_name": "form_error",
+			"timestamp": t0.Add(time.Duration(i) * 5 * time.Second).UTC().Format(time.RFC3339Nano), "user_id": "user-12345"})
+	}
+	evs = append(evs, map[string]any{"event_id": "bad", "event_name": "", "user_id": "user-12345"})
+	body, _ := json.Marshal(evs)
+	resp, err := http.Post("http://"+d.Addr()+"/v1/events", "text/plain;charset=UTF-8", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(out), `"accepted":6`) {
+		t.Fatalf("POST /v1/events: %d %s, want 400 accepting 6 and naming the bad one", resp.StatusCode, out)
+	}
+	waitFor(t, 30*time.Second, func() bool { return d.Stats().Streams["web"].Windows >= 5 })
+}
+
+func TestReloadKeepsTheOldGenerationWhenTheNewConfigIsBroken(t *testing.T) {
+	cfgPath, _ := testConfig(t, 100, "")
+	d, _ := startDaemon(t, cfgPath)
+	old := d.current()
+	good, _ := os.ReadFile(cfgPath)
+	broken := strings.Replace(string(good), "model: pump8", "model: no-such-model", 1)
+	if err := os.WriteFile(cfgPath, []byte(broken), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Reload(context.Background()); err == nil || !strings.Contains(err.Error(), "no-such-model") {
+		t.Fatalf("reload with a missing model: %v, want an error naming it", err)
+	}
+	if d.current() != old {
+		t.Fatal("a failed reload replaced the running generation")
+	}
+	if err := os.WriteFile(cfgPath, good, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Reload(context.Background()); err != nil {
+		t.Fatalf("reload with the good config: %v", err)
+	}
+	if d.current() == old {
+		t.Fatal("a good reload kept the old generation")
+	}
+}
+
+func reopen(t *testing.T, dataDir string) buffer.Buffer {
+	t.Helper()
+	cfg := config.Default()
+	cfg.DataDir = dataDir
+	b, err := openBuffer(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+func readAll(t *testing.T, b buffer.Buffer, lane string) []buffer.Record {
+	t.Helper()
+	var out []buffer.Record
+	from := uint64(1)
+	for {
+		recs, err := b.ReadFrom(lane, from, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(recs) == 0 {
+			return out
+		}
+		out = append(out, recs...)
+		from = recs[len(recs)-1].Seq + 1
+	}
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v", timeout)
+		}
+		time.Sleep(5 * time.Millisecond) // polling, not a timed assertion
+	}
+}
+
+// syncWriter serialises writes from the daemon's goroutines.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+func TestRunLearnsAStreamsBaselineOnTheDevice(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains a model: not in -short")
+	}
+	cfgPath, dataDir := testConfig(t, 1500, "")
+	// A second stream replays the same file and learns its own model.
+	b, _ := os.ReadFile(cfgPath)
+	cfg := string(b)
+	start := strings.Index(cfg, "  - name: pump\n")
+	end := strings.Index(cfg, "  - name: events")
+	second := strings.Replace(cfg[start:end], "name: pump", "name: pump2", 1)
+	cfg = cfg[:end] + second + cfg[end:]
+	cfg = strings.Replace(cfg, "  - {name: web,", "  - {name: learner, source: pump2, model: pump8, learn: {samples: 400, budget: 20s}}\n  - {name: web,", 1)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d, stop := startDaemon(t, cfgPath)
+	// The replay runs as fast as it can, so the samples after the first
+	// 400 go by while the model trains: the test waits for the state.
+	waitFor(t, 90*time.Second, func() bool { return d.Stats().Streams["learner"].State == "scoring" })
+	st := d.Stats().Streams["learner"]
+	if !strings.HasPrefix(st.Model, "learner@learned-") {
+		t.Fatalf("learnt model %q", st.Model)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, "learned", "learner.tflite")); err != nil {
+		t.Fatalf("learnt model not saved: %v", err)
+	}
+	// After a restart the stream scores with the model it learnt, at once.
+	d2, _ := startDaemon(t, cfgPath)
+	if st := d2.Stats().Streams["learner"]; st.State != "scoring" || st.Model == "" {
+		t.Fatalf("after restart: %+v, want scoring with the learnt model", st)
+	}
+}
+
+// TestEmbeddedBrokerOnAFreePort: with the embedded broker on port 0 and no
+// broker configured, the publisher connects to the port the broker got.
+func TestEmbeddedBrokerOnAFreePort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the daemon with its MQTT publisher: not in -short")
+	}
+	cfgPath, _ := testConfig(t, 100, `
+mqtt: {embedded_broker: {listen: "127.0.0.1:0"}}
+`)
+	d, _ := startDaemon(t, cfgPath)
+	if strings.HasSuffix(d.brokerURL(), ":0") {
+		t.Fatalf("broker URL %s: the configured port, not the bound one", d.brokerURL())
+	}
+	waitFor(t, 30*time.Second, func() bool { return d.Health().Forwarders["mqtt"].State == "ok" })
+}
+
+// TestPrintAlertsShowsEveryAlert: the console consumer prints every alert,
+// even when the MQTT publisher acknowledged (and so let the buffer delete)
+// it first.
+func TestPrintAlertsShowsEveryAlert(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the daemon with its MQTT publisher: not in -short")
+	}
+	cfgPath, _ := testConfig(t, 3000, `
+mqtt: {embedded_broker: {listen: "127.0.0.1:0"}}
+`)
+	out := &syncWriter{w: &bytes.Buffer{}}
+	d, stop := startDaemonWith(t, cfgPath, func(o *Options) { o.PrintAlerts, o.Stdout = true, out })
+	// A window counts as scored before its records reach the buffer; the
+	// global counters move only after the append. Once every score is in
+	// the buffer, the stream's alert count is final, and the global one
+	// catches up with it when the alert records are in too.
+	const windows = (3000-60)/10 + 1
+	var alerts uint64
+	waitFor(t, 90*time.Second, func() bool {
+		st := d.Stats()
+		alerts = st.Alerts
+		return st.Scores >= windows && st.Alerts == st.Streams["pump1"].Alerts
+	})
+	if alerts == 0 {
+		t.Fatal("the replay raised no alert")
+	}
+	lines := func() int {
+		out.mu.Lock()
+		defer out.mu.Unlock()
+		return strings.Count(out.w.(*bytes.Buffer).String(), " ALERT ")
+	}
+	waitFor(t, 30*time.Second, func() bool { return uint64(lines()) >= alerts })
+	stop()
+	if n := lines(); uint64(n) != alerts {
+		t.Fatalf("printed %d alerts, the pipeline raised %d", n, alerts)
+	}
+}
+
+// TestMQTTSourceWithoutFieldsMapsModelChannels: an MQTT source without
+// fields.values maps each channel of its stream's model to the payload
+// field of the same name, as the config reference says.
+func TestMQTTSourceWithoutFieldsMapsModelChannels(t *testing.T) {
+	models, _ := filepath.Abs(repoModels)
+	path := filepath.Join(t.TempDir(), "vigil.yaml")
+	cfgText := fmt.Sprintf(`
+device_id: test-device-01
+data_dir: %s
+models_dir: %s
+http: {listen: "127.0.0.1:0"}
+sources:
+  - name: bus
+    type: mqtt
+    mqtt: {broker: "tcp://127.0.0.1:1", topics: ["pump/#"]}
+streams:
+  - {name: pump1, source: bus, model: pump8}
+`, filepath.Join(t.TempDir(), "data"), models)
+	if err := os.WriteFile(path, []byte(cfgText), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := sameNameFields(cfg, "bus")
+	if len(got) != 8 || got["Pressure"] != "Pressure" || got["Volume Flow RateRMS"] != "Volume Flow RateRMS" {
+		t.Fatalf("fields %v: want pump8's 8 channels under their own names", got)
+	}
+	if ps := Check(cfg); len(ps) > 0 {
+		t.Fatalf("a generation with an MQTT source without fields: %v", ps)
+	}
+}

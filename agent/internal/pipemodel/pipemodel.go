@@ -1,0 +1,28 @@
+// Package pipemodel gives a loaded models.Model the pipeline's Model
+// interface: the daemon's wiring and the benchmarks use the one adapter.
+package pipemodel
+
+import (
+	"github.com/vigil-edge/vigil/agent/pipeline"
+	"github.com/vigil-edge/vigil/models"
+)
+
+// Adapt returns m as the pipeline sees it.
+func Adapt(m *models.Model) pipeline.Model { return adapter{m} }
+
+type adapter struct{ *models.Model }
+
+// ID is the model's name@version.
+func (a adapter) ID() string {
+	m := a.Manifest()
+	return m.Name + "@" + m.Version
+}
+
+// Window is the window length and hop in samples.
+func (a adapter) Window() (int, int) {
+	m := a.Manifest()
+	return m.Input.Window, m.Input.Hop
+}
+
+// Channels names the model's input channels in order.
+func (a adapter) Channels() []string { return a.Manifest().Input.Channels }
