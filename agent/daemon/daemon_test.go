@@ -91,13 +91,32 @@ func startDaemon(t *testing.T, cfgPath string) (d *Daemon, stop func() error) {
 // options before it is built.
 func startDaemonWith(t *testing.T, cfgPath string, adjust func(*Options)) (d *Daemon, stop func() error) {
 	t.Helper()
+	d, done, cancel := launch(t, cfgPath, adjust)
+	var once sync.Once
+	var runErr error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			runErr = <-done
+		})
+		return runErr
+	}
+	t.Cleanup(func() { stop() })
+	return d, stop
+}
+
+// launch builds a daemon from the config file, runs it and waits until it
+// serves; done receives Run's result. The test's cleanup cancels it, waits
+// for it and, if the test failed, shows its logs.
+func launch(t *testing.T, cfgPath string, adjust func(*Options)) (d *Daemon, done <-chan error, cancel func()) {
+	t.Helper()
 	cfg, err := loadConfig(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs bytes.Buffer
+	logs := &syncWriter{w: &bytes.Buffer{}}
 	opts := Options{
-		Logger:       slog.New(slog.NewTextHandler(&syncWriter{w: &logs}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Logger:       slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Version:      "test",
 		ReloadConfig: func() (*config.Config, error) { return loadConfig(cfgPath) },
 	}
@@ -108,34 +127,31 @@ func startDaemonWith(t *testing.T, cfgPath string, adjust func(*Options)) (d *Da
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	select {
-	case <-d.Ready():
-	case err := <-done:
-		cancel()
-		t.Fatalf("daemon stopped before serving: %v", err)
-	case <-time.After(60 * time.Second):
-		cancel()
-		t.Fatal("daemon not ready within 60s")
-	}
-	var once sync.Once
-	var runErr error
-	stop = func() error {
-		once.Do(func() {
-			cancel()
-			runErr = <-done
-		})
-		return runErr
-	}
+	ctx, cancelRun := context.WithCancel(context.Background())
+	result := make(chan error, 1)
+	ended := make(chan struct{})
+	go func() {
+		err := d.Run(ctx)
+		result <- err
+		close(ended)
+	}()
 	t.Cleanup(func() {
-		stop()
+		cancelRun()
+		<-ended
 		if t.Failed() {
-			t.Logf("daemon logs:\n%s", logs.String())
+			logs.mu.Lock()
+			t.Logf("daemon logs:\n%s", logs.w.(*bytes.Buffer).String())
+			logs.mu.Unlock()
 		}
 	})
-	return d, stop
+	select {
+	case <-d.Ready():
+	case err := <-result:
+		t.Fatalf("daemon stopped before serving: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("daemon not ready within 60s")
+	}
+	return d, result, cancelRun
 }
 
 func TestRunScoresAReplayedFileIntoTheBuffer(t *testing.T) {
@@ -430,4 +446,15 @@ streams:
 	if ps := Check(cfg); len(ps) > 0 {
 		t.Fatalf("a generation with an MQTT source without fields: %v", ps)
 	}
+}
+
+func post(t *testing.T, url, body string) (int, string) {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
