@@ -31,6 +31,11 @@ type Scorer interface {
 // ErrClosed is returned by Score on a closed Scorer.
 var ErrClosed = errors.New("inference: scorer closed")
 
+// ErrInvalidModel wraps every error about a model that cannot be used: bytes
+// that are not a TFLite flatbuffer, unsupported operators, or tensors that
+// disagree with the declared Spec.
+var ErrInvalidModel = errors.New("invalid model")
+
 // Spec is the shape of one window's input and output, without the batch
 // dimension: a window of 60 samples of 8 channels is Input []int{60, 8}.
 // Element types are float32.

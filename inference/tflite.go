@@ -123,11 +123,6 @@ func (o Options) withDefaults() (Options, error) {
 	return o, nil
 }
 
-// ErrInvalidModel wraps every error about a model that cannot be used: bytes
-// that are not a TFLite flatbuffer, unsupported operators, or tensors that
-// disagree with the declared Spec.
-var ErrInvalidModel = errors.New("invalid model")
-
 // TFLite is a Scorer backed by TensorFlow Lite. It holds one model and a pool
 // of interpreters; each interpreter is used by one goroutine at a time.
 type TFLite struct {
