@@ -44,7 +44,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -306,8 +305,10 @@ loop:
 
 // Reload asks the running daemon to reload its config and models and waits
 // for the outcome. The MQTT reload command and SIGHUP (in package main) use
-// it. If anything in the new config is wrong, the previous config and
-// models keep running and Reload returns why.
+// it. If anything in the new config is wrong, or it changes a setting that
+// only a restart applies (a *RestartError names them), none of it is
+// applied: the previous config and models keep running and Reload returns
+// why.
 func (d *Daemon) Reload(ctx context.Context) error {
 	reply := make(chan error, 1)
 	select {
@@ -324,7 +325,8 @@ func (d *Daemon) Reload(ctx context.Context) error {
 }
 
 // reload builds a new generation from the re-read config; if anything is
-// wrong the old one keeps running and the error is logged.
+// wrong, or the new config changes a setting only a restart applies, the old
+// one keeps running and the error is logged.
 func (d *Daemon) reload(ctx context.Context, reply chan error) {
 	err := func() error {
 		if d.opts.ReloadConfig == nil {
@@ -335,7 +337,7 @@ func (d *Daemon) reload(ctx context.Context, reply chan error) {
 			return err
 		}
 		if restart := restartOnly(d.cfg, cfg); len(restart) > 0 {
-			d.log.Warn("reload: these settings take effect only after a restart", "keys", strings.Join(restart, ", "))
+			return &RestartError{Keys: restart}
 		}
 		gen, err := d.newGeneration(cfg)
 		if err != nil {
@@ -358,20 +360,6 @@ func (d *Daemon) reload(ctx context.Context, reply chan error) {
 	if reply != nil {
 		reply <- err
 	}
-}
-
-// restartOnly lists the settings that changed but need a restart.
-func restartOnly(old, cur *config.Config) []string {
-	var keys []string
-	for _, k := range []string{"device_id", "data_dir", "http.listen", "buffer.kind", "buffer.max_bytes", "buffer.memory_budget",
-		"mqtt.broker", "mqtt.prefix", "mqtt.embedded_broker.listen"} {
-		a, _ := old.Get(k)
-		b, _ := cur.Get(k)
-		if a != b {
-			keys = append(keys, k)
-		}
-	}
-	return keys
 }
 
 func (d *Daemon) current() *generation {

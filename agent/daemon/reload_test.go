@@ -1,0 +1,91 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/vigil-edge/vigil/agent/config"
+)
+
+// TestRestartOnlyNamesTheChangedKeys: the settings of the parts that live
+// as long as the process are named by their key paths, secrets included;
+// the generation's settings are not.
+func TestRestartOnlyNamesTheChangedKeys(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		change func(*config.Config)
+		want   []string
+	}{
+		{"nothing", func(*config.Config) {}, nil},
+		{"device id", func(c *config.Config) { c.DeviceID = "other-device" }, []string{"device_id"}},
+		{"prefix and broker", func(c *config.Config) { c.MQTT.Prefix, c.MQTT.Broker = "fleet", "tcp://x:1883" },
+			[]string{"mqtt.broker", "mqtt.prefix"}},
+		{"a secret", func(c *config.Config) { c.MQTT.Password = "new" }, []string{"mqtt.password"}},
+		{"embedded broker", func(c *config.Config) { c.MQTT.EmbeddedBroker.Listen = "127.0.0.1:1884" }, []string{"mqtt.embedded_broker.listen"}},
+		{"a lane", func(c *config.Config) { c.Buffer.Lanes.Alert.Priority++ }, []string{"buffer.lanes.alert.priority"}},
+		{"listen", func(c *config.Config) { c.HTTP.Listen = "127.0.0.1:9" }, []string{"http.listen"}},
+		{"dify", func(c *config.Config) { c.Dify.Inputs = map[string]string{"a": "b"} }, []string{"dify.inputs"}},
+		{"streams, sources, models and http's event settings reload", func(c *config.Config) {
+			c.ModelsDir, c.HTTP.CORSOrigins = "/elsewhere", []string{"https://kiosk"}
+			c.Streams = append(c.Streams, config.Stream{Name: "new"})
+			c.Sources = nil
+		}, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			old := config.Default()
+			old.DeviceID = "device-01"
+			cur := config.Default()
+			cur.DeviceID = "device-01"
+			tt.change(cur)
+			if got := restartOnly(old, cur); !slices.Equal(got, tt.want) {
+				t.Fatalf("restartOnly = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestReloadAppliesNothingThatNeedsARestart (issue 14, item 9): a reload
+// whose config changes device_id (and, beside it, a stream) applies none of
+// it and says which keys need a restart; once the restart-only key is back,
+// the stream's change reloads.
+func TestReloadAppliesNothingThatNeedsARestart(t *testing.T) {
+	cfgPath, _ := testConfig(t, 100, "")
+	d, _ := startDaemon(t, cfgPath)
+	old := d.current()
+	good, _ := os.ReadFile(cfgPath)
+	changed := strings.Replace(string(good), "device_id: test-device-01", "device_id: test-device-02", 1)
+	changed = strings.Replace(changed, "max_lateness: 0s}", "max_lateness: 0s, threshold: 123}", 1)
+	if err := os.WriteFile(cfgPath, []byte(changed), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := d.Reload(context.Background())
+	var re *RestartError
+	if !errors.As(err, &re) || !slices.Equal(re.Keys, []string{"device_id"}) || !strings.Contains(err.Error(), "device_id") {
+		t.Fatalf("reload: %v, want a RestartError naming device_id", err)
+	}
+	if d.current() != old {
+		t.Fatal("a reload that needs a restart replaced the running generation")
+	}
+	if th := d.Stats().Streams["pump1"].Threshold; th == 123 {
+		t.Fatal("the stream's threshold of the refused config was applied")
+	}
+	if dev := d.Health().Device; dev != "test-device-01" {
+		t.Fatalf("device %q after a refused reload", dev)
+	}
+
+	// device_id as it runs: the threshold reloads.
+	changed = strings.Replace(changed, "device_id: test-device-02", "device_id: test-device-01", 1)
+	if err := os.WriteFile(cfgPath, []byte(changed), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Reload(context.Background()); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if th := d.Stats().Streams["pump1"].Threshold; th != 123 {
+		t.Fatalf("threshold %v after the reload, want 123", th)
+	}
+}
