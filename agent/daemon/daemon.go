@@ -6,6 +6,18 @@
 // --print-alerts console) live as long as the Daemon; the data plane
 // (models, pipeline, sources) is a generation that Reload replaces.
 //
+// # Reload
+//
+// Reload (SIGHUP, the MQTT reload command) builds a new generation from the
+// re-read config and swaps it in. A stream whose model and detector
+// settings did not change keeps its state (open episodes, partial windows,
+// behaviour keys, learning samples: see pipeline.Pipeline.Adopt), and the
+// counters in health and /metrics carry on. A config that changes a setting
+// only a restart applies (restartSettings: device_id, data_dir, log,
+// http.listen, buffer, mqtt, health, amplitude, dify) is not applied at
+// all; nor is one that fails to build. Either way the old generation keeps
+// running and Reload says why.
+//
 // # Supervision
 //
 // Each part that fails while the daemon runs is handled by one of two
@@ -44,6 +56,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -345,6 +358,12 @@ func (d *Daemon) reload(ctx context.Context, reply chan error) {
 		}
 		old := d.current()
 		old.stop()
+		// Streams whose model and detector settings did not change keep
+		// their state (open episodes, windows, learning samples), and the
+		// counters carry on.
+		if kept := gen.pipe.Adopt(old.pipe); len(kept) > 0 {
+			d.log.Info("reload: streams keep their state", "streams", strings.Join(kept, ", "))
+		}
 		d.swap(gen)
 		gen.start(ctx, d.sup)
 		d.mu.Lock()

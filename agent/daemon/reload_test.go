@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vigil-edge/vigil/agent/config"
 )
@@ -88,4 +89,39 @@ func TestReloadAppliesNothingThatNeedsARestart(t *testing.T) {
 	if th := d.Stats().Streams["pump1"].Threshold; th != 123 {
 		t.Fatalf("threshold %v after the reload, want 123", th)
 	}
+}
+
+// TestReloadKeepsStreamState (issue 14, item 8): a reload whose streams did
+// not change keeps a learning stream's warm-up samples, and the counters
+// only grow.
+func TestReloadKeepsStreamState(t *testing.T) {
+	cfgPath, _ := testConfig(t, 300, "")
+	// A simulator feeds a stream that learns (and never has enough samples
+	// to train): its samples go on after the reload, on the same timeline.
+	b, _ := os.ReadFile(cfgPath)
+	cfg := strings.Replace(string(b), "  - name: events", "  - {name: sim, type: simulator, simulator: {rate: 200, seed: 7}}\n  - name: events", 1)
+	cfg = strings.Replace(cfg, "  - {name: web,",
+		"  - {name: learner, source: sim, model: pump8, learn: {samples: 100000000}}\n  - {name: web,", 1)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := startDaemon(t, cfgPath)
+	waitFor(t, 60*time.Second, func() bool { return d.Stats().Streams["learner"].Learned >= 100 })
+	before := d.Stats()
+	if err := d.Reload(context.Background()); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	// The new generation starts with what the old one had: the learner's
+	// samples, every counter (read before the reload, they can only have
+	// grown since).
+	after := d.Stats()
+	if l := after.Streams["learner"]; l.Learned < before.Streams["learner"].Learned || l.State != "learning" {
+		t.Fatalf("learner after the reload: %+v, before %+v: want its samples kept", l, before.Streams["learner"])
+	}
+	if after.Inputs < before.Inputs || after.Scores < before.Scores || after.Alerts < before.Alerts ||
+		after.DropTotal() < before.DropTotal() || after.Streams["pump1"].Windows < before.Streams["pump1"].Windows {
+		t.Fatalf("counters went back: before %+v, after %+v", before, after)
+	}
+	// And it goes on learning.
+	waitFor(t, 60*time.Second, func() bool { return d.Stats().Streams["learner"].Learned >= after.Streams["learner"].Learned+100 })
 }
