@@ -80,18 +80,14 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 // loadConfig applies defaults, the file, VIGIL_* and flags, then validates.
 func loadConfig(f runFlags) (*config.Config, error) {
 	var cfg *config.Config
+	var err error
 	if f.config != "" {
-		c, err := config.Load(f.config, envLookup)
-		if err != nil {
-			return nil, err
-		}
-		cfg = c
+		cfg, err = config.Load(f.config, envLookup)
 	} else {
-		c, err := config.Parse(nil, ".", envLookup)
-		if err != nil {
-			return nil, err
-		}
-		cfg = c
+		cfg, err = config.Parse(nil, ".", envLookup)
+	}
+	if err != nil {
+		return nil, err
 	}
 	over := map[string]string{}
 	for k, v := range f.overrides {
@@ -104,8 +100,7 @@ func loadConfig(f runFlags) (*config.Config, error) {
 	}
 	errs, warns := cfg.Validate()
 	if len(errs) > 0 {
-		e := &config.Error{File: f.config, Problems: errs}
-		return nil, e
+		return nil, &config.Error{File: f.config, Problems: errs}
 	}
 	for _, w := range warns {
 		slog.Warn("config: " + w.String())

@@ -57,6 +57,11 @@ func TestAFailedPartIsRestartedAndCounted(t *testing.T) {
 					t.Fatalf("/metrics lacks %s", want)
 				}
 			}
+			// The MQTT status command says so too.
+			msg, err := remoteCommands{d}.Status(context.Background())
+			if err != nil || !strings.Contains(msg, "restarted: "+part+" running after 1 restart(s)") {
+				t.Fatalf("status: %q, %v", msg, err)
+			}
 			switch part {
 			case "consumer/console":
 				// The restarted printer prints the replay's alerts.
