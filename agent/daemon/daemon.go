@@ -37,8 +37,9 @@
 //     command) as "restarting" with its last error until it runs again;
 //     /healthz reports it as a problem meanwhile.
 //   - Ending Run with the part's error, so that systemd (Restart=on-failure)
-//     restarts the whole process: the pipeline (its state is the streams'
-//     state: a restart of it alone would be a reload), the HTTP server and
+//     restarts the whole process: the pipeline (it holds every stream's
+//     state, so a failed one is restarted with everything else; today it
+//     counts its own errors and returns none), the HTTP server and
 //     the embedded broker (a listener that died will not come back on its
 //     own, and the health endpoint would lie meanwhile), and replay sources
 //     (a file that cannot be read does not mend, and reading it again from
@@ -84,7 +85,8 @@ type Options struct {
 	// package doc); zero fields take their defaults (1 s, 1 min).
 	Restart forward.Backoff
 	// WrapPart, if set, wraps the run function of every supervised part
-	// (named as in the package doc, plus "pipeline") before it runs: tests
+	// (named as in the package doc, plus "pipeline", "http" and
+	// "embedded-broker") before it runs: tests
 	// use it to make a part fail.
 	WrapPart func(name string, run func(context.Context) error) func(context.Context) error
 }
@@ -248,8 +250,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 
 	httpErr := make(chan error, 1)
+	serve := d.sup.wrap("http", func(context.Context) error { return srv.Serve(ln) })
 	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := serve(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			httpErr <- err
 		}
 		close(httpErr)
@@ -301,6 +304,7 @@ loop:
 	shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	srv.Shutdown(shut)
 	cancel()
+	ln.Close() // in case Serve never took it
 	// A bounded grace period for the consumers to deliver what is buffered;
 	// whatever they do not deliver stays in the buffer for the next start.
 	grace := time.AfterFunc(3*time.Second, stopConsumers)

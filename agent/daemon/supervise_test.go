@@ -112,13 +112,14 @@ func TestARestartingPartDegradesHealth(t *testing.T) {
 }
 
 // TestAFailedPartEndsRun: the parts a restart does not mend (a replay
-// source, the pipeline, the embedded broker) end Run with their error, so
+// source, the pipeline, the embedded broker, the HTTP server) end Run with their error, so
 // that systemd restarts the process.
 func TestAFailedPartEndsRun(t *testing.T) {
 	for _, tt := range []struct{ part, extra, want string }{
 		{"source/pump", "", "source/pump: injected failure"},
 		{"pipeline", "", "pipeline: injected failure"},
 		{"embedded-broker", `mqtt: {embedded_broker: {listen: "127.0.0.1:0"}}`, "embedded broker: injected failure"},
+		{"http", "", "http server: injected failure"},
 	} {
 		t.Run(tt.part, func(t *testing.T) {
 			cfgPath, _ := testConfig(t, 100, tt.extra)
