@@ -474,7 +474,7 @@ func (m *MQTT) handleEvents(topic string, payload []byte, now time.Time) {
 	var topicStream string
 	for _, de := range evs {
 		ev := de.event
-		if !m.dedup.reserve(ev.ID, now) {
+		if !m.dedup.reserve(dedupKey(&ev), now) {
 			m.opts.Counter.Drop(m.opts.Name, DropDuplicate, 1)
 			continue
 		}
@@ -489,7 +489,7 @@ func (m *MQTT) handleEvents(topic string, payload []byte, now time.Time) {
 			stream = topicStream
 		}
 		if !m.sink.TryPut(Input{Source: m.opts.Name, Stream: stream, Time: ev.Time, Event: &ev}) {
-			m.dedup.release(ev.ID)
+			m.dedup.release(dedupKey(&ev))
 			m.opts.Counter.Drop(m.opts.Name, DropQueueFull, 1)
 			m.rlog.Warn("pipeline full; dropped an event", "topic", topic)
 		}
