@@ -24,7 +24,6 @@ import (
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/detect"
-	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/agent/source"
 )
 
@@ -354,9 +353,4 @@ func encodeRecord(v any) []byte {
 		panic(fmt.Sprintf("pipeline: encode record: %v", err))
 	}
 	return b
-}
-
-// ids of records, derived from what they describe (see record.ID).
-func (p *Pipeline) scoreID(st *streamState, key string, end time.Time, model string) string {
-	return record.ID(record.LaneScore, p.opts.Device, st.spec.Name, key, end, model)
 }

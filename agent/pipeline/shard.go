@@ -57,6 +57,7 @@ type pendingWindow struct {
 	st         *streamState
 	ks         *keyState // behaviour streams
 	start, end time.Time
+	seq        int // of the windows that end at end (endSeq)
 }
 
 func newShard(p *Pipeline, id int) *shard {
@@ -201,6 +202,9 @@ type streamState struct {
 	det      *detect.Detector
 	win      *stream.Windower
 	clock    timeline
+	dups     dupFilter
+	ends     endSeq
+	epSeq    int // seq of the window that opened the detector's episode
 
 	// Input channel order → model order, cached per Channels slice.
 	mapFrom *string
@@ -233,6 +237,8 @@ type keyState struct {
 	det   *detect.Detector
 	vec   []float64
 	clock timeline
+	ends  endSeq
+	epSeq int
 	elem  *list.Element
 }
 
@@ -337,21 +343,27 @@ func (st *streamState) setThreshold(t float64) error {
 }
 
 // order checks a sample's time against the stream's timeline, counts a
-// late or out-of-order one, and follows a clock that stepped back (see
-// timeline.admit): the partial window is dropped, the step is logged and
-// counted once under the drop reason "clock_step", and scoring resumes.
-func (st *streamState) order(src string, t time.Time) bool {
+// late, out-of-order or duplicate one, and follows a clock that stepped
+// back (see timeline.admit): the partial window is dropped, the step is
+// logged and counted once under the drop reason "clock_step", and scoring
+// resumes. Samples that share a time are taken in arrival order unless
+// they are duplicates (see dupFilter).
+func (st *streamState) order(in source.Input, vals []float64) bool {
+	t := in.Time
 	from := st.clock.last
-	reason, stepped := st.clock.admit(t, st.spec.MaxLateness, false, clockStepSamples(st.length))
+	reason, stepped := st.clock.admit(t, st.spec.MaxLateness, true, clockStepSamples(st.length))
 	if stepped {
-		st.followStep(src, "", from, t)
+		st.followStep(in.Source, "", from, t)
 		if st.win != nil {
 			st.win.Reset()
 		}
-		return true
+		st.dups.reset()
+	} else if reason != "" {
+		st.p.stats.drop(in.Source, reason, 1)
+		return false
 	}
-	if reason != "" {
-		st.p.stats.drop(src, reason, 1)
+	if st.dups.duplicate(t, in.ID, vals) {
+		st.p.stats.drop(in.Source, source.DropDuplicate, 1)
 		return false
 	}
 	return true
@@ -380,7 +392,8 @@ type timeline struct {
 
 // admit checks t against the timeline: it returns the reason to drop t,
 // or "" and moves the timeline to t. equalOK admits a time equal to the
-// newest (events may share a timestamp; samples may not).
+// newest (inputs may share a timestamp; the pipeline always sets it, and
+// tells duplicates by other means).
 //
 // A clock that steps back (an NTP correction on a device that stamps
 // inputs on arrival, or on the kiosk that stamps a user's events) would
@@ -467,11 +480,11 @@ func (st *streamState) handleSample(ctx context.Context, s *shard, in source.Inp
 		st.p.stats.drop(in.Source, source.DropMissing, 1)
 		return
 	}
-	if !st.order(in.Source, in.Time) {
+	if !st.order(in, vals) {
 		return
 	}
 	if start, end, done := st.win.Push(in.Time, vals, st.scratch); done {
-		copy(s.queue(st.model, pendingWindow{st: st, start: start, end: end}), st.scratch)
+		copy(s.queue(st.model, pendingWindow{st: st, start: start, end: end, seq: st.ends.next(end)}), st.scratch)
 	}
 }
 
@@ -514,7 +527,7 @@ func (st *streamState) handleEvent(s *shard, in source.Input) {
 		return
 	}
 	if start, end, done := ks.win.Push(t, ks.vec, st.scratch); done {
-		copy(s.queue(st.model, pendingWindow{st: st, ks: ks, start: start, end: end}), st.scratch)
+		copy(s.queue(st.model, pendingWindow{st: st, ks: ks, start: start, end: end, seq: ks.ends.next(end)}), st.scratch)
 	}
 }
 
@@ -571,18 +584,21 @@ func (st *streamState) currentThreshold() float64 {
 // scored runs detection on one scored window and queues its records.
 func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64, chanErr []float64) {
 	st.windows.Add(1)
-	det, key := st.det, ""
+	det, key, epSeq := st.det, "", &st.epSeq
 	if pw.ks != nil {
-		det, key = pw.ks.det, pw.ks.key
+		det, key, epSeq = pw.ks.det, pw.ks.key, &pw.ks.epSeq
 	}
 	if math.IsNaN(score) || math.IsInf(score, 0) {
 		score = math.MaxFloat32
 	}
 	res := det.Observe(pw.end, score)
+	if res.Change == detect.Open {
+		*epSeq = pw.seq
+	}
 	p := st.p
 	mid := m.ID()
 	s.scoreRecs = append(s.scoreRecs, encodeRecord(record.Score{
-		ID:        p.scoreID(st, key, pw.end, mid),
+		ID:        record.IDSeq(record.LaneScore, p.opts.Device, st.spec.Name, key, pw.end, mid, pw.seq),
 		TS:        pw.end,
 		Stream:    st.spec.Name,
 		Key:       key,
@@ -600,7 +616,7 @@ func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64
 	}
 	st.alerts.Add(1)
 	s.alertRecs = append(s.alertRecs, encodeRecord(record.Alert{
-		ID:          record.ID(record.LaneAlert, p.opts.Device, st.spec.Name, key, pw.end, mid),
+		ID:          record.IDSeq(record.LaneAlert, p.opts.Device, st.spec.Name, key, pw.end, mid, pw.seq),
 		TS:          pw.end,
 		Device:      p.opts.Device,
 		Stream:      st.spec.Name,
@@ -609,7 +625,7 @@ func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64
 		Score:       score,
 		Threshold:   det.Threshold(),
 		Severity:    res.Severity,
-		Episode:     record.ID("episode", p.opts.Device, st.spec.Name, key, res.EpisodeStart, mid),
+		Episode:     record.IDSeq("episode", p.opts.Device, st.spec.Name, key, res.EpisodeStart, mid, *epSeq),
 		Update:      res.Update,
 		State:       res.Change.State(),
 		Window:      record.Window{Start: pw.start, End: pw.end},
@@ -640,7 +656,7 @@ func (st *streamState) learnSample(ctx context.Context, s *shard, in source.Inpu
 		st.p.stats.drop(in.Source, source.DropMissing, 1)
 		return
 	}
-	if !st.order(in.Source, in.Time) {
+	if !st.order(in, vals) {
 		return
 	}
 	st.samples = append(st.samples, append([]float64(nil), vals...))

@@ -121,6 +121,22 @@ func ID(kind, device, stream, key string, windowEnd time.Time, model string) str
 	return kind[:1] + "-" + hex.EncodeToString(h.Sum(nil)[:12])
 }
 
+// IDSeq is ID for the seq-th window (from 0) of several that end at the
+// same time, as when a sensor stamps samples more coarsely than it sends
+// them. IDSeq with seq 0 is ID, so the ids of windows that end alone do
+// not change.
+func IDSeq(kind, device, stream, key string, windowEnd time.Time, model string, seq int) string {
+	if seq == 0 {
+		return ID(kind, device, stream, key, windowEnd, model)
+	}
+	h := sha256.New()
+	for _, part := range []string{kind, device, stream, key, strconv.FormatInt(windowEnd.UnixNano(), 10), model, strconv.Itoa(seq)} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	return kind[:1] + "-" + hex.EncodeToString(h.Sum(nil)[:12])
+}
+
 // Decode unmarshals a record of the given lane from the buffer.
 func Decode(lane string, data []byte) (any, error) {
 	var v any
