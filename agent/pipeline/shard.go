@@ -155,14 +155,37 @@ func (s *shard) scoreBatch(ctx context.Context, b *batch) {
 	t0 := time.Now()
 	err := b.model.Score(ctx, b.windows, b.scores, b.errs)
 	s.p.stats.observeInference(time.Since(t0), n)
+	if err != nil && n > 1 && ctx.Err() == nil {
+		// One window the model cannot score must not take the others of
+		// the batch down with it: score them one by one.
+		per := len(b.windows) / n
+		for i, pw := range b.items {
+			if err := b.model.Score(ctx, b.windows[i*per:(i+1)*per], b.scores[i:i+1], b.errs[i*nc:(i+1)*nc]); err != nil {
+				s.scoreFailed(b.model, pw, err)
+				continue
+			}
+			pw.st.scored(s, pw, b.model, b.scores[i], b.errs[i*nc:(i+1)*nc])
+		}
+		return
+	}
 	if err != nil {
-		s.p.stats.drop("", "score_error", n)
-		s.p.logRateLimited("scoring failed", "model", b.model.ID(), "windows", n, "err", err)
+		for _, pw := range b.items {
+			s.scoreFailed(b.model, pw, err)
+		}
 		return
 	}
 	for i, pw := range b.items {
 		pw.st.scored(s, pw, b.model, b.scores[i], b.errs[i*nc:(i+1)*nc])
 	}
+}
+
+// DropScoreError counts the windows a model failed to score, under the
+// source of their stream.
+const DropScoreError source.DropReason = "score_error"
+
+func (s *shard) scoreFailed(m Model, pw pendingWindow, err error) {
+	s.p.stats.drop(pw.st.spec.Source, DropScoreError, 1)
+	s.p.logRateLimited("scoring a window failed", "stream", pw.st.spec.Name, "model", m.ID(), "window_end", pw.end.UTC(), "err", err)
 }
 
 func (s *shard) appendRecords(ctx context.Context, lane string, recs [][]byte) {

@@ -1,0 +1,86 @@
+package models
+
+import (
+	"context"
+	"math"
+	"testing"
+
+	"github.com/vigil-edge/vigil/inference"
+)
+
+// TestModelScoreOutOfFloat32Range: a finite value out of float32 range
+// once normalised (1e50; 1e308, which overflows float64 when normalised)
+// makes its window score +Inf with that channel's contribution 1, the
+// model never sees it, and the other windows of the batch score as usual.
+func TestModelScoreOutOfFloat32Range(t *testing.T) {
+	raw := []float64{
+		10, -1, 12, -1, 14, 0, // normal: the values of TestModelScoreReconstruction
+		10, -1, 10, 1e50, 10, -1, // b out of range
+		1e308, -1, 10, -1, 10, -1, // a overflows float64 once normalised
+		1e308, -1e40, 10, -1, 10, -1, // both
+		10, -1, 12, -1, 14, 0,
+	}
+	wantContrib := [][]float64{nil, {0, 1}, {1, 0}, {0.5, 0.5}, nil}
+	for _, tc := range []struct {
+		name   string
+		edit   func(*Manifest)
+		normal float64 // score of windows 0 and 4
+	}{
+		{"mse", func(*Manifest) {}, (5.0/3 + 4.0/3) / 2},
+		{"centred", func(m *Manifest) { m.Normalization.Center = []bool{true, true} }, -1},
+		{"score model", func(m *Manifest) { m.Output = Output{Kind: OutputScore, Reduction: ReduceMax, Size: 1} }, 0.5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := tinyManifest()
+			tc.edit(m)
+			sawBad := false
+			f := func(in, out []float32) {
+				for _, v := range in {
+					if math.IsInf(float64(v), 0) || math.IsNaN(float64(v)) {
+						sawBad = true
+					}
+				}
+				if m.Output.Kind == OutputScore {
+					out[0] = 0.5
+					return
+				}
+				clear(out)
+			}
+			md, err := New(m, &fakeScorer{spec: m.Spec(), f: f})
+			if err != nil {
+				t.Fatal(err)
+			}
+			scores, contrib := make([]float64, 5), make([]float64, 10)
+			if err := md.Score(context.Background(), raw, scores, contrib); err != nil {
+				t.Fatalf("Score: %v, want the batch scored", err)
+			}
+			if sawBad {
+				t.Error("the model was given a non-finite value")
+			}
+			for w, want := range wantContrib {
+				got := contrib[w*2 : w*2+2]
+				if want == nil {
+					if math.IsInf(scores[w], 0) || math.IsNaN(scores[w]) || (tc.normal >= 0 && math.Abs(scores[w]-tc.normal) > 1e-6) {
+						t.Errorf("window %d: score %v, want %v", w, scores[w], tc.normal)
+					}
+					continue
+				}
+				if !math.IsInf(scores[w], 1) || got[0] != want[0] || got[1] != want[1] {
+					t.Errorf("window %d: score %v contrib %v, want +Inf and %v", w, scores[w], got, want)
+				}
+			}
+			// Without contributions, the same scores.
+			again := make([]float64, 5)
+			if err := md.Score(context.Background(), raw, again, nil); err != nil {
+				t.Fatal(err)
+			}
+			for w := range again {
+				if again[w] != scores[w] {
+					t.Errorf("window %d: score %v without contributions, %v with", w, again[w], scores[w])
+				}
+			}
+		})
+	}
+}
+
+var _ inference.Scorer = (*fakeScorer)(nil)
