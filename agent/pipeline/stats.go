@@ -130,7 +130,8 @@ type StreamStats struct {
 	KeyEvicts   uint64  `json:"key_evictions,omitempty"`
 	Learned     int     `json:"learn_samples,omitempty"`
 	LearnTarget int     `json:"learn_target,omitempty"`
-	Skipped     uint64  `json:"skipped_while_training,omitempty"`
+	Held        int     `json:"held_while_training,omitempty"`    // samples held to score once the learnt model is installed
+	Skipped     uint64  `json:"skipped_while_training,omitempty"` // samples dropped beyond the held ones (training_backlog_full)
 	LearnError  string  `json:"learn_error,omitempty"`
 }
 
@@ -182,6 +183,7 @@ func (p *Pipeline) Stats() Stats {
 		ss.KeyEvicts = st.evicts.Load()
 		ss.Keys = int(st.nkeys.Load())
 		ss.Learned = int(st.learned.Load())
+		ss.Held = int(st.nheld.Load())
 		s.Streams[name] = ss
 	}
 	return s
