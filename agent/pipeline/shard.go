@@ -122,7 +122,7 @@ func (s *shard) finish(ctx context.Context) {
 func (s *shard) handle(ctx context.Context, it shardItem) {
 	st := it.st
 	if it.in.Event != nil {
-		st.handleEvent(s, it.in)
+		st.handleEvent(ctx, s, it.in)
 		return
 	}
 	st.handleSample(ctx, s, it.in)
@@ -205,6 +205,9 @@ func (s *shard) scoreBatch(ctx context.Context, b *batch) {
 const DropScoreError source.DropReason = "score_error"
 
 func (s *shard) scoreFailed(m Model, pw pendingWindow, err error) {
+	if pw.ks != nil {
+		pw.ks.pending--
+	}
 	s.p.stats.drop(pw.st.spec.Source, DropScoreError, 1)
 	s.p.logRateLimited("scoring a window failed", "stream", pw.st.spec.Name, "model", m.ID(), "window_end", pw.end.UTC(), "err", err)
 }
@@ -257,10 +260,13 @@ type streamState struct {
 	scratch []float64 // the window being cut, before it joins a batch
 
 	keys    map[string]*keyState
-	lru     *list.List
+	lru     *list.List // keys without an open episode, most recently seen first
+	lruOpen *list.List // keys with an open episode, evicted only when lru is empty
 	evicts  atomic.Uint64
-	nkeys   atomic.Int64
-	learned atomic.Int64 // samples collected for learning
+	// evictsOpen counts the evictions that closed an open episode.
+	evictsOpen atomic.Uint64
+	nkeys      atomic.Int64
+	learned    atomic.Int64 // samples collected for learning
 
 	samples  [][]float64 // learning
 	training bool        // a model is being fitted on samples
@@ -287,7 +293,11 @@ type keyState struct {
 	clock timeline
 	ends  endSeq
 	epSeq int
-	elem  *list.Element
+	elem  *list.Element // in lru, or in lruOpen when open
+	open  bool
+	gone  bool // evicted
+	// pending counts the key's windows queued and not yet scored.
+	pending int
 }
 
 func newStreamState(p *Pipeline, spec StreamSpec) (*streamState, error) {
@@ -304,7 +314,7 @@ func newStreamState(p *Pipeline, spec StreamSpec) (*streamState, error) {
 			return nil, errors.New("behaviour stream without a feature function")
 		}
 		st.keys = map[string]*keyState{}
-		st.lru = list.New()
+		st.lru, st.lruOpen = list.New(), list.New()
 	default:
 		return nil, fmt.Errorf("unknown kind %q", spec.Kind)
 	}
@@ -364,6 +374,7 @@ func (st *streamState) install(m Model) error {
 	if st.keys != nil {
 		clear(st.keys)
 		st.lru.Init()
+		st.lruOpen.Init()
 		st.nkeys.Store(0)
 	}
 	st.mu.Lock()
@@ -536,7 +547,7 @@ func (st *streamState) handleSample(ctx context.Context, s *shard, in source.Inp
 	}
 }
 
-func (st *streamState) handleEvent(s *shard, in source.Input) {
+func (st *streamState) handleEvent(ctx context.Context, s *shard, in source.Input) {
 	if st.model == nil {
 		st.skipped.Add(1)
 		return
@@ -547,7 +558,7 @@ func (st *streamState) handleEvent(s *shard, in source.Input) {
 		st.p.stats.drop(in.Source, source.DropMissing, 1)
 		return
 	}
-	ks := st.keyState(key)
+	ks := st.keyState(ctx, s, key)
 	if ks == nil {
 		return
 	}
@@ -575,6 +586,7 @@ func (st *streamState) handleEvent(s *shard, in source.Input) {
 		return
 	}
 	if start, end, done := ks.win.Push(t, ks.vec, st.scratch); done {
+		ks.pending++
 		copy(s.queue(st.model, pendingWindow{st: st, ks: ks, start: start, end: end, seq: ks.ends.next(end)}), st.scratch)
 	}
 }
@@ -593,17 +605,14 @@ func eventKey(e *source.Event, key string) string {
 }
 
 // keyState returns the state of one key, creating it and forgetting the least
-// recently seen key when the stream tracks too many.
-func (st *streamState) keyState(key string) *keyState {
+// recently seen key when the stream tracks too many (see evictKey).
+func (st *streamState) keyState(ctx context.Context, s *shard, key string) *keyState {
 	if ks, ok := st.keys[key]; ok {
-		st.lru.MoveToFront(ks.elem)
+		st.keyList(ks).MoveToFront(ks.elem)
 		return ks
 	}
 	if len(st.keys) >= st.p.opts.MaxKeys {
-		old := st.lru.Back().Value.(*keyState)
-		st.lru.Remove(old.elem)
-		delete(st.keys, old.key)
-		st.evicts.Add(1)
+		st.evictKey(ctx, s)
 	}
 	do := st.spec.Detect
 	do.Threshold = st.currentThreshold()
@@ -623,6 +632,63 @@ func (st *streamState) keyState(key string) *keyState {
 	return ks
 }
 
+func (st *streamState) keyList(ks *keyState) *list.List {
+	if ks.open {
+		return st.lruOpen
+	}
+	return st.lru
+}
+
+// evictKey forgets the least recently seen key without an open episode,
+// or, when every key has one, the least recently seen key, closing its
+// episode with an alert that says why: an evicted key's episode would
+// otherwise never close, and the key, seen again, would open a new one.
+func (st *streamState) evictKey(ctx context.Context, s *shard) {
+	if s.pending > 0 && (st.lru.Len() == 0 || st.lru.Back().Value.(*keyState).pending > 0) {
+		// Score the pending windows first: they may open or close the
+		// candidates' episodes, and a key's alerts stay in order.
+		s.flush(ctx)
+	}
+	l := st.lru
+	if l.Len() == 0 {
+		l = st.lruOpen
+	}
+	old := l.Back().Value.(*keyState)
+	l.Remove(old.elem)
+	delete(st.keys, old.key)
+	old.gone = true
+	st.evicts.Add(1)
+	st.nkeys.Store(int64(len(st.keys)))
+	if !old.det.InEpisode() {
+		return
+	}
+	st.evictsOpen.Add(1)
+	end := old.clock.last
+	res := old.det.CloseEpisode(end)
+	p, mid := st.p, st.model.ID()
+	st.alerts.Add(1)
+	rec := encodeRecord(record.Alert{
+		// Seq -1: no window's alert has this id, even one that ends at end.
+		ID:          record.IDSeq(record.LaneAlert, p.opts.Device, st.spec.Name, old.key, end, mid, -1),
+		TS:          end,
+		Device:      p.opts.Device,
+		Stream:      st.spec.Name,
+		Key:         old.key,
+		Kind:        st.spec.Kind,
+		Threshold:   old.det.Threshold(),
+		Severity:    res.Severity,
+		Episode:     record.IDSeq("episode", p.opts.Device, st.spec.Name, old.key, res.EpisodeStart, mid, old.epSeq),
+		Update:      res.Update,
+		State:       res.Change.State(),
+		Window:      record.Window{Start: end, End: end},
+		TopFeatures: []record.Feature{},
+		Model:       mid,
+		Reason:      fmt.Sprintf("key evicted: the stream tracks at most %d keys and every one has an open episode; this one was seen least recently", p.opts.MaxKeys),
+	})
+	p.logRateLimited("evicted a behaviour key with an open episode: closed it", "stream", st.spec.Name, "key", old.key, "max_keys", p.opts.MaxKeys)
+	s.appendRecords(ctx, record.LaneAlert, [][]byte{rec})
+}
+
 func (st *streamState) currentThreshold() float64 {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -635,6 +701,7 @@ func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64
 	det, key, epSeq := st.det, "", &st.epSeq
 	if pw.ks != nil {
 		det, key, epSeq = pw.ks.det, pw.ks.key, &pw.ks.epSeq
+		pw.ks.pending--
 	}
 	if math.IsNaN(score) || math.IsInf(score, 0) {
 		score = math.MaxFloat32
@@ -642,6 +709,13 @@ func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64
 	res := det.Observe(pw.end, score)
 	if res.Change == detect.Open {
 		*epSeq = pw.seq
+	}
+	if ks := pw.ks; ks != nil && !ks.gone && ks.open != det.InEpisode() {
+		// The key moves between the lists of keys with and without an
+		// open episode, as the most recently seen of its new list.
+		st.keyList(ks).Remove(ks.elem)
+		ks.open = !ks.open
+		ks.elem = st.keyList(ks).PushFront(ks)
 	}
 	p := st.p
 	mid := m.ID()

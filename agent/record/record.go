@@ -89,6 +89,9 @@ type Alert struct {
 	TopFeatures []Feature `json:"top_features"`
 	Model       string    `json:"model"`
 	Replayed    bool      `json:"replayed"`
+	// Reason says why an alert that no window caused was raised (a
+	// behaviour key's episode closed because the key was evicted).
+	Reason string `json:"reason,omitempty"`
 }
 
 // Advice is what the Dify workflow produced for an alert.
