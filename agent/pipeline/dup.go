@@ -33,6 +33,13 @@ const (
 
 var dupSeed = maphash.MakeSeed()
 
+// seenID reports whether the stream took a sample with message id id
+// among its latest recentIDs.
+func (f *dupFilter) seenID(id string) bool {
+	_, ok := f.ids[id]
+	return ok
+}
+
 // duplicate reports whether a sample at t, not before any time the stream
 // took, with message id id (or "") and values vals is one the stream took,
 // and remembers it when it is not.

@@ -409,6 +409,11 @@ func (st *streamState) setThreshold(t float64) error {
 // they are duplicates (see dupFilter).
 func (st *streamState) order(in source.Input, vals []float64) bool {
 	t := in.Time
+	if in.ID != "" && st.dups.seenID(in.ID) {
+		// Before the timeline: a duplicate does not move it.
+		st.p.stats.drop(in.Source, source.DropDuplicate, 1)
+		return false
+	}
 	from := st.clock.last
 	reason, stepped := st.clock.admit(t, st.spec.MaxLateness, true, clockStepSamples(st.length))
 	if stepped {
