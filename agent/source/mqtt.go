@@ -437,6 +437,7 @@ func (m *MQTT) handle(topic string, payload []byte) {
 	vals := make([]float64, len(m.channels))
 	m.mu.Lock()
 	t, stream, err := m.dec.Decode(payload, vals)
+	id := m.dec.ID()
 	m.mu.Unlock()
 	if err != nil {
 		reason := DropInvalid
@@ -453,7 +454,7 @@ func (m *MQTT) handle(topic string, payload []byte) {
 	if stream == "" {
 		stream = m.route(topic)
 	}
-	in := Input{Source: m.opts.Name, Stream: stream, Time: t, Channels: m.channels, Values: vals}
+	in := Input{Source: m.opts.Name, Stream: stream, Time: t, Channels: m.channels, Values: vals, ID: id}
 	if !m.sink.TryPut(in) {
 		m.opts.Counter.Drop(m.opts.Name, DropQueueFull, 1)
 		m.rlog.Warn("pipeline full; dropped a message", "topic", topic)
