@@ -3,8 +3,13 @@ package pipeline
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/vigil-edge/vigil/agent/detect"
 	"github.com/vigil-edge/vigil/agent/source"
@@ -191,5 +196,80 @@ func TestStopLearningDoesNotWait(t *testing.T) {
 	}
 	if s := p.Stats().Streams["pump"]; s.State != StateFailed {
 		t.Fatalf("state %s, want failed (learning stopped)", s.State)
+	}
+}
+
+// TestLearningReplayOfAFileAtTwoSpeeds replays one generated CSV file
+// through the real replay source into a learning stream: at speed 0 with a
+// learner that finishes only after the file has ended (every sample after
+// the first learn arrives while it trains, and the source ends), and at
+// 50× real time with a learner that returns at once. The alerts are the
+// same.
+func TestLearningReplayOfAFileAtTwoSpeeds(t *testing.T) {
+	const learn, rows = 60, 300
+	var b strings.Builder
+	b.WriteString("datetime;a;b\n")
+	for i := range rows {
+		v := 1 + float64(i%5)/10
+		if (i >= 150 && i < 160) || (i >= 250 && i < 254) {
+			v = 6
+		}
+		fmt.Fprintf(&b, "%s;%g;%g\n", t0.Add(time.Duration(i)*10*time.Millisecond).Format("2006-01-02 15:04:05.000"), v, v/2)
+	}
+	path := filepath.Join(t.TempDir(), "run.csv")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	replay := func(speed float64, waitForEnd bool) []byte {
+		ended := make(chan struct{})
+		learner := func(ctx context.Context, _ string, chans []string, s [][]float64) (Model, error) {
+			if waitForEnd {
+				select {
+				case <-ended:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+			}
+			var sum float64
+			for _, row := range s {
+				sum += row[0] + row[1]
+			}
+			return &meanModel{id: "learnt@1", length: 4, hop: 1, chans: chans, thr: 2 * sum / float64(2*len(s))}, nil
+		}
+		buf := &memBuffer{}
+		p, err := New(Options{Device: "dev-01", Buffer: buf, Learner: learner,
+			Streams: []StreamSpec{{Name: "pump", Source: "file", Learn: learn, Detect: detect.DefaultOptions()}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := source.DefaultReplayOptions()
+		o.Name, o.Path, o.Speed, o.Counter = "file", path, speed, p
+		r, err := source.NewReplay(o, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- p.Run(context.Background()) }()
+		if err := r.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		p.CloseInput() // as the daemon does when its sources are done
+		close(ended)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		st := p.Stats()
+		if s := st.Streams["pump"]; s.State != StateScoring || st.DropTotal() != 0 || len(buf.scores(t)) != rows-learn-3 {
+			t.Fatalf("speed %v: stream %+v, drops %+v, %d scores: want scoring, no drops, %d scores", speed, s, st.Drops, len(buf.scores(t)), rows-learn-3)
+		}
+		got, err := json.Marshal(buf.alerts(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	fast, slow := replay(0, true), replay(50, false)
+	if !slices.Equal(fast, slow) || len(fast) < 100 {
+		t.Fatalf("alerts differ\nspeed 0: %s\nspeed 50: %s", fast, slow)
 	}
 }
