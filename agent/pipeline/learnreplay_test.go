@@ -273,3 +273,18 @@ func TestLearningReplayOfAFileAtTwoSpeeds(t *testing.T) {
 		t.Fatalf("alerts differ\nspeed 0: %s\nspeed 50: %s", fast, slow)
 	}
 }
+
+// TestHeldSamplesAreScoredWithoutFurtherInput: the windows of the samples
+// held while the model trained are scored when it is installed, not when
+// the next sample comes.
+func TestHeldSamplesAreScoredWithoutFurtherInput(t *testing.T) {
+	in := samples(60, func(i int) []float64 { return []float64{1, 1} })
+	learnRun(t, 50, Options{}, func(put func(source.Input), release func(), p *Pipeline) {
+		for _, x := range in {
+			put(x)
+		}
+		waitFor(t, func() bool { return p.Stats().Streams["pump"].Held == 10 })
+		release()
+		waitFor(t, func() bool { return p.Stats().Scores == 8 }) // 10 samples, window 3
+	})
+}

@@ -95,6 +95,7 @@ func (s *shard) run(ctx context.Context) error {
 		case f := <-s.ctl:
 			s.flush(ctx)
 			f()
+			s.flush(ctx) // what f queued (a learnt model's held samples)
 		case <-ctx.Done():
 			return nil
 		}
@@ -372,6 +373,9 @@ func (st *streamState) install(m Model) error {
 	st.scratch = make([]float64, length*len(chans))
 	st.mapFrom = nil
 	if st.keys != nil {
+		for _, ks := range st.keys {
+			ks.gone = true // its pending windows must not touch the new lists
+		}
 		clear(st.keys)
 		st.lru.Init()
 		st.lruOpen.Init()
