@@ -123,3 +123,42 @@ func TestEpisodesWithinOneTimestamp(t *testing.T) {
 		t.Fatalf("%d episodes, want 10 (open and close each)", len(eps))
 	}
 }
+
+// TestClockStepBackWithCoarseTimestamps: a 10 Hz sensor that stamps in
+// seconds and whose clock steps back an hour is followed (its late
+// samples repeat their times, which broke the run of increasing ones),
+// while a clock stuck at one past time is not.
+func TestClockStepBackWithCoarseTimestamps(t *testing.T) {
+	m := &meanModel{id: "mean@1", length: 2, hop: 1, chans: chans2, thr: 100}
+	spec := sensorSpec(m)
+	spec.MaxLateness = 5 * time.Second
+	var in []source.Input
+	sample := func(at time.Time, v float64) {
+		in = append(in, source.Input{Source: "sim", Time: at, Channels: chans2, Values: []float64{v, float64(len(in))}})
+	}
+	for i := range 100 {
+		sample(t0.Add(time.Duration(i/10)*time.Second), 0)
+	}
+	stuck := t0.Add(-time.Hour)
+	for range 50 {
+		sample(stuck, 0) // a stuck clock: late, all of them
+	}
+	back := t0.Add(-2 * time.Hour)
+	for i := range 100 {
+		sample(back.Add(time.Duration(i/10)*time.Second), 0)
+	}
+	p, buf := run(t, Options{Streams: []StreamSpec{spec}}, in)
+	got := map[string]uint64{}
+	for _, d := range p.Stats().Drops {
+		got[d.Reason] += d.Count
+	}
+	n := clockStepSamples(m.length) // the step is taken at the 11th sample after it: the first with a new second
+	if got[string(DropClockStep)] != 1 || got["late"] != uint64(50+n) {
+		t.Fatalf("drops %v: want 1 clock_step, %d late", got, 50+n)
+	}
+	// 99 windows before; after the step, 100-n-1 samples follow the one
+	// that starts the new timeline.
+	if s := len(buf.scores(t)); s != 99+100-n-1 {
+		t.Fatalf("%d scores, want %d", s, 99+100-n-1)
+	}
+}

@@ -453,9 +453,10 @@ func (st *streamState) followStep(src, key string, from, t time.Time) {
 // stepping back.
 type timeline struct {
 	last time.Time
-	// A run of late inputs, each newer than the one before.
-	stepRun  int
-	stepLast time.Time
+	// A run of late inputs, each no older than the one before, from
+	// stepFirst to stepLast.
+	stepRun             int
+	stepFirst, stepLast time.Time
 }
 
 // admit checks t against the timeline: it returns the reason to drop t,
@@ -466,9 +467,11 @@ type timeline struct {
 // A clock that steps back (an NTP correction on a device that stamps
 // inputs on arrival, or on the kiosk that stamps a user's events) would
 // make every later input late until the clock passes the newest time
-// seen. So when need late inputs in a row each come after the one before,
-// admit takes the last of them as the new timeline and reports stepped;
-// the late ones before it were dropped as late.
+// seen. So when need late inputs in a row each come no earlier than the
+// one before, and the last after the first (coarse timestamps repeat; a
+// stuck clock never moves), admit takes the last of them as the new
+// timeline and reports stepped; the late ones before it were dropped as
+// late.
 func (tl *timeline) admit(t time.Time, maxLateness time.Duration, equalOK bool, need int) (reason source.DropReason, stepped bool) {
 	if tl.last.IsZero() || t.After(tl.last) || (equalOK && t.Equal(tl.last)) {
 		tl.stepRun = 0
@@ -481,13 +484,13 @@ func (tl *timeline) admit(t time.Time, maxLateness time.Duration, equalOK bool, 
 	case maxLateness <= 0 || tl.last.Sub(t) <= maxLateness:
 		return source.DropOutOfOrder, false
 	}
-	if tl.stepRun > 0 && t.After(tl.stepLast) {
+	if tl.stepRun > 0 && !t.Before(tl.stepLast) {
 		tl.stepRun++
 	} else {
-		tl.stepRun = 1
+		tl.stepRun, tl.stepFirst = 1, t
 	}
 	tl.stepLast = t
-	if tl.stepRun >= need {
+	if tl.stepRun >= need && t.After(tl.stepFirst) {
 		tl.stepRun = 0
 		tl.last = t
 		return "", true
