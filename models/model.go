@@ -277,11 +277,44 @@ func (md *Model) Score(ctx context.Context, windows, scores, contrib []float64) 
 		clear(contrib)
 	} else {
 		reduceReconstruction(md.manifest.Output.Reduction, in, out, md.window, md.channels, scores, contrib)
+		nonFinite(scores, contrib, md.channels)
 	}
 	if anyFar {
 		md.scoreFar(windows, far, scores, contrib)
 	}
 	return nil
+}
+
+// nonFinite handles the reconstruction of a window that overflowed inside
+// the model (float32 arithmetic on large inputs): its score is +Inf, and
+// the channels whose error is not finite share the contributions, so that
+// an alert names them rather than the channels whose errors happened to
+// be finite.
+func nonFinite(scores, contrib []float64, channels int) {
+	for w, sc := range scores {
+		if !math.IsNaN(sc) && !math.IsInf(sc, 0) {
+			continue
+		}
+		scores[w] = math.Inf(1)
+		if contrib == nil {
+			continue
+		}
+		ch := contrib[w*channels : (w+1)*channels]
+		k := 0
+		for c, e := range ch {
+			if math.IsNaN(e) || math.IsInf(e, 0) {
+				ch[c] = 1
+				k++
+			} else {
+				ch[c] = 0
+			}
+		}
+		for c := range ch {
+			if k > 0 {
+				ch[c] /= float64(k)
+			}
+		}
+	}
 }
 
 // scoreFar scores the windows with values out of float32 range: +Inf, and

@@ -84,3 +84,33 @@ func TestModelScoreOutOfFloat32Range(t *testing.T) {
 }
 
 var _ inference.Scorer = (*fakeScorer)(nil)
+
+// TestModelScoreOverflowInside: a value within float32 range that
+// overflows inside the model (its square here) scores +Inf and names its
+// channel with share 1, not the channels whose errors stayed finite.
+func TestModelScoreOverflowInside(t *testing.T) {
+	m := tinyManifest()
+	square := func(in, out []float32) {
+		for i, v := range in {
+			out[i] = v * v
+		}
+	}
+	md, err := New(m, &fakeScorer{spec: m.Spec(), f: square})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := []float64{
+		10, -1, 12, -1, 14, 0,
+		10, -1, 10, 1e30, 10, -1, // b: 2e30 normalised, its square +Inf in float32
+	}
+	scores, contrib := make([]float64, 2), make([]float64, 4)
+	if err := md.Score(context.Background(), raw, scores, contrib); err != nil {
+		t.Fatal(err)
+	}
+	if math.IsInf(scores[0], 0) || math.IsNaN(scores[0]) {
+		t.Errorf("window 0 scores %v", scores[0])
+	}
+	if !math.IsInf(scores[1], 1) || contrib[2] != 0 || contrib[3] != 1 {
+		t.Errorf("window 1: score %v contrib %v, want +Inf and [0 1]", scores[1], contrib[2:])
+	}
+}
