@@ -114,3 +114,39 @@ func TestModelScoreOverflowInside(t *testing.T) {
 		t.Errorf("window 1: score %v contrib %v, want +Inf and [0 1]", scores[1], contrib[2:])
 	}
 }
+
+// TestLoadedModelOutOfFloat32Range runs extreme values through a real
+// TFLite model: 1e308 and 1e50 in channel b make their windows +Inf with
+// b's share 1, and the other windows of the batch score as they do alone.
+func TestLoadedModelOutOfFloat32Range(t *testing.T) {
+	md, err := Load(saved(t, denseAE(t, 8, 3), manifestFor(8, "a", "b", "c")), inference.Options{Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer md.Close()
+	const per = 8 * 3
+	windows := make([]float64, 4*per)
+	for i := range windows {
+		windows[i] = float64(i%7) / 10
+	}
+	windows[per+5*3+1] = 1e308  // window 1, sample 5, channel b
+	windows[3*per+0*3+1] = 1e50 // window 3, sample 0, channel b
+	scores, contrib := make([]float64, 4), make([]float64, 4*3)
+	if err := md.Score(context.Background(), windows, scores, contrib); err != nil {
+		t.Fatalf("Score: %v", err)
+	}
+	for _, w := range []int{1, 3} {
+		if !math.IsInf(scores[w], 1) || contrib[w*3] != 0 || contrib[w*3+1] != 1 || contrib[w*3+2] != 0 {
+			t.Errorf("window %d: score %v contrib %v, want +Inf and b at 1", w, scores[w], contrib[w*3:w*3+3])
+		}
+	}
+	for _, w := range []int{0, 2} {
+		alone, c := make([]float64, 1), make([]float64, 3)
+		if err := md.Score(context.Background(), windows[w*per:(w+1)*per], alone, c); err != nil {
+			t.Fatal(err)
+		}
+		if math.Abs(alone[0]-scores[w]) > 1e-5*math.Abs(alone[0]) { // batched kernels round a little differently
+			t.Errorf("window %d: %v in the batch, %v alone", w, scores[w], alone[0])
+		}
+	}
+}
