@@ -37,6 +37,7 @@ type Model struct {
 
 type scratch struct {
 	in, out []float32
+	far     []bool // per window: a value out of float32 range
 }
 
 // New wraps a scorer with its manifest. The manifest must be valid and its
@@ -216,8 +217,15 @@ func (md *Model) Close() error { return md.scorer.Close() }
 // values: for reconstruction models each channel's share of the error (its
 // mean squared error for mse and max_channel_mse, its mean absolute error
 // for mae, in normalised units), for score models zeros. A window with a
-// NaN or infinite value is an error. In steady state (batches no larger
-// than before) Score allocates nothing.
+// NaN or infinite value is an error.
+//
+// A finite value that is out of float32 range once normalised (1e50, or
+// 1e308, which overflows float64 when normalised) cannot be given to the
+// model. Its window is not: it scores +Inf, and its contributions name
+// the channels out of range, sharing 1 between them (all of it for one
+// channel), with 0 for the others, for reconstruction and score models
+// alike. The other windows of the batch are scored as usual. In steady
+// state (batches no larger than before) Score allocates nothing.
 func (md *Model) Score(ctx context.Context, windows, scores, contrib []float64) error {
 	per := md.window * md.channels
 	if len(windows) == 0 || len(windows)%per != 0 {
@@ -233,16 +241,32 @@ func (md *Model) Score(ctx context.Context, windows, scores, contrib []float64) 
 	s := md.getScratch(n)
 	defer md.putScratch(s)
 	in := s.in[:len(windows)]
+	far := s.far[:n]
+	clear(far)
+	anyFar := false
 	for i, x := range windows {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return md.badValue(i, x)
+		}
 		c := i % md.channels
 		v := (x - md.mean[c]) * md.invStd[c]
-		if math.IsNaN(v) || math.IsInf(v, 0) {
-			return md.badValue(i, x)
+		if !(math.Abs(v) <= math.MaxFloat32) {
+			far[i/per], anyFar = true, true
+			v = 0
 		}
 		in[i] = float32(v)
 	}
 	if md.center != nil {
 		Centre(windows, in, md.mean, md.invStd, md.center, md.window)
+	}
+	if anyFar {
+		// The model sees zeros for a window out of range (and Centre's sums
+		// of its values may have overflowed).
+		for w, f := range far {
+			if f {
+				clear(in[w*per : (w+1)*per])
+			}
+		}
 	}
 	out := s.out[:n*md.spec.OutputSize()]
 	if err := md.scorer.Score(ctx, in, out); err != nil {
@@ -251,10 +275,74 @@ func (md *Model) Score(ctx context.Context, windows, scores, contrib []float64) 
 	if md.manifest.Output.Kind == OutputScore {
 		reduceScores(md.manifest.Output.Reduction, out, md.manifest.Output.Size, scores)
 		clear(contrib)
-		return nil
+	} else {
+		reduceReconstruction(md.manifest.Output.Reduction, in, out, md.window, md.channels, scores, contrib)
+		nonFinite(scores, contrib, md.channels)
 	}
-	reduceReconstruction(md.manifest.Output.Reduction, in, out, md.window, md.channels, scores, contrib)
+	if anyFar {
+		md.scoreFar(windows, far, scores, contrib)
+	}
 	return nil
+}
+
+// nonFinite handles the reconstruction of a window that overflowed inside
+// the model (float32 arithmetic on large inputs): its score is +Inf, and
+// the channels whose error is not finite share the contributions, so that
+// an alert names them rather than the channels whose errors happened to
+// be finite.
+func nonFinite(scores, contrib []float64, channels int) {
+	for w, sc := range scores {
+		if !math.IsNaN(sc) && !math.IsInf(sc, 0) {
+			continue
+		}
+		scores[w] = math.Inf(1)
+		if contrib == nil {
+			continue
+		}
+		ch := contrib[w*channels : (w+1)*channels]
+		k := 0
+		for c, e := range ch {
+			if math.IsNaN(e) || math.IsInf(e, 0) {
+				ch[c] = 1
+				k++
+			} else {
+				ch[c] = 0
+			}
+		}
+		for c := range ch {
+			if k > 0 {
+				ch[c] /= float64(k)
+			}
+		}
+	}
+}
+
+// scoreFar scores the windows with values out of float32 range: +Inf, and
+// the channels out of range share the contributions.
+func (md *Model) scoreFar(windows []float64, far []bool, scores, contrib []float64) {
+	per := md.window * md.channels
+	for w, f := range far {
+		if !f {
+			continue
+		}
+		scores[w] = math.Inf(1)
+		if contrib == nil {
+			continue
+		}
+		ch := contrib[w*md.channels : (w+1)*md.channels]
+		clear(ch)
+		k := 0
+		for i, x := range windows[w*per : (w+1)*per] {
+			c := i % md.channels
+			if ch[c] == 0 && !(math.Abs((x-md.mean[c])*md.invStd[c]) <= math.MaxFloat32) {
+				ch[c] = 1
+				k++
+			}
+		}
+		for c := range ch {
+			ch[c] /= float64(k)
+		}
+	}
 }
 
 // Centre overwrites the centred channels of in, normalised windows of
@@ -304,6 +392,9 @@ func (md *Model) getScratch(n int) *scratch {
 	}
 	if need := n * md.spec.OutputSize(); cap(s.out) < need {
 		s.out = make([]float32, need)
+	}
+	if cap(s.far) < n {
+		s.far = make([]bool, n)
 	}
 	return s
 }

@@ -202,6 +202,7 @@ type MQTTSource struct {
 type Fields struct {
 	Timestamp       string            `yaml:"timestamp" doc:"payload field with the sample time; empty means the arrival time"`
 	TimestampFormat string            `yaml:"timestamp_format" doc:"auto (RFC 3339, 2006-01-02 15:04:05 or unix time with its unit guessed), unix, unix_ms, unix_us, unix_ns, rfc3339 or a Go layout"`
+	ID              string            `yaml:"id" doc:"payload field with the message id (string or number): a message with the id of one of the stream's last 1024 is a duplicate; empty means a duplicate is a message with the time and values of one taken (messages that only share a time are all kept)"`
 	Values          map[string]string `yaml:"values" doc:"channel name → payload field (dotted path); empty maps each channel of the fed streams' models to the top-level field of the same name"`
 }
 

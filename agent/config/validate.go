@@ -611,13 +611,29 @@ func (v *validator) timeFormat(p, f string) {
 	if f == "" || f == "unix_s" || slices.Contains(timeFormats, strings.ToLower(f)) {
 		return
 	}
-	ref := time.Date(2006, 1, 2, 15, 4, 5, 0, time.UTC)
-	if f != "" && ref.Format(f) != f {
-		if _, err := time.Parse(f, ref.Format(f)); err == nil {
-			return
-		}
+	if isTimeLayout(f) {
+		return
 	}
 	v.errf(p, "%q is neither one of %s nor a Go time layout such as \"2006-01-02 15:04:05\"", f, strings.Join(timeFormats, ", "))
+}
+
+// isTimeLayout reports whether f is a Go time layout a decoder can read
+// times with: it has a digit (as the decoders require), it has layout
+// elements (two different times format differently) and parsing a
+// formatted time gives that time back. The reference layout
+// "2006-01-02 15:04:05" itself is one.
+func isTimeLayout(f string) bool {
+	if !strings.ContainsAny(f, "0123456789") {
+		return false
+	}
+	ref := time.Date(2006, 1, 2, 15, 4, 5, 0, time.UTC)
+	other := time.Date(2017, 11, 28, 21, 37, 49, 123456789, time.UTC)
+	s := other.Format(f)
+	if s == ref.Format(f) {
+		return false
+	}
+	t, err := time.Parse(f, s)
+	return err == nil && t.Format(f) == s
 }
 
 func (v *validator) replay(p string, s *Source) {

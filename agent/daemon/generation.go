@@ -237,6 +237,9 @@ func (g *generation) stop() {
 		if g.cancel != nil {
 			g.cancel()
 		}
+		if g.pipe != nil {
+			g.pipe.StopLearning() // a stop does not wait for a stream's training; a source that ends does
+		}
 		g.wg.Wait()
 		g.close()
 	})

@@ -95,6 +95,7 @@ func (d *Daemon) buildSources(cfg *config.Config, g *generation) error {
 			}
 			o.Payload.TimeField = m.Fields.Timestamp
 			o.Payload.TimeFormat = timeFormat(m.Fields.TimestampFormat)
+			o.Payload.IDField = m.Fields.ID
 			o.Payload.Events = m.Format == "events"
 			if f, ok := cutPrefix(m.StreamFrom, "field:"); ok {
 				o.Payload.StreamField = f

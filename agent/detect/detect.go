@@ -218,6 +218,24 @@ func (d *Detector) Observe(end time.Time, score float64) Result {
 	return r
 }
 
+// InEpisode reports whether an episode is open.
+func (d *Detector) InEpisode() bool { return d.inEp }
+
+// CloseEpisode closes the open episode at end, as a window below the
+// threshold would, and returns the Close (or a Result with Change None
+// when no episode is open). The pipeline calls it when it stops tracking
+// a key whose episode is open, so that the episode does not stay open.
+func (d *Detector) CloseEpisode(end time.Time) Result {
+	if !d.inEp {
+		return Result{}
+	}
+	d.inEp = false
+	d.history = 0
+	d.closed = end
+	d.ep.update++
+	return Result{Change: Close, Severity: d.ep.severity, EpisodeStart: d.ep.start, Update: d.ep.update, PeakRatio: d.ep.peak}
+}
+
 func popcount(x uint64) int {
 	n := 0
 	for x != 0 {

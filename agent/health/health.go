@@ -274,7 +274,15 @@ var (
 	dPartUp    = prometheus.NewDesc("vigil_part_up", "1 while a supervised part runs, 0 while it waits to restart or has stopped.", []string{"part"}, nil)
 )
 
+// Behaviour keys a stream forgot (it tracks at most a number of keys).
+var (
+	dKeyEvicts     = prometheus.NewDesc("vigil_stream_key_evictions_total", "Behaviour keys evicted (beyond the keys a stream tracks), by stream.", []string{"stream"}, nil)
+	dKeyEvictsOpen = prometheus.NewDesc("vigil_stream_key_evictions_open_episode_total", "Behaviour keys evicted with an open episode, which the eviction closed, by stream.", []string{"stream"}, nil)
+)
+
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- dKeyEvicts
+	ch <- dKeyEvictsOpen
 	for _, d := range []*prometheus.Desc{dInputs, dScores, dAlerts, dDrops, dWindows, dStAlerts, dState, dLatency, dQueue,
 		dLaneRecs, dLaneBytes, dEvicted, dRejected, dCorrupt, dLag, dDisk, dFwdState, dFwdDead, dFwdSent, dFwdLag, dFwdLagS, dRestarts, dPartUp} {
 		ch <- d
@@ -301,6 +309,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			counter(dWindows, float64(st.Windows), name)
 			counter(dStAlerts, float64(st.Alerts), name)
 			gauge(dState, 1, name, st.State, st.Model)
+			if st.Kind == pipeline.KindBehaviour {
+				counter(dKeyEvicts, float64(st.KeyEvicts), name)
+				counter(dKeyEvictsOpen, float64(st.KeyEvictsOpen), name)
+			}
 		}
 		gauge(dLatency, p.InferenceP50.Seconds(), "0.5")
 		gauge(dLatency, p.InferenceP99.Seconds(), "0.99")

@@ -24,7 +24,6 @@ import (
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/detect"
-	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/agent/source"
 )
 
@@ -113,6 +112,10 @@ type Options struct {
 	// MaxKeys bounds the keys a behaviour stream tracks (default 10000);
 	// the least recently seen key is forgotten first.
 	MaxKeys int
+	// LearnBacklog bounds the samples a learning stream holds while it
+	// trains, to score them once its model is installed (default 100000);
+	// the ones beyond are dropped as DropTrainingBacklog.
+	LearnBacklog int
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -129,6 +132,10 @@ type Pipeline struct {
 	closing sync.Once
 	closed  atomic.Bool
 	inMu    sync.RWMutex
+
+	// learnCtx ends when StopLearning is called.
+	learnCtx     context.Context
+	stopLearning context.CancelFunc
 }
 
 // New validates the options and builds the pipeline.
@@ -151,6 +158,9 @@ func New(opts Options) (*Pipeline, error) {
 	if opts.MaxKeys <= 0 {
 		opts.MaxKeys = 10000
 	}
+	if opts.LearnBacklog <= 0 {
+		opts.LearnBacklog = 100000
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -164,6 +174,7 @@ func New(opts Options) (*Pipeline, error) {
 		bySrc:   map[string][]*streamState{},
 	}
 	p.stats.init()
+	p.learnCtx, p.stopLearning = context.WithCancel(context.Background())
 	for i := 0; i < opts.Shards; i++ {
 		p.shards = append(p.shards, newShard(p, i))
 	}
@@ -222,8 +233,9 @@ func (p *Pipeline) Drop(src string, reason source.DropReason, n int) {
 var errClosed = errors.New("pipeline: closed")
 
 // CloseInput stops accepting inputs; Run then drains what was queued, scores
-// every complete window, appends it, and returns. Call it after the sources
-// have stopped.
+// every complete window, appends it, and returns. A stream that is training
+// its model is waited for, and the samples it held meanwhile scored (see
+// StopLearning). Call it after the sources have stopped.
 func (p *Pipeline) CloseInput() {
 	p.closing.Do(func() {
 		p.inMu.Lock()
@@ -233,6 +245,13 @@ func (p *Pipeline) CloseInput() {
 		}
 		p.inMu.Unlock()
 	})
+}
+
+// StopLearning cancels the training of learning streams, so that Run,
+// after CloseInput, does not wait for them: call it when the daemon stops
+// or reloads. A source that ends (CloseInput alone) lets them finish.
+func (p *Pipeline) StopLearning() {
+	p.stopLearning()
 }
 
 // Run processes inputs until CloseInput has been called and the queues are
@@ -354,9 +373,4 @@ func encodeRecord(v any) []byte {
 		panic(fmt.Sprintf("pipeline: encode record: %v", err))
 	}
 	return b
-}
-
-// ids of records, derived from what they describe (see record.ID).
-func (p *Pipeline) scoreID(st *streamState, key string, end time.Time, model string) string {
-	return record.ID(record.LaneScore, p.opts.Device, st.spec.Name, key, end, model)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +41,9 @@ type shard struct {
 
 	batches []*batch // one per model with pending windows, in first-use order
 	pending int
+	// training counts the streams fitting a model, whose installation the
+	// shard waits for when its input is closed.
+	training int
 
 	scoreRecs, alertRecs [][]byte
 }
@@ -57,6 +61,7 @@ type pendingWindow struct {
 	st         *streamState
 	ks         *keyState // behaviour streams
 	start, end time.Time
+	seq        int // of the windows that end at end (endSeq)
 }
 
 func newShard(p *Pipeline, id int) *shard {
@@ -68,7 +73,7 @@ func (s *shard) run(ctx context.Context) error {
 		select {
 		case it, ok := <-s.in:
 			if !ok {
-				s.flush(context.WithoutCancel(ctx))
+				s.finish(ctx)
 				return nil
 			}
 			s.handle(ctx, it)
@@ -78,7 +83,7 @@ func (s *shard) run(ctx context.Context) error {
 				select {
 				case it, ok := <-s.in:
 					if !ok {
-						s.flush(context.WithoutCancel(ctx))
+						s.finish(ctx)
 						return nil
 					}
 					s.handle(ctx, it)
@@ -90,8 +95,26 @@ func (s *shard) run(ctx context.Context) error {
 		case f := <-s.ctl:
 			s.flush(ctx)
 			f()
+			s.flush(ctx) // what f queued (a learnt model's held samples)
 		case <-ctx.Done():
 			return nil
+		}
+	}
+}
+
+// finish scores what is pending once the input is closed. A stream still
+// training keeps the shard running until its model is installed and the
+// samples held meanwhile are scored (or learning is stopped, or ctx ends):
+// a source that ends while a stream trains does not strand it.
+func (s *shard) finish(ctx context.Context) {
+	s.flush(context.WithoutCancel(ctx))
+	for s.training > 0 {
+		select {
+		case f := <-s.ctl:
+			f()
+			s.flush(context.WithoutCancel(ctx))
+		case <-ctx.Done():
+			return
 		}
 	}
 }
@@ -100,7 +123,7 @@ func (s *shard) run(ctx context.Context) error {
 func (s *shard) handle(ctx context.Context, it shardItem) {
 	st := it.st
 	if it.in.Event != nil {
-		st.handleEvent(s, it.in)
+		st.handleEvent(ctx, s, it.in)
 		return
 	}
 	st.handleSample(ctx, s, it.in)
@@ -154,14 +177,40 @@ func (s *shard) scoreBatch(ctx context.Context, b *batch) {
 	t0 := time.Now()
 	err := b.model.Score(ctx, b.windows, b.scores, b.errs)
 	s.p.stats.observeInference(time.Since(t0), n)
+	if err != nil && n > 1 && ctx.Err() == nil {
+		// One window the model cannot score must not take the others of
+		// the batch down with it: score them one by one.
+		per := len(b.windows) / n
+		for i, pw := range b.items {
+			if err := b.model.Score(ctx, b.windows[i*per:(i+1)*per], b.scores[i:i+1], b.errs[i*nc:(i+1)*nc]); err != nil {
+				s.scoreFailed(b.model, pw, err)
+				continue
+			}
+			pw.st.scored(s, pw, b.model, b.scores[i], b.errs[i*nc:(i+1)*nc])
+		}
+		return
+	}
 	if err != nil {
-		s.p.stats.drop("", "score_error", n)
-		s.p.logRateLimited("scoring failed", "model", b.model.ID(), "windows", n, "err", err)
+		for _, pw := range b.items {
+			s.scoreFailed(b.model, pw, err)
+		}
 		return
 	}
 	for i, pw := range b.items {
 		pw.st.scored(s, pw, b.model, b.scores[i], b.errs[i*nc:(i+1)*nc])
 	}
+}
+
+// DropScoreError counts the windows a model failed to score, under the
+// source of their stream.
+const DropScoreError source.DropReason = "score_error"
+
+func (s *shard) scoreFailed(m Model, pw pendingWindow, err error) {
+	if pw.ks != nil {
+		pw.ks.pending--
+	}
+	s.p.stats.drop(pw.st.spec.Source, DropScoreError, 1)
+	s.p.logRateLimited("scoring a window failed", "stream", pw.st.spec.Name, "model", m.ID(), "window_end", pw.end.UTC(), "err", err)
 }
 
 func (s *shard) appendRecords(ctx context.Context, lane string, recs [][]byte) {
@@ -201,6 +250,9 @@ type streamState struct {
 	det      *detect.Detector
 	win      *stream.Windower
 	clock    timeline
+	dups     dupFilter
+	ends     endSeq
+	epSeq    int // seq of the window that opened the detector's episode
 
 	// Input channel order → model order, cached per Channels slice.
 	mapFrom *string
@@ -209,12 +261,19 @@ type streamState struct {
 	scratch []float64 // the window being cut, before it joins a batch
 
 	keys    map[string]*keyState
-	lru     *list.List
+	lru     *list.List // keys without an open episode, most recently seen first
+	lruOpen *list.List // keys with an open episode, evicted only when lru is empty
 	evicts  atomic.Uint64
-	nkeys   atomic.Int64
-	learned atomic.Int64 // samples collected for learning
+	// evictsOpen counts the evictions that closed an open episode.
+	evictsOpen atomic.Uint64
+	nkeys      atomic.Int64
+	learned    atomic.Int64 // samples collected for learning
 
-	samples [][]float64 // learning
+	samples  [][]float64 // learning
+	training bool        // a model is being fitted on samples
+	held     []float64   // samples that arrived meanwhile, rows in the learning channels' order
+	heldT    []time.Time
+	nheld    atomic.Int64
 
 	mu        sync.Mutex
 	state     string
@@ -223,7 +282,7 @@ type streamState struct {
 	learnErr  string
 	windows   atomic.Uint64
 	alerts    atomic.Uint64
-	skipped   atomic.Uint64 // samples seen while training
+	skipped   atomic.Uint64 // samples dropped while training (backlog full)
 }
 
 type keyState struct {
@@ -233,7 +292,13 @@ type keyState struct {
 	det   *detect.Detector
 	vec   []float64
 	clock timeline
-	elem  *list.Element
+	ends  endSeq
+	epSeq int
+	elem  *list.Element // in lru, or in lruOpen when open
+	open  bool
+	gone  bool // evicted
+	// pending counts the key's windows queued and not yet scored.
+	pending int
 }
 
 func newStreamState(p *Pipeline, spec StreamSpec) (*streamState, error) {
@@ -250,7 +315,7 @@ func newStreamState(p *Pipeline, spec StreamSpec) (*streamState, error) {
 			return nil, errors.New("behaviour stream without a feature function")
 		}
 		st.keys = map[string]*keyState{}
-		st.lru = list.New()
+		st.lru, st.lruOpen = list.New(), list.New()
 	default:
 		return nil, fmt.Errorf("unknown kind %q", spec.Kind)
 	}
@@ -308,8 +373,12 @@ func (st *streamState) install(m Model) error {
 	st.scratch = make([]float64, length*len(chans))
 	st.mapFrom = nil
 	if st.keys != nil {
+		for _, ks := range st.keys {
+			ks.gone = true // its pending windows must not touch the new lists
+		}
 		clear(st.keys)
 		st.lru.Init()
+		st.lruOpen.Init()
 		st.nkeys.Store(0)
 	}
 	st.mu.Lock()
@@ -337,21 +406,32 @@ func (st *streamState) setThreshold(t float64) error {
 }
 
 // order checks a sample's time against the stream's timeline, counts a
-// late or out-of-order one, and follows a clock that stepped back (see
-// timeline.admit): the partial window is dropped, the step is logged and
-// counted once under the drop reason "clock_step", and scoring resumes.
-func (st *streamState) order(src string, t time.Time) bool {
+// late, out-of-order or duplicate one, and follows a clock that stepped
+// back (see timeline.admit): the partial window is dropped, the step is
+// logged and counted once under the drop reason "clock_step", and scoring
+// resumes. Samples that share a time are taken in arrival order unless
+// they are duplicates (see dupFilter).
+func (st *streamState) order(in source.Input, vals []float64) bool {
+	t := in.Time
+	if in.ID != "" && st.dups.seenID(in.ID) {
+		// Before the timeline: a duplicate does not move it.
+		st.p.stats.drop(in.Source, source.DropDuplicate, 1)
+		return false
+	}
 	from := st.clock.last
-	reason, stepped := st.clock.admit(t, st.spec.MaxLateness, false, clockStepSamples(st.length))
+	reason, stepped := st.clock.admit(t, st.spec.MaxLateness, true, clockStepSamples(st.length))
 	if stepped {
-		st.followStep(src, "", from, t)
+		st.followStep(in.Source, "", from, t)
 		if st.win != nil {
 			st.win.Reset()
 		}
-		return true
+		st.dups.reset()
+	} else if reason != "" {
+		st.p.stats.drop(in.Source, reason, 1)
+		return false
 	}
-	if reason != "" {
-		st.p.stats.drop(src, reason, 1)
+	if st.dups.duplicate(t, in.ID, vals) {
+		st.p.stats.drop(in.Source, source.DropDuplicate, 1)
 		return false
 	}
 	return true
@@ -373,21 +453,25 @@ func (st *streamState) followStep(src, key string, from, t time.Time) {
 // stepping back.
 type timeline struct {
 	last time.Time
-	// A run of late inputs, each newer than the one before.
-	stepRun  int
-	stepLast time.Time
+	// A run of late inputs, each no older than the one before, from
+	// stepFirst to stepLast.
+	stepRun             int
+	stepFirst, stepLast time.Time
 }
 
 // admit checks t against the timeline: it returns the reason to drop t,
 // or "" and moves the timeline to t. equalOK admits a time equal to the
-// newest (events may share a timestamp; samples may not).
+// newest (inputs may share a timestamp; the pipeline always sets it, and
+// tells duplicates by other means).
 //
 // A clock that steps back (an NTP correction on a device that stamps
 // inputs on arrival, or on the kiosk that stamps a user's events) would
 // make every later input late until the clock passes the newest time
-// seen. So when need late inputs in a row each come after the one before,
-// admit takes the last of them as the new timeline and reports stepped;
-// the late ones before it were dropped as late.
+// seen. So when need late inputs in a row each come no earlier than the
+// one before, and the last after the first (coarse timestamps repeat; a
+// stuck clock never moves), admit takes the last of them as the new
+// timeline and reports stepped; the late ones before it were dropped as
+// late.
 func (tl *timeline) admit(t time.Time, maxLateness time.Duration, equalOK bool, need int) (reason source.DropReason, stepped bool) {
 	if tl.last.IsZero() || t.After(tl.last) || (equalOK && t.Equal(tl.last)) {
 		tl.stepRun = 0
@@ -400,13 +484,13 @@ func (tl *timeline) admit(t time.Time, maxLateness time.Duration, equalOK bool, 
 	case maxLateness <= 0 || tl.last.Sub(t) <= maxLateness:
 		return source.DropOutOfOrder, false
 	}
-	if tl.stepRun > 0 && t.After(tl.stepLast) {
+	if tl.stepRun > 0 && !t.Before(tl.stepLast) {
 		tl.stepRun++
 	} else {
-		tl.stepRun = 1
+		tl.stepRun, tl.stepFirst = 1, t
 	}
 	tl.stepLast = t
-	if tl.stepRun >= need {
+	if tl.stepRun >= need && t.After(tl.stepFirst) {
 		tl.stepRun = 0
 		tl.last = t
 		return "", true
@@ -467,15 +551,15 @@ func (st *streamState) handleSample(ctx context.Context, s *shard, in source.Inp
 		st.p.stats.drop(in.Source, source.DropMissing, 1)
 		return
 	}
-	if !st.order(in.Source, in.Time) {
+	if !st.order(in, vals) {
 		return
 	}
 	if start, end, done := st.win.Push(in.Time, vals, st.scratch); done {
-		copy(s.queue(st.model, pendingWindow{st: st, start: start, end: end}), st.scratch)
+		copy(s.queue(st.model, pendingWindow{st: st, start: start, end: end, seq: st.ends.next(end)}), st.scratch)
 	}
 }
 
-func (st *streamState) handleEvent(s *shard, in source.Input) {
+func (st *streamState) handleEvent(ctx context.Context, s *shard, in source.Input) {
 	if st.model == nil {
 		st.skipped.Add(1)
 		return
@@ -486,7 +570,7 @@ func (st *streamState) handleEvent(s *shard, in source.Input) {
 		st.p.stats.drop(in.Source, source.DropMissing, 1)
 		return
 	}
-	ks := st.keyState(key)
+	ks := st.keyState(ctx, s, key)
 	if ks == nil {
 		return
 	}
@@ -514,7 +598,8 @@ func (st *streamState) handleEvent(s *shard, in source.Input) {
 		return
 	}
 	if start, end, done := ks.win.Push(t, ks.vec, st.scratch); done {
-		copy(s.queue(st.model, pendingWindow{st: st, ks: ks, start: start, end: end}), st.scratch)
+		ks.pending++
+		copy(s.queue(st.model, pendingWindow{st: st, ks: ks, start: start, end: end, seq: ks.ends.next(end)}), st.scratch)
 	}
 }
 
@@ -532,17 +617,14 @@ func eventKey(e *source.Event, key string) string {
 }
 
 // keyState returns the state of one key, creating it and forgetting the least
-// recently seen key when the stream tracks too many.
-func (st *streamState) keyState(key string) *keyState {
+// recently seen key when the stream tracks too many (see evictKey).
+func (st *streamState) keyState(ctx context.Context, s *shard, key string) *keyState {
 	if ks, ok := st.keys[key]; ok {
-		st.lru.MoveToFront(ks.elem)
+		st.keyList(ks).MoveToFront(ks.elem)
 		return ks
 	}
 	if len(st.keys) >= st.p.opts.MaxKeys {
-		old := st.lru.Back().Value.(*keyState)
-		st.lru.Remove(old.elem)
-		delete(st.keys, old.key)
-		st.evicts.Add(1)
+		st.evictKey(ctx, s)
 	}
 	do := st.spec.Detect
 	do.Threshold = st.currentThreshold()
@@ -562,6 +644,63 @@ func (st *streamState) keyState(key string) *keyState {
 	return ks
 }
 
+func (st *streamState) keyList(ks *keyState) *list.List {
+	if ks.open {
+		return st.lruOpen
+	}
+	return st.lru
+}
+
+// evictKey forgets the least recently seen key without an open episode,
+// or, when every key has one, the least recently seen key, closing its
+// episode with an alert that says why: an evicted key's episode would
+// otherwise never close, and the key, seen again, would open a new one.
+func (st *streamState) evictKey(ctx context.Context, s *shard) {
+	if s.pending > 0 && (st.lru.Len() == 0 || st.lru.Back().Value.(*keyState).pending > 0) {
+		// Score the pending windows first: they may open or close the
+		// candidates' episodes, and a key's alerts stay in order.
+		s.flush(ctx)
+	}
+	l := st.lru
+	if l.Len() == 0 {
+		l = st.lruOpen
+	}
+	old := l.Back().Value.(*keyState)
+	l.Remove(old.elem)
+	delete(st.keys, old.key)
+	old.gone = true
+	st.evicts.Add(1)
+	st.nkeys.Store(int64(len(st.keys)))
+	if !old.det.InEpisode() {
+		return
+	}
+	st.evictsOpen.Add(1)
+	end := old.clock.last
+	res := old.det.CloseEpisode(end)
+	p, mid := st.p, st.model.ID()
+	st.alerts.Add(1)
+	rec := encodeRecord(record.Alert{
+		// Seq -1: no window's alert has this id, even one that ends at end.
+		ID:          record.IDSeq(record.LaneAlert, p.opts.Device, st.spec.Name, old.key, end, mid, -1),
+		TS:          end,
+		Device:      p.opts.Device,
+		Stream:      st.spec.Name,
+		Key:         old.key,
+		Kind:        st.spec.Kind,
+		Threshold:   old.det.Threshold(),
+		Severity:    res.Severity,
+		Episode:     record.IDSeq("episode", p.opts.Device, st.spec.Name, old.key, res.EpisodeStart, mid, old.epSeq),
+		Update:      res.Update,
+		State:       res.Change.State(),
+		Window:      record.Window{Start: end, End: end},
+		TopFeatures: []record.Feature{},
+		Model:       mid,
+		Reason:      fmt.Sprintf("key evicted: the stream tracks at most %d keys and every one has an open episode; this one was seen least recently", p.opts.MaxKeys),
+	})
+	p.logRateLimited("evicted a behaviour key with an open episode: closed it", "stream", st.spec.Name, "key", old.key, "max_keys", p.opts.MaxKeys)
+	s.appendRecords(ctx, record.LaneAlert, [][]byte{rec})
+}
+
 func (st *streamState) currentThreshold() float64 {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -571,18 +710,29 @@ func (st *streamState) currentThreshold() float64 {
 // scored runs detection on one scored window and queues its records.
 func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64, chanErr []float64) {
 	st.windows.Add(1)
-	det, key := st.det, ""
+	det, key, epSeq := st.det, "", &st.epSeq
 	if pw.ks != nil {
-		det, key = pw.ks.det, pw.ks.key
+		det, key, epSeq = pw.ks.det, pw.ks.key, &pw.ks.epSeq
+		pw.ks.pending--
 	}
 	if math.IsNaN(score) || math.IsInf(score, 0) {
 		score = math.MaxFloat32
 	}
 	res := det.Observe(pw.end, score)
+	if res.Change == detect.Open {
+		*epSeq = pw.seq
+	}
+	if ks := pw.ks; ks != nil && !ks.gone && ks.open != det.InEpisode() {
+		// The key moves between the lists of keys with and without an
+		// open episode, as the most recently seen of its new list.
+		st.keyList(ks).Remove(ks.elem)
+		ks.open = !ks.open
+		ks.elem = st.keyList(ks).PushFront(ks)
+	}
 	p := st.p
 	mid := m.ID()
 	s.scoreRecs = append(s.scoreRecs, encodeRecord(record.Score{
-		ID:        p.scoreID(st, key, pw.end, mid),
+		ID:        record.IDSeq(record.LaneScore, p.opts.Device, st.spec.Name, key, pw.end, mid, pw.seq),
 		TS:        pw.end,
 		Stream:    st.spec.Name,
 		Key:       key,
@@ -600,7 +750,7 @@ func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64
 	}
 	st.alerts.Add(1)
 	s.alertRecs = append(s.alertRecs, encodeRecord(record.Alert{
-		ID:          record.ID(record.LaneAlert, p.opts.Device, st.spec.Name, key, pw.end, mid),
+		ID:          record.IDSeq(record.LaneAlert, p.opts.Device, st.spec.Name, key, pw.end, mid, pw.seq),
 		TS:          pw.end,
 		Device:      p.opts.Device,
 		Stream:      st.spec.Name,
@@ -609,7 +759,7 @@ func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64
 		Score:       score,
 		Threshold:   det.Threshold(),
 		Severity:    res.Severity,
-		Episode:     record.ID("episode", p.opts.Device, st.spec.Name, key, res.EpisodeStart, mid),
+		Episode:     record.IDSeq("episode", p.opts.Device, st.spec.Name, key, res.EpisodeStart, mid, *epSeq),
 		Update:      res.Update,
 		State:       res.Change.State(),
 		Window:      record.Window{Start: pw.start, End: pw.end},
@@ -619,15 +769,12 @@ func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64
 }
 
 // learnSample collects a learning stream's first samples and, when it has
-// enough, trains its model off the shard's goroutine.
+// enough, trains its model off the shard's goroutine. Samples that arrive
+// while it trains are held, in order (at most Options.LearnBacklog; the
+// ones beyond are dropped as DropTrainingBacklog), and scored once the
+// model is installed, so that the alerts do not depend on how fast the
+// samples came.
 func (st *streamState) learnSample(ctx context.Context, s *shard, in source.Input) {
-	st.mu.Lock()
-	state := st.state
-	st.mu.Unlock()
-	if state == StateTraining {
-		st.skipped.Add(1)
-		return
-	}
 	if st.channels == nil {
 		st.channels = st.spec.Channels
 		if st.channels == nil {
@@ -640,7 +787,21 @@ func (st *streamState) learnSample(ctx context.Context, s *shard, in source.Inpu
 		st.p.stats.drop(in.Source, source.DropMissing, 1)
 		return
 	}
-	if !st.order(in.Source, in.Time) {
+	if st.training {
+		if len(st.heldT) >= st.p.opts.LearnBacklog {
+			st.skipped.Add(1)
+			st.p.stats.drop(in.Source, DropTrainingBacklog, 1)
+			return
+		}
+		if !st.order(in, vals) {
+			return
+		}
+		st.held = append(st.held, vals...)
+		st.heldT = append(st.heldT, in.Time)
+		st.nheld.Store(int64(len(st.heldT)))
+		return
+	}
+	if !st.order(in, vals) {
 		return
 	}
 	st.samples = append(st.samples, append([]float64(nil), vals...))
@@ -648,15 +809,29 @@ func (st *streamState) learnSample(ctx context.Context, s *shard, in source.Inpu
 	if len(st.samples) < st.spec.Learn {
 		return
 	}
+	st.train(ctx, s)
+}
+
+// train fits the stream's model on its samples off the shard's goroutine
+// and installs it on the shard's, then scores the samples held meanwhile.
+func (st *streamState) train(ctx context.Context, s *shard) {
 	samples, chans := st.samples, st.channels
 	st.samples = nil
+	st.training = true
+	s.training++
 	st.mu.Lock()
 	st.state = StateTraining
 	st.mu.Unlock()
 	st.p.log.Info("learning the stream's baseline", "stream", st.spec.Name, "samples", len(samples), "channels", len(chans))
+	lctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(st.p.learnCtx, cancel)
 	go func() {
-		m, err := st.p.opts.Learner(ctx, st.spec.Name, chans, samples)
+		m, err := st.p.opts.Learner(lctx, st.spec.Name, chans, samples)
+		stop()
+		cancel()
 		install := func() {
+			s.training--
+			st.training = false
 			if err == nil {
 				err = st.install(m)
 			}
@@ -664,11 +839,22 @@ func (st *streamState) learnSample(ctx context.Context, s *shard, in source.Inpu
 				st.mu.Lock()
 				st.state, st.learnErr = StateFailed, err.Error()
 				st.mu.Unlock()
+				if st.p.learnCtx.Err() != nil {
+					st.p.log.Info("learning stopped", "stream", st.spec.Name, "held_samples", len(st.heldT))
+					return
+				}
 				st.p.log.Error("learning failed; collecting samples again", "stream", st.spec.Name, "err", err)
+				// What was held is the start of the next attempt's samples.
+				n := len(chans)
+				for i := range st.heldT {
+					st.samples = append(st.samples, slices.Clone(st.held[i*n:(i+1)*n]))
+				}
+				st.learned.Store(int64(len(st.samples)))
+				st.dropHeld()
 				return
 			}
-			st.clock = timeline{}
-			st.p.log.Info("learnt model installed; scoring", "stream", st.spec.Name, "model", m.ID())
+			st.p.log.Info("learnt model installed; scoring", "stream", st.spec.Name, "model", m.ID(), "held_samples", len(st.heldT))
+			st.scoreHeld(ctx, s, chans)
 		}
 		select {
 		case s.ctl <- install:
@@ -676,3 +862,41 @@ func (st *streamState) learnSample(ctx context.Context, s *shard, in source.Inpu
 		}
 	}()
 }
+
+// scoreHeld windows and scores the samples held while the stream trained
+// (rows in the order of chans), in order.
+func (st *streamState) scoreHeld(ctx context.Context, s *shard, chans []string) {
+	defer st.dropHeld()
+	n := len(chans)
+	idx := make([]int, len(st.channels))
+	for i, name := range st.channels {
+		idx[i] = slices.Index(chans, name)
+		if idx[i] < 0 {
+			st.p.logRateLimited("the learnt model's channels are not the stream's: dropping the samples held while it trained",
+				"stream", st.spec.Name, "channel", name, "samples", len(st.heldT))
+			st.p.stats.drop(st.spec.Source, source.DropMissing, len(st.heldT))
+			return
+		}
+	}
+	for i, t := range st.heldT {
+		row := st.held[i*n : (i+1)*n]
+		for j, k := range idx {
+			st.row[j] = row[k]
+		}
+		if start, end, done := st.win.Push(t, st.row, st.scratch); done {
+			copy(s.queue(st.model, pendingWindow{st: st, start: start, end: end, seq: st.ends.next(end)}), st.scratch)
+			if s.pending >= s.p.opts.MaxBatch {
+				s.flush(ctx)
+			}
+		}
+	}
+}
+
+func (st *streamState) dropHeld() {
+	st.held, st.heldT = nil, nil
+	st.nheld.Store(0)
+}
+
+// DropTrainingBacklog counts the samples that arrived while a stream
+// trained its model beyond the Options.LearnBacklog it holds.
+const DropTrainingBacklog source.DropReason = "training_backlog_full"

@@ -120,18 +120,22 @@ type Drop struct {
 
 // StreamStats describes one stream.
 type StreamStats struct {
-	Kind        string  `json:"kind"`
-	State       string  `json:"state"`
-	Model       string  `json:"model,omitempty"`
-	Threshold   float64 `json:"threshold,omitempty"`
-	Windows     uint64  `json:"windows"`
-	Alerts      uint64  `json:"alerts"`
-	Keys        int     `json:"keys,omitempty"`
-	KeyEvicts   uint64  `json:"key_evictions,omitempty"`
-	Learned     int     `json:"learn_samples,omitempty"`
-	LearnTarget int     `json:"learn_target,omitempty"`
-	Skipped     uint64  `json:"skipped_while_training,omitempty"`
-	LearnError  string  `json:"learn_error,omitempty"`
+	Kind      string  `json:"kind"`
+	State     string  `json:"state"`
+	Model     string  `json:"model,omitempty"`
+	Threshold float64 `json:"threshold,omitempty"`
+	Windows   uint64  `json:"windows"`
+	Alerts    uint64  `json:"alerts"`
+	Keys      int     `json:"keys,omitempty"`
+	KeyEvicts uint64  `json:"key_evictions,omitempty"`
+	// KeyEvictsOpen counts the evictions that closed an open episode
+	// (every tracked key had one).
+	KeyEvictsOpen uint64 `json:"key_evictions_open_episode,omitempty"`
+	Learned       int    `json:"learn_samples,omitempty"`
+	LearnTarget   int    `json:"learn_target,omitempty"`
+	Held          int    `json:"held_while_training,omitempty"`    // samples held to score once the learnt model is installed
+	Skipped       uint64 `json:"skipped_while_training,omitempty"` // samples dropped beyond the held ones (training_backlog_full)
+	LearnError    string `json:"learn_error,omitempty"`
 }
 
 // Stats returns a snapshot. It is safe to call from any goroutine.
@@ -179,9 +183,10 @@ func (p *Pipeline) Stats() Stats {
 		}
 		st.mu.Unlock()
 		ss.Windows, ss.Alerts, ss.Skipped = st.windows.Load(), st.alerts.Load(), st.skipped.Load()
-		ss.KeyEvicts = st.evicts.Load()
+		ss.KeyEvicts, ss.KeyEvictsOpen = st.evicts.Load(), st.evictsOpen.Load()
 		ss.Keys = int(st.nkeys.Load())
 		ss.Learned = int(st.learned.Load())
+		ss.Held = int(st.nheld.Load())
 		s.Streams[name] = ss
 	}
 	return s

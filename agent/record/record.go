@@ -89,6 +89,9 @@ type Alert struct {
 	TopFeatures []Feature `json:"top_features"`
 	Model       string    `json:"model"`
 	Replayed    bool      `json:"replayed"`
+	// Reason says why an alert that no window caused was raised (a
+	// behaviour key's episode closed because the key was evicted).
+	Reason string `json:"reason,omitempty"`
 }
 
 // Advice is what the Dify workflow produced for an alert.
@@ -115,6 +118,22 @@ type Advice struct {
 func ID(kind, device, stream, key string, windowEnd time.Time, model string) string {
 	h := sha256.New()
 	for _, part := range []string{kind, device, stream, key, strconv.FormatInt(windowEnd.UnixNano(), 10), model} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	return kind[:1] + "-" + hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+// IDSeq is ID for the seq-th window (from 0) of several that end at the
+// same time, as when a sensor stamps samples more coarsely than it sends
+// them. IDSeq with seq 0 is ID, so the ids of windows that end alone do
+// not change.
+func IDSeq(kind, device, stream, key string, windowEnd time.Time, model string, seq int) string {
+	if seq == 0 {
+		return ID(kind, device, stream, key, windowEnd, model)
+	}
+	h := sha256.New()
+	for _, part := range []string{kind, device, stream, key, strconv.FormatInt(windowEnd.UnixNano(), 10), model, strconv.Itoa(seq)} {
 		h.Write([]byte(part))
 		h.Write([]byte{0})
 	}

@@ -1,6 +1,7 @@
 package source
 
 import (
+	"strconv"
 	"sync"
 	"time"
 )
@@ -22,6 +23,14 @@ type dedup struct {
 type dedupEntry struct {
 	id string
 	at int64
+}
+
+// dedupKey is what makes an event a duplicate: its event_id per user, so
+// that one user's ids never collide with another's (kiosks number their
+// events per session: alice's "1" is not bob's "1").
+// The user id's length goes first, so no pair of ids can spell another.
+func dedupKey(ev *Event) string {
+	return strconv.Itoa(len(ev.UserID)) + ":" + ev.UserID + ev.ID
 }
 
 // newDedup returns a dedup window, or nil (which never finds a duplicate)

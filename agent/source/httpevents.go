@@ -50,8 +50,9 @@ type HTTPEventsOptions struct {
 	// Limits bound the events in a body.
 	Limits EventLimits
 	// DedupWindow and DedupSize bound the memory of recent event ids: an
-	// event whose id was accepted less than DedupWindow ago, among the
-	// last DedupSize, is rejected as a duplicate. 0 turns it off.
+	// event whose id was accepted for the same user less than DedupWindow
+	// ago, among the last DedupSize, is rejected as a duplicate. 0 turns
+	// it off.
 	DedupWindow time.Duration
 	DedupSize   int
 	// RetryAfter is what a 503 (pipeline full) asks clients to wait.
@@ -353,13 +354,13 @@ func (h *HTTPEvents) deliver(evs []decodedEvent, rejected []Rejection, now time.
 			rejected = append(rejected, Rejection{Index: de.index, EventID: ev.ID, Reason: "pipeline full, retry later", Drop: DropQueueFull})
 			continue
 		}
-		if !h.dedup.reserve(ev.ID, now) {
+		if !h.dedup.reserve(dedupKey(&ev), now) {
 			rejected = append(rejected, Rejection{Index: de.index, EventID: ev.ID, Reason: "duplicate event_id", Drop: DropDuplicate})
 			continue
 		}
 		in := Input{Source: h.opts.Name, Stream: h.stream(&ev), Time: ev.Time, Event: &ev}
 		if !h.sink.TryPut(in) {
-			h.dedup.release(ev.ID)
+			h.dedup.release(dedupKey(&ev))
 			full = true
 			rejected = append(rejected, Rejection{Index: de.index, EventID: ev.ID, Reason: "pipeline full, retry later", Drop: DropQueueFull})
 			continue

@@ -437,6 +437,7 @@ func (m *MQTT) handle(topic string, payload []byte) {
 	vals := make([]float64, len(m.channels))
 	m.mu.Lock()
 	t, stream, err := m.dec.Decode(payload, vals)
+	id := m.dec.ID()
 	m.mu.Unlock()
 	if err != nil {
 		reason := DropInvalid
@@ -453,7 +454,7 @@ func (m *MQTT) handle(topic string, payload []byte) {
 	if stream == "" {
 		stream = m.route(topic)
 	}
-	in := Input{Source: m.opts.Name, Stream: stream, Time: t, Channels: m.channels, Values: vals}
+	in := Input{Source: m.opts.Name, Stream: stream, Time: t, Channels: m.channels, Values: vals, ID: id}
 	if !m.sink.TryPut(in) {
 		m.opts.Counter.Drop(m.opts.Name, DropQueueFull, 1)
 		m.rlog.Warn("pipeline full; dropped a message", "topic", topic)
@@ -474,7 +475,7 @@ func (m *MQTT) handleEvents(topic string, payload []byte, now time.Time) {
 	var topicStream string
 	for _, de := range evs {
 		ev := de.event
-		if !m.dedup.reserve(ev.ID, now) {
+		if !m.dedup.reserve(dedupKey(&ev), now) {
 			m.opts.Counter.Drop(m.opts.Name, DropDuplicate, 1)
 			continue
 		}
@@ -489,7 +490,7 @@ func (m *MQTT) handleEvents(topic string, payload []byte, now time.Time) {
 			stream = topicStream
 		}
 		if !m.sink.TryPut(Input{Source: m.opts.Name, Stream: stream, Time: ev.Time, Event: &ev}) {
-			m.dedup.release(ev.ID)
+			m.dedup.release(dedupKey(&ev))
 			m.opts.Counter.Drop(m.opts.Name, DropQueueFull, 1)
 			m.rlog.Warn("pipeline full; dropped an event", "topic", topic)
 		}

@@ -38,6 +38,10 @@ type PayloadOptions struct {
 	// StreamField, when set, is a field whose string value names the
 	// sample's stream; a payload without it is dropped (missing_field).
 	StreamField string
+	// IDField, when set, is a field holding the message's id (a string or
+	// a number), which tells a message sent again from a new one that
+	// shares its time (see Input.ID). It is optional in a payload.
+	IDField string
 	// Events means the payloads are behaviour events
 	// ({event_id, event_name, timestamp, user_id, properties}, or an array
 	// of them) rather than sensor samples; Fields, Channels, TimeField and
@@ -103,6 +107,7 @@ type PayloadDecoder struct {
 	root       *pathNode
 	timeSlot   int // -1 when none
 	streamSlot int // -1 when none
+	idSlot     int // -1 when none
 	tp         timeParser
 
 	// Per-decode state.
@@ -111,6 +116,7 @@ type PayloadDecoder struct {
 	vals    []float64
 	t       time.Time
 	stream  string
+	id      []byte
 	scratch []byte
 	intern  map[string]string
 }
@@ -136,7 +142,7 @@ func NewPayloadDecoder(opts PayloadOptions) (*PayloadDecoder, error) {
 			errs = append(errs, optErr("Fields", "channel %q is not in Channels", c))
 		}
 	}
-	d := &PayloadDecoder{channels: channels, root: &pathNode{}, timeSlot: -1, streamSlot: -1, intern: map[string]string{}}
+	d := &PayloadDecoder{channels: channels, root: &pathNode{}, timeSlot: -1, streamSlot: -1, idSlot: -1, intern: map[string]string{}}
 	add := func(field, path string) int {
 		slot := len(d.paths)
 		d.paths = append(d.paths, path)
@@ -170,6 +176,9 @@ func NewPayloadDecoder(opts PayloadOptions) (*PayloadDecoder, error) {
 	if opts.StreamField != "" {
 		d.streamSlot = add("StreamField", opts.StreamField)
 	}
+	if opts.IDField != "" {
+		d.idSlot = add("IDField", opts.IDField)
+	}
 	tp, err := newTimeParser(opts.TimeFormat, opts.Location)
 	if err != nil {
 		errs = append(errs, optErr("TimeFormat", "%v", err))
@@ -180,6 +189,15 @@ func NewPayloadDecoder(opts PayloadOptions) (*PayloadDecoder, error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// ID returns the message id the last Decode read from the IDField (a
+// number as written), or "" when there is none. It allocates the string.
+func (d *PayloadDecoder) ID() string {
+	if len(d.id) == 0 {
+		return ""
+	}
+	return string(d.id)
 }
 
 // Channels returns the channels, in the order Decode fills vals.
@@ -199,7 +217,7 @@ func (d *PayloadDecoder) Decode(payload []byte, vals []float64) (time.Time, stri
 		clear(d.seen)
 		d.gen = 1
 	}
-	d.vals, d.t, d.stream = vals, time.Time{}, ""
+	d.vals, d.t, d.stream, d.id = vals, time.Time{}, "", d.id[:0]
 	s := scanner{b: payload}
 	s.ws()
 	if s.peek() != '{' {
@@ -314,6 +332,8 @@ func (d *PayloadDecoder) value(s *scanner, node *pathNode, depth int) error {
 					return &PayloadError{Reason: DropMissing, Field: d.paths[slot], Offset: start, Msg: "empty stream name"}
 				}
 				d.stream = d.internString(v)
+			case d.idSlot:
+				d.id = append(d.id[:0], v...)
 			default:
 				return &PayloadError{Reason: DropInvalid, Field: d.paths[slot], Offset: start, Msg: "a string, want a number"}
 			}
@@ -347,6 +367,8 @@ func (d *PayloadDecoder) value(s *scanner, node *pathNode, depth int) error {
 				d.t = t
 			case d.streamSlot:
 				return &PayloadError{Reason: DropInvalid, Field: d.paths[slot], Offset: start, Msg: "a number, want a string"}
+			case d.idSlot:
+				d.id = append(d.id[:0], num...) // as written: 7 and 7.0 are two ids
 			default:
 				d.vals[slot] = v
 			}

@@ -1,6 +1,7 @@
 package source
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"math"
@@ -163,10 +164,11 @@ func FuzzDecodePayload(f *testing.F) {
 		`{"x":1,"y":2}`, `{"x":1,"y":2,"ts":"2024-06-10T06:13:20Z"}`, `{"x":NaN}`, `{"x":1e999,"y":-0}`,
 		`{"s":{"x":[1,{"y":2}]},"x":"\ud83d\ude00","y":{"z":3}}`, `{"x":1,"y":2,"dev":"a\"b"}`,
 		`[`, `{`, `{"x":`, `"`, `{"\u`, `{"x":-}`, `{"x":01,"y":.5}`,
+		`{"x":1,"y":2,"id":"m-1"}`, `{"x":1,"y":2,"id":-7e3}`, `{"id":{"x":1},"x":1}`,
 	} {
 		f.Add([]byte(s))
 	}
-	d, err := NewPayloadDecoder(PayloadOptions{Fields: map[string]string{"x": "x", "y": "y", "z": "s.z"}, Channels: []string{"x", "y", "z"}, TimeField: "ts", StreamField: "dev"})
+	d, err := NewPayloadDecoder(PayloadOptions{Fields: map[string]string{"x": "x", "y": "y", "z": "s.z"}, Channels: []string{"x", "y", "z"}, TimeField: "ts", StreamField: "dev", IDField: "id"})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -176,7 +178,9 @@ func FuzzDecodePayload(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, p []byte) {
 		vals := make([]float64, 3)
-		d.Decode(p, vals)
+		if _, _, err := d.Decode(p, vals); err == nil && d.ID() != "" && !bytes.Contains(p, []byte(`"id"`)) && !bytes.Contains(p, []byte(`\u`)) {
+			t.Fatalf("id %q from a payload without an id field", d.ID())
+		}
 		v2 := make([]float64, 2)
 		_, _, err := flat.Decode(p, v2)
 		if err != nil {

@@ -36,6 +36,11 @@ type Input struct {
 	Values []float64
 	// Event is set for behaviour events instead of Values.
 	Event *Event
+	// ID is the sample's message id, when its payload has one: a sample
+	// with the id of one the stream took recently is a duplicate. Without
+	// an id, a duplicate is a sample with the time and the values of one
+	// the stream took; samples that only share a time are all kept.
+	ID string
 }
 
 // Event is a user-behaviour event, as posted by a kiosk page to
