@@ -85,6 +85,7 @@ apt() {
 		npm:npm \
 		mosquitto:/usr/sbin/mosquitto \
 		mosquitto-clients:mosquitto_sub \
+		tmux:tmux \
 		chromium:chromium
 }
 

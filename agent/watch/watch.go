@@ -245,6 +245,19 @@ func (w *watcher) onMessage(_ mqtt.Client, m mqtt.Message) {
 	}
 }
 
+// fitLines cuts every line of s to cols columns, so none wraps.
+func fitLines(s string, cols int) string {
+	lines := strings.SplitAfter(s, "\n")
+	for i, l := range lines {
+		if body, ok := strings.CutSuffix(l, "\n"); ok {
+			lines[i] = fit(body, cols) + "\n"
+		} else {
+			lines[i] = fit(l, cols)
+		}
+	}
+	return strings.Join(lines, "")
+}
+
 // readKeys forwards the bytes read from Options.Keys until ctx ends; the
 // channel is nil (never ready) without Keys.
 func (w *watcher) readKeys(ctx context.Context) <-chan byte {
@@ -290,9 +303,14 @@ func (w *watcher) frame(connected bool, dropped int) string {
 	now := w.opts.Now()
 	o := w.opts
 	if o.Mode == ModeDetail || (o.Mode != ModeCompact && len(w.view.devices) <= detailLimit) {
-		detail := w.view.renderDetail(o.Broker, connected, dropped, now, o.Filter, o.StaleAfter)
-		if o.Mode == ModeDetail || strings.Count(detail, "\n") < lines {
+		detail := fitLines(w.view.renderDetail(o.Broker, connected, dropped, now, o.Filter, o.StaleAfter), cols)
+		if n := strings.Count(detail, "\n"); n < lines {
 			return detail
+		} else if o.Mode == ModeDetail {
+			// Cut to the screen, so the top does not scroll away.
+			keep := strings.SplitAfterN(detail, "\n", lines-1)
+			return strings.Join(keep[:lines-2], "") +
+				fit(fmt.Sprintf("… %d more line(s) below; narrow with --devices or press c for one line a device\n", n-(lines-2)), cols)
 		}
 	}
 	// One line fewer than the terminal: the cursor rests on the last one.
