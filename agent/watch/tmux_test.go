@@ -17,6 +17,10 @@ import (
 // what they read is what a person sees.
 const childEnv = "VIGIL_WATCH_CHILD_BROKER"
 
+// childSizeEnv gives the child a screen size (COLSxLINES) when its output
+// is not a terminal.
+const childSizeEnv = "VIGIL_WATCH_CHILD_SIZE"
+
 func TestMain(m *testing.M) {
 	if broker := os.Getenv(childEnv); broker != "" {
 		os.Exit(watchChild(broker))
@@ -29,6 +33,10 @@ func watchChild(broker string) int {
 	o := DefaultOptions()
 	o.Broker, o.Out = broker, os.Stdout
 	o.Size = TerminalSize(int(os.Stdout.Fd()))
+	var cols, lines int
+	if _, err := fmt.Sscanf(os.Getenv(childSizeEnv), "%dx%d", &cols, &lines); err == nil {
+		o.Size = func() (int, int) { return cols, lines }
+	}
 	if restore, err := KeysMode(int(os.Stdin.Fd())); err == nil {
 		defer restore()
 		o.Keys = os.Stdin
