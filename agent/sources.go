@@ -2,14 +2,12 @@ package main
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
-	"net/url"
-	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/config"
+	"github.com/vigil-edge/vigil/agent/internal/mqttconn"
 	"github.com/vigil-edge/vigil/agent/source"
 	"github.com/vigil-edge/vigil/models"
 )
@@ -163,38 +161,10 @@ func cutPrefix(s, p string) (string, bool) {
 // tlsConfig builds the TLS configuration for a broker URL from the config;
 // nil for a broker that does not use TLS.
 func tlsConfig(c config.TLS, broker string) (*tls.Config, error) {
-	u, err := url.Parse(broker)
-	if err != nil {
-		return nil, err
-	}
-	switch u.Scheme {
-	case "ssl", "tls", "mqtts", "wss":
-	default:
+	if !mqttconn.IsTLSURL(broker) {
 		return nil, nil
 	}
-	t := &tls.Config{ServerName: c.ServerName, InsecureSkipVerify: c.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
-	if t.ServerName == "" {
-		t.ServerName = u.Hostname()
-	}
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("ca_file %s: no PEM certificate in it", c.CAFile)
-		}
-		t.RootCAs = pool
-	}
-	if c.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("cert_file/key_file: %w", err)
-		}
-		t.Certificates = []tls.Certificate{cert}
-	}
-	return t, nil
+	return mqttconn.TLS(c).Config()
 }
 
 // sourceBroker is the broker an mqtt source subscribes to: its own, else

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/vigil-edge/vigil/agent/internal/mqttconn"
 )
 
 // validator collects problems. Each problem names its key path and, when
@@ -355,10 +357,10 @@ func (v *validator) buffer() {
 // (publish.DefaultReconnectMin); mqtt.reconnect_max may not be below it.
 const publishReconnectMin = 500 * time.Millisecond
 
+// The broker URL schemes are mqttconn's, the clients' own.
 var (
-	mqttSchemes = []string{"tcp", "ssl", "tls", "mqtt", "mqtts", "ws", "wss"}
-	tlsSchemes  = []string{"ssl", "tls", "mqtts", "wss"}
-	portSchemes = []string{"tcp", "ssl", "tls", "mqtt", "mqtts"}
+	mqttSchemes = mqttconn.Schemes()
+	portSchemes = mqttconn.PortSchemes()
 )
 
 func (v *validator) mqtt() {
@@ -366,7 +368,7 @@ func (v *validator) mqtt() {
 	tlsBroker, brokerOK := false, m.Broker == ""
 	if m.Broker != "" {
 		if u, ok := v.url("mqtt.broker", m.Broker, mqttSchemes, portSchemes); ok {
-			tlsBroker, brokerOK = slices.Contains(tlsSchemes, strings.ToLower(u.Scheme)), true
+			tlsBroker, brokerOK = mqttconn.IsTLS(u.Scheme), true
 		}
 	}
 	if id := v.c.ClientID(); len(id) > 23 {

@@ -3,7 +3,6 @@ package publish
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -301,7 +300,7 @@ func (s *session) connect(ctx context.Context) error {
 		return fmt.Errorf("broker URL: %w", err)
 	}
 	var tlsCfg *tls.Config
-	if isTLS(u.Scheme) {
+	if mqttconn.IsTLS(u.Scheme) {
 		if tlsCfg, err = p.opts.TLS.Config(); err != nil {
 			return fmt.Errorf("TLS: %w", err)
 		}
@@ -344,138 +343,17 @@ func (s *session) connect(ctx context.Context) error {
 	return nil
 }
 
-func schemeOf(broker string) string {
-	u, err := url.Parse(broker)
-	if err != nil {
-		return ""
-	}
-	return u.Scheme
-}
-
-func isTLS(scheme string) bool {
-	switch scheme {
-	case "ssl", "tls", "mqtts", "wss":
-		return true
-	}
-	return false
-}
-
 // open dials the broker for paho, honouring ctx: the dial and the TLS
 // handshake are cancelled with it, and so is the MQTT handshake that paho
 // runs next (the connection is closed when ctx ends, until connect stops
 // watching).
 func (s *session) open(ctx context.Context, u *url.URL, tlsCfg *tls.Config) (net.Conn, error) {
-	timeout := s.p.opts.ConnectTimeout
-	d := net.Dialer{Timeout: timeout}
-	var conn net.Conn
-	switch u.Scheme {
-	case "tcp", "mqtt":
-		c, err := d.DialContext(ctx, "tcp", u.Host)
-		if err != nil {
-			return nil, err
-		}
-		conn = mqttconn.Buffered(c)
-	case "ssl", "tls", "mqtts":
-		raw, err := d.DialContext(ctx, "tcp", u.Host)
-		if err != nil {
-			return nil, err
-		}
-		cfg := tlsCfg.Clone()
-		if cfg.ServerName == "" {
-			cfg.ServerName = u.Hostname()
-		}
-		tickets := &ticketSignal{conn: raw}
-		cfg.ClientSessionCache = tickets
-		tc := tls.Client(raw, cfg)
-		hctx, cancel := context.WithTimeout(ctx, timeout)
-		err = tc.HandshakeContext(hctx)
-		cancel()
-		if err == nil && tc.ConnectionState().Version == tls.VersionTLS13 {
-			err = probeTLS(tc, tickets)
-		}
-		if err != nil {
-			_ = raw.Close()
-			return nil, fmt.Errorf("TLS handshake with %s: %w", u.Host, err)
-		}
-		conn = tc
-	case "ws", "wss":
-		dialURL := *u
-		dialURL.User = nil
-		var cfg *tls.Config
-		if u.Scheme == "wss" {
-			cfg = tlsCfg
-		}
-		c, err := mqtt.NewWebsocket(dialURL.String(), cfg, timeout, nil, nil)
-		if err != nil {
-			return nil, err
-		}
-		conn = c
-	default:
-		return nil, fmt.Errorf("unsupported scheme %q", u.Scheme)
+	conn, err := mqttconn.Dial(ctx, u, mqttconn.DialOptions{Timeout: s.p.opts.ConnectTimeout, TLS: tlsCfg})
+	if err != nil {
+		return nil, err
 	}
 	s.stopWatch = context.AfterFunc(ctx, func() { _ = conn.Close() })
 	return conn, nil
-}
-
-// tlsProbeWait bounds the wait for the broker's verdict on the client
-// after a TLS 1.3 handshake (see probeTLS).
-const tlsProbeWait = 500 * time.Millisecond
-
-// probeTLS waits for what a TLS 1.3 broker sends right after the handshake.
-// In TLS 1.3 the client's side of the handshake completes before the
-// broker has checked the client certificate; a broker that rejects it
-// answers with an alert, which would otherwise surface later as a confusing
-// error on the CONNECT write ("connection reset by peer") or the CONNACK
-// read. A broker that accepts it sends session tickets: the first one ends
-// the wait at once (see ticketSignal). A broker that sends neither costs
-// tlsProbeWait.
-func probeTLS(tc *tls.Conn, tickets *ticketSignal) error {
-	_ = tc.SetReadDeadline(time.Now().Add(tlsProbeWait))
-	var b [1]byte
-	n, err := tc.Read(b[:])
-	tickets.disarm()
-	_ = tc.SetReadDeadline(time.Time{})
-	var ne net.Error
-	switch {
-	case n > 0:
-		return errors.New("the broker sent data before CONNECT")
-	case err == nil, errors.As(err, &ne) && ne.Timeout():
-		return nil
-	}
-	return err
-}
-
-// ticketSignal is a tls.ClientSessionCache that caches nothing: a session
-// ticket's arrival only ends probeTLS's wait, by moving the read deadline
-// to the past.
-type ticketSignal struct {
-	mu    sync.Mutex
-	conn  net.Conn
-	armed bool
-	done  bool
-}
-
-func (t *ticketSignal) Get(string) (*tls.ClientSessionState, bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.armed = !t.done // the handshake has started: probes may come
-	return nil, false
-}
-
-func (t *ticketSignal) Put(string, *tls.ClientSessionState) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.armed && !t.done {
-		t.done = true
-		_ = t.conn.SetReadDeadline(time.Unix(1, 0))
-	}
-}
-
-// disarm makes later tickets change nothing.
-func (t *ticketSignal) disarm() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.done = true
 }
 
 // hint adds advice to connection errors whose text alone leaves operators
@@ -489,7 +367,7 @@ func hint(err error, o Options) string {
 		strings.Contains(msg, "unknown certificate authority"), strings.Contains(msg, "certificate revoked"),
 		strings.Contains(msg, "certificate expired"), strings.Contains(msg, "unsupported certificate"):
 		return " (the broker rejected the client certificate)"
-	case isTLS(schemeOf(o.Broker)) && strings.Contains(msg, "connection reset by peer"):
+	case mqttconn.IsTLSURL(o.Broker) && strings.Contains(msg, "connection reset by peer"):
 		return " (the broker closed the TLS connection: it may have rejected the client certificate)"
 	case strings.Contains(msg, "not Authorized"), strings.Contains(msg, "bad user name or password"):
 		return " (check the username and password)"

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	"golang.org/x/net/proxy"
 
 	"github.com/vigil-edge/vigil/agent/internal/mqttconn"
 )
@@ -118,10 +117,8 @@ func (o *MQTTOptions) validate() error {
 	if u, err := url.Parse(o.Broker); err != nil || u.Host == "" {
 		errs = append(errs, optErr("Broker", "%q is not a URL like tcp://host:1883", o.Broker))
 	} else {
-		switch u.Scheme {
-		case "tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss":
-		default:
-			errs = append(errs, optErr("Broker", "unknown scheme %q (want tcp, ssl, ws or wss)", u.Scheme))
+		if !mqttconn.Known(u.Scheme) {
+			errs = append(errs, optErr("Broker", "unknown scheme %q (want %s)", u.Scheme, strings.Join(mqttconn.Schemes(), ", ")))
 		}
 	}
 	if len(o.Topics) == 0 {
@@ -346,33 +343,14 @@ func (m *MQTT) clientOptions() *paho.ClientOptions {
 	return co
 }
 
-// openConn opens the connection to a broker as paho would, but with reads
-// on plain TCP buffered (see mqttconn): paho reads packet headers a byte at
-// a time. Proxies from the environment apply to plain TCP, as in paho.
+// openConn opens the connection to a broker through mqttconn: reads on
+// plain TCP buffered (paho reads packet headers a byte at a time), proxies
+// from the environment, the TLS 1.3 client-certificate probe.
 func openConn(u *url.URL, o paho.ClientOptions) (net.Conn, error) {
-	d := o.Dialer
-	if d == nil {
-		d = &net.Dialer{Timeout: o.ConnectTimeout}
-	}
-	switch u.Scheme {
-	case "tcp", "mqtt":
-		c, err := proxy.FromEnvironmentUsing(d).Dial("tcp", u.Host)
-		if err != nil {
-			return nil, err
-		}
-		return mqttconn.Buffered(c), nil
-	case "ssl", "tls", "mqtts":
-		return tls.DialWithDialer(d, "tcp", u.Host, o.TLSConfig)
-	case "ws", "wss":
-		dialURL := *u
-		dialURL.User = nil
-		var cfg *tls.Config
-		if u.Scheme == "wss" {
-			cfg = o.TLSConfig
-		}
-		return paho.NewWebsocket(dialURL.String(), cfg, o.ConnectTimeout, o.HTTPHeaders, o.WebsocketOptions)
-	}
-	return nil, fmt.Errorf("unsupported broker scheme %q", u.Scheme)
+	return mqttconn.Dial(context.Background(), u, mqttconn.DialOptions{
+		Dialer: o.Dialer, Timeout: o.ConnectTimeout, TLS: o.TLSConfig,
+		HTTPHeaders: o.HTTPHeaders, Websocket: o.WebsocketOptions,
+	})
 }
 
 // onConnect subscribes, on the first connection and on every reconnection.

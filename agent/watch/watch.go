@@ -26,6 +26,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/vigil-edge/vigil/agent/internal/mqttconn"
 	"github.com/vigil-edge/vigil/agent/publish"
 )
 
@@ -86,6 +87,8 @@ func (o *Options) validate() error {
 		errs = append(errs, errors.New("Options.Broker: required"))
 	} else if u, err := url.Parse(o.Broker); err != nil || u.Host == "" {
 		errs = append(errs, fmt.Errorf("Options.Broker: %q is not a broker URL such as tcp://host:1883", o.Broker))
+	} else if !mqttconn.Known(u.Scheme) {
+		errs = append(errs, fmt.Errorf("Options.Broker: unknown scheme %q (want %s)", u.Scheme, strings.Join(mqttconn.Schemes(), ", ")))
 	}
 	if o.Prefix == "" || strings.ContainsAny(o.Prefix, "+#") || strings.HasSuffix(o.Prefix, "/") {
 		errs = append(errs, fmt.Errorf("Options.Prefix: %q must be non-empty, without wildcards or a trailing '/'", o.Prefix))
@@ -197,7 +200,7 @@ func (w *watcher) connect(ctx context.Context) (mqtt.Client, error) {
 			w.opts.Logger.Warn("connection lost", "err", err)
 			w.setConn(false)
 		})
-	if u, _ := url.Parse(w.opts.Broker); u != nil && isTLS(u.Scheme) {
+	if mqttconn.IsTLSURL(w.opts.Broker) {
 		cfg, err := w.opts.TLS.Config()
 		if err != nil {
 			return nil, fmt.Errorf("watch: TLS: %w", err)
@@ -216,14 +219,6 @@ func (w *watcher) connect(ctx context.Context) (mqtt.Client, error) {
 		return nil, fmt.Errorf("watch: connect to %s: %w", w.opts.Broker, err)
 	}
 	return cl, nil
-}
-
-func isTLS(scheme string) bool {
-	switch scheme {
-	case "ssl", "tls", "mqtts", "wss":
-		return true
-	}
-	return false
 }
 
 func (w *watcher) setConn(up bool) {
