@@ -29,6 +29,15 @@ type Options struct {
 	// Broker is the broker URL: tcp://host:port (or mqtt://), ssl://,
 	// tls:// or mqtts:// for TLS, ws:// or wss:// for websockets.
 	Broker string
+	// Brokers, when set instead of Broker, are the URLs of a clustered
+	// broker's nodes: every connection attempt tries them in order, and the
+	// publisher fails over to the next when one goes away. Status and
+	// Stats name the broker in use.
+	Brokers []string
+	// PersistentSession connects with clean session off under the stable
+	// client id, so that where a cluster keeps sessions, the command
+	// subscription and the messages queued for it carry over a failover.
+	PersistentSession bool
 	// Device is the device id. It is a topic level, so it must not contain
 	// '/', '+' or '#'.
 	Device string
@@ -189,6 +198,17 @@ func redact(s string) string {
 	return "[redacted]"
 }
 
+// brokers are the broker URLs in the order they are tried.
+func (o Options) brokers() []string {
+	if len(o.Brokers) > 0 {
+		return o.Brokers
+	}
+	if o.Broker == "" {
+		return nil
+	}
+	return []string{o.Broker}
+}
+
 func (o Options) clientID() string {
 	if o.ClientID != "" {
 		return o.ClientID
@@ -203,22 +223,33 @@ func (o *Options) validate() error {
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("Options.%s: %s", field, fmt.Sprintf(format, args...)))
 	}
-	if o.Broker == "" {
+	switch {
+	case o.Broker != "" && len(o.Brokers) > 0:
+		bad("Brokers", "set together with Broker: set one or the other")
+	case len(o.brokers()) == 0:
 		bad("Broker", "required (e.g. tcp://127.0.0.1:1883)")
-	} else if u, err := url.Parse(o.Broker); err != nil {
-		bad("Broker", "%v", err)
-	} else {
+	}
+	for i, b := range o.brokers() {
+		field := "Broker"
+		if len(o.Brokers) > 0 {
+			field = fmt.Sprintf("Brokers[%d]", i)
+		}
+		u, err := url.Parse(b)
+		if err != nil {
+			bad(field, "%v", err)
+			continue
+		}
 		switch {
 		case !mqttconn.Known(u.Scheme):
-			bad("Broker", "unknown scheme %q in %q: want one of %s", u.Scheme, o.Broker, strings.Join(mqttconn.Schemes(), ", "))
+			bad(field, "unknown scheme %q in %q: want one of %s", u.Scheme, b, strings.Join(mqttconn.Schemes(), ", "))
 		case !mqttconn.IsTLS(u.Scheme) && o.TLS.Set():
 			bad("TLS", "set, but the broker URL's scheme %q is not a TLS one (use ssl://, mqtts:// or wss://)", u.Scheme)
 		}
 		if u.Host == "" {
-			bad("Broker", "%q has no host:port", o.Broker)
+			bad(field, "%q has no host:port", b)
 		}
 		if u.User != nil {
-			bad("Broker", "credentials in the URL are not supported (and would be logged): set Username and Password")
+			bad(field, "credentials in the URL are not supported (and would be logged): set Username and Password")
 		}
 	}
 	if err := checkLevel(o.Device); err != "" {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,6 +44,7 @@ type session struct {
 	done chan struct{} // closed when the session ends
 
 	stopWatch func() bool // stops closing the connection when the dial context ends
+	broker    string      // the URL of the broker the session is connected to
 }
 
 // sessLane is a lane's state within a session.
@@ -165,7 +167,8 @@ func (p *Publisher) runSession(ctx context.Context) (connected bool, err error) 
 			ackq:      make(chan *outMsg, 2*p.opts.InFlight),
 		})
 	}
-	p.log.Info("connected to the broker", "broker", p.opts.Broker, "client_id", p.opts.clientID(),
+	p.noteBroker(s.broker)
+	p.log.Info("connected to the broker", "broker", s.broker, "client_id", p.opts.clientID(),
 		"birth_seq", s.birth, "connects", n)
 
 	// The status goes first, before any record: a subscriber that sees
@@ -295,23 +298,28 @@ func (s *session) watchSubscribe(tok mqtt.Token) {
 // birth number this connection will have.
 func (s *session) connect(ctx context.Context) error {
 	p := s.p
-	u, err := url.Parse(p.opts.Broker)
-	if err != nil {
-		return fmt.Errorf("broker URL: %w", err)
-	}
 	var tlsCfg *tls.Config
-	if mqttconn.IsTLS(u.Scheme) {
-		if tlsCfg, err = p.opts.TLS.Config(); err != nil {
-			return fmt.Errorf("TLS: %w", err)
+	for _, b := range p.opts.brokers() {
+		u, err := url.Parse(b)
+		if err != nil {
+			return fmt.Errorf("broker URL: %w", err)
+		}
+		if mqttconn.IsTLS(u.Scheme) && tlsCfg == nil {
+			if tlsCfg, err = p.opts.TLS.Config(); err != nil {
+				return fmt.Errorf("TLS: %w", err)
+			}
 		}
 	}
-	co := mqtt.NewClientOptions().
-		AddBroker(p.opts.Broker).
-		SetClientID(p.opts.clientID()).
+	co := mqtt.NewClientOptions()
+	// paho tries the brokers in order at each connection attempt.
+	for _, b := range p.opts.brokers() {
+		co.AddBroker(b)
+	}
+	co.SetClientID(p.opts.clientID()).
 		SetUsername(p.opts.Username).
 		SetPassword(p.opts.Password).
 		SetProtocolVersion(4).
-		SetCleanSession(true).
+		SetCleanSession(!p.opts.PersistentSession).
 		SetStore(mqtt.NewMemoryStore()).
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
@@ -332,12 +340,13 @@ func (s *session) connect(ctx context.Context) error {
 	// open), so the token completes promptly.
 	<-tok.Done()
 	watching := s.stopWatch != nil && s.stopWatch()
+	brokers := strings.Join(p.opts.brokers(), ", ")
 	if err := tok.Error(); err != nil {
-		return fmt.Errorf("connect to %s as %s: %w%s", p.opts.Broker, p.opts.clientID(), err, hint(err, p.opts))
+		return fmt.Errorf("connect to %s as %s: %w%s", brokers, p.opts.clientID(), err, hint(err, p.opts))
 	}
 	if !watching || ctx.Err() != nil {
 		cl.Disconnect(0)
-		return fmt.Errorf("connect to %s: %w", p.opts.Broker, context.Cause(ctx))
+		return fmt.Errorf("connect to %s: %w", brokers, context.Cause(ctx))
 	}
 	s.cl = cl
 	return nil
@@ -353,6 +362,7 @@ func (s *session) open(ctx context.Context, u *url.URL, tlsCfg *tls.Config) (net
 		return nil, err
 	}
 	s.stopWatch = context.AfterFunc(ctx, func() { _ = conn.Close() })
+	s.broker = u.Redacted()
 	return conn, nil
 }
 
@@ -367,7 +377,7 @@ func hint(err error, o Options) string {
 		strings.Contains(msg, "unknown certificate authority"), strings.Contains(msg, "certificate revoked"),
 		strings.Contains(msg, "certificate expired"), strings.Contains(msg, "unsupported certificate"):
 		return " (the broker rejected the client certificate)"
-	case mqttconn.IsTLSURL(o.Broker) && strings.Contains(msg, "connection reset by peer"):
+	case slices.ContainsFunc(o.brokers(), mqttconn.IsTLSURL) && strings.Contains(msg, "connection reset by peer"):
 		return " (the broker closed the TLS connection: it may have rejected the client certificate)"
 	case strings.Contains(msg, "not Authorized"), strings.Contains(msg, "bad user name or password"):
 		return " (check the username and password)"
