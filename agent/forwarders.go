@@ -40,6 +40,10 @@ func (d *daemon) setupForwarders(ctx context.Context) error {
 		}
 		o := publish.DefaultOptions()
 		o.Broker, o.Device, o.Prefix, o.ClientID = broker, cfg.DeviceID, cfg.MQTT.Prefix, cfg.ClientID()
+		if len(cfg.MQTT.Brokers) > 0 { // a cluster's nodes, tried in order
+			o.Broker, o.Brokers = "", cfg.MQTT.Brokers
+		}
+		o.PersistentSession = cfg.MQTT.PersistentSession
 		o.Username, o.Password = cfg.MQTT.Username, pw.Reveal()
 		o.TLS = publish.TLSOptions{CAFile: cfg.MQTT.TLS.CAFile, CertFile: cfg.MQTT.TLS.CertFile, KeyFile: cfg.MQTT.TLS.KeyFile,
 			ServerName: cfg.MQTT.TLS.ServerName, InsecureSkipVerify: cfg.MQTT.TLS.InsecureSkipVerify}
@@ -79,7 +83,7 @@ func (d *daemon) setupForwarders(ctx context.Context) error {
 		d.publisher = p
 		d.consumers = append(d.consumers, consumer{name: "mqtt", run: p.Run, stats: func() health.Forwarder {
 			s := p.Stats()
-			f := health.Forwarder{State: "disconnected", LastError: s.LastError}
+			f := health.Forwarder{State: "disconnected", LastError: s.LastError, Broker: s.Broker, Failovers: s.Failovers}
 			if s.Connected {
 				f.State = "ok"
 			}

@@ -350,7 +350,7 @@ func (d *daemon) reload(ctx context.Context, reply chan error) {
 func restartOnly(old, cur *config.Config) []string {
 	var keys []string
 	for _, k := range []string{"device_id", "data_dir", "http.listen", "buffer.kind", "buffer.max_bytes", "buffer.memory_budget",
-		"mqtt.broker", "mqtt.prefix", "mqtt.embedded_broker.listen"} {
+		"mqtt.broker", "mqtt.brokers", "mqtt.persistent_session", "mqtt.prefix", "mqtt.embedded_broker.listen"} {
 		a, _ := old.Get(k)
 		b, _ := cur.Get(k)
 		if a != b {

@@ -76,6 +76,12 @@ func (d *daemon) buildSources(cfg *config.Config, g *generation) error {
 			m := sc.MQTT
 			o := source.DefaultMQTTOptions()
 			o.Name, o.Device, o.Broker, o.Topics, o.QoS = sc.Name, cfg.DeviceID, d.sourceBroker(cfg, m), m.Topics, byte(m.QoS)
+			if bs := cfg.SourceBrokers(m); len(bs) > 1 && (m.Broker == "" || len(m.Brokers) > 0) { // a cluster's nodes
+				o.Broker, o.Brokers = "", bs
+			}
+			if m.CleanSession != nil {
+				o.CleanSession = *m.CleanSession
+			}
 			o.Counter, o.Logger, o.StreamMap = sink, log, m.StreamMap
 			if m.Broker == "" {
 				pw, err := cfg.MQTT.ReadPassword()
@@ -83,7 +89,7 @@ func (d *daemon) buildSources(cfg *config.Config, g *generation) error {
 					return fmt.Errorf("mqtt.password_file: %w", err)
 				}
 				o.Username, o.Password = cfg.MQTT.Username, pw.Reveal()
-				if o.TLS, err = tlsConfig(cfg.MQTT.TLS, o.Broker); err != nil {
+				if o.TLS, err = tlsConfig(cfg.MQTT.TLS, cfg.SourceBrokerURL(m)); err != nil {
 					return fmt.Errorf("mqtt.tls: %w", err)
 				}
 			}

@@ -28,6 +28,10 @@ type Forwarder struct {
 	DeadLetters uint64  `json:"dead_letters"`
 	Sent        uint64  `json:"sent"`
 	LastError   string  `json:"last_error,omitempty"`
+	// Broker and Failovers, for the MQTT publisher: the broker in use and
+	// the connections made to another broker than the one before.
+	Broker    string `json:"broker,omitempty"`
+	Failovers uint64 `json:"failovers,omitempty"`
 }
 
 // Sources are the parts a Reporter reads. Nil functions are skipped.
@@ -240,11 +244,14 @@ var (
 	dFwdSent   = prometheus.NewDesc("vigil_forwarder_sent_total", "Records a forwarder delivered.", []string{"forwarder"}, nil)
 	dFwdLag    = prometheus.NewDesc("vigil_forwarder_backlog_records", "Records waiting for a forwarder.", []string{"forwarder"}, nil)
 	dFwdLagS   = prometheus.NewDesc("vigil_forwarder_lag_seconds", "Age of the oldest record waiting for a forwarder.", []string{"forwarder"}, nil)
+	dFailovers = prometheus.NewDesc("vigil_mqtt_failovers_total", "MQTT connections made to another broker of mqtt.brokers than the one before.", nil, nil)
+	dBroker    = prometheus.NewDesc("vigil_mqtt_broker_info", "1 for the broker the MQTT publisher uses (or last used).", []string{"broker"}, nil)
 )
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dInputs, dScores, dAlerts, dDrops, dWindows, dStAlerts, dState, dLatency, dQueue,
-		dLaneRecs, dLaneBytes, dEvicted, dRejected, dCorrupt, dLag, dDisk, dFwdState, dFwdDead, dFwdSent, dFwdLag, dFwdLagS} {
+		dLaneRecs, dLaneBytes, dEvicted, dRejected, dCorrupt, dLag, dDisk, dFwdState, dFwdDead, dFwdSent, dFwdLag, dFwdLagS,
+		dFailovers, dBroker} {
 		ch <- d
 	}
 }
@@ -297,5 +304,11 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(dFwdSent, float64(fs.Sent), name)
 		gauge(dFwdLag, float64(fs.Backlog), name)
 		gauge(dFwdLagS, fs.LagS, name)
+		if name == "mqtt" {
+			counter(dFailovers, float64(fs.Failovers))
+			if fs.Broker != "" {
+				gauge(dBroker, 1, fs.Broker)
+			}
+		}
 	}
 }
