@@ -17,7 +17,7 @@ import (
 func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("watch", stderr)
 	o := watch.DefaultOptions()
-	fs.StringVar(&o.Broker, "broker", os.Getenv("VIGIL_MQTT_BROKER"), "broker URL, e.g. tcp://127.0.0.1:1883 (or VIGIL_MQTT_BROKER)")
+	fs.StringVar(&o.Broker, "broker", os.Getenv("VIGIL_MQTT_BROKER"), "broker URL, e.g. tcp://127.0.0.1:1883, or a cluster's nodes separated by commas (or VIGIL_MQTT_BROKER)")
 	fs.StringVar(&o.Prefix, "prefix", o.Prefix, "topic prefix")
 	fs.BoolVar(&o.JSON, "json", false, "print one JSON line per update instead of the live view")
 	fs.StringVar(&o.Username, "username", "", "broker user name")

@@ -20,6 +20,7 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -32,7 +33,9 @@ import (
 
 // Options configures [Watch].
 type Options struct {
-	// Broker is the broker URL (tcp://, ssl://, ...), as for the agent.
+	// Broker is the broker URL (tcp://, ssl://, ...), as for the agent, or
+	// the comma-separated URLs of a clustered broker's nodes, tried in
+	// order at each connection attempt.
 	Broker string
 	// Prefix is the devices' topic prefix.
 	Prefix string
@@ -81,14 +84,28 @@ func DefaultOptions() Options {
 		Mode: ModeAuto, StaleAfter: time.Minute}
 }
 
+// brokers are the URLs of Broker, in order.
+func (o *Options) brokers() []string {
+	var out []string
+	for b := range strings.SplitSeq(o.Broker, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
 func (o *Options) validate() error {
 	var errs []error
 	if o.Broker == "" {
 		errs = append(errs, errors.New("Options.Broker: required"))
-	} else if u, err := url.Parse(o.Broker); err != nil || u.Host == "" {
-		errs = append(errs, fmt.Errorf("Options.Broker: %q is not a broker URL such as tcp://host:1883", o.Broker))
-	} else if !mqttconn.Known(u.Scheme) {
-		errs = append(errs, fmt.Errorf("Options.Broker: unknown scheme %q (want %s)", u.Scheme, strings.Join(mqttconn.Schemes(), ", ")))
+	}
+	for _, b := range o.brokers() {
+		if u, err := url.Parse(b); err != nil || u.Host == "" {
+			errs = append(errs, fmt.Errorf("Options.Broker: %q is not a broker URL such as tcp://host:1883", b))
+		} else if !mqttconn.Known(u.Scheme) {
+			errs = append(errs, fmt.Errorf("Options.Broker: unknown scheme %q (want %s)", u.Scheme, strings.Join(mqttconn.Schemes(), ", ")))
+		}
 	}
 	if o.Prefix == "" || strings.ContainsAny(o.Prefix, "+#") || strings.HasSuffix(o.Prefix, "/") {
 		errs = append(errs, fmt.Errorf("Options.Prefix: %q must be non-empty, without wildcards or a trailing '/'", o.Prefix))
@@ -170,9 +187,11 @@ func (w *watcher) filters() map[string]byte {
 }
 
 func (w *watcher) connect(ctx context.Context) (mqtt.Client, error) {
-	o := mqtt.NewClientOptions().
-		AddBroker(w.opts.Broker).
-		SetClientID(w.opts.ClientID).
+	o := mqtt.NewClientOptions()
+	for _, b := range w.opts.brokers() {
+		o.AddBroker(b)
+	}
+	o.SetClientID(w.opts.ClientID).
 		SetUsername(w.opts.Username).
 		SetPassword(w.opts.Password).
 		SetProtocolVersion(4).
@@ -200,7 +219,7 @@ func (w *watcher) connect(ctx context.Context) (mqtt.Client, error) {
 			w.opts.Logger.Warn("connection lost", "err", err)
 			w.setConn(false)
 		})
-	if mqttconn.IsTLSURL(w.opts.Broker) {
+	if slices.ContainsFunc(w.opts.brokers(), mqttconn.IsTLSURL) {
 		cfg, err := w.opts.TLS.Config()
 		if err != nil {
 			return nil, fmt.Errorf("watch: TLS: %w", err)

@@ -332,6 +332,14 @@ func (nd *Node) URL() string { return "tcp://" + nd.proxy.Addr() }
 // DirectURL is the node's MQTT URL without the proxy.
 func (nd *Node) DirectURL() string { return fmt.Sprintf("tcp://127.0.0.1:%d", nd.mqtt) }
 
+// ClientOptions are paho options for a client of this node, directly (not
+// through the proxy), that reconnects by itself.
+func (nd *Node) ClientOptions(clientID string) *paho.ClientOptions {
+	return paho.NewClientOptions().AddBroker(nd.DirectURL()).SetClientID(clientID).SetProtocolVersion(4).
+		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(200 * time.Millisecond).
+		SetConnectTimeout(5 * time.Second)
+}
+
 // Proxy is the TCP proxy in front of the node's MQTT port: Cut or
 // Blackhole it to partition the node from its MQTT clients.
 func (nd *Node) Proxy() *netproxy.Proxy { return nd.proxy }
