@@ -64,7 +64,7 @@ MODEL_RECIPE := \
 	bin/vigil train -events $(MODEL_DATA)/kiosk.jsonl -window 1 -hop 1 -seed 1 -quantile 0.999 -factor 1.2 -reproducible -q -out $$OUT/kiosk
 
 .PHONY: help setup setup-runtime build cross run models models-check fuzz-short test test-short test-race test-arm64 \
-	lint fmt bench clean selftest-arm64
+	lint fmt bench bench-watch clean selftest-arm64
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -138,6 +138,14 @@ fmt: ## gofmt the tree
 	gofmt -w $$(git ls-files '*.go')
 
 bench: bench-report ## every package's benchmarks, the load test and arm64 instruction counts, in one table
+
+WATCH_LOAD ?= 30
+
+bench-watch: setup-runtime ## vigil watch fed by 1,000 simulated devices: its CPU, memory and publish-to-screen lag
+	@mkdir -p tmp
+	$(HOST_TEST_ENV) VIGIL_WATCH_LOAD=$(WATCH_LOAD) VIGIL_WATCH_LOAD_REPORT=$(ROOT)/tmp/watch-load.txt \
+		$(GO) test -count=1 -run TestFleetLoad ./agent/watch
+	@cat tmp/watch-load.txt
 
 clean: ## remove build outputs (keeps the runtime cache)
 	rm -rf bin dist

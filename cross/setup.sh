@@ -6,7 +6,8 @@
 #     a git-ignored cache, unless TFLITE_DIR names a runtime you already have;
 #   * Debian packages, installed only when missing: the aarch64 cross C
 #     toolchain, libstdc++ for arm64, qemu-user, and what the tests run
-#     against (mosquitto, its clients, and chromium for the browser test).
+#     against (mosquitto, its clients, a NATS server for the clustered-broker
+#     tests, tmux for the terminal tests, and chromium for the browser test).
 #
 # Usage: cross/setup.sh [runtime|apt|all]   (default: all)
 # Re-running is fast and offline once the cache is complete.
@@ -85,6 +86,8 @@ apt() {
 		npm:npm \
 		mosquitto:/usr/sbin/mosquitto \
 		mosquitto-clients:mosquitto_sub \
+		tmux:tmux \
+		nats-server:/usr/sbin/nats-server \
 		chromium:chromium
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/vigil-edge/vigil/agent/watch"
 )
@@ -16,7 +17,7 @@ import (
 func Watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := NewFlags("watch", stderr)
 	o := watch.DefaultOptions()
-	fs.StringVar(&o.Broker, "broker", os.Getenv("VIGIL_MQTT_BROKER"), "broker URL, e.g. tcp://127.0.0.1:1883 (or VIGIL_MQTT_BROKER)")
+	fs.StringVar(&o.Broker, "broker", os.Getenv("VIGIL_MQTT_BROKER"), "broker URL, e.g. tcp://127.0.0.1:1883, or a cluster's nodes separated by commas (or VIGIL_MQTT_BROKER)")
 	fs.StringVar(&o.Prefix, "prefix", o.Prefix, "topic prefix")
 	fs.BoolVar(&o.JSON, "json", false, "print one JSON line per update instead of the live view")
 	fs.StringVar(&o.Username, "username", "", "broker user name")
@@ -24,8 +25,25 @@ func Watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.TLS.CAFile, "ca-file", "", "PEM CA file for a TLS broker")
 	fs.StringVar(&o.TLS.CertFile, "cert-file", "", "PEM client certificate for mutual TLS")
 	fs.StringVar(&o.TLS.KeyFile, "key-file", "", "PEM client key for mutual TLS")
+	mode := fs.String("mode", string(o.Mode), "layout: auto (one line per device above a handful, or when the detail does not fit), compact or detail")
+	fs.StringVar(&o.Filter.Devices, "devices", "", "show only devices whose id matches this shell pattern, e.g. 'pump-*'")
+	states := fs.String("state", "", "show only devices in these states: online, stale, offline (comma-separated)")
+	fs.DurationVar(&o.StaleAfter, "stale-after", o.StaleAfter, "an online device silent this long is shown as stale")
 	if err := ParseFlags(fs, args); err != nil {
 		return err
+	}
+	o.Mode = watch.Mode(*mode)
+	if *states != "" {
+		o.Filter.States = strings.Split(*states, ",")
+	}
+	if fd := int(os.Stdout.Fd()); !o.JSON && watch.IsTerminal(fd) {
+		o.Size = watch.TerminalSize(fd)
+		if in := int(os.Stdin.Fd()); watch.IsTerminal(in) {
+			if restore, err := watch.KeysMode(in); err == nil {
+				defer restore()
+				o.Keys = os.Stdin
+			}
+		}
 	}
 	o.Password = os.Getenv("VIGIL_MQTT_PASSWORD")
 	if *passwordFile != "" {

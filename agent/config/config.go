@@ -108,21 +108,23 @@ type Lane struct {
 // MQTT configures the connection to the broker that Vigil publishes to and is
 // managed through.
 type MQTT struct {
-	Broker         string         `yaml:"broker" doc:"broker URL: tcp://host:1883, ssl://host:8883, ws://host/mqtt, wss://...; empty means the embedded broker when mqtt.embedded_broker.listen is set, else MQTT is off"`
-	ClientID       string         `yaml:"client_id" doc:"MQTT client id; empty means vigil-<device_id>"`
-	Username       string         `yaml:"username" doc:"user name for the broker"`
-	Password       Secret         `yaml:"password" doc:"password for the broker"`
-	PasswordFile   string         `yaml:"password_file" conf:"path" doc:"file holding the password instead"`
-	TLS            TLS            `yaml:"tls"`
-	Prefix         string         `yaml:"prefix" doc:"topic prefix: topics are <prefix>/<device_id>/..."`
-	KeepAlive      time.Duration  `yaml:"keepalive" doc:"MQTT keep-alive; a dead connection is detected within about 1.5x this"`
-	ConnectTimeout time.Duration  `yaml:"connect_timeout" doc:"timeout of one connection attempt"`
-	QoS            QoS            `yaml:"qos"`
-	MaxInflight    int            `yaml:"max_inflight" doc:"most QoS 1 messages awaiting PUBACK"`
-	ReplayRate     int            `yaml:"replay_rate" doc:"backlog messages per second after an outage (new messages go first, unpaced); 0 means unpaced"`
-	ReconnectMax   time.Duration  `yaml:"reconnect_max" doc:"longest wait between connection attempts while the broker is unreachable (jittered exponential backoff from 0.5s): what an outage adds to the delivery of the backlog once the broker is back"`
-	EmbeddedBroker EmbeddedBroker `yaml:"embedded_broker"`
-	Commands       Commands       `yaml:"commands"`
+	Broker            string         `yaml:"broker" doc:"broker URL: tcp://host:1883, ssl://host:8883, ws://host/mqtt, wss://...; empty means the embedded broker when mqtt.embedded_broker.listen is set, else MQTT is off"`
+	Brokers           []string       `yaml:"brokers" doc:"the nodes of a clustered broker, instead of mqtt.broker: tried in order at each connection attempt, so the agent fails over to the next when one goes away"`
+	PersistentSession bool           `yaml:"persistent_session" doc:"connect with clean session off under the stable client id, so a cluster that keeps sessions carries the command subscription over a failover"`
+	ClientID          string         `yaml:"client_id" doc:"MQTT client id; empty means vigil-<device_id>"`
+	Username          string         `yaml:"username" doc:"user name for the broker"`
+	Password          Secret         `yaml:"password" doc:"password for the broker"`
+	PasswordFile      string         `yaml:"password_file" conf:"path" doc:"file holding the password instead"`
+	TLS               TLS            `yaml:"tls"`
+	Prefix            string         `yaml:"prefix" doc:"topic prefix: topics are <prefix>/<device_id>/..."`
+	KeepAlive         time.Duration  `yaml:"keepalive" doc:"MQTT keep-alive; a dead connection is detected within about 1.5x this"`
+	ConnectTimeout    time.Duration  `yaml:"connect_timeout" doc:"timeout of one connection attempt"`
+	QoS               QoS            `yaml:"qos"`
+	MaxInflight       int            `yaml:"max_inflight" doc:"most QoS 1 messages awaiting PUBACK"`
+	ReplayRate        int            `yaml:"replay_rate" doc:"backlog messages per second after an outage (new messages go first, unpaced); 0 means unpaced"`
+	ReconnectMax      time.Duration  `yaml:"reconnect_max" doc:"longest wait between connection attempts while the broker is unreachable (jittered exponential backoff from 0.5s): what an outage adds to the delivery of the backlog once the broker is back"`
+	EmbeddedBroker    EmbeddedBroker `yaml:"embedded_broker"`
+	Commands          Commands       `yaml:"commands"`
 }
 
 // TLS configures TLS for the broker connection; it applies to ssl://, tls://,
@@ -189,13 +191,15 @@ type SimulatorSource struct {
 
 // MQTTSource subscribes to topics on a broker and decodes JSON samples.
 type MQTTSource struct {
-	Broker     string            `yaml:"broker" doc:"broker URL; empty means the one Vigil publishes to (mqtt.broker, or the embedded broker), with mqtt's credentials and TLS"`
-	Topics     []string          `yaml:"topics" doc:"topic filters to subscribe to (+ and # wildcards)"`
-	QoS        int               `yaml:"qos" doc:"subscription QoS"`
-	Format     string            `yaml:"format" doc:"json (sensor samples decoded with fields) or events (behaviour events: {event_id, event_name, timestamp, user_id, properties} or an array of them)"`
-	Fields     Fields            `yaml:"fields"`
-	StreamFrom string            `yaml:"stream_from" doc:"how a message finds its stream: topic (see stream_map), or field:<name> for the string value of a payload field"`
-	StreamMap  map[string]string `yaml:"stream_map" doc:"topic or topic filter (+, #) → stream name; a topic without an entry goes to the stream named by its last level"`
+	Broker       string            `yaml:"broker" doc:"broker URL; empty means the one Vigil publishes to (mqtt.broker or mqtt.brokers, or the embedded broker), with mqtt's credentials and TLS"`
+	Brokers      []string          `yaml:"brokers" doc:"the nodes of a clustered broker, instead of broker: tried in order at each connection attempt"`
+	CleanSession *bool             `yaml:"clean_session" doc:"false keeps a persistent session under the source's stable client id: with qos 1 the broker (or a cluster, across a failover) keeps what arrives while Vigil is away; default true"`
+	Topics       []string          `yaml:"topics" doc:"topic filters to subscribe to (+ and # wildcards)"`
+	QoS          int               `yaml:"qos" doc:"subscription QoS"`
+	Format       string            `yaml:"format" doc:"json (sensor samples decoded with fields) or events (behaviour events: {event_id, event_name, timestamp, user_id, properties} or an array of them)"`
+	Fields       Fields            `yaml:"fields"`
+	StreamFrom   string            `yaml:"stream_from" doc:"how a message finds its stream: topic (see stream_map), or field:<name> for the string value of a payload field"`
+	StreamMap    map[string]string `yaml:"stream_map" doc:"topic or topic filter (+, #) → stream name; a topic without an entry goes to the stream named by its last level"`
 }
 
 // Fields maps payload fields to a sample.

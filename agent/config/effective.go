@@ -33,6 +33,9 @@ func (c *Config) BrokerURL() string {
 	if c.MQTT.Broker != "" {
 		return c.MQTT.Broker
 	}
+	if len(c.MQTT.Brokers) > 0 {
+		return c.MQTT.Brokers[0]
+	}
 	l := c.MQTT.EmbeddedBroker.Listen
 	if l == "" {
 		return ""
@@ -49,6 +52,30 @@ func (c *Config) BrokerURL() string {
 
 // SourceBrokerURL is the broker an mqtt source subscribes to: its own broker,
 // else BrokerURL.
+// Brokers are the brokers Vigil publishes to, in the order they are tried:
+// mqtt.brokers, else the one of BrokerURL, else none.
+func (c *Config) Brokers() []string {
+	if len(c.MQTT.Brokers) > 0 {
+		return c.MQTT.Brokers
+	}
+	if u := c.BrokerURL(); u != "" {
+		return []string{u}
+	}
+	return nil
+}
+
+// SourceBrokers are the brokers an MQTT source subscribes to, in order:
+// its own, else those Vigil publishes to.
+func (c *Config) SourceBrokers(s *MQTTSource) []string {
+	if s != nil && len(s.Brokers) > 0 {
+		return s.Brokers
+	}
+	if s != nil && s.Broker != "" {
+		return []string{s.Broker}
+	}
+	return c.Brokers()
+}
+
 func (c *Config) SourceBrokerURL(s *MQTTSource) string {
 	if s != nil && s.Broker != "" {
 		return s.Broker

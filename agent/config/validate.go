@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/vigil-edge/vigil/agent/internal/mqttconn"
 )
 
 // validator collects problems. Each problem names its key path and, when
@@ -355,19 +357,30 @@ func (v *validator) buffer() {
 // (publish.DefaultReconnectMin); mqtt.reconnect_max may not be below it.
 const publishReconnectMin = 500 * time.Millisecond
 
+// The broker URL schemes are mqttconn's, the clients' own.
 var (
-	mqttSchemes = []string{"tcp", "ssl", "tls", "mqtt", "mqtts", "ws", "wss"}
-	tlsSchemes  = []string{"ssl", "tls", "mqtts", "wss"}
-	portSchemes = []string{"tcp", "ssl", "tls", "mqtt", "mqtts"}
+	mqttSchemes = mqttconn.Schemes()
+	portSchemes = mqttconn.PortSchemes()
 )
 
 func (v *validator) mqtt() {
 	m := v.c.MQTT
-	tlsBroker, brokerOK := false, m.Broker == ""
+	tlsBroker, brokerOK := false, m.Broker == "" && len(m.Brokers) == 0
+	if m.Broker != "" && len(m.Brokers) > 0 {
+		v.errf("mqtt.brokers", "set together with mqtt.broker: set one or the other")
+	}
 	if m.Broker != "" {
 		if u, ok := v.url("mqtt.broker", m.Broker, mqttSchemes, portSchemes); ok {
-			tlsBroker, brokerOK = slices.Contains(tlsSchemes, strings.ToLower(u.Scheme)), true
+			tlsBroker, brokerOK = mqttconn.IsTLS(u.Scheme), true
 		}
+	}
+	for i, b := range m.Brokers {
+		if u, ok := v.url(fmt.Sprintf("mqtt.brokers[%d]", i), b, mqttSchemes, portSchemes); ok {
+			tlsBroker, brokerOK = tlsBroker || mqttconn.IsTLS(u.Scheme), true
+		}
+	}
+	if m.PersistentSession && len(m.Brokers) == 0 && m.Broker == "" {
+		v.warnf("mqtt.persistent_session", "set without mqtt.broker or mqtt.brokers: the embedded broker keeps no session across restarts")
 	}
 	if id := v.c.ClientID(); len(id) > 23 {
 		v.warnf("mqtt.client_id", "%q is longer than 23 characters, which MQTT 3.1.1 brokers may refuse", id)
@@ -376,7 +389,7 @@ func (v *validator) mqtt() {
 	if (m.Password != "" || m.PasswordFile != "") && m.Username == "" {
 		v.errf("mqtt.password", "set but mqtt.username is empty (MQTT sends a password only with a user name)")
 	}
-	v.tls(m.TLS, m.Broker, tlsBroker || !brokerOK)
+	v.tls(m.TLS, strings.Join(append(slices.DeleteFunc([]string{m.Broker}, func(b string) bool { return b == "" }), m.Brokers...), ", "), tlsBroker || !brokerOK)
 	switch p := m.Prefix; {
 	case p == "":
 		v.errf("mqtt.prefix", "required")
@@ -539,10 +552,16 @@ func (v *validator) simulator(p string, s *SimulatorSource) {
 
 func (v *validator) mqttSource(p string, s *Source) {
 	m := s.MQTT
+	if m.Broker != "" && len(m.Brokers) > 0 {
+		v.errf(p+".brokers", "set together with %s.broker: set one or the other", p)
+	}
+	for i, b := range m.Brokers {
+		v.url(fmt.Sprintf("%s.brokers[%d]", p, i), b, mqttSchemes, portSchemes)
+	}
 	if m.Broker != "" {
 		v.url(p+".broker", m.Broker, mqttSchemes, portSchemes)
-	} else if v.c.BrokerURL() == "" {
-		v.errf(p+".broker", "empty, and so are mqtt.broker and mqtt.embedded_broker.listen: there is no broker to subscribe to")
+	} else if len(m.Brokers) == 0 && v.c.BrokerURL() == "" {
+		v.errf(p+".broker", "empty, and so are mqtt.broker, mqtt.brokers and mqtt.embedded_broker.listen: there is no broker to subscribe to")
 	}
 	if len(m.Topics) == 0 {
 		v.errf(p+".topics", "required: at least one topic filter")

@@ -28,6 +28,10 @@ func (d *Daemon) setupPublisher() error {
 	}
 	o := publish.DefaultOptions()
 	o.Broker, o.Device, o.Prefix, o.ClientID = broker, cfg.DeviceID, cfg.MQTT.Prefix, cfg.ClientID()
+	if len(cfg.MQTT.Brokers) > 0 { // a cluster's nodes, tried in order
+		o.Broker, o.Brokers = "", cfg.MQTT.Brokers
+	}
+	o.PersistentSession = cfg.MQTT.PersistentSession
 	o.Username, o.Password = cfg.MQTT.Username, pw.Reveal()
 	o.TLS = publish.TLSOptions{CAFile: cfg.MQTT.TLS.CAFile, CertFile: cfg.MQTT.TLS.CertFile, KeyFile: cfg.MQTT.TLS.KeyFile,
 		ServerName: cfg.MQTT.TLS.ServerName, InsecureSkipVerify: cfg.MQTT.TLS.InsecureSkipVerify}
@@ -66,7 +70,7 @@ func (d *Daemon) setupPublisher() error {
 	d.publisher = p
 	d.consumers = append(d.consumers, consumer{name: "mqtt", run: p.Run, stats: func() health.Forwarder {
 		s := p.Stats()
-		f := health.Forwarder{State: "disconnected", LastError: s.LastError}
+		f := health.Forwarder{State: "disconnected", LastError: s.LastError, Broker: s.Broker, Failovers: s.Failovers}
 		if s.Connected {
 			f.State = "ok"
 		}
@@ -82,7 +86,7 @@ func (d *Daemon) setupPublisher() error {
 // brokerURL is the broker Vigil publishes to: mqtt.broker, else the embedded
 // broker, else none.
 func (d *Daemon) brokerURL() string {
-	if d.cfg.MQTT.Broker != "" || d.embedded == nil {
+	if d.cfg.MQTT.Broker != "" || len(d.cfg.MQTT.Brokers) > 0 || d.embedded == nil {
 		return d.cfg.BrokerURL()
 	}
 	return d.embeddedURL()

@@ -2,14 +2,12 @@ package daemon
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
-	"net/url"
-	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/config"
+	"github.com/vigil-edge/vigil/agent/internal/mqttconn"
 	"github.com/vigil-edge/vigil/agent/source"
 	"github.com/vigil-edge/vigil/models"
 )
@@ -78,6 +76,12 @@ func (d *Daemon) buildSources(cfg *config.Config, g *generation) error {
 			m := sc.MQTT
 			o := source.DefaultMQTTOptions()
 			o.Name, o.Device, o.Broker, o.Topics, o.QoS = sc.Name, cfg.DeviceID, d.sourceBroker(cfg, m), m.Topics, byte(m.QoS)
+			if bs := cfg.SourceBrokers(m); len(bs) > 1 && (m.Broker == "" || len(m.Brokers) > 0) { // a cluster's nodes
+				o.Broker, o.Brokers = "", bs
+			}
+			if m.CleanSession != nil {
+				o.CleanSession = *m.CleanSession
+			}
 			o.Counter, o.Logger, o.StreamMap = sink, log, m.StreamMap
 			if m.Broker == "" {
 				pw, err := cfg.MQTT.ReadPassword()
@@ -85,7 +89,7 @@ func (d *Daemon) buildSources(cfg *config.Config, g *generation) error {
 					return fmt.Errorf("mqtt.password_file: %w", err)
 				}
 				o.Username, o.Password = cfg.MQTT.Username, pw.Reveal()
-				if o.TLS, err = tlsConfig(cfg.MQTT.TLS, o.Broker); err != nil {
+				if o.TLS, err = tlsConfig(cfg.MQTT.TLS, cfg.SourceBrokerURL(m)); err != nil {
 					return fmt.Errorf("mqtt.tls: %w", err)
 				}
 			}
@@ -166,44 +170,16 @@ func cutPrefix(s, p string) (string, bool) {
 // tlsConfig builds the TLS configuration for a broker URL from the config;
 // nil for a broker that does not use TLS.
 func tlsConfig(c config.TLS, broker string) (*tls.Config, error) {
-	u, err := url.Parse(broker)
-	if err != nil {
-		return nil, err
-	}
-	switch u.Scheme {
-	case "ssl", "tls", "mqtts", "wss":
-	default:
+	if !mqttconn.IsTLSURL(broker) {
 		return nil, nil
 	}
-	t := &tls.Config{ServerName: c.ServerName, InsecureSkipVerify: c.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
-	if t.ServerName == "" {
-		t.ServerName = u.Hostname()
-	}
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("ca_file %s: no PEM certificate in it", c.CAFile)
-		}
-		t.RootCAs = pool
-	}
-	if c.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("cert_file/key_file: %w", err)
-		}
-		t.Certificates = []tls.Certificate{cert}
-	}
-	return t, nil
+	return mqttconn.TLS(c).Config()
 }
 
 // sourceBroker is the broker an mqtt source subscribes to: its own, else
 // the configured one, else the embedded broker as it listens.
 func (d *Daemon) sourceBroker(cfg *config.Config, m *config.MQTTSource) string {
-	if (m != nil && m.Broker != "") || cfg.MQTT.Broker != "" || d.embedded == nil {
+	if (m != nil && (m.Broker != "" || len(m.Brokers) > 0)) || cfg.MQTT.Broker != "" || len(cfg.MQTT.Brokers) > 0 || d.embedded == nil {
 		return cfg.SourceBrokerURL(m)
 	}
 	return d.embeddedURL()

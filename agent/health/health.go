@@ -28,6 +28,10 @@ type Forwarder struct {
 	DeadLetters uint64  `json:"dead_letters"`
 	Sent        uint64  `json:"sent"`
 	LastError   string  `json:"last_error,omitempty"`
+	// Broker and Failovers, for the MQTT publisher: the broker in use and
+	// the connections made to another broker than the one before.
+	Broker    string `json:"broker,omitempty"`
+	Failovers uint64 `json:"failovers,omitempty"`
 }
 
 // Part is the state of one of the daemon's supervised parts (a source, a
@@ -272,6 +276,8 @@ var (
 	dFwdLagS   = prometheus.NewDesc("vigil_forwarder_lag_seconds", "Age of the oldest record waiting for a forwarder.", []string{"forwarder"}, nil)
 	dRestarts  = prometheus.NewDesc("vigil_part_restarts_total", "Restarts of a supervised part after it failed, by part.", []string{"part"}, nil)
 	dPartUp    = prometheus.NewDesc("vigil_part_up", "1 while a supervised part runs, 0 while it waits to restart or has stopped.", []string{"part"}, nil)
+	dFailovers = prometheus.NewDesc("vigil_mqtt_failovers_total", "MQTT connections made to another broker of mqtt.brokers than the one before.", nil, nil)
+	dBroker    = prometheus.NewDesc("vigil_mqtt_broker_info", "1 for the broker the MQTT publisher uses (or last used).", []string{"broker"}, nil)
 )
 
 // Behaviour keys a stream forgot (it tracks at most a number of keys).
@@ -284,7 +290,8 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- dKeyEvicts
 	ch <- dKeyEvictsOpen
 	for _, d := range []*prometheus.Desc{dInputs, dScores, dAlerts, dDrops, dWindows, dStAlerts, dState, dLatency, dQueue,
-		dLaneRecs, dLaneBytes, dEvicted, dRejected, dCorrupt, dLag, dDisk, dFwdState, dFwdDead, dFwdSent, dFwdLag, dFwdLagS, dRestarts, dPartUp} {
+		dLaneRecs, dLaneBytes, dEvicted, dRejected, dCorrupt, dLag, dDisk, dFwdState, dFwdDead, dFwdSent, dFwdLag, dFwdLagS, dRestarts, dPartUp,
+		dFailovers, dBroker} {
 		ch <- d
 	}
 }
@@ -341,6 +348,12 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(dFwdSent, float64(fs.Sent), name)
 		gauge(dFwdLag, float64(fs.Backlog), name)
 		gauge(dFwdLagS, fs.LagS, name)
+		if name == "mqtt" {
+			counter(dFailovers, float64(fs.Failovers))
+			if fs.Broker != "" {
+				gauge(dBroker, 1, fs.Broker)
+			}
+		}
 	}
 	if src.Parts != nil {
 		for name, p := range src.Parts() {

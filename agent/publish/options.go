@@ -1,74 +1,27 @@
 package publish
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/vigil-edge/vigil/agent/internal/mqttconn"
 )
 
 // TLSOptions configures TLS and mutual TLS to the broker. TLS is used when
 // the broker URL's scheme is ssl, tls, mqtts or wss; these options are
 // rejected with a plain tcp, mqtt or ws broker so that a certificate is never
-// configured and silently unused.
-type TLSOptions struct {
-	// CAFile is a PEM file of the certificate authorities that sign the
-	// broker's certificate; empty means the system roots.
-	CAFile string
-	// CertFile and KeyFile are the PEM client certificate and key for
-	// mutual TLS; both or neither.
-	CertFile, KeyFile string
-	// ServerName overrides the name checked against the broker's
-	// certificate (and sent as SNI); empty means the broker URL's host.
-	ServerName string
-	// InsecureSkipVerify accepts any broker certificate. For tests and
-	// first-time setup only: it makes TLS useless against an active
-	// attacker.
-	InsecureSkipVerify bool
-}
-
-func (t TLSOptions) set() bool {
-	return t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.ServerName != "" || t.InsecureSkipVerify
-}
-
-// Config loads the files and returns the TLS client configuration. The
-// publisher calls it at every connection attempt, so renewed certificates
-// are picked up without a restart.
-func (t TLSOptions) Config() (*tls.Config, error) {
-	cfg := &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		ServerName:         t.ServerName,
-		InsecureSkipVerify: t.InsecureSkipVerify, //nolint:gosec // documented as test-only
-	}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("read CA file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("CA file %s: no PEM certificate found", t.CAFile)
-		}
-		cfg.RootCAs = pool
-	}
-	if t.CertFile != "" || t.KeyFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("load client certificate %s and key %s: %w", t.CertFile, t.KeyFile, err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
-}
+// configured and silently unused. The publisher calls its Config at every
+// connection attempt, so renewed certificates are picked up without a
+// restart.
+type TLSOptions = mqttconn.TLS
 
 // Options configures a [Publisher]. Start from [DefaultOptions] and set at
 // least Broker and Device.
@@ -76,6 +29,15 @@ type Options struct {
 	// Broker is the broker URL: tcp://host:port (or mqtt://), ssl://,
 	// tls:// or mqtts:// for TLS, ws:// or wss:// for websockets.
 	Broker string
+	// Brokers, when set instead of Broker, are the URLs of a clustered
+	// broker's nodes: every connection attempt tries them in order, and the
+	// publisher fails over to the next when one goes away. Status and
+	// Stats name the broker in use.
+	Brokers []string
+	// PersistentSession connects with clean session off under the stable
+	// client id, so that where a cluster keeps sessions, the command
+	// subscription and the messages queued for it carry over a failover.
+	PersistentSession bool
 	// Device is the device id. It is a topic level, so it must not contain
 	// '/', '+' or '#'.
 	Device string
@@ -213,7 +175,7 @@ func DefaultOptions() Options {
 // String describes the options with the password redacted.
 func (o Options) String() string {
 	return fmt.Sprintf("broker=%s device=%s prefix=%s client_id=%s username=%s password=%s tls=%t",
-		o.Broker, o.Device, o.Prefix, o.clientID(), o.Username, redact(o.Password), o.TLS.set())
+		o.Broker, o.Device, o.Prefix, o.clientID(), o.Username, redact(o.Password), o.TLS.Set())
 }
 
 // LogValue implements slog.LogValuer with the password redacted.
@@ -225,7 +187,7 @@ func (o Options) LogValue() slog.Value {
 		slog.String("client_id", o.clientID()),
 		slog.String("username", o.Username),
 		slog.String("password", redact(o.Password)),
-		slog.Bool("tls", o.TLS.set()),
+		slog.Bool("tls", o.TLS.Set()),
 	)
 }
 
@@ -236,17 +198,23 @@ func redact(s string) string {
 	return "[redacted]"
 }
 
+// brokers are the broker URLs in the order they are tried.
+func (o Options) brokers() []string {
+	if len(o.Brokers) > 0 {
+		return o.Brokers
+	}
+	if o.Broker == "" {
+		return nil
+	}
+	return []string{o.Broker}
+}
+
 func (o Options) clientID() string {
 	if o.ClientID != "" {
 		return o.ClientID
 	}
 	return "vigil-" + o.Device
 }
-
-var (
-	plainSchemes = []string{"tcp", "mqtt", "ws"}
-	tlsSchemes   = []string{"ssl", "tls", "mqtts", "wss"}
-)
 
 // validate checks o and reports every problem at once, each naming its
 // field.
@@ -255,25 +223,33 @@ func (o *Options) validate() error {
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("Options.%s: %s", field, fmt.Sprintf(format, args...)))
 	}
-	if o.Broker == "" {
+	switch {
+	case o.Broker != "" && len(o.Brokers) > 0:
+		bad("Brokers", "set together with Broker: set one or the other")
+	case len(o.brokers()) == 0:
 		bad("Broker", "required (e.g. tcp://127.0.0.1:1883)")
-	} else if u, err := url.Parse(o.Broker); err != nil {
-		bad("Broker", "%v", err)
-	} else {
+	}
+	for i, b := range o.brokers() {
+		field := "Broker"
+		if len(o.Brokers) > 0 {
+			field = fmt.Sprintf("Brokers[%d]", i)
+		}
+		u, err := url.Parse(b)
+		if err != nil {
+			bad(field, "%v", err)
+			continue
+		}
 		switch {
-		case slices.Contains(plainSchemes, u.Scheme):
-			if o.TLS.set() {
-				bad("TLS", "set, but the broker URL's scheme %q is not a TLS one (use ssl://, mqtts:// or wss://)", u.Scheme)
-			}
-		case slices.Contains(tlsSchemes, u.Scheme):
-		default:
-			bad("Broker", "unknown scheme %q in %q: want one of tcp, mqtt, ssl, tls, mqtts, ws, wss", u.Scheme, o.Broker)
+		case !mqttconn.Known(u.Scheme):
+			bad(field, "unknown scheme %q in %q: want one of %s", u.Scheme, b, strings.Join(mqttconn.Schemes(), ", "))
+		case !mqttconn.IsTLS(u.Scheme) && o.TLS.Set():
+			bad("TLS", "set, but the broker URL's scheme %q is not a TLS one (use ssl://, mqtts:// or wss://)", u.Scheme)
 		}
 		if u.Host == "" {
-			bad("Broker", "%q has no host:port", o.Broker)
+			bad(field, "%q has no host:port", b)
 		}
 		if u.User != nil {
-			bad("Broker", "credentials in the URL are not supported (and would be logged): set Username and Password")
+			bad(field, "credentials in the URL are not supported (and would be logged): set Username and Password")
 		}
 	}
 	if err := checkLevel(o.Device); err != "" {
@@ -295,7 +271,7 @@ func (o *Options) validate() error {
 	if (o.TLS.CertFile == "") != (o.TLS.KeyFile == "") {
 		bad("TLS", "CertFile and KeyFile go together: set both or neither")
 	}
-	if o.TLS.set() {
+	if o.TLS.Set() {
 		if _, err := o.TLS.Config(); err != nil {
 			bad("TLS", "%v", err)
 		}

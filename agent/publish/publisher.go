@@ -80,6 +80,8 @@ type Publisher struct {
 	cur       *session // the connected session, or nil
 	lastErr   string
 	lastErrAt time.Time
+	broker    string // the broker of the current or last connection
+	failovers uint64 // connections to another broker than the last one
 
 	invalidLog, healthLog rateLimit
 }
@@ -199,6 +201,18 @@ func (p *Publisher) setCurrent(s *session) {
 	p.cur = s
 }
 
+// noteBroker records the broker a new connection reached, counting a
+// failover when it is not the one of the connection before.
+func (p *Publisher) noteBroker(b string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.broker != "" && b != p.broker {
+		p.failovers++
+		p.log.Warn("failed over to another broker", "from", p.broker, "to", b)
+	}
+	p.broker = b
+}
+
 func (p *Publisher) setErr(err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -225,6 +239,10 @@ type Stats struct {
 	Commands        uint64 `json:"commands"`
 	CommandsFailed  uint64 `json:"commands_failed"`
 	CommandsDropped uint64 `json:"commands_dropped"`
+	// Broker is the broker of the current (or last) connection; Failovers
+	// counts connections to another broker than the one before.
+	Broker    string `json:"broker,omitempty"`
+	Failovers uint64 `json:"failovers"`
 	// LastError is the last connection error and when it happened.
 	LastError   string    `json:"last_error,omitempty"`
 	LastErrorAt time.Time `json:"last_error_at,omitzero"`
@@ -256,6 +274,8 @@ func (p *Publisher) Stats() Stats {
 		Connected:   s != nil,
 		LastError:   p.lastErr,
 		LastErrorAt: p.lastErrAt,
+		Broker:      p.broker,
+		Failovers:   p.failovers,
 	}
 	p.mu.Unlock()
 	st.Connects = p.connects.Load()

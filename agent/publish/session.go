@@ -3,10 +3,10 @@ package publish
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,6 +44,7 @@ type session struct {
 	done chan struct{} // closed when the session ends
 
 	stopWatch func() bool // stops closing the connection when the dial context ends
+	broker    string      // the URL of the broker the session is connected to
 }
 
 // sessLane is a lane's state within a session.
@@ -166,7 +167,8 @@ func (p *Publisher) runSession(ctx context.Context) (connected bool, err error) 
 			ackq:      make(chan *outMsg, 2*p.opts.InFlight),
 		})
 	}
-	p.log.Info("connected to the broker", "broker", p.opts.Broker, "client_id", p.opts.clientID(),
+	p.noteBroker(s.broker)
+	p.log.Info("connected to the broker", "broker", s.broker, "client_id", p.opts.clientID(),
 		"birth_seq", s.birth, "connects", n)
 
 	// The status goes first, before any record: a subscriber that sees
@@ -296,23 +298,28 @@ func (s *session) watchSubscribe(tok mqtt.Token) {
 // birth number this connection will have.
 func (s *session) connect(ctx context.Context) error {
 	p := s.p
-	u, err := url.Parse(p.opts.Broker)
-	if err != nil {
-		return fmt.Errorf("broker URL: %w", err)
-	}
 	var tlsCfg *tls.Config
-	if isTLS(u.Scheme) {
-		if tlsCfg, err = p.opts.TLS.Config(); err != nil {
-			return fmt.Errorf("TLS: %w", err)
+	for _, b := range p.opts.brokers() {
+		u, err := url.Parse(b)
+		if err != nil {
+			return fmt.Errorf("broker URL: %w", err)
+		}
+		if mqttconn.IsTLS(u.Scheme) && tlsCfg == nil {
+			if tlsCfg, err = p.opts.TLS.Config(); err != nil {
+				return fmt.Errorf("TLS: %w", err)
+			}
 		}
 	}
-	co := mqtt.NewClientOptions().
-		AddBroker(p.opts.Broker).
-		SetClientID(p.opts.clientID()).
+	co := mqtt.NewClientOptions()
+	// paho tries the brokers in order at each connection attempt.
+	for _, b := range p.opts.brokers() {
+		co.AddBroker(b)
+	}
+	co.SetClientID(p.opts.clientID()).
 		SetUsername(p.opts.Username).
 		SetPassword(p.opts.Password).
 		SetProtocolVersion(4).
-		SetCleanSession(true).
+		SetCleanSession(!p.opts.PersistentSession).
 		SetStore(mqtt.NewMemoryStore()).
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
@@ -333,31 +340,16 @@ func (s *session) connect(ctx context.Context) error {
 	// open), so the token completes promptly.
 	<-tok.Done()
 	watching := s.stopWatch != nil && s.stopWatch()
+	brokers := strings.Join(p.opts.brokers(), ", ")
 	if err := tok.Error(); err != nil {
-		return fmt.Errorf("connect to %s as %s: %w%s", p.opts.Broker, p.opts.clientID(), err, hint(err, p.opts))
+		return fmt.Errorf("connect to %s as %s: %w%s", brokers, p.opts.clientID(), err, hint(err, p.opts))
 	}
 	if !watching || ctx.Err() != nil {
 		cl.Disconnect(0)
-		return fmt.Errorf("connect to %s: %w", p.opts.Broker, context.Cause(ctx))
+		return fmt.Errorf("connect to %s: %w", brokers, context.Cause(ctx))
 	}
 	s.cl = cl
 	return nil
-}
-
-func schemeOf(broker string) string {
-	u, err := url.Parse(broker)
-	if err != nil {
-		return ""
-	}
-	return u.Scheme
-}
-
-func isTLS(scheme string) bool {
-	switch scheme {
-	case "ssl", "tls", "mqtts", "wss":
-		return true
-	}
-	return false
 }
 
 // open dials the broker for paho, honouring ctx: the dial and the TLS
@@ -365,117 +357,13 @@ func isTLS(scheme string) bool {
 // runs next (the connection is closed when ctx ends, until connect stops
 // watching).
 func (s *session) open(ctx context.Context, u *url.URL, tlsCfg *tls.Config) (net.Conn, error) {
-	timeout := s.p.opts.ConnectTimeout
-	d := net.Dialer{Timeout: timeout}
-	var conn net.Conn
-	switch u.Scheme {
-	case "tcp", "mqtt":
-		c, err := d.DialContext(ctx, "tcp", u.Host)
-		if err != nil {
-			return nil, err
-		}
-		conn = mqttconn.Buffered(c)
-	case "ssl", "tls", "mqtts":
-		raw, err := d.DialContext(ctx, "tcp", u.Host)
-		if err != nil {
-			return nil, err
-		}
-		cfg := tlsCfg.Clone()
-		if cfg.ServerName == "" {
-			cfg.ServerName = u.Hostname()
-		}
-		tickets := &ticketSignal{conn: raw}
-		cfg.ClientSessionCache = tickets
-		tc := tls.Client(raw, cfg)
-		hctx, cancel := context.WithTimeout(ctx, timeout)
-		err = tc.HandshakeContext(hctx)
-		cancel()
-		if err == nil && tc.ConnectionState().Version == tls.VersionTLS13 {
-			err = probeTLS(tc, tickets)
-		}
-		if err != nil {
-			_ = raw.Close()
-			return nil, fmt.Errorf("TLS handshake with %s: %w", u.Host, err)
-		}
-		conn = tc
-	case "ws", "wss":
-		dialURL := *u
-		dialURL.User = nil
-		var cfg *tls.Config
-		if u.Scheme == "wss" {
-			cfg = tlsCfg
-		}
-		c, err := mqtt.NewWebsocket(dialURL.String(), cfg, timeout, nil, nil)
-		if err != nil {
-			return nil, err
-		}
-		conn = c
-	default:
-		return nil, fmt.Errorf("unsupported scheme %q", u.Scheme)
+	conn, err := mqttconn.Dial(ctx, u, mqttconn.DialOptions{Timeout: s.p.opts.ConnectTimeout, TLS: tlsCfg})
+	if err != nil {
+		return nil, err
 	}
 	s.stopWatch = context.AfterFunc(ctx, func() { _ = conn.Close() })
+	s.broker = u.Redacted()
 	return conn, nil
-}
-
-// tlsProbeWait bounds the wait for the broker's verdict on the client
-// after a TLS 1.3 handshake (see probeTLS).
-const tlsProbeWait = 500 * time.Millisecond
-
-// probeTLS waits for what a TLS 1.3 broker sends right after the handshake.
-// In TLS 1.3 the client's side of the handshake completes before the
-// broker has checked the client certificate; a broker that rejects it
-// answers with an alert, which would otherwise surface later as a confusing
-// error on the CONNECT write ("connection reset by peer") or the CONNACK
-// read. A broker that accepts it sends session tickets: the first one ends
-// the wait at once (see ticketSignal). A broker that sends neither costs
-// tlsProbeWait.
-func probeTLS(tc *tls.Conn, tickets *ticketSignal) error {
-	_ = tc.SetReadDeadline(time.Now().Add(tlsProbeWait))
-	var b [1]byte
-	n, err := tc.Read(b[:])
-	tickets.disarm()
-	_ = tc.SetReadDeadline(time.Time{})
-	var ne net.Error
-	switch {
-	case n > 0:
-		return errors.New("the broker sent data before CONNECT")
-	case err == nil, errors.As(err, &ne) && ne.Timeout():
-		return nil
-	}
-	return err
-}
-
-// ticketSignal is a tls.ClientSessionCache that caches nothing: a session
-// ticket's arrival only ends probeTLS's wait, by moving the read deadline
-// to the past.
-type ticketSignal struct {
-	mu    sync.Mutex
-	conn  net.Conn
-	armed bool
-	done  bool
-}
-
-func (t *ticketSignal) Get(string) (*tls.ClientSessionState, bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.armed = !t.done // the handshake has started: probes may come
-	return nil, false
-}
-
-func (t *ticketSignal) Put(string, *tls.ClientSessionState) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.armed && !t.done {
-		t.done = true
-		_ = t.conn.SetReadDeadline(time.Unix(1, 0))
-	}
-}
-
-// disarm makes later tickets change nothing.
-func (t *ticketSignal) disarm() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.done = true
 }
 
 // hint adds advice to connection errors whose text alone leaves operators
@@ -489,7 +377,7 @@ func hint(err error, o Options) string {
 		strings.Contains(msg, "unknown certificate authority"), strings.Contains(msg, "certificate revoked"),
 		strings.Contains(msg, "certificate expired"), strings.Contains(msg, "unsupported certificate"):
 		return " (the broker rejected the client certificate)"
-	case isTLS(schemeOf(o.Broker)) && strings.Contains(msg, "connection reset by peer"):
+	case slices.ContainsFunc(o.brokers(), mqttconn.IsTLSURL) && strings.Contains(msg, "connection reset by peer"):
 		return " (the broker closed the TLS connection: it may have rejected the client certificate)"
 	case strings.Contains(msg, "not Authorized"), strings.Contains(msg, "bad user name or password"):
 		return " (check the username and password)"

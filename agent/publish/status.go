@@ -33,6 +33,9 @@ type Status struct {
 	Models []string `json:"models"`
 	// Reason says why a device is offline: "shutdown" or "connection lost".
 	Reason string `json:"reason,omitempty"`
+	// Broker is, while online, the broker the device is connected to (a
+	// node of a cluster, when several are configured).
+	Broker string `json:"broker,omitempty"`
 }
 
 func (p *Publisher) statusPayload(state string, birth uint64, since time.Time, reason string) []byte {
@@ -47,6 +50,11 @@ func (p *Publisher) statusPayload(state string, birth uint64, since time.Time, r
 	}
 	if since.IsZero() {
 		st.Since = time.Time{}
+	}
+	if state == "online" {
+		p.mu.Lock()
+		st.Broker = p.broker
+		p.mu.Unlock()
 	}
 	if p.opts.Models != nil {
 		if m := p.opts.Models(); m != nil {

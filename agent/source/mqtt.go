@@ -14,7 +14,6 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	"golang.org/x/net/proxy"
 
 	"github.com/vigil-edge/vigil/agent/internal/mqttconn"
 )
@@ -31,6 +30,12 @@ type MQTTOptions struct {
 	// Broker is the broker's URL: tcp://, ssl:// (or tls://, mqtts://),
 	// ws:// or wss://host:port.
 	Broker string
+	// Brokers, set instead of Broker, are the URLs of a clustered
+	// broker's nodes, tried in order at each connection attempt; with
+	// CleanSession false the session (subscriptions, queued QoS ≥ 1
+	// messages) carries over to the next node where the cluster keeps
+	// sessions.
+	Brokers []string
 	// Topics are the topic filters to subscribe to ("plant/+/pump",
 	// "sensors/#").
 	Topics []string
@@ -104,6 +109,17 @@ func DefaultMQTTOptions() MQTTOptions {
 	}
 }
 
+// brokers are the broker URLs in the order they are tried.
+func (o *MQTTOptions) brokers() []string {
+	if len(o.Brokers) > 0 {
+		return o.Brokers
+	}
+	if o.Broker == "" {
+		return nil
+	}
+	return []string{o.Broker}
+}
+
 func (o *MQTTOptions) validate() error {
 	var errs []error
 	if o.Name == "" {
@@ -115,14 +131,22 @@ func (o *MQTTOptions) validate() error {
 	if o.Device == "" || strings.ContainsAny(o.Device, "/+# ") {
 		errs = append(errs, optErr("Device", "%q: required, no '/', '+', '#' or spaces", o.Device))
 	}
-	if u, err := url.Parse(o.Broker); err != nil || u.Host == "" {
-		errs = append(errs, optErr("Broker", "%q is not a URL like tcp://host:1883", o.Broker))
-	} else {
-		switch u.Scheme {
-		case "tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss":
-		default:
-			errs = append(errs, optErr("Broker", "unknown scheme %q (want tcp, ssl, ws or wss)", u.Scheme))
+	if o.Broker != "" && len(o.Brokers) > 0 {
+		errs = append(errs, optErr("Brokers", "set together with Broker: set one or the other"))
+	}
+	for i, b := range o.brokers() {
+		field := "Broker"
+		if len(o.Brokers) > 0 {
+			field = fmt.Sprintf("Brokers[%d]", i)
 		}
+		if u, err := url.Parse(b); err != nil || u.Host == "" {
+			errs = append(errs, optErr(field, "%q is not a URL like tcp://host:1883", b))
+		} else if !mqttconn.Known(u.Scheme) {
+			errs = append(errs, optErr(field, "unknown scheme %q (want %s)", u.Scheme, strings.Join(mqttconn.Schemes(), ", ")))
+		}
+	}
+	if len(o.brokers()) == 0 {
+		errs = append(errs, optErr("Broker", "required (e.g. tcp://127.0.0.1:1883)"))
 	}
 	if len(o.Topics) == 0 {
 		errs = append(errs, optErr("Topics", "at least one topic filter is required"))
@@ -242,6 +266,11 @@ type MQTT struct {
 	dedup    *dedup
 
 	connected atomic.Bool
+
+	bmu       sync.Mutex
+	dialed    string // the broker of the last connection opened
+	broker    string // the broker of the current (or last) session
+	failovers uint64 // sessions on another broker than the one before
 }
 
 type streamPattern struct{ filter, stream string }
@@ -302,14 +331,24 @@ func (m *MQTT) ClientID() string { return m.clientID }
 // Connected reports whether the source is connected and subscribed.
 func (m *MQTT) Connected() bool { return m.connected.Load() }
 
+// Broker is the URL of the broker the source's current (or last) session
+// is on; Failovers counts sessions on another broker than the one before.
+func (m *MQTT) Broker() (url string, failovers uint64) {
+	m.bmu.Lock()
+	defer m.bmu.Unlock()
+	return m.broker, m.failovers
+}
+
 // Channels returns the channels of the samples (nil for events).
 func (m *MQTT) Channels() []string { return m.channels }
 
 func (m *MQTT) clientOptions() *paho.ClientOptions {
 	o := m.opts
-	co := paho.NewClientOptions().
-		AddBroker(o.Broker).
-		SetClientID(m.clientID).
+	co := paho.NewClientOptions()
+	for _, b := range o.brokers() { // tried in order at each attempt
+		co.AddBroker(b)
+	}
+	co.SetClientID(m.clientID).
 		SetCleanSession(o.CleanSession).
 		SetOrderMatters(true). // the handler never blocks; keeps samples in order
 		SetAutoReconnect(true).
@@ -325,14 +364,15 @@ func (m *MQTT) clientOptions() *paho.ClientOptions {
 		SetOnConnectHandler(m.onConnect).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			m.connected.Store(false)
-			m.log.Warn("mqtt connection lost; reconnecting", "broker", o.Broker, "error", err)
+			b, _ := m.Broker()
+			m.log.Warn("mqtt connection lost; reconnecting", "broker", b, "error", err)
 		}).
 		SetConnectionNotificationHandler(func(_ paho.Client, n paho.ConnectionNotification) {
 			switch n := n.(type) {
 			case paho.ConnectionNotificationBrokerFailed:
 				m.rlog.Warn("mqtt connection attempt failed", "broker", n.Broker.Redacted(), "error", n.Reason)
 			case paho.ConnectionNotificationFailed:
-				m.rlog.Warn("mqtt connection failed", "broker", o.Broker, "error", n.Reason)
+				m.rlog.Warn("mqtt connection failed", "brokers", o.brokers(), "error", n.Reason)
 			}
 		})
 	if o.Username != "" {
@@ -342,37 +382,26 @@ func (m *MQTT) clientOptions() *paho.ClientOptions {
 	if o.TLS != nil {
 		co.SetTLSConfig(o.TLS)
 	}
-	co.SetCustomOpenConnectionFn(openConn)
+	co.SetCustomOpenConnectionFn(func(u *url.URL, o paho.ClientOptions) (net.Conn, error) {
+		c, err := openConn(u, o)
+		if err == nil {
+			m.bmu.Lock()
+			m.dialed = u.Redacted()
+			m.bmu.Unlock()
+		}
+		return c, err
+	})
 	return co
 }
 
-// openConn opens the connection to a broker as paho would, but with reads
-// on plain TCP buffered (see mqttconn): paho reads packet headers a byte at
-// a time. Proxies from the environment apply to plain TCP, as in paho.
+// openConn opens the connection to a broker through mqttconn: reads on
+// plain TCP buffered (paho reads packet headers a byte at a time), proxies
+// from the environment, the TLS 1.3 client-certificate probe.
 func openConn(u *url.URL, o paho.ClientOptions) (net.Conn, error) {
-	d := o.Dialer
-	if d == nil {
-		d = &net.Dialer{Timeout: o.ConnectTimeout}
-	}
-	switch u.Scheme {
-	case "tcp", "mqtt":
-		c, err := proxy.FromEnvironmentUsing(d).Dial("tcp", u.Host)
-		if err != nil {
-			return nil, err
-		}
-		return mqttconn.Buffered(c), nil
-	case "ssl", "tls", "mqtts":
-		return tls.DialWithDialer(d, "tcp", u.Host, o.TLSConfig)
-	case "ws", "wss":
-		dialURL := *u
-		dialURL.User = nil
-		var cfg *tls.Config
-		if u.Scheme == "wss" {
-			cfg = o.TLSConfig
-		}
-		return paho.NewWebsocket(dialURL.String(), cfg, o.ConnectTimeout, o.HTTPHeaders, o.WebsocketOptions)
-	}
-	return nil, fmt.Errorf("unsupported broker scheme %q", u.Scheme)
+	return mqttconn.Dial(context.Background(), u, mqttconn.DialOptions{
+		Dialer: o.Dialer, Timeout: o.ConnectTimeout, TLS: o.TLSConfig,
+		HTTPHeaders: o.HTTPHeaders, Websocket: o.WebsocketOptions,
+	})
 }
 
 // onConnect subscribes, on the first connection and on every reconnection.
@@ -400,7 +429,15 @@ func (m *MQTT) onConnect(c paho.Client) {
 		}
 	}
 	m.connected.Store(true)
-	m.log.Info("mqtt source subscribed", "broker", m.opts.Broker, "client_id", m.clientID, "topics", m.opts.Topics, "qos", m.opts.QoS)
+	m.bmu.Lock()
+	if m.broker != "" && m.dialed != m.broker {
+		m.failovers++
+		m.log.Warn("mqtt source failed over to another broker", "from", m.broker, "to", m.dialed)
+	}
+	m.broker = m.dialed
+	broker := m.broker
+	m.bmu.Unlock()
+	m.log.Info("mqtt source subscribed", "broker", broker, "client_id", m.clientID, "topics", m.opts.Topics, "qos", m.opts.QoS)
 }
 
 // Run connects and receives until ctx ends, then disconnects and returns
@@ -413,7 +450,7 @@ func (m *MQTT) Run(ctx context.Context) error {
 	case <-tok.Done():
 		if err := tok.Error(); err != nil && ctx.Err() == nil {
 			c.Disconnect(0)
-			return fmt.Errorf("mqtt source %s: connect to %s: %w", m.opts.Name, m.opts.Broker, err)
+			return fmt.Errorf("mqtt source %s: connect to %s: %w", m.opts.Name, strings.Join(m.opts.brokers(), ", "), err)
 		}
 		<-ctx.Done()
 	}

@@ -2,13 +2,15 @@ package watch
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 )
 
 // FuzzApply feeds arbitrary topics and payloads to the view: whatever a
 // device (or anyone else on the broker) publishes, the view neither panics
-// nor renders something that is not text, and every event it reports
+// nor renders something that is not text (the compact view: no control
+// character, no line wider than the terminal), and every event it reports
 // marshals to JSON for --json.
 func FuzzApply(f *testing.F) {
 	f.Add("vigil/dev-1/status", []byte(`{"state":"online","birth":3,"version":"v1"}`), true)
@@ -30,5 +32,14 @@ func FuzzApply(f *testing.F) {
 			}
 		}
 		_ = v.render("tcp://127.0.0.1:1883", true, 0, now.Add(time.Minute))
+		frame := v.renderCompact("tcp://127.0.0.1:1883", true, 0, now.Add(time.Minute), Filter{}, time.Minute, 80, 23)
+		if strings.ContainsFunc(frame, func(r rune) bool { return r != '\n' && isControl(r) }) {
+			t.Fatalf("a control character reached the compact view: %q", frame)
+		}
+		for l := range strings.SplitSeq(frame, "\n") {
+			if n := len([]rune(l)); n > 80 {
+				t.Fatalf("a line of %d columns in an 80-column view: %q", n, l)
+			}
+		}
 	})
 }

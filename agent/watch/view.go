@@ -44,6 +44,9 @@ type device struct {
 	healthAt time.Time
 	alerts   []alertView // newest first
 	nAlerts  int
+	lastSeen time.Time             // when the device last published
+	rate     alertRate             // its alerts over the last minute
+	open     map[episodeKey]string // open episodes → their severity
 }
 
 type statusView struct {
@@ -92,6 +95,11 @@ func (v *view) apply(topic string, payload []byte, retained bool, now time.Time)
 		return ev, false
 	}
 	id := levels[0]
+	defer func() {
+		if d := v.devices[id]; d != nil && ok {
+			d.lastSeen = now
+		}
+	}()
 	ev = Event{Received: now.UTC(), Device: id, Topic: topic, Retained: retained, Payload: rawOrString(payload)}
 	switch {
 	case len(levels) == 2 && levels[1] == "status":
@@ -117,6 +125,8 @@ func (v *view) apply(topic string, payload []byte, retained bool, now time.Time)
 		if json.Unmarshal(payload, &a) == nil {
 			d := v.device(id)
 			d.nAlerts++
+			d.rate.add(now)
+			d.takeEpisode(a)
 			d.alerts = slices.Insert(d.alerts, 0, a)
 			if len(d.alerts) > maxAlerts {
 				d.alerts = d.alerts[:maxAlerts]
@@ -136,8 +146,13 @@ func rawOrString(b []byte) json.RawMessage {
 	return s
 }
 
-// render draws the view as text. Times are shown in UTC.
+// render draws the detailed view as text. Times are shown in UTC.
 func (v *view) render(broker string, connected bool, dropped int, now time.Time) string {
+	return v.renderDetail(broker, connected, dropped, now, Filter{}, 0)
+}
+
+// renderDetail draws the devices the filter keeps, several lines each.
+func (v *view) renderDetail(broker string, connected bool, dropped int, now time.Time, f Filter, staleAfter time.Duration) string {
 	var b strings.Builder
 	conn := "connected"
 	if !connected {
@@ -153,19 +168,22 @@ func (v *view) render(broker string, connected bool, dropped int, now time.Time)
 	}
 	for _, id := range slices.Sorted(maps.Keys(v.devices)) {
 		d := v.devices[id]
+		if !f.keep(id, d.state(now, staleAfter)) {
+			continue
+		}
 		b.WriteByte('\n')
-		b.WriteString(id)
+		b.WriteString(safe(id))
 		if st := d.status; st != nil {
-			state := strings.ToUpper(st.State)
+			state := strings.ToUpper(safe(st.State))
 			if st.Reason != "" {
-				state += " (" + st.Reason + ")"
+				state += " (" + safe(st.Reason) + ")"
 			}
 			fmt.Fprintf(&b, "  %s", state)
 			if !st.Since.IsZero() {
 				fmt.Fprintf(&b, " since %s (%s)", st.Since.UTC().Format("15:04:05"), age(now.Sub(st.Since)))
 			}
 			if st.Version != "" {
-				fmt.Fprintf(&b, "  version %s", st.Version)
+				fmt.Fprintf(&b, "  version %s", safe(st.Version))
 			}
 			fmt.Fprintf(&b, "  birth %d", st.BirthSeq)
 		} else {
@@ -194,6 +212,7 @@ func (v *view) render(broker string, connected bool, dropped int, now time.Time)
 				if a.Key != "" {
 					stream += "/" + a.Key
 				}
+				stream = safe(stream)
 				fmt.Fprintf(&b, "    %s  %-14s %-8s %8s/%-8s %-9s seq %d", a.TS.UTC().Format("15:04:05"), stream, a.Severity,
 					num(a.Score), num(a.Threshold), a.State, a.Seq)
 				if a.Replayed {

@@ -20,18 +20,22 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/vigil-edge/vigil/agent/internal/mqttconn"
 	"github.com/vigil-edge/vigil/agent/publish"
 )
 
 // Options configures [Watch].
 type Options struct {
-	// Broker is the broker URL (tcp://, ssl://, ...), as for the agent.
+	// Broker is the broker URL (tcp://, ssl://, ...), as for the agent, or
+	// the comma-separated URLs of a clustered broker's nodes, tried in
+	// order at each connection attempt.
 	Broker string
 	// Prefix is the devices' topic prefix.
 	Prefix string
@@ -55,20 +59,53 @@ type Options struct {
 	Now func() time.Time
 	// Logger receives connection events; nil discards them.
 	Logger *slog.Logger
+	// Mode is the live view's layout: ModeAuto (the default) shows one
+	// line per device when the detailed view would not fit the terminal
+	// or there are more than a handful of devices.
+	Mode Mode
+	// Filter selects the devices shown, by id pattern and state.
+	Filter Filter
+	// StaleAfter is how long an online device may stay silent before the
+	// view calls it stale (a few health intervals).
+	StaleAfter time.Duration
+	// Size reports the terminal's columns and lines; nil or a result of
+	// zero means 80×24.
+	Size func() (cols, lines int)
+	// Keys, when set, is read for key presses in the live view: q quits,
+	// c, d and a switch to the compact, detailed and automatic layouts.
+	Keys io.Reader
 }
 
-// DefaultOptions returns prefix "vigil", a 250 ms refresh and a 10 s
-// connect timeout.
+// DefaultOptions returns prefix "vigil", a 250 ms refresh, a 10 s connect
+// timeout, the automatic layout and devices stale after 60 s of silence
+// (the agent's health interval is 10 s by default).
 func DefaultOptions() Options {
-	return Options{Prefix: "vigil", Refresh: 250 * time.Millisecond, ConnectTimeout: 10 * time.Second}
+	return Options{Prefix: "vigil", Refresh: 250 * time.Millisecond, ConnectTimeout: 10 * time.Second,
+		Mode: ModeAuto, StaleAfter: time.Minute}
+}
+
+// brokers are the URLs of Broker, in order.
+func (o *Options) brokers() []string {
+	var out []string
+	for b := range strings.SplitSeq(o.Broker, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			out = append(out, b)
+		}
+	}
+	return out
 }
 
 func (o *Options) validate() error {
 	var errs []error
 	if o.Broker == "" {
 		errs = append(errs, errors.New("Options.Broker: required"))
-	} else if u, err := url.Parse(o.Broker); err != nil || u.Host == "" {
-		errs = append(errs, fmt.Errorf("Options.Broker: %q is not a broker URL such as tcp://host:1883", o.Broker))
+	}
+	for _, b := range o.brokers() {
+		if u, err := url.Parse(b); err != nil || u.Host == "" {
+			errs = append(errs, fmt.Errorf("Options.Broker: %q is not a broker URL such as tcp://host:1883", b))
+		} else if !mqttconn.Known(u.Scheme) {
+			errs = append(errs, fmt.Errorf("Options.Broker: unknown scheme %q (want %s)", u.Scheme, strings.Join(mqttconn.Schemes(), ", ")))
+		}
 	}
 	if o.Prefix == "" || strings.ContainsAny(o.Prefix, "+#") || strings.HasSuffix(o.Prefix, "/") {
 		errs = append(errs, fmt.Errorf("Options.Prefix: %q must be non-empty, without wildcards or a trailing '/'", o.Prefix))
@@ -78,6 +115,17 @@ func (o *Options) validate() error {
 	}
 	if o.Refresh < 10*time.Millisecond {
 		errs = append(errs, fmt.Errorf("Options.Refresh: must be at least 10ms, got %v", o.Refresh))
+	}
+	switch o.Mode {
+	case "", ModeAuto, ModeCompact, ModeDetail:
+	default:
+		errs = append(errs, fmt.Errorf("Options.Mode: %q is not auto, compact or detail", o.Mode))
+	}
+	if err := o.Filter.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if o.StaleAfter < 0 {
+		errs = append(errs, fmt.Errorf("Options.StaleAfter: must not be negative, got %v", o.StaleAfter))
 	}
 	if o.ConnectTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("Options.ConnectTimeout: must be positive, got %v", o.ConnectTimeout))
@@ -139,9 +187,11 @@ func (w *watcher) filters() map[string]byte {
 }
 
 func (w *watcher) connect(ctx context.Context) (mqtt.Client, error) {
-	o := mqtt.NewClientOptions().
-		AddBroker(w.opts.Broker).
-		SetClientID(w.opts.ClientID).
+	o := mqtt.NewClientOptions()
+	for _, b := range w.opts.brokers() {
+		o.AddBroker(b)
+	}
+	o.SetClientID(w.opts.ClientID).
 		SetUsername(w.opts.Username).
 		SetPassword(w.opts.Password).
 		SetProtocolVersion(4).
@@ -169,7 +219,7 @@ func (w *watcher) connect(ctx context.Context) (mqtt.Client, error) {
 			w.opts.Logger.Warn("connection lost", "err", err)
 			w.setConn(false)
 		})
-	if u, _ := url.Parse(w.opts.Broker); u != nil && isTLS(u.Scheme) {
+	if slices.ContainsFunc(w.opts.brokers(), mqttconn.IsTLSURL) {
 		cfg, err := w.opts.TLS.Config()
 		if err != nil {
 			return nil, fmt.Errorf("watch: TLS: %w", err)
@@ -188,14 +238,6 @@ func (w *watcher) connect(ctx context.Context) (mqtt.Client, error) {
 		return nil, fmt.Errorf("watch: connect to %s: %w", w.opts.Broker, err)
 	}
 	return cl, nil
-}
-
-func isTLS(scheme string) bool {
-	switch scheme {
-	case "ssl", "tls", "mqtts", "wss":
-		return true
-	}
-	return false
 }
 
 func (w *watcher) setConn(up bool) {
@@ -217,12 +259,86 @@ func (w *watcher) onMessage(_ mqtt.Client, m mqtt.Message) {
 	}
 }
 
+// fitLines cuts every line of s to cols columns, so none wraps.
+func fitLines(s string, cols int) string {
+	lines := strings.SplitAfter(s, "\n")
+	for i, l := range lines {
+		if body, ok := strings.CutSuffix(l, "\n"); ok {
+			lines[i] = fit(body, cols) + "\n"
+		} else {
+			lines[i] = fit(l, cols)
+		}
+	}
+	return strings.Join(lines, "")
+}
+
+// readKeys forwards the bytes read from Options.Keys until ctx ends; the
+// channel is nil (never ready) without Keys.
+func (w *watcher) readKeys(ctx context.Context) <-chan byte {
+	if w.opts.Keys == nil || w.opts.JSON {
+		return nil
+	}
+	ch := make(chan byte)
+	go func() {
+		var b [1]byte
+		for {
+			if n, err := w.opts.Keys.Read(b[:]); err != nil {
+				return
+			} else if n == 0 {
+				continue
+			}
+			select {
+			case ch <- b[0]:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return ch
+}
+
+// size is the terminal's size, 80×24 when unknown.
+func (w *watcher) size() (cols, lines int) {
+	if w.opts.Size != nil {
+		if c, l := w.opts.Size(); c > 0 && l > 0 {
+			return c, l
+		}
+	}
+	return 80, 24
+}
+
+// detailLimit is the most devices ModeAuto shows in the detailed view.
+const detailLimit = 5
+
+// frame draws the live view in the layout the options and the terminal's
+// size call for.
+func (w *watcher) frame(connected bool, dropped int) string {
+	cols, lines := w.size()
+	now := w.opts.Now()
+	o := w.opts
+	if o.Mode == ModeDetail || (o.Mode != ModeCompact && len(w.view.devices) <= detailLimit) {
+		detail := fitLines(w.view.renderDetail(o.Broker, connected, dropped, now, o.Filter, o.StaleAfter), cols)
+		if n := strings.Count(detail, "\n"); n < lines {
+			return detail
+		} else if o.Mode == ModeDetail {
+			// Cut to the screen, so the top does not scroll away.
+			keep := strings.SplitAfterN(detail, "\n", lines-1)
+			return strings.Join(keep[:lines-2], "") +
+				fit(fmt.Sprintf("… %d more line(s) below; narrow with --devices or press c for one line a device\n", n-(lines-2)), cols)
+		}
+	}
+	// One line fewer than the terminal: the cursor rests on the last one.
+	return w.view.renderCompact(o.Broker, connected, dropped, now, o.Filter, o.StaleAfter, cols, lines-1)
+}
+
 func (w *watcher) loop(ctx context.Context) error {
 	var (
 		dirty     = true
 		lastDraw  time.Time
 		connected = true
 		timer     = time.NewTimer(0)
+		keys      = w.readKeys(ctx)
+		cols, lns = w.size()
 	)
 	defer timer.Stop()
 	enc := json.NewEncoder(w.opts.Out)
@@ -230,7 +346,7 @@ func (w *watcher) loop(ctx context.Context) error {
 		w.mu.Lock()
 		dropped := w.dropped
 		w.mu.Unlock()
-		frame := w.view.render(w.opts.Broker, connected, dropped, w.opts.Now())
+		frame := w.frame(connected, dropped)
 		lastDraw, dirty = time.Now(), false
 		_, err := io.WriteString(w.opts.Out, clearScreen+frame)
 		return err
@@ -241,6 +357,20 @@ func (w *watcher) loop(ctx context.Context) error {
 			return nil
 		case up := <-w.conn:
 			connected = up
+			dirty = true
+		case k := <-keys:
+			switch k {
+			case 'q', 'Q':
+				return nil
+			case 'c':
+				w.opts.Mode = ModeCompact
+			case 'd':
+				w.opts.Mode = ModeDetail
+			case 'a':
+				w.opts.Mode = ModeAuto
+			default:
+				continue
+			}
 			dirty = true
 		case m := <-w.queue:
 			ev, ok := w.view.apply(m.Topic(), m.Payload(), m.Retained(), w.opts.Now())
@@ -255,6 +385,9 @@ func (w *watcher) loop(ctx context.Context) error {
 			}
 			dirty = true
 		case <-timer.C:
+			if c, l := w.size(); c != cols || l != lns {
+				cols, lns, dirty = c, l, true // the terminal was resized
+			}
 			if !w.opts.JSON && dirty {
 				if err := draw(); err != nil {
 					return fmt.Errorf("watch: write: %w", err)

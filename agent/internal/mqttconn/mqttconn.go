@@ -1,5 +1,9 @@
-// Package mqttconn holds what Vigil's MQTT clients share about their network
-// connections.
+// Package mqttconn is the one MQTT connection layer of Vigil's MQTT
+// clients (the MQTT source, the publisher, `vigil watch`) and of the
+// configuration's checks: the broker URL schemes (schemes.go), the TLS
+// client configuration from files and the TLS 1.3 client-certificate probe
+// (tls.go), and the dialer with a context and proxies from the environment
+// (dial.go).
 //
 // paho reads every incoming packet's fixed header straight from the
 // connection a byte at a time (packets.ReadPacket: the type byte, then each

@@ -161,6 +161,64 @@ func scenarios() []scenario {
 			},
 		},
 		{
+			// A clustered broker: vigil has the three nodes as mqtt.brokers.
+			// Kill the node it is on, then the next one (the cluster loses its
+			// JetStream quorum: no node takes a session), bring both back,
+			// then partition the node it is on by a blackhole.
+			name: "cluster-failover",
+			span: func(s scale) time.Duration { return 6*time.Second + s.d(12*time.Second) },
+			set:  func(st *settings) { st.cluster = true },
+			fault: func(ctx context.Context, e *env, s scale, _ *rand.Rand) error {
+				hold(ctx, 2*time.Second)
+				node, err := e.clusterNode(ctx, -1)
+				if err != nil {
+					return err
+				}
+				killed := node
+				t0 := time.Now()
+				e.cluster.Node(node).Kill()
+				if node, err = e.clusterNode(ctx, node); err != nil {
+					return fmt.Errorf("after killing %s: %w", e.cluster.Node(killed).Name(), err)
+				}
+				e.notes = append(e.notes, fmt.Sprintf("killed %s: on %s after %v", e.cluster.Node(killed).Name(), e.cluster.Node(node).Name(), time.Since(t0).Round(time.Millisecond)))
+				hold(ctx, s.d(2*time.Second))
+				e.cluster.Node(node).Kill() // no quorum left
+				hold(ctx, s.d(3*time.Second))
+				t0 = time.Now()
+				e.cluster.Node(killed).Start()
+				e.cluster.Node(node).Start()
+				e.cluster.WaitReady(90 * time.Second)
+				election := time.Since(t0)
+				if node, err = e.clusterNode(ctx, -1); err != nil {
+					return fmt.Errorf("after the nodes came back: %w", err)
+				}
+				back := time.Since(t0)
+				e.notes = append(e.notes, fmt.Sprintf("two nodes down, then back: the cluster ready after %v, vigil on %s after %v",
+					election.Round(time.Millisecond), e.cluster.Node(node).Name(), back.Round(time.Millisecond)))
+				// Reconnected within mqtt.reconnect_max (10 s, the default) plus
+				// the cluster's own election time, with a connect timeout of slack.
+				if bound := 10*time.Second + election + 2*time.Second; back > bound {
+					return fmt.Errorf("vigil reconnected %v after the nodes came back, above reconnect_max + election = %v", back, bound)
+				}
+				hold(ctx, s.d(2*time.Second))
+				part := node
+				t0 = time.Now()
+				e.cluster.Node(part).Proxy().Blackhole()
+				if node, err = e.clusterNode(ctx, part); err != nil {
+					return fmt.Errorf("after partitioning %s: %w", e.cluster.Node(part).Name(), err)
+				}
+				e.notes = append(e.notes, fmt.Sprintf("partitioned %s: on %s after %v", e.cluster.Node(part).Name(), e.cluster.Node(node).Name(), time.Since(t0).Round(time.Millisecond)))
+				hold(ctx, s.d(2*time.Second))
+				e.cluster.Node(part).Proxy().Restore()
+				return nil
+			},
+			check: func(e *env, r *result) {
+				if f, _ := e.lastMet.sum("vigil_mqtt_failovers_total"); f < 2 {
+					r.failf("vigil_mqtt_failovers_total = %v; want at least 2", f)
+				}
+			},
+		},
+		{
 			name: "disk-cap",
 			span: func(s scale) time.Duration { return 2*time.Second + s.d(8*time.Second) },
 			set: func(st *settings) {

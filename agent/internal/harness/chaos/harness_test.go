@@ -26,6 +26,7 @@ import (
 	"github.com/vigil-edge/vigil/agent/forward/amplitude/amplitudetest"
 	"github.com/vigil-edge/vigil/agent/forward/dify/difytest"
 	"github.com/vigil-edge/vigil/agent/internal/mqtttest"
+	"github.com/vigil-edge/vigil/agent/internal/natstest"
 	"github.com/vigil-edge/vigil/agent/internal/netproxy"
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/agent/source"
@@ -81,6 +82,11 @@ type settings struct {
 	mqttSource bool
 	// ampTimeout is amplitude.timeout; difyTimeout dify.timeout.
 	ampTimeout, difyTimeout time.Duration
+	// cluster replaces the mosquitto broker by a three-node NATS cluster
+	// (MQTT gateway, clustered JetStream): vigil gets the nodes' proxies as
+	// mqtt.brokers, with a persistent session, and the subscriber sits on
+	// the third node.
+	cluster bool
 }
 
 // env is one scenario's world: a broker, a proxy in front of it, the two
@@ -94,6 +100,7 @@ type env struct {
 	cfgPath string
 	broker  *mqtttest.Broker
 	proxy   *netproxy.Proxy
+	cluster *natstest.Cluster // instead of broker and proxy, with settings.cluster
 	amp     *amplitudetest.Server
 	dify    *difytest.Server
 	sub     *subscriber
@@ -118,19 +125,30 @@ func newEnv(t *testing.T, set settings) *env {
 	}
 	e := &env{t: t, set: set, dir: t.TempDir()}
 	e.dataDir = filepath.Join(e.dir, "data")
-	// A persistent broker, so that the subscriber's session (and what is
-	// queued for it) survives a broker restart; no cap on queued messages.
-	e.broker = mqtttest.Start(t, mqtttest.Options{Persistence: true, ExtraConfig: "max_queued_messages 0"})
 	var err error
-	if e.proxy, err = netproxy.New(e.broker.Addr()); err != nil {
-		t.Fatalf("start proxy: %v", err)
+	if set.cluster {
+		e.cluster = natstest.Start(t, 3)
+	} else {
+		// A persistent broker, so that the subscriber's session (and what
+		// is queued for it) survives a broker restart; no cap on queued
+		// messages.
+		e.broker = mqtttest.Start(t, mqtttest.Options{Persistence: true, ExtraConfig: "max_queued_messages 0"})
+		if e.proxy, err = netproxy.New(e.broker.Addr()); err != nil {
+			t.Fatalf("start proxy: %v", err)
+		}
+		t.Cleanup(func() { e.proxy.Close() })
 	}
-	t.Cleanup(func() { e.proxy.Close() })
 	e.amp = amplitudetest.NewServer(amplitudetest.Options{APIKey: ampKey})
 	t.Cleanup(e.amp.Close)
 	e.dify = difytest.NewServer(difytest.Options{APIKey: difyKey})
 	t.Cleanup(e.dify.Close)
-	if e.sub, err = newSubscriber(e.broker, "chaos-sub", "vigil/"+deviceID+"/alerts/#", "vigil/"+deviceID+"/advice/#"); err != nil {
+	subOpts := func(id string) *paho.ClientOptions {
+		if e.cluster != nil {
+			return e.cluster.Node(2).ClientOptions(id)
+		}
+		return e.broker.ClientOptions(id)
+	}
+	if e.sub, err = newSubscriber(subOpts, "chaos-sub", "vigil/"+deviceID+"/alerts/#", "vigil/"+deviceID+"/advice/#"); err != nil {
 		t.Fatalf("subscriber: %v", err)
 	}
 	t.Cleanup(e.sub.close)
@@ -188,13 +206,13 @@ log: {level: info, format: json}
 http: {listen: %q}
 inference: {workers: 1}
 buffer: %s
-mqtt: {broker: "tcp://%s", keepalive: 2s, connect_timeout: 2s, replay_rate: 500}
+mqtt: {%s, keepalive: 2s, connect_timeout: 2s, replay_rate: 500}
 health: {interval: 1s}
 amplitude: {endpoint: %q, api_key: %q, flush_interval: 200ms, timeout: %s, max_retry_backoff: 2s}
 dify: {base_url: %q, api_key: %q, min_severity: major, rate_limit: 0, cooldown: 0s, timeout: %s, max_retry_backoff: 2s}
 sources:%s
 streams:%s
-`, deviceID, e.dataDir, models, e.httpAddr, bufYAML, e.proxy.Addr(),
+`, deviceID, e.dataDir, models, e.httpAddr, bufYAML, e.mqttYAML(),
 		e.amp.HTTPURL(), ampKey, e.set.ampTimeout, e.dify.BaseURL(), difyKey, e.set.difyTimeout,
 		srcs.String(), streams.String())
 	e.cfgPath = filepath.Join(e.dir, "vigil.yaml")
@@ -202,6 +220,49 @@ streams:%s
 		return fmt.Errorf("write config: %w", err)
 	}
 	return nil
+}
+
+// mqttYAML is the broker part of vigil's mqtt block: the proxy in front of
+// mosquitto, or the cluster's nodes (each behind its proxy) with a
+// persistent session.
+func (e *env) mqttYAML() string {
+	if e.cluster == nil {
+		return fmt.Sprintf("broker: %q", "tcp://"+e.proxy.Addr())
+	}
+	b, _ := json.Marshal(e.cluster.URLs())
+	return fmt.Sprintf("brokers: %s, persistent_session: true", b)
+}
+
+// clusterNode waits until vigil's publisher is connected to a node of the
+// cluster other than not (-1: any) and returns its index.
+func (e *env) clusterNode(ctx context.Context, not int) (int, error) {
+	node := -1
+	err := waitFor(90*time.Second, func() bool {
+		if ctx.Err() != nil {
+			return true
+		}
+		m, err := e.metrics()
+		if err != nil {
+			return false
+		}
+		if ok, _ := m.sum("vigil_forwarder_state", `forwarder="mqtt"`, `state="ok"`); ok == 0 {
+			return false
+		}
+		for i := range e.cluster.Size() {
+			if v, _ := m.sum("vigil_mqtt_broker_info", fmt.Sprintf("broker=%q", e.cluster.Node(i).URL())); v > 0 && i != not {
+				node = i
+				return true
+			}
+		}
+		return false
+	})
+	if err == nil && node < 0 {
+		err = ctx.Err()
+	}
+	if err != nil {
+		return -1, fmt.Errorf("vigil connected to no other node: %w", err)
+	}
+	return node, nil
 }
 
 // faultPlan is the schedule of the simulated pump's faults: one every
@@ -509,13 +570,13 @@ type subscriber struct {
 	msgs []mqtttest.Message
 }
 
-func newSubscriber(b *mqtttest.Broker, id string, filters ...string) (*subscriber, error) {
+func newSubscriber(clientOptions func(id string) *paho.ClientOptions, id string, filters ...string) (*subscriber, error) {
 	s := &subscriber{}
 	subs := map[string]byte{}
 	for _, f := range filters {
 		subs[f] = 1
 	}
-	opts := b.ClientOptions(id).SetCleanSession(false).SetDefaultPublishHandler(s.add).
+	opts := clientOptions(id).SetCleanSession(false).SetDefaultPublishHandler(s.add).
 		SetConnectRetry(true).SetConnectRetryInterval(200 * time.Millisecond).SetMaxReconnectInterval(200 * time.Millisecond)
 	ready := make(chan error, 1)
 	opts.SetOnConnectHandler(func(c paho.Client) {
