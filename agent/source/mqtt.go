@@ -404,28 +404,47 @@ func openConn(u *url.URL, o paho.ClientOptions) (net.Conn, error) {
 	})
 }
 
-// onConnect subscribes, on the first connection and on every reconnection.
-// Paho runs it on its own goroutine, so waiting (with a timeout) is fine.
-func (m *MQTT) onConnect(c paho.Client) {
+// subscribe subscribes to the topics and reports whether the broker took
+// every filter.
+func (m *MQTT) subscribe(c paho.Client) bool {
 	filters := make(map[string]byte, len(m.opts.Topics))
 	for _, t := range m.opts.Topics {
 		filters[t] = m.opts.QoS
 	}
 	tok := c.SubscribeMultiple(filters, m.onMessage)
 	if !tok.WaitTimeout(m.opts.SubscribeTimeout) {
-		m.log.Error("mqtt subscribe timed out", "topics", m.opts.Topics, "timeout", m.opts.SubscribeTimeout)
-		return
+		m.rlog.Warn("mqtt subscribe timed out; trying again", "topics", m.opts.Topics, "timeout", m.opts.SubscribeTimeout)
+		return false
 	}
 	if err := tok.Error(); err != nil {
-		m.log.Error("mqtt subscribe failed", "topics", m.opts.Topics, "error", err)
-		return
+		m.rlog.Warn("mqtt subscribe failed; trying again", "topics", m.opts.Topics, "error", err)
+		return false
 	}
 	if st, ok := tok.(*paho.SubscribeToken); ok {
 		for topic, code := range st.Result() {
 			if code == 0x80 {
-				m.log.Error("mqtt broker refused a subscription", "topic", topic)
-				return
+				m.rlog.Warn("mqtt broker refused a subscription; trying again", "topic", topic)
+				return false
 			}
+		}
+	}
+	return true
+}
+
+// onConnect subscribes, on the first connection and on every reconnection.
+// Paho runs it on its own goroutine, so waiting (with a timeout) is fine.
+func (m *MQTT) onConnect(c paho.Client) {
+	// A broker can take the connection and refuse or time out the
+	// subscription (a cluster node still electing its leaders does): ask
+	// again while the connection stays up, so the source never sits
+	// connected and deaf.
+	for wait := time.Second; !m.subscribe(c); wait = min(2*wait, 30*time.Second) {
+		if !c.IsConnectionOpen() {
+			return // the next connection subscribes again
+		}
+		time.Sleep(wait) // on paho's goroutine, which waits for us anyway
+		if !c.IsConnectionOpen() {
+			return
 		}
 	}
 	m.connected.Store(true)

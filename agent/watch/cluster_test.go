@@ -19,6 +19,11 @@ func TestWatchThroughCluster(t *testing.T) {
 	var out syncBuffer
 	opts := DefaultOptions()
 	opts.Broker, opts.JSON, opts.Out = strings.Join(c.URLs(), ","), true, &out
+	defer func() {
+		if t.Failed() {
+			t.Log(c.Logs())
+		}
+	}()
 	runWatch(t, opts)
 	mqtttest.WaitFor(t, 30*time.Second, "the watcher on node 1", func() bool { return c.Node(0).Proxy().Conns() > 0 })
 

@@ -201,16 +201,24 @@ func (w *watcher) connect(ctx context.Context) (mqtt.Client, error) {
 		SetConnectTimeout(w.opts.ConnectTimeout).
 		SetKeepAlive(15 * time.Second).
 		SetOnConnectHandler(func(c mqtt.Client) {
-			// The handler must not block paho: subscribe in a goroutine.
+			// The handler must not block paho: subscribe in a goroutine,
+			// again while the connection stays up and the broker has not
+			// taken the subscription (a cluster node still electing its
+			// leaders refuses it), so the view never sits connected and deaf.
 			go func() {
-				tok := c.SubscribeMultiple(w.filters(), w.onMessage)
-				select {
-				case <-tok.Done():
-					if err := tok.Error(); err != nil {
-						w.opts.Logger.Warn("subscribe failed", "err", err)
+				for wait := time.Second; c.IsConnectionOpen(); wait = min(2*wait, 10*time.Second) {
+					tok := c.SubscribeMultiple(w.filters(), w.onMessage)
+					select {
+					case <-tok.Done():
+						if err := tok.Error(); err == nil {
+							return
+						} else {
+							w.opts.Logger.Warn("subscribe failed; trying again", "err", err, "in", wait)
+						}
+					case <-time.After(w.opts.ConnectTimeout):
+						w.opts.Logger.Warn("subscribe not acknowledged; trying again", "in", wait)
 					}
-				case <-time.After(w.opts.ConnectTimeout):
-					w.opts.Logger.Warn("subscribe not acknowledged")
+					time.Sleep(wait) // on paho's side, not a test: a pause before asking again
 				}
 			}()
 			w.setConn(true)
