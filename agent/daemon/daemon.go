@@ -153,7 +153,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 }
 
 // Ready is closed once the daemon serves: its HTTP server listens (Addr is
-// set) and the sources run.
+// set) and the sources run. It stays open if Run fails before that.
 func (d *Daemon) Ready() <-chan struct{} { return d.ready }
 
 // Addr is the HTTP server's address, once Ready is closed.
@@ -203,9 +203,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Current before anything can ask for it (health, a remote command);
+	// it runs once the consumers and the HTTP server do.
+	d.swap(gen)
 	reporter := health.NewReporter(health.Sources{
 		Device: d.cfg.DeviceID, Version: d.opts.Version, Started: d.started,
-		Pipeline:   func() pipeline.Stats { return d.current().pipe.Stats() },
+		Pipeline:   d.Stats,
 		Buffer:     buf.Stats,
 		Forwarders: map[string]func() health.Forwarder{},
 		Parts:      d.sup.parts,
@@ -257,7 +260,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		close(httpErr)
 	}()
-	d.swap(gen)
 	gen.start(ctx, d.sup)
 	d.log.Info("vigil running", "version", d.opts.Version, "device", d.cfg.DeviceID, "http", d.addr,
 		"streams", len(d.cfg.Streams), "buffer", d.cfg.Buffer.Kind)

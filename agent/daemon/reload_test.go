@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/config"
+	"github.com/vigil-edge/vigil/agent/record"
 )
 
 // TestRestartOnlyNamesTheChangedKeys: the settings of the parts that live
@@ -124,4 +126,41 @@ func TestReloadKeepsStreamState(t *testing.T) {
 	}
 	// And it goes on learning.
 	waitFor(t, 60*time.Second, func() bool { return d.Stats().Streams["learner"].Learned >= after.Streams["learner"].Learned+100 })
+}
+
+// TestReloadDuringAnEpisodeOpensNoSecondOne (issue 14, item 8): a stream
+// in an ongoing anomaly (a threshold every window exceeds) goes on with the
+// same episode after a reload: one "open" alert, not two.
+func TestReloadDuringAnEpisodeOpensNoSecondOne(t *testing.T) {
+	cfgPath, dataDir := testConfig(t, 100, "")
+	b, _ := os.ReadFile(cfgPath)
+	cfg := strings.Replace(string(b), "  - name: events", "  - {name: sim, type: simulator, simulator: {rate: 200, seed: 7}}\n  - name: events", 1)
+	cfg = strings.Replace(cfg, "  - {name: web,", "  - {name: hot, source: sim, model: pump8, threshold: 0.000001}\n  - {name: web,", 1)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d, stop := startDaemon(t, cfgPath)
+	waitFor(t, 60*time.Second, func() bool { return d.Stats().Streams["hot"].Alerts >= 1 })
+	if err := d.Reload(context.Background()); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	// Well past the hysteresis (2 of 3 windows) after the reload.
+	w := d.Stats().Streams["hot"].Windows
+	waitFor(t, 60*time.Second, func() bool { return d.Stats().Streams["hot"].Windows >= w+10 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	var opens []record.Alert
+	for _, r := range readAll(t, reopen(t, dataDir), record.LaneAlert) {
+		var a record.Alert
+		if err := json.Unmarshal(r.Data, &a); err != nil {
+			t.Fatal(err)
+		}
+		if a.Stream == "hot" && a.State == "open" {
+			opens = append(opens, a)
+		}
+	}
+	if len(opens) != 1 {
+		t.Fatalf("%d open alerts for one ongoing anomaly across a reload: %+v", len(opens), opens)
+	}
 }

@@ -15,8 +15,9 @@ import (
 
 var errInjected = errors.New("injected failure")
 
-// failOnce wraps the part named part so that its first run fails at once
-// with errInjected; later runs are the real ones.
+// failOnce wraps the part named part so that its first run fails with
+// errInjected (after running the real part briefly, so that the restart
+// runs it a second time); later runs are the real ones.
 func failOnce(part string) func(string, func(context.Context) error) func(context.Context) error {
 	var once sync.Once
 	return func(name string, run func(context.Context) error) func(context.Context) error {
@@ -27,6 +28,11 @@ func failOnce(part string) func(string, func(context.Context) error) func(contex
 			failed := false
 			once.Do(func() { failed = true })
 			if failed {
+				stopped, cancel := context.WithCancel(ctx)
+				cancel()
+				if err := run(stopped); err != nil {
+					return err
+				}
 				return errInjected
 			}
 			return run(ctx)
@@ -38,9 +44,13 @@ func failOnce(part string) func(string, func(context.Context) error) func(contex
 // fails while the daemon runs is run again after a backoff, the restart is
 // counted in health and /metrics, and the part does its job afterwards.
 func TestAFailedPartIsRestartedAndCounted(t *testing.T) {
-	for _, part := range []string{"consumer/console", "source/events"} {
+	for _, part := range []string{"consumer/console", "source/events", "consumer/mqtt"} {
 		t.Run(part, func(t *testing.T) {
-			cfgPath, _ := testConfig(t, 3000, "")
+			extra := ""
+			if part == "consumer/mqtt" {
+				extra = `mqtt: {embedded_broker: {listen: "127.0.0.1:0"}}`
+			}
+			cfgPath, _ := testConfig(t, 3000, extra)
 			out := &syncWriter{w: &strings.Builder{}}
 			d, stop := startDaemonWith(t, cfgPath, func(o *Options) {
 				o.PrintAlerts, o.Stdout = true, out
@@ -70,6 +80,9 @@ func TestAFailedPartIsRestartedAndCounted(t *testing.T) {
 					defer out.mu.Unlock()
 					return strings.Contains(out.w.(*strings.Builder).String(), " ALERT ")
 				})
+			case "consumer/mqtt":
+				// The publisher runs again, and connects.
+				waitFor(t, 30*time.Second, func() bool { return d.Health().Forwarders["mqtt"].State == "ok" })
 			case "source/events":
 				// The restarted source still takes events.
 				code, _ := post(t, "http://"+d.Addr()+"/v1/events",

@@ -121,18 +121,7 @@ func run(t *testing.T, opts Options, inputs []source.Input) (*Pipeline, *memBuff
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	for _, in := range inputs {
-		if err := p.Put(ctx, in); err != nil {
-			t.Fatal(err)
-		}
-	}
-	p.CloseInput()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	feed(t, p, nil, inputs)
 	return p, buf
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/detect"
+	"github.com/vigil-edge/vigil/agent/internal/pipemodel"
 	"github.com/vigil-edge/vigil/agent/pipeline"
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/agent/source"
@@ -19,22 +20,6 @@ import (
 
 // modelsDir holds the default models, from this package's directory.
 const modelsDir = "../../../../models"
-
-// modelAdapter gives a loaded model the pipeline's Model interface, as the
-// daemon's wiring does.
-type modelAdapter struct{ *models.Model }
-
-func (a modelAdapter) ID() string {
-	m := a.Manifest()
-	return m.Name + "@" + m.Version
-}
-
-func (a modelAdapter) Window() (int, int) {
-	m := a.Manifest()
-	return m.Input.Window, m.Input.Hop
-}
-
-func (a modelAdapter) Channels() []string { return a.Manifest().Input.Channels }
 
 // simSamples returns n samples of the simulated pump without faults.
 func simSamples(tb testing.TB, n int) []source.Input {
@@ -110,7 +95,7 @@ func BenchmarkSourceToBuffer(b *testing.B) {
 			buf := openBuffer(b, kind)
 			defer buf.Close()
 			p, err := pipeline.New(pipeline.Options{Device: "bench-01", Buffer: buf, Streams: []pipeline.StreamSpec{{
-				Name: "pump1", Source: "pump", Kind: pipeline.KindSensor, Model: modelAdapter{m},
+				Name: "pump1", Source: "pump", Kind: pipeline.KindSensor, Model: pipemodel.Adapt(m),
 				Detect: detect.DefaultOptions(), MaxLateness: 5 * time.Second,
 			}}})
 			if err != nil {
