@@ -751,6 +751,7 @@ func (v *validator) streams() {
 			v.errf(p+".hysteresis.k", "%d is more than n (%d): k of the last n windows", h.K, h.N)
 		}
 		v.nonNegative(p+".cooldown", st.Cooldown)
+		v.nonNegative(p+".episode.close_after", st.Episode.CloseAfter)
 		sv := st.Severity
 		if v.finite(p+".severity.warning", sv.Warning) && v.finite(p+".severity.major", sv.Major) && v.finite(p+".severity.critical", sv.Critical) {
 			switch {

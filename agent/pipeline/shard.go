@@ -223,7 +223,9 @@ type streamState struct {
 	learnErr  string
 	windows   atomic.Uint64
 	alerts    atomic.Uint64
-	skipped   atomic.Uint64 // samples seen while training
+	skipped   atomic.Uint64                   // samples seen while training
+	changes   [detect.Close + 1]atomic.Uint64 // alerts by detect.Change
+	flips     atomic.Uint64                   // anomalies that continued an episode waiting to close
 }
 
 type keyState struct {
@@ -579,6 +581,9 @@ func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64
 		score = math.MaxFloat32
 	}
 	res := det.Observe(pw.end, score)
+	if res.Resumed {
+		st.flips.Add(1)
+	}
 	p := st.p
 	mid := m.ID()
 	s.scoreRecs = append(s.scoreRecs, encodeRecord(record.Score{
@@ -599,6 +604,7 @@ func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64
 		feats[i] = record.Feature{Name: c.Name, Share: c.Share}
 	}
 	st.alerts.Add(1)
+	st.changes[res.Change].Add(1)
 	s.alertRecs = append(s.alertRecs, encodeRecord(record.Alert{
 		ID:          record.ID(record.LaneAlert, p.opts.Device, st.spec.Name, key, pw.end, mid),
 		TS:          pw.end,

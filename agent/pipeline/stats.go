@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vigil-edge/vigil/agent/detect"
 	"github.com/vigil-edge/vigil/agent/source"
 )
 
@@ -132,6 +133,11 @@ type StreamStats struct {
 	LearnTarget int     `json:"learn_target,omitempty"`
 	Skipped     uint64  `json:"skipped_while_training,omitempty"`
 	LearnError  string  `json:"learn_error,omitempty"`
+	// Episode alerts by change (open, escalated, reopened, closed), and
+	// the anomalies that continued an episode waiting to close instead of
+	// closing and reopening it (episodes.close_after).
+	Episodes        map[string]uint64 `json:"episodes,omitempty"`
+	SuppressedFlips uint64            `json:"suppressed_flips,omitempty"`
 }
 
 // Stats returns a snapshot. It is safe to call from any goroutine.
@@ -180,6 +186,11 @@ func (p *Pipeline) Stats() Stats {
 		st.mu.Unlock()
 		ss.Windows, ss.Alerts, ss.Skipped = st.windows.Load(), st.alerts.Load(), st.skipped.Load()
 		ss.KeyEvicts = st.evicts.Load()
+		ss.Episodes = map[string]uint64{}
+		for c := detect.Open; c <= detect.Close; c++ {
+			ss.Episodes[c.State()] = st.changes[c].Load()
+		}
+		ss.SuppressedFlips = st.flips.Load()
 		ss.Keys = int(st.nkeys.Load())
 		ss.Learned = int(st.learned.Load())
 		s.Streams[name] = ss
