@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 
@@ -54,6 +55,8 @@ func runEvalSKAB(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	threshold := fs.Float64("threshold", 0, "fixed detector threshold for every file (0: each model's calibrated one)")
 	k := fs.Int("k", def.Detect.K, "detector hysteresis: anomalous while K of the last N windows exceed the threshold")
 	n := fs.Int("n", def.Detect.N, "detector hysteresis window N")
+	closeAfter := fs.Duration("close-after", def.Detect.CloseAfter, "an episode closes after the stream has been normal this long (as streams[].episode.close_after)")
+	jsonOut := fs.String("json", "", "also write the whole report (per file and in total, point-wise and alert-level) as JSON to this file")
 	mapping := fs.String("mapping", string(def.Mapping), "window verdicts to rows: causal (in real time) or cover (every covering window, as SKAB's Conv-AE)")
 	parallel := fs.Int("parallel", 0, "files evaluated at once (0: GOMAXPROCS); results do not depend on it")
 	quiet := fs.Bool("q", false, "no progress on stderr")
@@ -83,7 +86,7 @@ func runEvalSKAB(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if t.Filters, err = parseInts(*filters); err != nil {
 		return fmt.Errorf("--filters: %w", err)
 	}
-	opts.Detect.Threshold, opts.Detect.K, opts.Detect.N = *threshold, *k, *n
+	opts.Detect.Threshold, opts.Detect.K, opts.Detect.N, opts.Detect.CloseAfter = *threshold, *k, *n, *closeAfter
 	opts.Mapping = eval.Mapping(*mapping)
 	done := 0
 	if !*quiet {
@@ -101,6 +104,19 @@ func runEvalSKAB(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	eval.WriteHeader(stdout)
 	for _, r := range rep.Files {
 		eval.WriteFile(stdout, r)
+	}
+	if *jsonOut != "" {
+		f, err := os.Create(*jsonOut)
+		if err != nil {
+			return fmt.Errorf("--json: %w", err)
+		}
+		err = eval.WriteJSON(f, rep)
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("--json: %w", cerr)
+		}
+		if err != nil {
+			return err
+		}
 	}
 	eval.WriteTotal(stdout, rep)
 	return nil

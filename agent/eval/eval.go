@@ -37,6 +37,9 @@ var SKABFolders = []string{"valve1", "valve2", "other"}
 // LabelColumn is the column that labels a row anomalous (1) or normal (0).
 const LabelColumn = "anomaly"
 
+// ChangepointColumn marks SKAB's labelled changepoints (1), scored by NAB.
+const ChangepointColumn = "changepoint"
+
 // Options configure an evaluation. Start from DefaultOptions.
 type Options struct {
 	// Data is the SKAB folder, holding valve1/, valve2/ and other/ (any
@@ -134,7 +137,9 @@ type Report struct {
 	// Files are the files' results in evaluation order.
 	Files []FileResult
 	// Total sums the files' counts.
-	Total   Counts
+	Total Counts
+	// Alerts sums the files' alert-level results.
+	Alerts  Alerts
 	Elapsed time.Duration
 }
 
@@ -149,6 +154,8 @@ type FileResult struct {
 	Counts
 	// TrainRows and TestRows split the file's rows.
 	TrainRows, TestRows int
+	// Alerts judges the episodes the detector opened.
+	Alerts Alerts
 	// Threshold is the detector's threshold; Training what learning did.
 	Threshold float64
 	Training  *train.Report
@@ -237,6 +244,7 @@ feed:
 	rep := &Report{Files: results, Elapsed: time.Since(start)}
 	for _, r := range results {
 		rep.Total = rep.Total.Add(r.Counts)
+		rep.Alerts = rep.Alerts.Add(r.Alerts)
 	}
 	return rep, nil
 }
@@ -361,12 +369,20 @@ func Evaluate(ctx context.Context, name string, tab *source.Table, opts Options)
 		return FileResult{}, err
 	}
 	anomalous := make([]bool, len(ends))
+	var opens, closes []time.Time
 	for i, e := range ends {
 		s := scores[i]
 		if math.IsNaN(s) || math.IsInf(s, 0) {
 			s = math.MaxFloat32 // as the pipeline does
 		}
-		anomalous[i] = det.Observe(tab.Times[e], s).Anomalous
+		r := det.Observe(tab.Times[e], s)
+		anomalous[i] = r.Anomalous
+		switch r.Change {
+		case detect.Open:
+			opens = append(opens, tab.Times[e])
+		case detect.Close:
+			closes = append(closes, tab.Times[e])
+		}
 		if opts.KeepWindows {
 			c := md.Channels()
 			res.Windows = append(res.Windows, Window{End: e, Score: scores[i], Anomalous: anomalous[i], Contrib: contrib[i*c : (i+1)*c]})
@@ -378,6 +394,14 @@ func Evaluate(ctx context.Context, name string, tab *source.Table, opts Options)
 		truth[i] = labels[opts.TrainRows+i] != 0
 	}
 	res.Counts = Count(pred, truth)
+	var cps []bool
+	if c, ok := tab.Labels[ChangepointColumn]; ok {
+		cps = make([]bool, len(truth))
+		for i := range cps {
+			cps[i] = c[opts.TrainRows+i] != 0
+		}
+	}
+	res.Alerts = AlertLevel(tab.Times[opts.TrainRows:], truth, cps, opens, closes)
 	res.Score = time.Since(t0)
 	return res, nil
 }
