@@ -172,6 +172,11 @@ func (a modelAdapter) Window() (int, int) {
 
 func (a modelAdapter) Channels() []string { return a.Manifest().Input.Channels }
 
+// Confidence gives the pipeline each alert's calibrated confidence.
+func (a modelAdapter) Confidence(score float64) (float64, bool) {
+	return a.Manifest().Threshold.Confidence(score)
+}
+
 // learner trains a stream's model on the device, saves it under
 // data_dir/learned so a restart reuses it, and loads it.
 func (d *daemon) learner(cfg *config.Config, dir string, iopts inference.Options) pipeline.Learner {

@@ -286,6 +286,7 @@ type Amplitude struct {
 	APIKey          Secret        `yaml:"api_key" doc:"project API key"`
 	APIKeyFile      string        `yaml:"api_key_file" conf:"path" doc:"file holding the API key instead"`
 	MinSeverity     string        `yaml:"min_severity" doc:"lowest alert severity forwarded: warning, major or critical"`
+	MinConfidence   float64       `yaml:"min_confidence" doc:"lowest alert confidence forwarded (1 − the chance a normal window scores as high, from the model's calibration); alerts without one are not forwarded when above 0; 0 forwards all"`
 	FlushInterval   time.Duration `yaml:"flush_interval" doc:"longest an event waits before its batch is sent"`
 	MaxBatch        int           `yaml:"max_batch" doc:"most events per request (at most 2000)"`
 	Timeout         time.Duration `yaml:"timeout" doc:"timeout of one request"`
@@ -300,6 +301,7 @@ type Dify struct {
 	APIKey          Secret            `yaml:"api_key" doc:"the workflow app's API key"`
 	APIKeyFile      string            `yaml:"api_key_file" conf:"path" doc:"file holding the API key instead"`
 	MinSeverity     string            `yaml:"min_severity" doc:"lowest alert severity sent: warning, major or critical"`
+	MinConfidence   float64           `yaml:"min_confidence" doc:"lowest alert confidence sent (1 − the chance a normal window scores as high, from the model's calibration); alerts without one are not sent when above 0; 0 sends all"`
 	ResponseMode    string            `yaml:"response_mode" doc:"blocking or streaming (streaming for workflows longer than 100 s)"`
 	Timeout         time.Duration     `yaml:"timeout" doc:"timeout of one workflow run"`
 	RateLimit       Rate              `yaml:"rate_limit" doc:"most runs per period for the whole device, e.g. 6/min; 0 means unlimited"`

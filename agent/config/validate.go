@@ -206,6 +206,12 @@ func (v *validator) finite(path string, f float64) bool {
 	return true
 }
 
+func (v *validator) probability(path string, f float64) {
+	if v.finite(path, f) && (f < 0 || f > 1) {
+		v.errf(path, "must be in [0, 1], got %v", f)
+	}
+}
+
 func orList(ws []string) string {
 	if len(ws) == 1 {
 		return ws[0]
@@ -807,6 +813,7 @@ func (v *validator) amplitude() {
 	}
 	v.secret("amplitude.api_key", a.APIKey, "amplitude.api_key_file", a.APIKeyFile)
 	v.forwarderCommon("amplitude", a.MinSeverity, a.Timeout, a.MaxRetryBackoff)
+	v.probability("amplitude.min_confidence", a.MinConfidence)
 	v.positive("amplitude.flush_interval", a.FlushInterval)
 	switch {
 	case a.MaxBatch < 1:
@@ -834,6 +841,7 @@ func (v *validator) dify() {
 	}
 	v.secret("dify.api_key", d.APIKey, "dify.api_key_file", d.APIKeyFile)
 	v.forwarderCommon("dify", d.MinSeverity, d.Timeout, d.MaxRetryBackoff)
+	v.probability("dify.min_confidence", d.MinConfidence)
 	v.oneOf("dify.response_mode", d.ResponseMode, "blocking", "streaming")
 	v.nonNegative("dify.cooldown", d.Cooldown)
 	v.atLeast("dify.max_concurrency", d.MaxConcurrency, 1)

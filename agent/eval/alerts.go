@@ -272,3 +272,44 @@ func AlertLevel(times []time.Time, anomalous, changepoint []bool, opens, closes 
 	a.NABEdges = NAB(cps, edges, NABWindow)
 	return a
 }
+
+// CalibrationLevels are the confidence levels CalibrationCheck reports.
+var CalibrationLevels = []float64{0.5, 0.9, 0.95, 0.99, 0.999}
+
+// CalibrationPoint compares, for one confidence level c, the share of
+// normal windows whose confidence is at least c with 1 − c, the share a
+// calibrated confidence gives them.
+type CalibrationPoint struct {
+	Level    float64 `json:"level"`
+	Expected float64 `json:"expected_share"`
+	Windows  int     `json:"windows"`
+	Above    int     `json:"above"`
+	Share    float64 `json:"share"`
+}
+
+// CalibrationCheck pools the files' NormalConfidence (unscaled:
+// NormalConfidenceUnscaled) and, for each level, counts the windows at or
+// above it.
+func CalibrationCheck(files []FileResult, levels []float64, unscaled bool) []CalibrationPoint {
+	out := make([]CalibrationPoint, len(levels))
+	for i, c := range levels {
+		p := CalibrationPoint{Level: c, Expected: 1 - c}
+		for _, f := range files {
+			vals := f.NormalConfidence
+			if unscaled {
+				vals = f.NormalConfidenceUnscaled
+			}
+			for _, v := range vals {
+				p.Windows++
+				if v >= c {
+					p.Above++
+				}
+			}
+		}
+		if p.Windows > 0 {
+			p.Share = float64(p.Above) / float64(p.Windows)
+		}
+		out[i] = p
+	}
+	return out
+}

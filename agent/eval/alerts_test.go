@@ -168,3 +168,18 @@ func TestDelayStatistics(t *testing.T) {
 		t.Fatal("no delays should give NaN")
 	}
 }
+
+func TestCalibrationCheckByHand(t *testing.T) {
+	files := []FileResult{
+		{NormalConfidence: []float64{0.1, 0.5, 0.95, 0.999}},
+		{NormalConfidence: []float64{0.2, 0.9, 0.3, 0.4, 0.6, 0.7}},
+	}
+	got := CalibrationCheck(files, []float64{0.5, 0.9, 0.99}, false)
+	// 10 windows; ≥ 0.5: 0.5 0.95 0.999 0.9 0.6 0.7 = 6; ≥ 0.9: 3; ≥ 0.99: 1
+	want := []struct{ above int }{{6}, {3}, {1}}
+	for i, p := range got {
+		if p.Windows != 10 || p.Above != want[i].above || !near(p.Share, float64(want[i].above)/10) || !near(p.Expected, 1-p.Level) {
+			t.Errorf("level %v: %+v, want %d of 10", p.Level, p, want[i].above)
+		}
+	}
+}

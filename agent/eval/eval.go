@@ -139,8 +139,12 @@ type Report struct {
 	// Total sums the files' counts.
 	Total Counts
 	// Alerts sums the files' alert-level results.
-	Alerts  Alerts
-	Elapsed time.Duration
+	Alerts Alerts
+	// Calibration checks the alerts' confidence on the normal windows.
+	Calibration []CalibrationPoint
+	// CalibrationUnscaled checks 1 − Survival(score), without the factor.
+	CalibrationUnscaled []CalibrationPoint
+	Elapsed             time.Duration
 }
 
 // Summary is the report's last line: "F1=0.812 FAR=7.95 MAR=24.10 files=34
@@ -156,6 +160,13 @@ type FileResult struct {
 	TrainRows, TestRows int
 	// Alerts judges the episodes the detector opened.
 	Alerts Alerts
+	// NormalConfidence holds the calibrated confidence
+	// (models.Threshold.Confidence) of each scored window that ends on a
+	// row labelled normal: CalibrationCheck compares them with 1 − c.
+	NormalConfidence []float64
+	// NormalConfidenceUnscaled is 1 − Survival(score), the calibration
+	// scores' distribution read at the score itself, without the factor.
+	NormalConfidenceUnscaled []float64
 	// Threshold is the detector's threshold; Training what learning did.
 	Threshold float64
 	Training  *train.Report
@@ -246,6 +257,8 @@ feed:
 		rep.Total = rep.Total.Add(r.Counts)
 		rep.Alerts = rep.Alerts.Add(r.Alerts)
 	}
+	rep.Calibration = CalibrationCheck(results, CalibrationLevels, false)
+	rep.CalibrationUnscaled = CalibrationCheck(results, CalibrationLevels, true)
 	return rep, nil
 }
 
@@ -377,6 +390,15 @@ func Evaluate(ctx context.Context, name string, tab *source.Table, opts Options)
 		}
 		r := det.Observe(tab.Times[e], s)
 		anomalous[i] = r.Anomalous
+		if labels[e] == 0 {
+			th := md.Manifest().Threshold
+			if c, ok := th.Confidence(s); ok {
+				res.NormalConfidence = append(res.NormalConfidence, c)
+			}
+			if p, ok := th.Survival(s); ok {
+				res.NormalConfidenceUnscaled = append(res.NormalConfidenceUnscaled, 1-p)
+			}
+		}
 		switch r.Change {
 		case detect.Open:
 			opens = append(opens, tab.Times[e])

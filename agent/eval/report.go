@@ -69,6 +69,20 @@ func WriteAlerts(w io.Writer, r *Report) {
 		a.NAB.Windows, a.NAB.TP, a.NAB.FN, a.NAB.FP, num(sc[0], 2), num(sc[1], 2), num(sc[2], 2))
 	fmt.Fprintf(w, "NAB (openings and closings, as SKAB's notebooks: %d TP, %d FN, %d FP): standard %s, low FP %s, low FN %s\n",
 		a.NABEdges.TP, a.NABEdges.FN, a.NABEdges.FP, num(e[0], 2), num(e[1], 2), num(e[2], 2))
+	if len(r.Calibration) > 0 && r.Calibration[0].Windows > 0 {
+		parts := make([]string, len(r.Calibration))
+		for i, c := range r.Calibration {
+			parts[i] = fmt.Sprintf("≥%g: %.4f (want %.4f)", c.Level, c.Share, c.Expected)
+		}
+		fmt.Fprintf(w, "confidence on %d normal windows, share at or above c: %s\n", r.Calibration[0].Windows, strings.Join(parts, ", "))
+	}
+	if len(r.CalibrationUnscaled) > 0 && r.CalibrationUnscaled[0].Windows > 0 {
+		parts := make([]string, len(r.CalibrationUnscaled))
+		for i, c := range r.CalibrationUnscaled {
+			parts[i] = fmt.Sprintf("≥%g: %.4f (want %.4f)", c.Level, c.Share, c.Expected)
+		}
+		fmt.Fprintf(w, "the same without the factor (1 - P(calibration score >= score)): %s\n", strings.Join(parts, ", "))
+	}
 }
 
 // jsonMetrics are a confusion matrix's counts and rates; undefined rates
@@ -107,11 +121,13 @@ type jsonFile struct {
 }
 
 type jsonReport struct {
-	Files   []jsonFile  `json:"files"`
-	Points  jsonMetrics `json:"points"`
-	Alerts  jsonAlerts  `json:"alerts"`
-	Summary string      `json:"summary"`
-	Seconds float64     `json:"seconds"`
+	Files       []jsonFile         `json:"files"`
+	Calibration []CalibrationPoint `json:"confidence_calibration"`
+	Unscaled    []CalibrationPoint `json:"confidence_calibration_without_factor"`
+	Points      jsonMetrics        `json:"points"`
+	Alerts      jsonAlerts         `json:"alerts"`
+	Summary     string             `json:"summary"`
+	Seconds     float64            `json:"seconds"`
 }
 
 func metricsJSON(c Counts) jsonMetrics {
@@ -140,7 +156,7 @@ func finite(v float64) *float64 {
 // WriteJSON writes the whole report, per file and in total, point-wise
 // and alert-level, as one indented JSON object.
 func WriteJSON(w io.Writer, r *Report) error {
-	out := jsonReport{Points: metricsJSON(r.Total), Alerts: alertsJSON(r.Alerts), Summary: r.Summary(), Seconds: r.Elapsed.Seconds()}
+	out := jsonReport{Calibration: r.Calibration, Unscaled: r.CalibrationUnscaled, Points: metricsJSON(r.Total), Alerts: alertsJSON(r.Alerts), Summary: r.Summary(), Seconds: r.Elapsed.Seconds()}
 	out.Files = make([]jsonFile, 0, len(r.Files))
 	for _, f := range r.Files {
 		jf := jsonFile{Name: f.Name, TrainRows: f.TrainRows, TestRows: f.TestRows, Threshold: f.Threshold,

@@ -617,3 +617,36 @@ func TestEpisodeCloseAfterCountsFlips(t *testing.T) {
 		}
 	}
 }
+
+type confModel struct{ *meanModel }
+
+func (c confModel) Confidence(score float64) (float64, bool) { return 1 - 1/(1+score), true }
+
+// TestAlertsCarryConfidence: a model that knows its normal-score
+// distribution gives each alert its confidence at the alert's score.
+func TestAlertsCarryConfidence(t *testing.T) {
+	m := confModel{&meanModel{id: "mean@1", length: 4, hop: 2, chans: chans2, thr: 1}}
+	in := samples(30, func(i int) []float64 {
+		if i >= 10 && i < 16 {
+			return []float64{3, 2}
+		}
+		return []float64{0, 0}
+	})
+	_, buf := run(t, Options{Streams: []StreamSpec{sensorSpec(m)}, Shards: 1}, in)
+	alerts := buf.alerts(t)
+	if len(alerts) == 0 {
+		t.Fatal("no alerts")
+	}
+	for _, a := range alerts {
+		if a.Confidence == nil || math.Abs(*a.Confidence-(1-1/(1+a.Score))) > 1e-12 {
+			t.Fatalf("alert %+v: confidence %v, want 1 − 1/(1+score)", a, a.Confidence)
+		}
+	}
+	m2 := &meanModel{id: "mean@1", length: 4, hop: 2, chans: chans2, thr: 1}
+	_, buf = run(t, Options{Streams: []StreamSpec{sensorSpec(m2)}, Shards: 1}, in)
+	for _, a := range buf.alerts(t) {
+		if a.Confidence != nil {
+			t.Fatalf("a model without a distribution gave confidence %v", *a.Confidence)
+		}
+	}
+}

@@ -598,6 +598,12 @@ func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64
 	if res.Change == detect.None {
 		return
 	}
+	var conf *float64
+	if c, ok := m.(interface{ Confidence(float64) (float64, bool) }); ok {
+		if v, ok := c.Confidence(score); ok {
+			conf = &v
+		}
+	}
 	top := detect.Top(st.channels, chanErr, st.spec.TopFeatures)
 	feats := make([]record.Feature, len(top))
 	for i, c := range top {
@@ -614,6 +620,7 @@ func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64
 		Kind:        st.spec.Kind,
 		Score:       score,
 		Threshold:   det.Threshold(),
+		Confidence:  conf,
 		Severity:    res.Severity,
 		Episode:     record.ID("episode", p.opts.Device, st.spec.Name, key, res.EpisodeStart, mid),
 		Update:      res.Update,
