@@ -46,6 +46,7 @@ func runEvalSKAB(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	patience := fs.Int("patience", def.Train.Patience, "epochs without improvement before stopping")
 	seed := fs.Uint64("seed", def.Train.Seed, "random seed")
 	drift := fs.Int("drift", def.Train.DriftHorizon, "widen each channel's normalisation by its training trend continued this many samples (0: off)")
+	robust := fs.Bool("robust", def.Train.Robust, "normalise each channel by its median and MAD over the training rows instead of mean and std")
 	center := fs.Float64("center", def.Train.Center, "centre each channel whose von Neumann ratio in the training rows is below this on its window mean (0: none, above 4: all)")
 	method := fs.String("calibration", def.Train.Calibration.Method, "threshold calibration: pot or quantile")
 	quantile := fs.Float64("quantile", def.Train.Calibration.Quantile, "quantile of normal scores (the quantile method, and POT's fallback)")
@@ -76,7 +77,7 @@ func runEvalSKAB(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	t.Reduction, t.Epochs, t.Patience, t.Seed, t.DriftHorizon = *reduction, *epochs, *patience, *seed, *drift
 	t.Calibration.Method, t.Calibration.Quantile = *method, *quantile
 	t.Calibration.Factor, t.Calibration.Risk, t.Calibration.On = *factor, *risk, *calibrateOn
-	t.Center = *center
+	t.Center, t.Robust = *center, *robust
 	var err error
 	if *hidden != "" {
 		if t.Hidden, err = parseInts(*hidden); err != nil {
