@@ -166,6 +166,10 @@ type Alerts struct {
 	// every anomaly and the FalseEpisodeGrace after it.
 	Episodes int `json:"episodes"`
 	False    int `json:"false_episodes"`
+	// Openings are the times the episodes opened, FalseOpenings those of
+	// the false ones.
+	Openings      []time.Time `json:"openings"`
+	FalseOpenings []time.Time `json:"false_openings"`
 	// NAB scores the episode openings as changepoints; NABEdges scores
 	// openings and closings, as SKAB's own notebooks take every change of
 	// the 0/1 prediction for a changepoint.
@@ -182,6 +186,8 @@ func (a Alerts) Add(o Alerts) Alerts {
 	a.Delays = append(slices.Clone(a.Delays), o.Delays...)
 	a.Episodes += o.Episodes
 	a.False += o.False
+	a.Openings = append(slices.Clone(a.Openings), o.Openings...)
+	a.FalseOpenings = append(slices.Clone(a.FalseOpenings), o.FalseOpenings...)
 	a.NAB = a.NAB.Add(o.NAB)
 	a.NABEdges = a.NABEdges.Add(o.NABEdges)
 	return a
@@ -233,6 +239,7 @@ func AlertLevel(times []time.Time, anomalous, changepoint []bool, opens, closes 
 	}
 	a.Anomalies = len(spans)
 	a.Episodes = len(opens)
+	a.Openings = slices.Clone(opens)
 	for _, s := range spans {
 		for _, o := range opens {
 			if !o.Before(s.lo) && !o.After(s.hi) {
@@ -258,6 +265,7 @@ func AlertLevel(times []time.Time, anomalous, changepoint []bool, opens, closes 
 		}
 		if !explained {
 			a.False++
+			a.FalseOpenings = append(a.FalseOpenings, o)
 		}
 	}
 	var cps []time.Time

@@ -129,8 +129,9 @@ func TestAlertLevelByHand(t *testing.T) {
 	if len(a.Delays) != 1 || a.Delays[0] != 12 {
 		t.Fatalf("delays %v, want [12]", a.Delays)
 	}
-	if a.Episodes != 4 || a.False != 2 {
-		t.Fatalf("episodes %d false %d, want 4 and 2", a.Episodes, a.False)
+	if a.Episodes != 4 || a.False != 2 || len(a.Openings) != 4 || len(a.FalseOpenings) != 2 ||
+		!a.FalseOpenings[0].Equal(at(20)) || !a.FalseOpenings[1].Equal(at(160)) {
+		t.Fatalf("episodes %d false %d (%v), want 4 and 2 (at 20 s and 160 s)", a.Episodes, a.False, a.FalseOpenings)
 	}
 	// openings: windows [50,110] and [89,149] overlap → [110,149]; 62 is
 	// the first's TP (x = 0.2), 120 the second's (x = 10/39), 20 and 160

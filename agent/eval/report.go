@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"strings"
+	"time"
 )
 
 // WriteHeader writes the heading of the per-file table that WriteFile
@@ -137,6 +138,12 @@ func metricsJSON(c Counts) jsonMetrics {
 func alertsJSON(a Alerts) jsonAlerts {
 	if a.Delays == nil {
 		a.Delays = []float64{}
+	}
+	if a.Openings == nil {
+		a.Openings = []time.Time{}
+	}
+	if a.FalseOpenings == nil {
+		a.FalseOpenings = []time.Time{}
 	}
 	p := func(n NABCounts) jsonProfile {
 		s := n.Scores()
