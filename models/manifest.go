@@ -181,6 +181,11 @@ type ScoreStats struct {
 	P90    float64 `json:"p90"`
 	P99    float64 `json:"p99"`
 	Max    float64 `json:"max"`
+	// Quantiles, when present, are the scores at probabilities 0, 1/(Q-1),
+	// ..., 1 (Q values, ascending): the empirical distribution behind
+	// Threshold.Survival. Manifests written before it have none; Survival
+	// then interpolates between min, p50, p90, p99 and max.
+	Quantiles []float64 `json:"quantiles,omitempty"`
 }
 
 // Training is the model's provenance.
@@ -556,6 +561,20 @@ func (t *Threshold) validate(ps *problems) {
 		}
 		if !(s.Min <= s.P50 && s.P50 <= s.P90 && s.P90 <= s.P99 && s.P99 <= s.Max) {
 			ps.add("threshold.scores", "min ≤ p50 ≤ p90 ≤ p99 ≤ max does not hold")
+		}
+		if q := s.Quantiles; q != nil {
+			if len(q) < 2 || len(q) > 1001 {
+				ps.add("threshold.scores.quantiles", "has %d values, want 2..1001", len(q))
+			}
+			for i, v := range q {
+				if !ps.finite(fmt.Sprintf("threshold.scores.quantiles[%d]", i), v) {
+					break
+				}
+				if i > 0 && v < q[i-1] {
+					ps.add("threshold.scores.quantiles", "must not decrease, [%d] = %v < [%d] = %v", i, v, i-1, q[i-1])
+					break
+				}
+			}
 		}
 	}
 }

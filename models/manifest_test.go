@@ -114,6 +114,7 @@ func TestBadManifests(t *testing.T) {
 			"threshold.pot.samples: is 3, fewer than the 5 peaks",
 			`threshold.scores.source: is "test"`,
 			"threshold.scores: min ≤ p50 ≤ p90 ≤ p99 ≤ max does not hold",
+			"threshold.scores.quantiles: must not decrease, [1] = 0.5 < [0] = 1",
 		},
 		"behaviour.bad.json": {
 			"features.step: is 2m0s, want > 0 and ≤ features.window",

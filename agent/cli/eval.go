@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 
@@ -45,6 +46,7 @@ func evalSKAB(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	patience := fs.Int("patience", def.Train.Patience, "epochs without improvement before stopping")
 	seed := fs.Uint64("seed", def.Train.Seed, "random seed")
 	drift := fs.Int("drift", def.Train.DriftHorizon, "widen each channel's normalisation by its training trend continued this many samples (0: off)")
+	robust := fs.Bool("robust", def.Train.Robust, "normalise each channel by its median and MAD over the training rows instead of mean and std")
 	center := fs.Float64("center", def.Train.Center, "centre each channel whose von Neumann ratio in the training rows is below this on its window mean (0: none, above 4: all)")
 	method := fs.String("calibration", def.Train.Calibration.Method, "threshold calibration: pot or quantile")
 	quantile := fs.Float64("quantile", def.Train.Calibration.Quantile, "quantile of normal scores (the quantile method, and POT's fallback)")
@@ -54,6 +56,8 @@ func evalSKAB(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	threshold := fs.Float64("threshold", 0, "fixed detector threshold for every file (0: each model's calibrated one)")
 	k := fs.Int("k", def.Detect.K, "detector hysteresis: anomalous while K of the last N windows exceed the threshold")
 	n := fs.Int("n", def.Detect.N, "detector hysteresis window N")
+	closeAfter := fs.Duration("close-after", def.Detect.CloseAfter, "an episode closes after the stream has been normal this long (as streams[].episode.close_after)")
+	jsonOut := fs.String("json", "", "also write the whole report (per file and in total, point-wise and alert-level) as JSON to this file")
 	mapping := fs.String("mapping", string(def.Mapping), "window verdicts to rows: causal (in real time) or cover (every covering window, as SKAB's Conv-AE)")
 	parallel := fs.Int("parallel", 0, "files evaluated at once (0: GOMAXPROCS); results do not depend on it")
 	quiet := fs.Bool("q", false, "no progress on stderr")
@@ -73,7 +77,7 @@ func evalSKAB(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	t.Reduction, t.Epochs, t.Patience, t.Seed, t.DriftHorizon = *reduction, *epochs, *patience, *seed, *drift
 	t.Calibration.Method, t.Calibration.Quantile = *method, *quantile
 	t.Calibration.Factor, t.Calibration.Risk, t.Calibration.On = *factor, *risk, *calibrateOn
-	t.Center = *center
+	t.Center, t.Robust = *center, *robust
 	var err error
 	if *hidden != "" {
 		if t.Hidden, err = parseInts(*hidden); err != nil {
@@ -83,7 +87,7 @@ func evalSKAB(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if t.Filters, err = parseInts(*filters); err != nil {
 		return fmt.Errorf("--filters: %w", err)
 	}
-	opts.Detect.Threshold, opts.Detect.K, opts.Detect.N = *threshold, *k, *n
+	opts.Detect.Threshold, opts.Detect.K, opts.Detect.N, opts.Detect.CloseAfter = *threshold, *k, *n, *closeAfter
 	opts.Mapping = eval.Mapping(*mapping)
 	done := 0
 	if !*quiet {
@@ -101,6 +105,19 @@ func evalSKAB(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	eval.WriteHeader(stdout)
 	for _, r := range rep.Files {
 		eval.WriteFile(stdout, r)
+	}
+	if *jsonOut != "" {
+		f, err := os.Create(*jsonOut)
+		if err != nil {
+			return fmt.Errorf("--json: %w", err)
+		}
+		err = eval.WriteJSON(f, rep)
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("--json: %w", cerr)
+		}
+		if err != nil {
+			return err
+		}
 	}
 	eval.WriteTotal(stdout, rep)
 	return nil

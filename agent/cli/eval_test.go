@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"os"
@@ -50,7 +51,8 @@ func TestEvalSKABCommand(t *testing.T) {
 	small := []string{"--train-rows", "80", "--window", "8", "--hidden", "16,4", "--epochs", "20", "--patience", "5", "--drift", "0"}
 
 	var stdout, stderr bytes.Buffer
-	args := append([]string{"skab", "--data", dir, "--files", "valve1/*.csv"}, small...)
+	jsonPath := filepath.Join(t.TempDir(), "report.json")
+	args := append([]string{"skab", "--data", dir, "--files", "valve1/*.csv", "--json", jsonPath}, small...)
 	if err := Eval(context.Background(), args, &stdout, &stderr); err != nil {
 		t.Fatalf("%v\nstderr:\n%s", err, stderr.String())
 	}
@@ -59,10 +61,43 @@ func TestEvalSKABCommand(t *testing.T) {
 	if !regexp.MustCompile(`^F1=\d\.\d{3} FAR=\d+\.\d{2} MAR=\d+\.\d{2} files=2 rows=140$`).MatchString(last) {
 		t.Errorf("last line %q, want the summary of 2 files and 140 rows\n%s", last, stdout.String())
 	}
-	for _, want := range []string{"TP", "FP", "FN", "TN", "F1", "FAR%", "MAR%", "valve1/0.csv", "valve1/1.csv", "total"} {
+	for _, want := range []string{"TP", "FP", "FN", "TN", "F1", "FAR%", "MAR%", "valve1/0.csv", "valve1/1.csv", "total",
+		"detected", "delay_s", "false", "nab_std", "anomalies detected", "NAB (episode openings"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("stdout lacks %q:\n%s", want, stdout.String())
 		}
+	}
+	raw, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Files []struct {
+			Name   string `json:"name"`
+			Points struct {
+				TP, Rows int
+			} `json:"points"`
+			Alerts struct {
+				Anomalies int `json:"anomalies"`
+			} `json:"alerts"`
+		} `json:"files"`
+		Points struct {
+			Rows int `json:"rows"`
+		} `json:"points"`
+		Alerts struct {
+			Anomalies int       `json:"anomalies"`
+			Episodes  int       `json:"episodes"`
+			Detected  int       `json:"detected"`
+			Delays    []float64 `json:"delays_s"`
+		} `json:"alerts"`
+		Summary string `json:"summary"`
+	}
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatalf("--json: %v\n%s", err, raw)
+	}
+	if len(rep.Files) != 2 || rep.Files[0].Name != "valve1/0.csv" || rep.Points.Rows != 140 || rep.Summary != last ||
+		rep.Alerts.Anomalies != 2 || rep.Files[1].Alerts.Anomalies != 1 || len(rep.Alerts.Delays) != rep.Alerts.Detected {
+		t.Errorf("--json report does not match the run:\n%s", raw)
 	}
 	if strings.Contains(stdout.String(), "valve2") {
 		t.Errorf("--files valve1/*.csv evaluated valve2:\n%s", stdout.String())

@@ -239,7 +239,8 @@ type Stream struct {
 	Channels    []string      `yaml:"channels" doc:"sensor streams: the channel names expected, checked against the manifest's input channels; empty means take the manifest's"`
 	Threshold   float64       `yaml:"threshold" doc:"anomaly threshold on the score; 0 means the manifest's calibrated threshold"`
 	Hysteresis  Hysteresis    `yaml:"hysteresis"`
-	Cooldown    time.Duration `yaml:"cooldown" doc:"after an episode ends, how long before a new episode (not an update) may start"`
+	Cooldown    time.Duration `yaml:"cooldown" doc:"after an episode ends, how long a new anomaly reopens it (an update) instead of opening a new episode; 0 means never"`
+	Episode     Episode       `yaml:"episode"`
 	Severity    Severity      `yaml:"severity"`
 	TopFeatures int           `yaml:"top_features" doc:"contributing channels or features named in each alert"`
 	Learn       Learn         `yaml:"learn"`
@@ -251,6 +252,11 @@ type Stream struct {
 type Hysteresis struct {
 	K int `yaml:"k" doc:"windows above the threshold needed ..."`
 	N int `yaml:"n" doc:"... among the last n windows"`
+}
+
+// Episode shapes the alert episodes of a stream.
+type Episode struct {
+	CloseAfter time.Duration `yaml:"close_after" doc:"an episode closes only after the stream has been normal this long; an anomaly within it continues the episode (counted as a suppressed flip); 0 closes at the first normal window"`
 }
 
 // Severity holds the bands of score/threshold at which an alert gets each
@@ -285,6 +291,7 @@ type Amplitude struct {
 	APIKey          Secret        `yaml:"api_key" doc:"project API key"`
 	APIKeyFile      string        `yaml:"api_key_file" conf:"path" doc:"file holding the API key instead"`
 	MinSeverity     string        `yaml:"min_severity" doc:"lowest alert severity forwarded: warning, major or critical"`
+	MinConfidence   float64       `yaml:"min_confidence" doc:"lowest alert confidence forwarded (1 − the chance a normal window scores as high, from the model's calibration); alerts without one are not forwarded when above 0; 0 forwards all"`
 	FlushInterval   time.Duration `yaml:"flush_interval" doc:"longest an event waits before its batch is sent"`
 	MaxBatch        int           `yaml:"max_batch" doc:"most events per request (at most 2000)"`
 	Timeout         time.Duration `yaml:"timeout" doc:"timeout of one request"`
@@ -299,6 +306,7 @@ type Dify struct {
 	APIKey          Secret            `yaml:"api_key" doc:"the workflow app's API key"`
 	APIKeyFile      string            `yaml:"api_key_file" conf:"path" doc:"file holding the API key instead"`
 	MinSeverity     string            `yaml:"min_severity" doc:"lowest alert severity sent: warning, major or critical"`
+	MinConfidence   float64           `yaml:"min_confidence" doc:"lowest alert confidence sent (1 − the chance a normal window scores as high, from the model's calibration); alerts without one are not sent when above 0; 0 sends all"`
 	ResponseMode    string            `yaml:"response_mode" doc:"blocking or streaming (streaming for workflows longer than 100 s)"`
 	Timeout         time.Duration     `yaml:"timeout" doc:"timeout of one workflow run"`
 	RateLimit       Rate              `yaml:"rate_limit" doc:"most runs per period for the whole device, e.g. 6/min; 0 means unlimited"`
@@ -401,7 +409,7 @@ func defaultStream() Stream {
 	return Stream{
 		Kind:        KindSensor,
 		Hysteresis:  Hysteresis{K: 2, N: 3},
-		Cooldown:    30 * time.Second,
+		Episode:     Episode{CloseAfter: 5 * time.Second},
 		Severity:    Severity{Warning: 1.0, Major: 1.5, Critical: 2.5},
 		TopFeatures: 3,
 		Learn:       Learn{Budget: time.Minute, Arch: "dense", DriftHorizon: 1000, CalibrateOn: "validation", ThresholdFactor: 2.4},

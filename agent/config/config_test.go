@@ -228,7 +228,7 @@ streams:
 		t.Errorf("mqtt block defaults: %+v", m)
 	}
 	s := c.Streams[0]
-	if s.Kind != KindSensor || s.Hysteresis != (Hysteresis{K: 1, N: 3}) || s.Severity != (Severity{1, 1.5, 9}) || s.Cooldown != 30*time.Second {
+	if s.Kind != KindSensor || s.Hysteresis != (Hysteresis{K: 1, N: 3}) || s.Severity != (Severity{1, 1.5, 9}) || s.Cooldown != 0 || s.Episode.CloseAfter != 5*time.Second {
 		t.Errorf("stream defaults: %+v", s)
 	}
 }

@@ -208,6 +208,12 @@ func (v *validator) finite(path string, f float64) bool {
 	return true
 }
 
+func (v *validator) probability(path string, f float64) {
+	if v.finite(path, f) && (f < 0 || f > 1) {
+		v.errf(path, "must be in [0, 1], got %v", f)
+	}
+}
+
 func orList(ws []string) string {
 	if len(ws) == 1 {
 		return ws[0]
@@ -786,6 +792,7 @@ func (v *validator) streams() {
 			v.errf(p+".hysteresis.k", "%d is more than n (%d): k of the last n windows", h.K, h.N)
 		}
 		v.nonNegative(p+".cooldown", st.Cooldown)
+		v.nonNegative(p+".episode.close_after", st.Episode.CloseAfter)
 		sv := st.Severity
 		if v.finite(p+".severity.warning", sv.Warning) && v.finite(p+".severity.major", sv.Major) && v.finite(p+".severity.critical", sv.Critical) {
 			switch {
@@ -841,6 +848,7 @@ func (v *validator) amplitude() {
 	}
 	v.secret("amplitude.api_key", a.APIKey, "amplitude.api_key_file", a.APIKeyFile)
 	v.forwarderCommon("amplitude", a.MinSeverity, a.Timeout, a.MaxRetryBackoff)
+	v.probability("amplitude.min_confidence", a.MinConfidence)
 	v.positive("amplitude.flush_interval", a.FlushInterval)
 	switch {
 	case a.MaxBatch < 1:
@@ -868,6 +876,7 @@ func (v *validator) dify() {
 	}
 	v.secret("dify.api_key", d.APIKey, "dify.api_key_file", d.APIKeyFile)
 	v.forwarderCommon("dify", d.MinSeverity, d.Timeout, d.MaxRetryBackoff)
+	v.probability("dify.min_confidence", d.MinConfidence)
 	v.oneOf("dify.response_mode", d.ResponseMode, "blocking", "streaming")
 	v.nonNegative("dify.cooldown", d.Cooldown)
 	v.atLeast("dify.max_concurrency", d.MaxConcurrency, 1)

@@ -42,6 +42,7 @@ func (d *Daemon) setupForwarders() error {
 			o.API = amplitude.APIBatch
 		}
 		setStr(&o.MinSeverity, cfg.Amplitude.MinSeverity)
+		o.MinConfidence = cfg.Amplitude.MinConfidence
 		setDur(&o.FlushInterval, cfg.Amplitude.FlushInterval)
 		setDur(&o.Timeout, cfg.Amplitude.Timeout)
 		setDur(&o.Backoff.Max, cfg.Amplitude.MaxRetryBackoff)
@@ -75,6 +76,7 @@ func (d *Daemon) setupForwarders() error {
 		setStr(&o.BaseURL, cfg.Dify.BaseURL)
 		setStr(&o.ResponseMode, cfg.Dify.ResponseMode)
 		setStr(&o.MinSeverity, cfg.Dify.MinSeverity)
+		o.MinConfidence = cfg.Dify.MinConfidence
 		setDur(&o.Timeout, cfg.Dify.Timeout)
 		setDur(&o.Backoff.Max, cfg.Dify.MaxRetryBackoff)
 		if len(cfg.Dify.Inputs) > 0 {

@@ -64,7 +64,7 @@ func (d *Daemon) newGeneration(cfg *config.Config) (_ *generation, err error) {
 			Name: sc.Name, Source: sc.Source, Kind: sc.Kind, Key: sc.Key,
 			Threshold: sc.Threshold, TopFeatures: sc.TopFeatures, MaxLateness: sc.MaxLateness,
 			Channels: sc.Channels,
-			Detect: detect.Options{K: sc.Hysteresis.K, N: sc.Hysteresis.N, Cooldown: sc.Cooldown,
+			Detect: detect.Options{K: sc.Hysteresis.K, N: sc.Hysteresis.N, Cooldown: sc.Cooldown, CloseAfter: sc.Episode.CloseAfter,
 				Bands: detect.Bands{Warning: sc.Severity.Warning, Major: sc.Severity.Major, Critical: sc.Severity.Critical}},
 		}
 		path := filepath.Join(cfg.ModelsDir, sc.Model)

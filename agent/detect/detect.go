@@ -3,6 +3,12 @@
 // updates instead of a storm (escalation, close, reopen within a cooldown),
 // severity bands on score/threshold, and the channels that contributed most.
 //
+// An episode closes only after the stream has been normal for CloseAfter:
+// a return above the threshold inside that span continues the episode (a
+// suppressed flip, reported in Result.Resumed) instead of closing it and
+// opening or reopening another, so scores hovering at the threshold give
+// one episode, not a storm of close/reopen pairs.
+//
 // A Detector is the state of one stream (or one key of a behaviour stream).
 // It is not safe for concurrent use; the pipeline gives each stream's windows
 // to its detector in order. The SKAB evaluation uses the same Detector.
@@ -47,14 +53,26 @@ type Options struct {
 	// Cooldown: an anomaly that starts again within Cooldown of an episode's
 	// close reopens that episode (an update) instead of opening a new one.
 	Cooldown time.Duration
+	// CloseAfter: an episode closes at the first window that ends at least
+	// CloseAfter after the first window of an unbroken normal run (by the
+	// windows' end times). An anomalous window inside that span continues
+	// the episode. 0 closes at the first normal window.
+	CloseAfter time.Duration
 	// Bands map score/threshold to a severity.
 	Bands Bands
 }
 
-// DefaultOptions returns 2-of-3 hysteresis, a 30 s cooldown and severity
-// bands at 1×, 1.5× and 2.5× the threshold. Threshold has no default.
+// DefaultCloseAfter is the default Options.CloseAfter: long enough to ride
+// over scores that hover at the threshold, short against the gap between two
+// faults.
+const DefaultCloseAfter = 5 * time.Second
+
+// DefaultOptions returns 2-of-3 hysteresis, episodes that close after 5 s
+// of normal windows, no cooldown (CloseAfter already keeps one anomaly in
+// one episode) and severity bands at 1×, 1.5× and 2.5× the threshold.
+// Threshold has no default.
 func DefaultOptions() Options {
-	return Options{K: 2, N: 3, Cooldown: 30 * time.Second, Bands: Bands{Warning: 1, Major: 1.5, Critical: 2.5}}
+	return Options{K: 2, N: 3, CloseAfter: DefaultCloseAfter, Bands: Bands{Warning: 1, Major: 1.5, Critical: 2.5}}
 }
 
 // Validate reports the first problem with the options, naming the field.
@@ -68,6 +86,8 @@ func (o Options) Validate() error {
 		return fmt.Errorf("detect: K is %d, want 1..N (%d)", o.K, o.N)
 	case o.Cooldown < 0:
 		return fmt.Errorf("detect: Cooldown is %v, want ≥ 0", o.Cooldown)
+	case o.CloseAfter < 0:
+		return fmt.Errorf("detect: CloseAfter is %v, want ≥ 0", o.CloseAfter)
 	case !(o.Bands.Warning > 0 && o.Bands.Warning < o.Bands.Major && o.Bands.Major < o.Bands.Critical):
 		return fmt.Errorf("detect: Bands %+v must increase: 0 < warning < major < critical", o.Bands)
 	}
@@ -107,7 +127,13 @@ type Result struct {
 	Ratio     float64 // score / threshold
 	Exceeds   bool    // this window's score is at or above the threshold
 	Anomalous bool    // the hysteresis state after this window
-	Change    Change  // None unless an alert record should be emitted
+	// InEpisode: an episode is open after this window (it may be normal
+	// and waiting for CloseAfter to pass).
+	InEpisode bool
+	// Resumed: this anomalous window continued an episode that was waiting
+	// to close (a flip that produced no close and reopen).
+	Resumed bool
+	Change  Change // None unless an alert record should be emitted
 	// For a change: the episode it belongs to.
 	Severity     string    // the episode's severity (its highest band so far)
 	EpisodeStart time.Time // end of the window that opened the episode: its stable identity
@@ -121,6 +147,8 @@ type Detector struct {
 	history uint64 // bit i: window i back exceeded
 	count   int    // windows seen, capped at N
 	inEp    bool   // an episode is open
+	closing bool   // the open episode has been normal since normal
+	normal  time.Time
 	closed  time.Time
 	ep      episode
 }
@@ -197,6 +225,10 @@ func (d *Detector) Observe(end time.Time, score float64) Result {
 			r.Change = Open
 		}
 	case anomalous && d.inEp:
+		if d.closing {
+			d.closing = false
+			r.Resumed = true
+		}
 		d.ep.peak = math.Max(d.ep.peak, ratio)
 		if sev := d.opts.Bands.Severity(ratio); rankOf(sev) > rankOf(d.ep.severity) {
 			d.ep.severity = sev
@@ -204,11 +236,17 @@ func (d *Detector) Observe(end time.Time, score float64) Result {
 			r.Change = Escalate
 		}
 	case !anomalous && d.inEp:
-		d.inEp = false
-		d.closed = end
-		d.ep.update++
-		r.Change = Close
+		if !d.closing {
+			d.closing, d.normal = true, end
+		}
+		if end.Sub(d.normal) >= d.opts.CloseAfter {
+			d.inEp, d.closing = false, false
+			d.closed = end
+			d.ep.update++
+			r.Change = Close
+		}
 	}
+	r.InEpisode = d.inEp
 	if r.Change != None {
 		r.Severity = d.ep.severity
 		r.EpisodeStart = d.ep.start

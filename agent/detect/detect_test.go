@@ -74,7 +74,7 @@ func TestDetectorEpisodes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			o := DefaultOptions()
-			o.Threshold = 1
+			o.Threshold, o.CloseAfter = 1, 0 // the cases below close at the first normal window
 			if tt.opts != nil {
 				tt.opts(&o)
 			}
@@ -97,7 +97,7 @@ func TestDetectorEpisodes(t *testing.T) {
 
 func TestEpisodeIdentityAndUpdates(t *testing.T) {
 	o := DefaultOptions()
-	o.Threshold, o.K, o.N = 1, 1, 1
+	o.Threshold, o.K, o.N, o.CloseAfter = 1, 1, 1, 0
 	d, _ := New(o)
 	open := d.Observe(sec(10), 1.2)
 	esc := d.Observe(sec(11), 2.0)
@@ -117,7 +117,7 @@ func TestEpisodeIdentityAndUpdates(t *testing.T) {
 
 func TestSetThreshold(t *testing.T) {
 	o := DefaultOptions()
-	o.Threshold, o.K, o.N = 1, 1, 1
+	o.Threshold, o.K, o.N, o.CloseAfter = 1, 1, 1, 0
 	d, _ := New(o)
 	if r := d.Observe(sec(0), 1.5); r.Change != Open {
 		t.Fatalf("change %v, want Open", r.Change)
@@ -145,6 +145,7 @@ func TestValidate(t *testing.T) {
 		{func(o *Options) { o.N = 0 }, "N is 0"},
 		{func(o *Options) { o.K = 4 }, "K is 4"},
 		{func(o *Options) { o.Cooldown = -1 }, "Cooldown"},
+		{func(o *Options) { o.CloseAfter = -1 }, "CloseAfter"},
 		{func(o *Options) { o.Bands.Major = 0.5 }, "Bands"},
 	}
 	for _, tt := range tests {
@@ -157,6 +158,136 @@ func TestValidate(t *testing.T) {
 	}
 	if err := base.Validate(); err != nil {
 		t.Fatalf("defaults with a threshold: %v", err)
+	}
+}
+
+// TestCloseAfterNoFlap feeds hand-made score sequences, one window a
+// second, that hover at the threshold: with CloseAfter the dips inside the
+// span continue the episode, so each sequence gives exactly the alerts
+// listed, and the flips it rode over are reported as Resumed.
+func TestCloseAfterNoFlap(t *testing.T) {
+	tests := []struct {
+		name       string
+		closeAfter time.Duration
+		cooldown   time.Duration
+		scores     []float64
+		want       []Change // the changes, in order, None omitted
+		resumed    int
+		episodes   int // distinct EpisodeStart values among the alerts
+	}{
+		{
+			name:       "without CloseAfter a hovering score flaps",
+			closeAfter: 0, cooldown: 30 * time.Second,
+			scores:   []float64{1.2, 0.8, 1.3, 0.9, 1.1, 0.7, 1.2, 0.5, 0.5},
+			want:     []Change{Open, Close, Reopen, Close, Reopen, Close, Reopen, Close},
+			episodes: 1,
+		},
+		{
+			name:       "dips shorter than CloseAfter continue the episode",
+			closeAfter: 3 * time.Second,
+			scores:     []float64{1.2, 0.8, 1.3, 0.9, 1.1, 0.7, 1.2, 0.5, 0.5, 0.5, 0.5, 0.5},
+			// normal from window 7 (t=7 s): closes at t=10 s, window 10
+			want:     []Change{Open, Close},
+			resumed:  3,
+			episodes: 1,
+		},
+		{
+			name:       "severity escalates inside the one episode",
+			closeAfter: 2 * time.Second,
+			scores:     []float64{1.1, 0.5, 1.7, 0.5, 2.6, 0.5, 0.5, 0.5},
+			want:       []Change{Open, Escalate, Escalate, Close},
+			resumed:    2,
+			episodes:   1,
+		},
+		{
+			name:       "a gap longer than CloseAfter gives two episodes",
+			closeAfter: 2 * time.Second,
+			scores:     []float64{1.2, 1.2, 0.5, 0.5, 0.5, 0.5, 1.2, 0.5, 0.5, 0.5},
+			want:       []Change{Open, Close, Open, Close},
+			episodes:   2,
+		},
+		{
+			name:       "a cooldown still reopens after a real close",
+			closeAfter: 2 * time.Second, cooldown: 10 * time.Second,
+			scores:   []float64{1.2, 0.5, 0.5, 0.5, 1.2, 0.5, 0.5, 0.5},
+			want:     []Change{Open, Close, Reopen, Close},
+			episodes: 1,
+		},
+		{
+			name:       "the normal run restarts after each resume",
+			closeAfter: 3 * time.Second,
+			// normal 1..2, resumed at 3, normal 4..6: closes at window 7 (t=7 ≥ 4+3)
+			scores:   []float64{1.2, 0.5, 0.5, 1.2, 0.5, 0.5, 0.5, 0.5},
+			want:     []Change{Open, Close},
+			resumed:  1,
+			episodes: 1,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := DefaultOptions()
+			o.Threshold, o.K, o.N, o.CloseAfter, o.Cooldown = 1, 1, 1, tt.closeAfter, tt.cooldown
+			d, err := New(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []Change
+			resumed := 0
+			starts := map[time.Time]bool{}
+			closeAt := -1
+			for i, s := range tt.scores {
+				r := d.Observe(sec(i), s)
+				if r.Resumed {
+					resumed++
+				}
+				if r.Change != None {
+					got = append(got, r.Change)
+					starts[r.EpisodeStart] = true
+				}
+				if r.Change == Close {
+					closeAt = i
+					if r.InEpisode {
+						t.Fatalf("window %d closed the episode but InEpisode is true", i)
+					}
+				} else if (r.Change == Open || r.Change == Reopen || r.Resumed) && !r.InEpisode {
+					t.Fatalf("window %d: change %v resumed %v but not InEpisode", i, r.Change, r.Resumed)
+				}
+			}
+			if len(got) != len(tt.want) {
+				t.Fatalf("changes %v, want %v", got, tt.want)
+			}
+			for i := range got {
+				if got[i] != tt.want[i] {
+					t.Fatalf("changes %v, want %v", got, tt.want)
+				}
+			}
+			if resumed != tt.resumed {
+				t.Fatalf("resumed %d, want %d", resumed, tt.resumed)
+			}
+			if len(starts) != tt.episodes {
+				t.Fatalf("%d episodes, want %d", len(starts), tt.episodes)
+			}
+			if tt.name == "dips shorter than CloseAfter continue the episode" && closeAt != 10 {
+				t.Fatalf("closed at window %d, want 10", closeAt)
+			}
+		})
+	}
+}
+
+// TestCloseAfterKeepsUpdatesInOrder: one alert stream, updates 0, 1, 2, ...
+func TestCloseAfterKeepsUpdatesInOrder(t *testing.T) {
+	o := DefaultOptions()
+	o.Threshold, o.K, o.N, o.CloseAfter = 1, 2, 3, 5*time.Second
+	d, _ := New(o)
+	scores := []float64{1.1, 1.2, 0.9, 0.9, 1.6, 1.6, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2}
+	var updates []int
+	for i, s := range scores {
+		if r := d.Observe(sec(i), s); r.Change != None {
+			updates = append(updates, r.Update)
+		}
+	}
+	if len(updates) != 3 || updates[0] != 0 || updates[1] != 1 || updates[2] != 2 {
+		t.Fatalf("updates %v, want [0 1 2] (open, escalate, close)", updates)
 	}
 }
 

@@ -37,6 +37,9 @@ var SKABFolders = []string{"valve1", "valve2", "other"}
 // LabelColumn is the column that labels a row anomalous (1) or normal (0).
 const LabelColumn = "anomaly"
 
+// ChangepointColumn marks SKAB's labelled changepoints (1), scored by NAB.
+const ChangepointColumn = "changepoint"
+
 // Options configure an evaluation. Start from DefaultOptions.
 type Options struct {
 	// Data is the SKAB folder, holding valve1/, valve2/ and other/ (any
@@ -134,8 +137,14 @@ type Report struct {
 	// Files are the files' results in evaluation order.
 	Files []FileResult
 	// Total sums the files' counts.
-	Total   Counts
-	Elapsed time.Duration
+	Total Counts
+	// Alerts sums the files' alert-level results.
+	Alerts Alerts
+	// Calibration checks the alerts' confidence on the normal windows.
+	Calibration []CalibrationPoint
+	// CalibrationUnscaled checks 1 − Survival(score), without the factor.
+	CalibrationUnscaled []CalibrationPoint
+	Elapsed             time.Duration
 }
 
 // Summary is the report's last line: "F1=0.812 FAR=7.95 MAR=24.10 files=34
@@ -149,6 +158,15 @@ type FileResult struct {
 	Counts
 	// TrainRows and TestRows split the file's rows.
 	TrainRows, TestRows int
+	// Alerts judges the episodes the detector opened.
+	Alerts Alerts
+	// NormalConfidence holds the calibrated confidence
+	// (models.Threshold.Confidence) of each scored window that ends on a
+	// row labelled normal: CalibrationCheck compares them with 1 − c.
+	NormalConfidence []float64
+	// NormalConfidenceUnscaled is 1 − Survival(score), the calibration
+	// scores' distribution read at the score itself, without the factor.
+	NormalConfidenceUnscaled []float64
 	// Threshold is the detector's threshold; Training what learning did.
 	Threshold float64
 	Training  *train.Report
@@ -237,7 +255,10 @@ feed:
 	rep := &Report{Files: results, Elapsed: time.Since(start)}
 	for _, r := range results {
 		rep.Total = rep.Total.Add(r.Counts)
+		rep.Alerts = rep.Alerts.Add(r.Alerts)
 	}
+	rep.Calibration = CalibrationCheck(results, CalibrationLevels, false)
+	rep.CalibrationUnscaled = CalibrationCheck(results, CalibrationLevels, true)
 	return rep, nil
 }
 
@@ -361,12 +382,29 @@ func Evaluate(ctx context.Context, name string, tab *source.Table, opts Options)
 		return FileResult{}, err
 	}
 	anomalous := make([]bool, len(ends))
+	var opens, closes []time.Time
 	for i, e := range ends {
 		s := scores[i]
 		if math.IsNaN(s) || math.IsInf(s, 0) {
 			s = math.MaxFloat32 // as the pipeline does
 		}
-		anomalous[i] = det.Observe(tab.Times[e], s).Anomalous
+		r := det.Observe(tab.Times[e], s)
+		anomalous[i] = r.Anomalous
+		if labels[e] == 0 {
+			th := md.Manifest().Threshold
+			if c, ok := th.Confidence(s); ok {
+				res.NormalConfidence = append(res.NormalConfidence, c)
+			}
+			if p, ok := th.Survival(s); ok {
+				res.NormalConfidenceUnscaled = append(res.NormalConfidenceUnscaled, 1-p)
+			}
+		}
+		switch r.Change {
+		case detect.Open:
+			opens = append(opens, tab.Times[e])
+		case detect.Close:
+			closes = append(closes, tab.Times[e])
+		}
 		if opts.KeepWindows {
 			c := md.Channels()
 			res.Windows = append(res.Windows, Window{End: e, Score: scores[i], Anomalous: anomalous[i], Contrib: contrib[i*c : (i+1)*c]})
@@ -378,6 +416,14 @@ func Evaluate(ctx context.Context, name string, tab *source.Table, opts Options)
 		truth[i] = labels[opts.TrainRows+i] != 0
 	}
 	res.Counts = Count(pred, truth)
+	var cps []bool
+	if c, ok := tab.Labels[ChangepointColumn]; ok {
+		cps = make([]bool, len(truth))
+		for i := range cps {
+			cps[i] = c[opts.TrainRows+i] != 0
+		}
+	}
+	res.Alerts = AlertLevel(tab.Times[opts.TrainRows:], truth, cps, opens, closes)
 	res.Score = time.Since(t0)
 	return res, nil
 }

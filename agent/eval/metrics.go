@@ -8,7 +8,10 @@ import (
 // Counts are a confusion matrix over rows: a row is positive when it is
 // labelled anomalous, and predicted positive when the detector flagged it.
 type Counts struct {
-	TP, FP, FN, TN int
+	TP int `json:"tp"`
+	FP int `json:"fp"`
+	FN int `json:"fn"`
+	TN int `json:"tn"`
 }
 
 // Count compares predictions with labels row by row; the slices must have

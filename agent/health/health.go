@@ -259,6 +259,8 @@ var (
 	dDrops     = prometheus.NewDesc("vigil_drops_total", "Inputs dropped, by source and reason.", []string{"source", "reason"}, nil)
 	dWindows   = prometheus.NewDesc("vigil_stream_windows_total", "Windows scored, by stream.", []string{"stream"}, nil)
 	dStAlerts  = prometheus.NewDesc("vigil_stream_alerts_total", "Alerts, by stream.", []string{"stream"}, nil)
+	dEpisodes  = prometheus.NewDesc("vigil_stream_episode_alerts_total", "Episode alerts, by stream and change (open, escalated, reopened, closed).", []string{"stream", "change"}, nil)
+	dFlips     = prometheus.NewDesc("vigil_stream_suppressed_flips_total", "Anomalies that continued an episode waiting to close (episode.close_after) instead of closing and reopening it, by stream.", []string{"stream"}, nil)
 	dState     = prometheus.NewDesc("vigil_stream_state", "1 for the stream's current state.", []string{"stream", "state", "model"}, nil)
 	dLatency   = prometheus.NewDesc("vigil_inference_seconds_per_window", "Inference latency per window, by quantile.", []string{"quantile"}, nil)
 	dQueue     = prometheus.NewDesc("vigil_input_queue_length", "Inputs waiting in the pipeline's queue.", nil, nil)
@@ -289,7 +291,7 @@ var (
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- dKeyEvicts
 	ch <- dKeyEvictsOpen
-	for _, d := range []*prometheus.Desc{dInputs, dScores, dAlerts, dDrops, dWindows, dStAlerts, dState, dLatency, dQueue,
+	for _, d := range []*prometheus.Desc{dInputs, dScores, dAlerts, dDrops, dWindows, dStAlerts, dEpisodes, dFlips, dState, dLatency, dQueue,
 		dLaneRecs, dLaneBytes, dEvicted, dRejected, dCorrupt, dLag, dDisk, dFwdState, dFwdDead, dFwdSent, dFwdLag, dFwdLagS, dRestarts, dPartUp,
 		dFailovers, dBroker} {
 		ch <- d
@@ -315,6 +317,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		for name, st := range p.Streams {
 			counter(dWindows, float64(st.Windows), name)
 			counter(dStAlerts, float64(st.Alerts), name)
+			for change, n := range st.Episodes {
+				counter(dEpisodes, float64(n), name, change)
+			}
+			counter(dFlips, float64(st.SuppressedFlips), name)
 			gauge(dState, 1, name, st.State, st.Model)
 			if st.Kind == pipeline.KindBehaviour {
 				counter(dKeyEvicts, float64(st.KeyEvicts), name)

@@ -45,6 +45,11 @@ func (p *Pipeline) Adopt(old *Pipeline) []string {
 		st.alerts.Add(o.alerts.Load())
 		st.evicts.Add(o.evicts.Load())
 		st.skipped.Add(o.skipped.Load())
+		st.evictsOpen.Add(o.evictsOpen.Load())
+		st.flips.Add(o.flips.Load())
+		for i := range st.changes {
+			st.changes[i].Add(o.changes[i].Load())
+		}
 		if !sameSettings(old.spec(name), p.spec(name), o, st) {
 			continue
 		}

@@ -568,3 +568,74 @@ func checkClockStepDrops(t *testing.T, p *Pipeline, need int) {
 		t.Errorf("drops %v: want %d late and 1 clock_step", got, need)
 	}
 }
+
+// TestEpisodeCloseAfterCountsFlips: two bursts with two normal windows
+// between them are two episodes when an episode closes at the first normal
+// window, and one episode with a suppressed flip when it closes only after
+// 10 s of normal windows; Stats counts both.
+func TestEpisodeCloseAfterCountsFlips(t *testing.T) {
+	in := func() []source.Input {
+		return samples(50, func(i int) []float64 {
+			if (i >= 10 && i < 16) || (i >= 22 && i < 26) {
+				return []float64{3, 2}
+			}
+			return []float64{0, 0}
+		})
+	}
+	for _, tt := range []struct {
+		closeAfter             time.Duration
+		opens, closes, flips   uint64
+		episodesInAlertRecords int
+	}{
+		{closeAfter: 0, opens: 2, closes: 2, flips: 0, episodesInAlertRecords: 2},
+		{closeAfter: 10 * time.Second, opens: 1, closes: 1, flips: 1, episodesInAlertRecords: 1},
+	} {
+		m := &meanModel{id: "mean@1", length: 4, hop: 2, chans: chans2, thr: 1}
+		spec := sensorSpec(m)
+		spec.Detect.CloseAfter = tt.closeAfter
+		p, buf := run(t, Options{Streams: []StreamSpec{spec}, Shards: 1}, in())
+		eps := map[string]bool{}
+		for _, a := range buf.alerts(t) {
+			eps[a.Episode] = true
+		}
+		ss := p.Stats().Streams["pump"]
+		if ss.Episodes["open"] != tt.opens || ss.Episodes["closed"] != tt.closes || ss.Episodes["reopened"] != 0 ||
+			ss.SuppressedFlips != tt.flips || len(eps) != tt.episodesInAlertRecords {
+			t.Errorf("close_after %v: episodes %v, flips %d, %d episode ids; want %d opens, %d closes, %d flips, %d ids",
+				tt.closeAfter, ss.Episodes, ss.SuppressedFlips, len(eps), tt.opens, tt.closes, tt.flips, tt.episodesInAlertRecords)
+		}
+	}
+}
+
+type confModel struct{ *meanModel }
+
+func (c confModel) Confidence(score float64) (float64, bool) { return 1 - 1/(1+score), true }
+
+// TestAlertsCarryConfidence: a model that knows its normal-score
+// distribution gives each alert its confidence at the alert's score.
+func TestAlertsCarryConfidence(t *testing.T) {
+	m := confModel{&meanModel{id: "mean@1", length: 4, hop: 2, chans: chans2, thr: 1}}
+	in := samples(30, func(i int) []float64 {
+		if i >= 10 && i < 16 {
+			return []float64{3, 2}
+		}
+		return []float64{0, 0}
+	})
+	_, buf := run(t, Options{Streams: []StreamSpec{sensorSpec(m)}, Shards: 1}, in)
+	alerts := buf.alerts(t)
+	if len(alerts) == 0 {
+		t.Fatal("no alerts")
+	}
+	for _, a := range alerts {
+		if a.Confidence == nil || math.Abs(*a.Confidence-(1-1/(1+a.Score))) > 1e-12 {
+			t.Fatalf("alert %+v: confidence %v, want 1 − 1/(1+score)", a, a.Confidence)
+		}
+	}
+	m2 := &meanModel{id: "mean@1", length: 4, hop: 2, chans: chans2, thr: 1}
+	_, buf = run(t, Options{Streams: []StreamSpec{sensorSpec(m2)}, Shards: 1}, in)
+	for _, a := range buf.alerts(t) {
+		if a.Confidence != nil {
+			t.Fatalf("a model without a distribution gave confidence %v", *a.Confidence)
+		}
+	}
+}

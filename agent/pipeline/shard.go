@@ -282,7 +282,9 @@ type streamState struct {
 	learnErr  string
 	windows   atomic.Uint64
 	alerts    atomic.Uint64
-	skipped   atomic.Uint64 // samples dropped while training (backlog full)
+	skipped   atomic.Uint64                   // samples dropped while training (backlog full)
+	changes   [detect.Close + 1]atomic.Uint64 // alerts by detect.Change
+	flips     atomic.Uint64                   // anomalies that continued an episode waiting to close
 }
 
 type keyState struct {
@@ -729,6 +731,9 @@ func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64
 		ks.open = !ks.open
 		ks.elem = st.keyList(ks).PushFront(ks)
 	}
+	if res.Resumed {
+		st.flips.Add(1)
+	}
 	p := st.p
 	mid := m.ID()
 	s.scoreRecs = append(s.scoreRecs, encodeRecord(record.Score{
@@ -743,12 +748,19 @@ func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64
 	if res.Change == detect.None {
 		return
 	}
+	var conf *float64
+	if c, ok := m.(interface{ Confidence(float64) (float64, bool) }); ok {
+		if v, ok := c.Confidence(score); ok {
+			conf = &v
+		}
+	}
 	top := detect.Top(st.channels, chanErr, st.spec.TopFeatures)
 	feats := make([]record.Feature, len(top))
 	for i, c := range top {
 		feats[i] = record.Feature{Name: c.Name, Share: c.Share}
 	}
 	st.alerts.Add(1)
+	st.changes[res.Change].Add(1)
 	s.alertRecs = append(s.alertRecs, encodeRecord(record.Alert{
 		ID:          record.IDSeq(record.LaneAlert, p.opts.Device, st.spec.Name, key, pw.end, mid, pw.seq),
 		TS:          pw.end,
@@ -758,6 +770,7 @@ func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64
 		Kind:        st.spec.Kind,
 		Score:       score,
 		Threshold:   det.Threshold(),
+		Confidence:  conf,
 		Severity:    res.Severity,
 		Episode:     record.IDSeq("episode", p.opts.Device, st.spec.Name, key, res.EpisodeStart, mid, *epSeq),
 		Update:      res.Update,

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vigil-edge/vigil/agent/detect"
 	"github.com/vigil-edge/vigil/agent/source"
 )
 
@@ -136,6 +137,11 @@ type StreamStats struct {
 	Held          int    `json:"held_while_training,omitempty"`    // samples held to score once the learnt model is installed
 	Skipped       uint64 `json:"skipped_while_training,omitempty"` // samples dropped beyond the held ones (training_backlog_full)
 	LearnError    string `json:"learn_error,omitempty"`
+	// Episode alerts by change (open, escalated, reopened, closed), and
+	// the anomalies that continued an episode waiting to close instead of
+	// closing and reopening it (episodes.close_after).
+	Episodes        map[string]uint64 `json:"episodes,omitempty"`
+	SuppressedFlips uint64            `json:"suppressed_flips,omitempty"`
 }
 
 // Stats returns a snapshot. It is safe to call from any goroutine.
@@ -184,6 +190,11 @@ func (p *Pipeline) Stats() Stats {
 		st.mu.Unlock()
 		ss.Windows, ss.Alerts, ss.Skipped = st.windows.Load(), st.alerts.Load(), st.skipped.Load()
 		ss.KeyEvicts, ss.KeyEvictsOpen = st.evicts.Load(), st.evictsOpen.Load()
+		ss.Episodes = map[string]uint64{}
+		for c := detect.Open; c <= detect.Close; c++ {
+			ss.Episodes[c.State()] = st.changes[c].Load()
+		}
+		ss.SuppressedFlips = st.flips.Load()
 		ss.Keys = int(st.nkeys.Load())
 		ss.Learned = int(st.learned.Load())
 		ss.Held = int(st.nheld.Load())

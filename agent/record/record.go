@@ -72,15 +72,20 @@ func SeverityRank(s string) int {
 // episode opens it; later alerts of the same episode are updates (a higher
 // severity, or the episode's end) and carry the same Episode id.
 type Alert struct {
-	ID          string    `json:"id"`
-	Seq         uint64    `json:"seq,omitempty"`
-	TS          time.Time `json:"ts"`
-	Device      string    `json:"device"`
-	Stream      string    `json:"stream"`
-	Key         string    `json:"key,omitempty"` // e.g. the user id of a behaviour stream
-	Kind        string    `json:"kind"`          // sensor | behaviour
-	Score       float64   `json:"score"`
-	Threshold   float64   `json:"threshold"`
+	ID        string    `json:"id"`
+	Seq       uint64    `json:"seq,omitempty"`
+	TS        time.Time `json:"ts"`
+	Device    string    `json:"device"`
+	Stream    string    `json:"stream"`
+	Key       string    `json:"key,omitempty"` // e.g. the user id of a behaviour stream
+	Kind      string    `json:"kind"`          // sensor | behaviour
+	Score     float64   `json:"score"`
+	Threshold float64   `json:"threshold"`
+	// Confidence is 1 − P(a normal window of the stream scores at least
+	// Score), from the normal-score distribution fitted when the model was
+	// calibrated (models.Threshold.Confidence); absent when the model
+	// records none.
+	Confidence  *float64  `json:"confidence,omitempty"`
 	Severity    string    `json:"severity"`
 	Episode     string    `json:"episode"`
 	Update      int       `json:"update"` // 0 for the alert that opened the episode
@@ -92,6 +97,12 @@ type Alert struct {
 	// Reason says why an alert that no window caused was raised (a
 	// behaviour key's episode closed because the key was evicted).
 	Reason string `json:"reason,omitempty"`
+}
+
+// ConfidentEnough reports whether the alert passes a min_confidence filter:
+// always when min ≤ 0, else only with a confidence of at least min.
+func (a *Alert) ConfidentEnough(min float64) bool {
+	return min <= 0 || (a.Confidence != nil && *a.Confidence >= min)
 }
 
 // Advice is what the Dify workflow produced for an alert.

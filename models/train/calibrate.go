@@ -123,7 +123,20 @@ func Stats(sorted []float64, source string) models.ScoreStats {
 		Source: source, Count: len(sorted), Mean: mean, Std: math.Sqrt(v / n),
 		Min: sorted[0], P50: Quantile(sorted, 0.5), P90: Quantile(sorted, 0.9),
 		P99: Quantile(sorted, 0.99), Max: sorted[len(sorted)-1],
+		Quantiles: quantiles(sorted, statsQuantiles),
 	}
+}
+
+// statsQuantiles is the number of quantiles Stats keeps (every percentile):
+// the empirical distribution behind models.Threshold.Survival.
+const statsQuantiles = 101
+
+func quantiles(sorted []float64, n int) []float64 {
+	q := make([]float64, n)
+	for i := range q {
+		q[i] = Quantile(sorted, float64(i)/float64(n-1))
+	}
+	return q
 }
 
 // Quantile is the q-quantile of sorted values, interpolating linearly

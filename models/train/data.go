@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -173,9 +174,10 @@ type scaler struct {
 }
 
 // fitScaler computes each channel's mean and (population) standard
-// deviation. A channel that is constant in the data gets std 1, so that
+// deviation, or, robust, its median and 1.4826 × its median absolute
+// deviation (Options.Robust). A channel that is constant in the data gets std 1, so that
 // it is centred but not blown up; warnings says which.
-func fitScaler(rows [][]float64, channels []string) (s scaler, warnings []string) {
+func fitScaler(rows [][]float64, channels []string, robust bool) (s scaler, warnings []string) {
 	c := len(channels)
 	s.mean, s.std = make([]float64, c), make([]float64, c)
 	for _, r := range rows {
@@ -195,6 +197,23 @@ func fitScaler(rows [][]float64, channels []string) (s scaler, warnings []string
 	}
 	for j := range s.std {
 		s.std[j] = math.Sqrt(s.std[j] / n)
+		if robust {
+			col := make([]float64, len(rows))
+			for i, r := range rows {
+				col[i] = r[j]
+			}
+			slices.Sort(col)
+			med := Quantile(col, 0.5)
+			for i := range col {
+				col[i] = math.Abs(col[i] - med)
+			}
+			slices.Sort(col)
+			// 1.4826·MAD estimates the std of normal noise; a channel
+			// whose MAD is 0 (mostly one value) keeps its std
+			if mad := 1.4826 * Quantile(col, 0.5); mad > 0 {
+				s.mean[j], s.std[j] = med, mad
+			}
+		}
 		// Below this, the variation is rounding noise around the mean.
 		if s.std[j] <= 1e-9*max(1, math.Abs(s.mean[j])) {
 			warnings = append(warnings, fmt.Sprintf("channel %q is constant (%g) in the training data: normalised with std 1, so any change from it counts in raw units", channels[j], s.mean[j]))

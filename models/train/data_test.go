@@ -56,7 +56,7 @@ func TestFromCSV(t *testing.T) {
 
 func TestFitScaler(t *testing.T) {
 	rows := [][]float64{{1, 5, 100}, {3, 5, 100}, {5, 5, 100}}
-	s, warnings := fitScaler(rows, []string{"a", "flat", "big"})
+	s, warnings := fitScaler(rows, []string{"a", "flat", "big"}, false)
 	if s.mean[0] != 3 || math.Abs(s.std[0]-math.Sqrt(8.0/3)) > 1e-12 {
 		t.Errorf("channel a: mean %v std %v", s.mean[0], s.std[0])
 	}
@@ -85,5 +85,18 @@ func TestDataHash(t *testing.T) {
 	a := dataHash([][]float64{{1, 2}, {3, 4}})
 	if a != dataHash([][]float64{{1, 2, 3}, {4}}) || a == dataHash([][]float64{{1, 2}, {3, 5}}) || len(a) != 64 {
 		t.Error("dataHash is not a hash of the values in order")
+	}
+}
+
+// TestFitScalerRobust: median and 1.4826 × MAD, untouched by the outlier;
+// a channel whose MAD is 0 keeps its mean and std.
+func TestFitScalerRobust(t *testing.T) {
+	rows := [][]float64{{1, 5}, {2, 5}, {3, 5}, {4, 5}, {100, 6}}
+	s, _ := fitScaler(rows, []string{"a", "mostly5"}, true)
+	if s.mean[0] != 3 || math.Abs(s.std[0]-1.4826) > 1e-12 {
+		t.Errorf("robust a: centre %v scale %v, want 3 and 1.4826", s.mean[0], s.std[0])
+	}
+	if math.Abs(s.mean[1]-5.2) > 1e-12 || math.Abs(s.std[1]-0.4) > 1e-12 {
+		t.Errorf("MAD 0 keeps mean and std: %v %v, want 5.2 and 0.4", s.mean[1], s.std[1])
 	}
 }

@@ -21,7 +21,7 @@ func TestWidenAddsTheTrendContinuedOverTheHorizon(t *testing.T) {
 	if !(vn[0] < 0.1 && vn[1] > 1) {
 		t.Fatalf("von Neumann ratios %v: the test wants the ramp near 0 and the noise above 1", vn)
 	}
-	sc, _ := fitScaler(rows, []string{"ramp", "noise"})
+	sc, _ := fitScaler(rows, []string{"ramp", "noise"}, false)
 	before := append([]float64(nil), sc.std...)
 	sc.widen(rows, 500)
 	n := float64(len(rows))
@@ -54,7 +54,7 @@ func TestWidenLeavesWhiteNoiseWithAChanceTrendAlone(t *testing.T) {
 		x ^= x << 17
 		rows[i] = []float64{float64(x%1000)/1000 - 0.5}
 	}
-	sc, _ := fitScaler(rows, []string{"noise"})
+	sc, _ := fitScaler(rows, []string{"noise"}, false)
 	before := sc.std[0]
 	if vn := smoothness(rows, 1)[0]; vn < 1 {
 		t.Fatalf("this noise's von Neumann ratio is %v; the test wants one at or above 1", vn)

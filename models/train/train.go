@@ -117,6 +117,11 @@ type Options struct {
 	// mostly chance, and widening it would hide shifts in its level. 0 (the
 	// default) leaves the standard deviations as measured.
 	DriftHorizon int
+	// Robust normalises each channel by its median and 1.4826 × its median
+	// absolute deviation over the training rows instead of its mean and
+	// std (the manifest's normalization.mean and .std hold them), so that
+	// a few outliers in the warm-up neither shift nor widen it.
+	Robust bool
 	// Center, when positive, centres every channel whose von Neumann ratio
 	// over the training rows (mean squared step over twice the variance:
 	// about 1 for noise, near 0 for a slowly moving channel) is below it
@@ -319,7 +324,7 @@ func Train(ctx context.Context, samples [][]float64, opts Options) (*Result, err
 				rows, 100*opts.Validation, opts.Window))
 		}
 	}
-	sc, warn := fitScaler(samples[:trainRows], opts.Channels)
+	sc, warn := fitScaler(samples[:trainRows], opts.Channels, opts.Robust)
 	if opts.Center > 0 {
 		for j, r := range smoothness(samples, len(opts.Channels)) {
 			if r < opts.Center {

@@ -130,6 +130,9 @@ type Options struct {
 	// MinSeverity is the lowest alert severity sent: warning, major or
 	// critical. Alerts below it are acknowledged unsent and counted.
 	MinSeverity string
+	// MinConfidence, when above 0, also skips alerts whose confidence is
+	// below it or unknown (record.Alert.ConfidentEnough).
+	MinConfidence float64
 	// FlushInterval is the longest an event waits for its batch to fill.
 	FlushInterval time.Duration
 	// MaxBatch is the most events per request, below 2000.
@@ -238,6 +241,9 @@ func (o *Options) validate() error {
 	}
 	if record.SeverityRank(o.MinSeverity) == 0 {
 		bad("MinSeverity", "want warning, major or critical, got %q", o.MinSeverity)
+	}
+	if !(o.MinConfidence >= 0 && o.MinConfidence <= 1) {
+		bad("MinConfidence", "want a value in [0, 1], got %v", o.MinConfidence)
 	}
 	if o.FlushInterval <= 0 {
 		bad("FlushInterval", "must be positive, got %v", o.FlushInterval)
@@ -562,7 +568,7 @@ func (f *Forwarder) convert(rec buffer.Record, now time.Time) (*event, *forward.
 	var ev wireEvent
 	switch x := v.(type) {
 	case *record.Alert:
-		if record.SeverityRank(x.Severity) < record.SeverityRank(f.opts.MinSeverity) {
+		if record.SeverityRank(x.Severity) < record.SeverityRank(f.opts.MinSeverity) || !x.ConfidentEnough(f.opts.MinConfidence) {
 			return nil, nil
 		}
 		ev = f.alertEvent(x)

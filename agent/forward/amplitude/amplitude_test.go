@@ -235,6 +235,7 @@ func TestOptionsValidate(t *testing.T) {
 		{"DeviceID", func(o *Options) { o.DeviceID = "undefined" }},
 		{"DeviceID", func(o *Options) { o.DeviceID = "00000000-0000-0000-0000-000000000000" }},
 		{"MinSeverity", func(o *Options) { o.MinSeverity = "high" }},
+		{"MinConfidence", func(o *Options) { o.MinConfidence = 1.5 }},
 		{"FlushInterval", func(o *Options) { o.FlushInterval = 0 }},
 		{"MaxBatch", func(o *Options) { o.MaxBatch = 2000 }},
 		{"MaxBatchBytes", func(o *Options) { o.MaxBatchBytes = 1 << 20 }},
@@ -874,4 +875,22 @@ func BenchmarkLatency(b *testing.B) {
 	b.ReportMetric(p(0.99), "p99-ms")
 	b.ReportMetric(p(1), "max-ms")
 	b.ReportMetric(float64(len(srv.Requests())), "requests")
+}
+
+// TestMinConfidence: with MinConfidence 0.99 only the alert whose
+// confidence reaches it is sent; one below it and one without a
+// confidence are acknowledged unsent and counted as Skipped.
+func TestMinConfidence(t *testing.T) {
+	h := start(t, amplitudetest.Options{}, func(o *Options) { o.MinConfidence = 0.99 })
+	conf := func(a record.Alert, c float64) record.Alert { a.Confidence = &c; return a }
+	sure, unsure, unknown := conf(alert(1, record.SeverityMajor), 0.995), conf(alert(2, record.SeverityMajor), 0.5), alert(3, record.SeverityMajor)
+	appendRecords(t, h.buf, record.LaneAlert, sure, unsure, unknown)
+	h.until("3 alerts handled", func() bool { s := h.fw.Stats(); return s.Acked+s.Skipped >= 3 && s.Pending == 0 })
+	if s := h.fw.Stats(); s.Skipped != 2 || s.Acked != 1 {
+		t.Errorf("stats %+v, want 2 skipped", s)
+	}
+	exactlyOnce(t, h.srv, []string{sure.ID})
+	if evs := h.srv.Events(); len(evs) != 1 || fmt.Sprint(evs[0].EventProperties["confidence"]) != "0.995" {
+		t.Errorf("events %+v, want one with confidence 0.995", evs)
+	}
 }

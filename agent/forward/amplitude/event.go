@@ -82,6 +82,9 @@ func (f *Forwarder) alertEvent(a *record.Alert) wireEvent {
 		"window_start":       timeString(a.Window.Start),
 		"window_end":         timeString(a.Window.End),
 	}
+	if a.Confidence != nil {
+		props["confidence"] = number(*a.Confidence)
+	}
 	ev := wireEvent{
 		EventType: EventAnomaly,
 		DeviceID:  f.opts.DeviceID,

@@ -124,6 +124,9 @@ type Options struct {
 	// MinSeverity is the lowest alert severity sent: warning, major or
 	// critical. Alerts below it are acknowledged and counted as Skipped.
 	MinSeverity string
+	// MinConfidence, when above 0, also skips alerts whose confidence is
+	// below it or unknown (record.Alert.ConfidentEnough), as Skipped.
+	MinConfidence float64
 	// Timeout bounds one run request (blocking answer or whole stream).
 	Timeout time.Duration
 	// RequestTimeout bounds a lookup (logs, run status).
@@ -218,6 +221,9 @@ func (o *Options) validate() (map[string]*template.Template, error) {
 	}
 	if record.SeverityRank(o.MinSeverity) == 0 {
 		bad("MinSeverity", "want warning, major or critical, got %q", o.MinSeverity)
+	}
+	if !(o.MinConfidence >= 0 && o.MinConfidence <= 1) {
+		bad("MinConfidence", "want a value in [0, 1], got %v", o.MinConfidence)
 	}
 	for name, d := range map[string]time.Duration{
 		"Timeout": o.Timeout, "RequestTimeout": o.RequestTimeout, "FailingRetry": o.FailingRetry,
@@ -711,7 +717,7 @@ func (d *dispatcher) take(ctx context.Context, rec buffer.Record) bool {
 		// whatever the severity and cooldown say now.
 	case d.active[a.ID] || d.finished[a.ID] || a.ID == "":
 		skip = &f.stats.Duplicates
-	case record.SeverityRank(a.Severity) < record.SeverityRank(f.opts.MinSeverity):
+	case record.SeverityRank(a.Severity) < record.SeverityRank(f.opts.MinSeverity) || !a.ConfidentEnough(f.opts.MinConfidence):
 		skip = &f.stats.Skipped
 	case d.inCooldown(a):
 		skip = &f.stats.CooldownSkipped

@@ -270,6 +270,7 @@ func TestOptionsValidate(t *testing.T) {
 		{"User", func(o *Options) { o.User = "a\nb" }},
 		{"Inputs", func(o *Options) { o.Inputs = map[string]string{"x": "{{.Nope"} }},
 		{"MinSeverity", func(o *Options) { o.MinSeverity = "" }},
+		{"MinConfidence", func(o *Options) { o.MinConfidence = -0.1 }},
 		{"Timeout", func(o *Options) { o.Timeout = 0 }},
 		{"RequestTimeout", func(o *Options) { o.RequestTimeout = 0 }},
 		{"RateLimit", func(o *Options) { o.RateLimit = config.Rate{Count: 2} }},
@@ -937,5 +938,20 @@ func TestBucket(t *testing.T) {
 	}
 	if newBucket(config.Rate{}, 0, clk) != nil {
 		t.Error("unlimited rate has a bucket")
+	}
+}
+
+// TestMinConfidence: with MinConfidence 0.99 only the alert whose
+// confidence reaches it runs; one below it and one without a confidence
+// are skipped (acknowledged, counted as Skipped).
+func TestMinConfidence(t *testing.T) {
+	h := newHarness(t, difytest.Options{}, func(o *Options) { o.MinConfidence = 0.99 }).start()
+	conf := func(a record.Alert, c float64) record.Alert { a.Confidence = &c; return a }
+	as := []record.Alert{conf(alert(0, record.SeverityCritical), 0.999), conf(alert(1, record.SeverityCritical), 0.9), alert(2, record.SeverityCritical)}
+	appendAlerts(t, h.buf, as...)
+	h.until("all handled", h.acked(3))
+	oneRunEach(t, h.srv, as[0].ID)
+	if s := h.fw.Stats(); s.Skipped != 2 || s.Runs != 1 {
+		t.Errorf("stats %+v, want 2 skipped and 1 run", s)
 	}
 }

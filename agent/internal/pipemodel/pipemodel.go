@@ -26,3 +26,9 @@ func (a adapter) Window() (int, int) {
 
 // Channels names the model's input channels in order.
 func (a adapter) Channels() []string { return a.Manifest().Input.Channels }
+
+// Confidence gives the pipeline each alert's calibrated confidence, from the
+// manifest's calibration record.
+func (a adapter) Confidence(score float64) (float64, bool) {
+	return a.Manifest().Threshold.Confidence(score)
+}
