@@ -24,7 +24,7 @@ func (flagFeatures) Add(e *source.Event, dst []float64) bool {
 func evictSpec() StreamSpec {
 	m := &meanModel{id: "kiosk@1", length: 1, hop: 1, chans: []string{"bad", "zero"}, thr: 1}
 	d := detect.DefaultOptions()
-	d.K, d.N = 1, 1
+	d.K, d.N, d.CloseAfter = 1, 1, 0 // an episode closes at the first normal window
 	return StreamSpec{Name: "kiosk", Source: "http", Kind: KindBehaviour, Key: "user_id", Model: m, Detect: d,
 		Features: func() Featurizer { return flagFeatures{} }}
 }

@@ -100,7 +100,7 @@ func TestEpisodesWithinOneTimestamp(t *testing.T) {
 	m := &meanModel{id: "mean@1", length: 1, hop: 1, chans: chans2, thr: 1}
 	spec := sensorSpec(m)
 	spec.Detect = detect.DefaultOptions()
-	spec.Detect.K, spec.Detect.N, spec.Detect.Cooldown = 1, 1, 0
+	spec.Detect.K, spec.Detect.N, spec.Detect.Cooldown, spec.Detect.CloseAfter = 1, 1, 0, 0
 	var in []source.Input
 	for i := range 20 {
 		v := float64(i%2) * 5 // anomalous, normal, anomalous, ...
