@@ -67,6 +67,12 @@ type HTTP struct {
 	MaxBodyBytes ByteSize `yaml:"max_body_bytes" doc:"largest request body accepted"`
 	Token        Secret   `yaml:"token" doc:"bearer token that POST /v1/events requires when set"`
 	TokenFile    string   `yaml:"token_file" conf:"path" doc:"file holding the token instead"`
+
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout" doc:"longest a client may take to send a request's header"`
+	ReadTimeout       time.Duration `yaml:"read_timeout" doc:"longest a client may take to send a whole request, body included; a slower body is cut off"`
+	WriteTimeout      time.Duration `yaml:"write_timeout" doc:"longest from the end of a request's header to the end of its response"`
+	IdleTimeout       time.Duration `yaml:"idle_timeout" doc:"an idle keep-alive connection is closed after this long"`
+	MaxConnections    int           `yaml:"max_connections" doc:"most connections open at once; further ones wait to be accepted until one closes"`
 }
 
 // Inference configures the scorer pool.
@@ -322,6 +328,12 @@ func Default() *Config {
 		HTTP: HTTP{
 			Listen:       "127.0.0.1:8787",
 			MaxBodyBytes: 1 << 20,
+			// As httpserve.DefaultOptions.
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       60 * time.Second,
+			MaxConnections:    128,
 		},
 		Inference: Inference{
 			Threads:   1,

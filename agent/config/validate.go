@@ -298,6 +298,14 @@ func (v *validator) http() {
 	if h.MaxBodyBytes <= 0 {
 		v.errf("http.max_body_bytes", "must be positive")
 	}
+	v.positive("http.read_header_timeout", h.ReadHeaderTimeout)
+	v.positive("http.read_timeout", h.ReadTimeout)
+	v.positive("http.write_timeout", h.WriteTimeout)
+	v.positive("http.idle_timeout", h.IdleTimeout)
+	v.atLeast("http.max_connections", h.MaxConnections, 1)
+	if h.ReadHeaderTimeout > 0 && h.ReadTimeout > 0 && h.ReadHeaderTimeout > h.ReadTimeout {
+		v.warnf("http.read_header_timeout", "%s is longer than http.read_timeout (%s), which bounds the header too", formatDuration(h.ReadHeaderTimeout), formatDuration(h.ReadTimeout))
+	}
 	v.secret("http.token", h.Token, "http.token_file", h.TokenFile)
 }
 
