@@ -65,8 +65,7 @@ func (d *daemon) buildSources(cfg *config.Config, g *generation) error {
 				return fmt.Errorf("http.token_file: %w", err)
 			}
 			if tok != "" {
-				// sendBeacon cannot set headers: a token may come in the query.
-				o.Token, o.QueryToken = tok.Reveal(), true
+				o.Token, o.QueryToken = tok.Reveal(), cfg.HTTP.AllowQueryToken
 			}
 			h, err := source.NewHTTPEvents(o, sink)
 			if err != nil {

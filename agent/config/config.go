@@ -67,6 +67,10 @@ type HTTP struct {
 	MaxBodyBytes ByteSize `yaml:"max_body_bytes" doc:"largest request body accepted"`
 	Token        Secret   `yaml:"token" doc:"bearer token that POST /v1/events requires when set"`
 	TokenFile    string   `yaml:"token_file" conf:"path" doc:"file holding the token instead"`
+	// AllowQueryToken exists for navigator.sendBeacon, which cannot set
+	// headers; a token in a URL leaks into browser history, proxy and
+	// server logs.
+	AllowQueryToken bool `yaml:"allow_query_token" doc:"also accept the token as ?token=<token> in the URL (for navigator.sendBeacon, which cannot set headers); off by default because a URL, token included, ends up in browser history and proxy logs"`
 
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout" doc:"longest a client may take to send a request's header"`
 	ReadTimeout       time.Duration `yaml:"read_timeout" doc:"longest a client may take to send a whole request, body included; a slower body is cut off"`

@@ -307,6 +307,9 @@ func (v *validator) http() {
 		v.warnf("http.read_header_timeout", "%s is longer than http.read_timeout (%s), which bounds the header too", formatDuration(h.ReadHeaderTimeout), formatDuration(h.ReadTimeout))
 	}
 	v.secret("http.token", h.Token, "http.token_file", h.TokenFile)
+	if h.AllowQueryToken && h.Token == "" && h.TokenFile == "" {
+		v.warnf("http.allow_query_token", "set, but there is no http.token to accept")
+	}
 }
 
 func (v *validator) inference() {
