@@ -7,9 +7,13 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vigil-edge/vigil/agent/internal/mqtttest"
+	"github.com/vigil-edge/vigil/agent/source"
 )
 
 // The field-inputs suite feeds what users and hostile clients actually send
@@ -79,4 +83,122 @@ func TestFieldQueryTokenIsOffByDefault(t *testing.T) {
 			}
 		})
 	}
+}
+
+// pumpChannels are the inputs of models/pump8.
+var pumpChannels = []string{"Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Temperature", "Thermocouple", "Voltage", "Volume Flow RateRMS"}
+
+// pumpMeans are pump8's normalisation means: a normal sample.
+var pumpMeans = []float64{0.0265, 0.0403, 1.0004, 0.0793, 78.132, 26.257, 229.91, 32.099}
+
+// mqttConfig writes a config for a daemon whose sources and streams are the
+// YAML given, with the broker and an in-memory buffer.
+func mqttConfig(t *testing.T, broker *mqtttest.Broker, sourcesAndStreams string) string {
+	t.Helper()
+	dir := t.TempDir()
+	models, _ := filepath.Abs(repoModels)
+	cfg := fmt.Sprintf(`
+device_id: field-device-01
+data_dir: %s
+models_dir: %s
+log: {level: warn}
+http: {listen: "127.0.0.1:0"}
+inference: {workers: 1}
+buffer: {kind: memory}
+mqtt: {broker: %q}
+%s`, filepath.Join(dir, "data"), models, broker.URL(), sourcesAndStreams)
+	path := filepath.Join(dir, "vigil.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// sample is a normal pump8 sample stamped t, as a JSON payload.
+func sample(t time.Time, extra map[string]any) []byte {
+	m := map[string]any{"ts": t.UnixMilli()}
+	for i, c := range pumpChannels {
+		m[c] = pumpMeans[i]
+	}
+	for k, v := range extra {
+		m[k] = v
+	}
+	b, _ := json.Marshal(m)
+	return b
+}
+
+// waitSubscribed waits until every MQTT source of the daemon is subscribed.
+func waitSubscribed(t *testing.T, d *daemon) {
+	t.Helper()
+	waitFor(t, 30*time.Second, func() bool {
+		for _, s := range d.current().sources {
+			if c, ok := s.(interface{ Connected() bool }); ok && !c.Connected() {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// drops returns the pipeline's drops of source src for reason.
+func drops(d *daemon, src string, reason source.DropReason) uint64 {
+	for _, dr := range d.current().pipe.Stats().Drops {
+		if dr.Source == src && dr.Reason == string(reason) {
+			return dr.Count
+		}
+	}
+	return 0
+}
+
+// With one stream on a source, every topic of its subscription reaches that
+// stream, whatever the topic's last level; with several, a topic that
+// reaches none degrades /healthz, naming the source.
+func TestFieldTopicsReachTheOnlyStream(t *testing.T) {
+	if testing.Short() {
+		t.Skip("mosquitto: not in -short")
+	}
+	broker := mqtttest.Start(t, mqtttest.Options{})
+	pub := mqtttest.Connect(t, broker)
+	t.Run("one stream", func(t *testing.T) {
+		d, _ := startDaemon(t, mqttConfig(t, broker, `
+sources:
+  - name: plant
+    type: mqtt
+    mqtt: {topics: ["plant/pump1/telemetry"], qos: 1, fields: {timestamp: ts, timestamp_format: unix_ms}}
+streams:
+  - {name: pump1, source: plant, model: pump8, max_lateness: 0s}
+`))
+		waitSubscribed(t, d)
+		t0 := time.Now().Add(-time.Hour)
+		for i := range 70 {
+			mqtttest.Publish(t, pub, "plant/pump1/telemetry", 1, false, sample(t0.Add(time.Duration(i)*time.Second), nil))
+		}
+		waitFor(t, 30*time.Second, func() bool {
+			return d.current().pipe.Stats().Streams["pump1"].Windows >= 1 || drops(d, "plant", source.DropUnknown) > 0
+		})
+		if n := drops(d, "plant", source.DropUnknown); n > 0 {
+			t.Fatalf("%d samples on plant/pump1/telemetry dropped as unknown_stream; the only stream is pump1", n)
+		}
+	})
+	t.Run("two streams", func(t *testing.T) {
+		d, _ := startDaemon(t, mqttConfig(t, broker, `
+sources:
+  - name: plant
+    type: mqtt
+    mqtt: {topics: ["plant/+/telemetry"], qos: 1, fields: {timestamp: ts, timestamp_format: unix_ms}}
+streams:
+  - {name: pump1, source: plant, model: pump8}
+  - {name: pump2, source: plant, model: pump8}
+`))
+		waitSubscribed(t, d)
+		if code, body := get(t, "http://"+d.addr+"/healthz"); code != http.StatusOK {
+			t.Fatalf("/healthz before any message: %d %s", code, body)
+		}
+		mqtttest.Publish(t, pub, "plant/pump3/telemetry", 1, false, sample(time.Now(), nil))
+		waitFor(t, 30*time.Second, func() bool { return drops(d, "plant", source.DropUnknown) > 0 })
+		code, body := get(t, "http://"+d.addr+"/healthz")
+		if code != http.StatusServiceUnavailable || !strings.Contains(body, "source plant: 1 inputs reached no stream") {
+			t.Fatalf("/healthz after a message that reached no stream: %d %s, want 503 naming source plant", code, body)
+		}
+	})
 }

@@ -98,8 +98,8 @@ func (d *daemon) buildSources(cfg *config.Config, g *generation) error {
 			if f, ok := cutPrefix(m.StreamFrom, "field:"); ok {
 				o.Payload.StreamField = f
 			}
-			if streams := streamsOf(cfg, sc.Name); len(streams) == 1 && m.StreamFrom == "" {
-				o.Stream = streams[0]
+			if streams := streamsOf(cfg, sc.Name); len(streams) == 1 {
+				o.Stream = streams[0] // what stream_map does not route goes to the only stream
 			}
 			s, err := source.NewMQTT(o, sink)
 			if err != nil {

@@ -205,7 +205,7 @@ type MQTTSource struct {
 	Format     string            `yaml:"format" doc:"json (sensor samples decoded with fields) or events (behaviour events: {event_id, event_name, timestamp, user_id, properties} or an array of them)"`
 	Fields     Fields            `yaml:"fields"`
 	StreamFrom string            `yaml:"stream_from" doc:"how a message finds its stream: topic (see stream_map), or field:<name> for the string value of a payload field"`
-	StreamMap  map[string]string `yaml:"stream_map" doc:"topic or topic filter (+, #) → stream name; a topic without an entry goes to the stream named by its last level"`
+	StreamMap  map[string]string `yaml:"stream_map" doc:"topic or topic filter (+, #) → stream name; a topic without an entry goes to the only stream reading this source, or, when several do, to the stream named by the topic's last level"`
 }
 
 // Fields maps payload fields to a sample.

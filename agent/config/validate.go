@@ -579,6 +579,9 @@ func (v *validator) mqttSource(p string, s *Source) {
 	default:
 		v.errf(p+".stream_from", "%q is not topic or field:<name>", f)
 	}
+	if m.StreamFrom == "topic" {
+		v.topicsReachStreams(p, s)
+	}
 	for _, k := range sortedKeys(m.StreamMap) {
 		target := m.StreamMap[k]
 		kp := p + ".stream_map." + k
@@ -590,6 +593,57 @@ func (v *validator) mqttSource(p string, s *Source) {
 			v.errf(kp, "unknown stream %q", target)
 		case st.Source != s.Name:
 			v.errf(kp, "stream %q reads source %q, not %q", target, st.Source, s.Name)
+		}
+	}
+}
+
+// topicsReachStreams warns about a subscription whose messages can reach
+// no stream: with several streams reading the source, a topic goes to the
+// stream_map entry that matches it, else to the stream named by its last
+// level, and a filter that can match neither loses every message as
+// unknown_stream. (With one stream, every topic reaches it.)
+func (v *validator) topicsReachStreams(p string, s *Source) {
+	reading := v.c.streamsOf(s.Name)
+	if len(reading) < 2 {
+		return
+	}
+	for i, t := range s.MQTT.Topics {
+		if checkTopicFilter(t) != nil || filterReaches(t, s.MQTT.StreamMap, reading) {
+			continue
+		}
+		last := t[strings.LastIndexByte(t, '/')+1:]
+		v.warnf(fmt.Sprintf("%s.topics[%d]", p, i), "%q reaches no stream: no stream_map entry matches it and its last level %q names none of the streams reading source %q (%s), so every message on it is dropped as unknown_stream; add a stream_map entry", t, last, s.Name, strings.Join(reading, ", "))
+	}
+}
+
+// filterReaches reports whether some topic matching filter routes to one of
+// streams, by streamMap or by its last level.
+func filterReaches(filter string, streamMap map[string]string, streams []string) bool {
+	for k, st := range streamMap {
+		if slices.Contains(streams, st) && filtersOverlap(filter, k) {
+			return true
+		}
+	}
+	last := filter[strings.LastIndexByte(filter, '/')+1:]
+	return last == "+" || last == "#" || slices.Contains(streams, last)
+}
+
+// filtersOverlap reports whether some topic matches both MQTT topic
+// filters.
+func filtersOverlap(a, b string) bool {
+	as, bs := strings.Split(a, "/"), strings.Split(b, "/")
+	for i := 0; ; i++ {
+		switch {
+		case i < len(as) && as[i] == "#", i < len(bs) && bs[i] == "#":
+			return true
+		case i == len(as) && i == len(bs):
+			return true
+		case i == len(as):
+			return len(bs) == i+1 && bs[i] == "#" // "a" and "a/#"
+		case i == len(bs):
+			return len(as) == i+1 && as[i] == "#"
+		case as[i] != "+" && bs[i] != "+" && as[i] != bs[i]:
+			return false
 		}
 	}
 }
