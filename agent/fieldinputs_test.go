@@ -202,3 +202,27 @@ streams:
 		}
 	})
 }
+
+// A retained sample on the subscribed topic is not ingested at every
+// connect stamped with the arrival time: by default it is dropped, counted
+// as retained.
+func TestFieldRetainedSampleIsNotIngested(t *testing.T) {
+	if testing.Short() {
+		t.Skip("mosquitto: not in -short")
+	}
+	broker := mqtttest.Start(t, mqtttest.Options{})
+	pub := mqtttest.Connect(t, broker)
+	mqtttest.Publish(t, pub, "plant/pump1/telemetry", 1, true, sample(time.Now().Add(-time.Hour), map[string]any{"ts": nil}))
+	d, _ := startDaemon(t, mqttConfig(t, broker, `
+sources:
+  - name: plant
+    type: mqtt
+    mqtt: {topics: ["plant/pump1/telemetry"], qos: 1}
+streams:
+  - {name: pump1, source: plant, model: pump8}
+`))
+	waitFor(t, 30*time.Second, func() bool { return drops(d, "plant", source.DropRetained) > 0 || d.current().pipe.Stats().Inputs > 0 })
+	if in := d.current().pipe.Stats().Inputs; in != 0 || drops(d, "plant", source.DropRetained) != 1 {
+		t.Fatalf("a retained sample at connect: %d inputs, %d dropped as retained; want 0 and 1", in, drops(d, "plant", source.DropRetained))
+	}
+}

@@ -78,6 +78,7 @@ func (d *daemon) buildSources(cfg *config.Config, g *generation) error {
 			o := source.DefaultMQTTOptions()
 			o.Name, o.Device, o.Broker, o.Topics, o.QoS = sc.Name, cfg.DeviceID, d.sourceBroker(cfg, m), m.Topics, byte(m.QoS)
 			o.Counter, o.Logger, o.StreamMap = sink, log, m.StreamMap
+			o.Retained = m.Retained
 			if m.Broker == "" {
 				pw, err := cfg.MQTT.ReadPassword()
 				if err != nil {

@@ -206,6 +206,7 @@ type MQTTSource struct {
 	Fields     Fields            `yaml:"fields"`
 	StreamFrom string            `yaml:"stream_from" doc:"how a message finds its stream: topic (see stream_map), or field:<name> for the string value of a payload field"`
 	StreamMap  map[string]string `yaml:"stream_map" doc:"topic or topic filter (+, #) → stream name; a topic without an entry goes to the only stream reading this source, or, when several do, to the stream named by the topic's last level"`
+	Retained   string            `yaml:"retained" doc:"retained messages, which the broker delivers again at every connect and reload: ignore (dropped, counted as retained) or take (each taken once, with the time in its payload; one without a time field is dropped)"`
 }
 
 // Fields maps payload fields to a sample.
@@ -402,7 +403,7 @@ func Default() *Config {
 func defaultSource() Source {
 	return Source{
 		Simulator: &SimulatorSource{Rate: 100, Faults: true, FaultInterval: 20 * time.Second, Seed: 1, Users: 20},
-		MQTT:      &MQTTSource{QoS: 0, Format: "json", StreamFrom: "topic", Fields: Fields{TimestampFormat: "auto"}},
+		MQTT:      &MQTTSource{QoS: 0, Format: "json", StreamFrom: "topic", Fields: Fields{TimestampFormat: "auto"}, Retained: "ignore"},
 		Replay:    &ReplaySource{Speed: 1, TimestampFormat: "auto"},
 	}
 }

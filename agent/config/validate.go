@@ -567,6 +567,7 @@ func (v *validator) mqttSource(p string, s *Source) {
 		v.errf(p+".qos", "must be 0, 1 or 2, got %d", m.QoS)
 	}
 	v.oneOf(p+".format", m.Format, "json", "events")
+	v.oneOf(p+".retained", m.Retained, "ignore", "take")
 	v.timeFormat(p+".fields.timestamp_format", m.Fields.TimestampFormat)
 	for _, ch := range sortedKeys(m.Fields.Values) {
 		if ch == "" || m.Fields.Values[ch] == "" {

@@ -71,6 +71,13 @@ type MQTTOptions struct {
 	// Stream is the stream of topics StreamMap does not route; empty
 	// means the topic's last level ("plant/p1/pump3" → "pump3").
 	Stream string
+	// Retained says what to do with retained messages, which the broker
+	// delivers again at every subscription (every connect and reload):
+	// RetainedIgnore (the default) drops them, counted as "retained";
+	// RetainedTake takes each one once, with the time in its payload, and
+	// drops as "retained" a retained sample without a time field (its
+	// arrival time would be wrong) and one already taken on its topic.
+	Retained string
 	// DedupWindow and DedupSize drop events whose event_id was seen
 	// recently (events only; QoS 1 may deliver a message twice). 0 turns
 	// it off.
@@ -85,10 +92,17 @@ type MQTTOptions struct {
 	Logger *slog.Logger
 }
 
+// Retained-message policies.
+const (
+	RetainedIgnore = "ignore"
+	RetainedTake   = "take"
+)
+
 // DefaultMQTTOptions returns the defaults: the local broker
 // tcp://127.0.0.1:1883, QoS 0, clean sessions, 30 s keep-alive, 10 s
 // timeouts, first-connection retries every 2 s, reconnection backoff capped
-// at 30 s, a 10-minute / 100k-id event dedup window.
+// at 30 s, retained messages ignored, a 10-minute / 100k-id event dedup
+// window.
 func DefaultMQTTOptions() MQTTOptions {
 	return MQTTOptions{
 		Name:                 "mqtt",
@@ -99,6 +113,7 @@ func DefaultMQTTOptions() MQTTOptions {
 		SubscribeTimeout:     10 * time.Second,
 		ConnectRetryInterval: 2 * time.Second,
 		MaxReconnectInterval: 30 * time.Second,
+		Retained:             RetainedIgnore,
 		DedupWindow:          10 * time.Minute,
 		DedupSize:            100000,
 	}
@@ -153,6 +168,13 @@ func (o *MQTTOptions) validate() error {
 		if d.v <= 0 {
 			errs = append(errs, optErr(d.name, "must be > 0, got %v", d.v))
 		}
+	}
+	switch o.Retained {
+	case "":
+		o.Retained = RetainedIgnore
+	case RetainedIgnore, RetainedTake:
+	default:
+		errs = append(errs, optErr("Retained", "%q: want %s or %s", o.Retained, RetainedIgnore, RetainedTake))
 	}
 	if o.DedupWindow < 0 || o.DedupSize < 0 {
 		errs = append(errs, optErr("DedupWindow", "DedupWindow and DedupSize must be ≥ 0"))
@@ -240,6 +262,10 @@ type MQTT struct {
 	exact    map[string]string // StreamMap entries without wildcards
 	patterns []streamPattern
 	dedup    *dedup
+	// retainedAt is, per topic, the time of the retained sample taken
+	// last (Retained take): the broker delivers it again at every
+	// subscription. Guarded by mu.
+	retainedAt map[string]time.Time
 
 	connected atomic.Bool
 }
@@ -262,6 +288,8 @@ func NewMQTT(opts MQTTOptions, sink Sink) (*MQTT, error) {
 		rlog:     newRateLog(log, 10*time.Second),
 		clientID: "vigil-" + opts.Device + "-src-" + opts.Name,
 		exact:    map[string]string{},
+
+		retainedAt: map[string]time.Time{},
 	}
 	if opts.Payload.Events {
 		m.dedup = newDedup(opts.DedupSize, opts.DedupWindow)
@@ -425,11 +453,24 @@ func (m *MQTT) Run(ctx context.Context) error {
 
 // onMessage decodes a message and hands it over without blocking.
 func (m *MQTT) onMessage(_ paho.Client, msg paho.Message) {
-	m.handle(msg.Topic(), msg.Payload())
+	m.handle(msg.Topic(), msg.Payload(), msg.Retained())
 }
 
-func (m *MQTT) handle(topic string, payload []byte) {
+// dropRetained counts a retained message that is not taken, and logs it
+// (rate-limited) with why.
+func (m *MQTT) dropRetained(topic, why string) {
+	m.opts.Counter.Drop(m.opts.Name, DropRetained, 1)
+	m.rlog.Warn("dropped a retained message", "topic", topic, "reason", why)
+}
+
+func (m *MQTT) handle(topic string, payload []byte, retained bool) {
 	now := m.opts.Clock.Now()
+	if retained && m.opts.Retained != RetainedTake {
+		// The broker's last value, delivered again at every subscription:
+		// stamped with the arrival time it would be a new sample each time.
+		m.dropRetained(topic, "retained messages are ignored (set retained: take to take them once, with their own time)")
+		return
+	}
 	if m.opts.Payload.Events {
 		m.handleEvents(topic, payload, now)
 		return
@@ -437,7 +478,22 @@ func (m *MQTT) handle(topic string, payload []byte) {
 	vals := make([]float64, len(m.channels))
 	m.mu.Lock()
 	t, stream, err := m.dec.Decode(payload, vals)
+	if err == nil && retained {
+		last, seen := m.retainedAt[topic]
+		switch {
+		case t.IsZero():
+			err = errRetainedNoTime
+		case seen && !t.After(last):
+			err = errRetainedTaken
+		default:
+			m.retainedAt[topic] = t
+		}
+	}
 	m.mu.Unlock()
+	if errors.Is(err, errRetainedNoTime) || errors.Is(err, errRetainedTaken) {
+		m.dropRetained(topic, err.Error())
+		return
+	}
 	if err != nil {
 		reason := DropInvalid
 		if pe, ok := err.(*PayloadError); ok {
@@ -495,6 +551,11 @@ func (m *MQTT) handleEvents(topic string, payload []byte, now time.Time) {
 		}
 	}
 }
+
+var (
+	errRetainedNoTime = errors.New("a retained sample without a time field (its arrival time is not its time)")
+	errRetainedTaken  = errors.New("a retained sample already taken")
+)
 
 // route picks the stream of a topic: StreamMap (exact, then the longest
 // matching filter), then Stream, then the topic's last level.
