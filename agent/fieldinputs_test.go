@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,7 +14,9 @@ import (
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/internal/mqtttest"
+	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/agent/source"
+	"github.com/vigil-edge/vigil/buffer"
 )
 
 // The field-inputs suite feeds what users and hostile clients actually send
@@ -224,5 +227,46 @@ streams:
 	waitFor(t, 30*time.Second, func() bool { return drops(d, "plant", source.DropRetained) > 0 || d.current().pipe.Stats().Inputs > 0 })
 	if in := d.current().pipe.Stats().Inputs; in != 0 || drops(d, "plant", source.DropRetained) != 1 {
 		t.Fatalf("a retained sample at connect: %d inputs, %d dropped as retained; want 0 and 1", in, drops(d, "plant", source.DropRetained))
+	}
+}
+
+// --print-alerts shows a hostile user id escaped: a newline or an escape
+// sequence in it forges no alert line and takes over no terminal.
+func TestFieldPrintAlertsEscapesUserIDs(t *testing.T) {
+	o := buffer.DefaultOptions()
+	o.Lanes = []buffer.LaneOptions{{Name: record.LaneAlert}}
+	buf, err := buffer.NewMemory(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := buf.RegisterConsumer(consumerConsole, record.LaneAlert); err != nil {
+		t.Fatal(err)
+	}
+	const evil = "eve\n12:00:00 ALERT CRITICAL open web bob score 99\x1b[2J\x1b]0;pwned\x07"
+	a, _ := json.Marshal(record.Alert{ID: "a1", TS: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC), Stream: "web", Key: evil, Kind: "behaviour",
+		Score: 2, Threshold: 1, Severity: "major", Episode: "e1", State: "open", TopFeatures: []record.Feature{{Name: "form_error\x1b[31m", Share: 1}}})
+	if _, err := buf.Append(context.Background(), record.LaneAlert, a); err != nil {
+		t.Fatal(err)
+	}
+	out := &syncWriter{w: &bytes.Buffer{}}
+	d := &daemon{buf: buf, stdout: out}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.printAlertsTo(ctx) }()
+	waitFor(t, 10*time.Second, func() bool {
+		out.mu.Lock()
+		defer out.mu.Unlock()
+		return out.w.(*bytes.Buffer).Len() > 0
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	got := out.w.(*bytes.Buffer).String()
+	if strings.Count(got, "\n") != 1 || strings.ContainsAny(got, "\x1b\x07") {
+		t.Fatalf("--print-alerts wrote %q: one line without escape sequences wanted", got)
+	}
+	if !strings.Contains(got, `web eve\n12:00:00 ALERT`) {
+		t.Fatalf("--print-alerts wrote %q: want the user id escaped", got)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vigil-edge/vigil/agent/internal/termsafe"
 )
 
 // Event is the JSON line printed for every message in JSON mode.
@@ -143,7 +145,7 @@ func (v *view) render(broker string, connected bool, dropped int, now time.Time)
 	if !connected {
 		conn = "DISCONNECTED, reconnecting"
 	}
-	fmt.Fprintf(&b, "vigil watch  %s  prefix %q  %s  %d device(s)  %s UTC\n", broker, v.prefix, conn, len(v.devices), now.UTC().Format("15:04:05"))
+	fmt.Fprintf(&b, "vigil watch  %s  prefix %q  %s  %d device(s)  %s UTC\n", esc(broker), v.prefix, conn, len(v.devices), now.UTC().Format("15:04:05"))
 	if dropped > 0 {
 		fmt.Fprintf(&b, "(%d messages dropped: the view could not keep up)\n", dropped)
 	}
@@ -154,18 +156,18 @@ func (v *view) render(broker string, connected bool, dropped int, now time.Time)
 	for _, id := range slices.Sorted(maps.Keys(v.devices)) {
 		d := v.devices[id]
 		b.WriteByte('\n')
-		b.WriteString(id)
+		b.WriteString(esc(id))
 		if st := d.status; st != nil {
 			state := strings.ToUpper(st.State)
 			if st.Reason != "" {
 				state += " (" + st.Reason + ")"
 			}
-			fmt.Fprintf(&b, "  %s", state)
+			fmt.Fprintf(&b, "  %s", esc(state))
 			if !st.Since.IsZero() {
 				fmt.Fprintf(&b, " since %s (%s)", st.Since.UTC().Format("15:04:05"), age(now.Sub(st.Since)))
 			}
 			if st.Version != "" {
-				fmt.Fprintf(&b, "  version %s", st.Version)
+				fmt.Fprintf(&b, "  version %s", esc(st.Version))
 			}
 			fmt.Fprintf(&b, "  birth %d", st.BirthSeq)
 		} else {
@@ -194,8 +196,8 @@ func (v *view) render(broker string, connected bool, dropped int, now time.Time)
 				if a.Key != "" {
 					stream += "/" + a.Key
 				}
-				fmt.Fprintf(&b, "    %s  %-14s %-8s %8s/%-8s %-9s seq %d", a.TS.UTC().Format("15:04:05"), stream, a.Severity,
-					num(a.Score), num(a.Threshold), a.State, a.Seq)
+				fmt.Fprintf(&b, "    %s  %-14s %-8s %8s/%-8s %-9s seq %d", a.TS.UTC().Format("15:04:05"), esc(stream), esc(a.Severity),
+					num(a.Score), num(a.Threshold), esc(a.State), a.Seq)
 				if a.Replayed {
 					b.WriteString("  replayed")
 				}
@@ -206,11 +208,18 @@ func (v *view) render(broker string, connected bool, dropped int, now time.Time)
 	return b.String()
 }
 
+// line writes one "name value" line; value is escaped (it comes from the
+// devices' messages).
 func line(b *strings.Builder, name, value string) {
 	if value != "" {
-		fmt.Fprintf(b, "  %-9s %s\n", name, value)
+		fmt.Fprintf(b, "  %-9s %s\n", name, esc(value))
 	}
 }
+
+// esc escapes what a device (or anyone who can publish under the prefix)
+// sent before it reaches the terminal: a newline would forge a line, an
+// escape sequence would take over the terminal.
+var esc = termsafe.String
 
 // age formats a duration for humans: 5s, 3m10s, 2h5m, 3d4h.
 func age(d time.Duration) string {
