@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigil-edge/vigil/agent/config"
 	"github.com/vigil-edge/vigil/agent/internal/mqtttest"
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/agent/source"
@@ -268,5 +270,24 @@ func TestFieldPrintAlertsEscapesUserIDs(t *testing.T) {
 	}
 	if !strings.Contains(got, `web eve\n12:00:00 ALERT`) {
 		t.Fatalf("--print-alerts wrote %q: want the user id escaped", got)
+	}
+}
+
+// A buffer that cannot be opened says so once, naming the directory: the
+// message does not repeat its prefix.
+func TestFieldBufferOpenErrorSaysItOnce(t *testing.T) {
+	notADir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notADir, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.DataDir = notADir
+	_, err := openBuffer(cfg, slog.New(slog.DiscardHandler))
+	if err == nil || strings.Count(err.Error(), "open buffer") != 1 || !strings.Contains(err.Error(), filepath.Join(notADir, "buffer")) {
+		t.Fatalf("openBuffer under a file: %v; want one \"open buffer <dir>\"", err)
+	}
+	cfg.Buffer.Kind, cfg.Buffer.MaxBytes = "memory", -1
+	if _, err = openBuffer(cfg, slog.New(slog.DiscardHandler)); err == nil || strings.Count(err.Error(), "buffer:") != 1 {
+		t.Fatalf("openBuffer with bad options: %v; want one \"buffer:\"", err)
 	}
 }

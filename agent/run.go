@@ -431,7 +431,7 @@ func openBuffer(cfg *config.Config, log *slog.Logger) (buffer.Buffer, error) {
 	if cfg.Buffer.Kind == "memory" {
 		b, err := buffer.NewMemory(opts)
 		if err != nil {
-			return nil, fmt.Errorf("buffer: %w", err)
+			return nil, err // it says "buffer: ..."
 		}
 		return b, nil
 	}
@@ -443,7 +443,7 @@ func openBuffer(cfg *config.Config, log *slog.Logger) (buffer.Buffer, error) {
 	}
 	b, err := buffer.OpenBadger(bo)
 	if err != nil {
-		return nil, fmt.Errorf("open buffer %s: %w", bo.Dir, err)
+		return nil, err // it says "open buffer <dir>: ..."
 	}
 	return b, nil
 }
