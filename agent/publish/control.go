@@ -108,8 +108,12 @@ func (p *Publisher) onCommand(_ mqtt.Client, m mqtt.Message) {
 	select {
 	case p.cmdq <- cmdReq{name: name, payload: bytes.Clone(m.Payload()), retained: m.Retained()}:
 	default:
-		p.cmdDropped.Add(1)
-		p.log.Warn("command dropped: too many queued", "command", name)
+		// A flood of commands must not flood the log too: one line per
+		// 10 s, with how many it stands for.
+		total := p.cmdDropped.Add(1)
+		if ok, n := p.cmdDropLog.allow(p.now(), 10*time.Second); ok {
+			p.log.Warn("command dropped: too many queued", "command", name, "id", requestID(m.Payload()), "suppressed", n, "dropped_total", total)
+		}
 	}
 }
 

@@ -82,6 +82,7 @@ type Publisher struct {
 	lastErrAt time.Time
 
 	invalidLog, healthLog rateLimit
+	cmdDropLog            rateLimit // commands dropped from a full queue
 }
 
 // New checks opts and returns a publisher over buf. Nothing connects until
