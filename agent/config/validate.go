@@ -163,6 +163,9 @@ func (v *validator) secret(path string, s Secret, filePath, file string) {
 	} else if got == "" {
 		v.errf(filePath, "file %q is empty", file)
 	}
+	if fi, err := os.Stat(file); err == nil && fi.Mode().Perm()&0o002 != 0 {
+		v.warnf(filePath, "file %q is writable by every user (mode %04o): anyone on the device can replace the secret; chmod o-w (0600 is usual)", file, fi.Mode().Perm())
+	}
 }
 
 func (v *validator) positive(path string, d time.Duration) {
