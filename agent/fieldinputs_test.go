@@ -291,3 +291,20 @@ func TestFieldBufferOpenErrorSaysItOnce(t *testing.T) {
 		t.Fatalf("openBuffer with bad options: %v; want one \"buffer:\"", err)
 	}
 }
+
+// An event stamped in year 2999 is refused with a 400 that says why, and
+// counted; the user's next real event is accepted.
+func TestFieldEventFromTheFutureIsRefused(t *testing.T) {
+	cfgPath, _ := testConfig(t, 100, "")
+	d, _ := startDaemon(t, cfgPath)
+	code, body := postEvents(t, d, "", "", event("f1", "user-7", time.Date(2999, 1, 1, 0, 0, 0, 0, time.UTC)))
+	if code != http.StatusBadRequest || !strings.Contains(body, "ahead of this device's clock") || !strings.Contains(body, "at most 5m0s ahead is accepted") {
+		t.Fatalf("an event from year 2999: %d %s, want 400 saying it is ahead of the clock", code, body)
+	}
+	if code, body := postEvents(t, d, "", "", event("f2", "user-7", time.Now())); code != http.StatusAccepted {
+		t.Fatalf("the next real event: %d %s, want 202", code, body)
+	}
+	if n := drops(d, "events", source.DropFuture); n != 1 {
+		t.Fatalf("%d events counted as future, want 1", n)
+	}
+}

@@ -57,6 +57,7 @@ func (d *daemon) buildSources(cfg *config.Config, g *generation) error {
 		case config.SourceHTTP:
 			o := source.DefaultHTTPEventsOptions()
 			o.Name, o.AllowedOrigins, o.Counter, o.Logger = sc.Name, cfg.HTTP.CORSOrigins, sink, log
+			o.Limits.MaxFuture = cfg.HTTP.MaxClockSkew
 			if cfg.HTTP.MaxBodyBytes > 0 {
 				o.MaxBodyBytes = int64(cfg.HTTP.MaxBodyBytes)
 			}
@@ -78,7 +79,7 @@ func (d *daemon) buildSources(cfg *config.Config, g *generation) error {
 			o := source.DefaultMQTTOptions()
 			o.Name, o.Device, o.Broker, o.Topics, o.QoS = sc.Name, cfg.DeviceID, d.sourceBroker(cfg, m), m.Topics, byte(m.QoS)
 			o.Counter, o.Logger, o.StreamMap = sink, log, m.StreamMap
-			o.Retained = m.Retained
+			o.Retained, o.MaxFuture = m.Retained, m.MaxClockSkew
 			if m.Broker == "" {
 				pw, err := cfg.MQTT.ReadPassword()
 				if err != nil {

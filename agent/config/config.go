@@ -70,7 +70,8 @@ type HTTP struct {
 	// AllowQueryToken exists for navigator.sendBeacon, which cannot set
 	// headers; a token in a URL leaks into browser history, proxy and
 	// server logs.
-	AllowQueryToken bool `yaml:"allow_query_token" doc:"also accept the token as ?token=<token> in the URL (for navigator.sendBeacon, which cannot set headers); off by default because a URL, token included, ends up in browser history and proxy logs"`
+	MaxClockSkew    time.Duration `yaml:"max_clock_skew" doc:"events stamped further ahead of this device's clock are refused with 400 and counted as future (one stamped in year 2999 would make the user's real events late); 0 turns the check off"`
+	AllowQueryToken bool          `yaml:"allow_query_token" doc:"also accept the token as ?token=<token> in the URL (for navigator.sendBeacon, which cannot set headers); off by default because a URL, token included, ends up in browser history and proxy logs"`
 
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout" doc:"longest a client may take to send a request's header"`
 	ReadTimeout       time.Duration `yaml:"read_timeout" doc:"longest a client may take to send a whole request, body included; a slower body is cut off"`
@@ -199,14 +200,15 @@ type SimulatorSource struct {
 
 // MQTTSource subscribes to topics on a broker and decodes JSON samples.
 type MQTTSource struct {
-	Broker     string            `yaml:"broker" doc:"broker URL; empty means the one Vigil publishes to (mqtt.broker, or the embedded broker), with mqtt's credentials and TLS"`
-	Topics     []string          `yaml:"topics" doc:"topic filters to subscribe to (+ and # wildcards)"`
-	QoS        int               `yaml:"qos" doc:"subscription QoS"`
-	Format     string            `yaml:"format" doc:"json (sensor samples decoded with fields) or events (behaviour events: {event_id, event_name, timestamp, user_id, properties} or an array of them)"`
-	Fields     Fields            `yaml:"fields"`
-	StreamFrom string            `yaml:"stream_from" doc:"how a message finds its stream: topic (see stream_map), or field:<name> for the string value of a payload field"`
-	StreamMap  map[string]string `yaml:"stream_map" doc:"topic or topic filter (+, #) → stream name; a topic without an entry goes to the only stream reading this source, or, when several do, to the stream named by the topic's last level"`
-	Retained   string            `yaml:"retained" doc:"retained messages, which the broker delivers again at every connect and reload: ignore (dropped, counted as retained) or take (each taken once, with the time in its payload; one without a time field is dropped)"`
+	Broker       string            `yaml:"broker" doc:"broker URL; empty means the one Vigil publishes to (mqtt.broker, or the embedded broker), with mqtt's credentials and TLS"`
+	Topics       []string          `yaml:"topics" doc:"topic filters to subscribe to (+ and # wildcards)"`
+	QoS          int               `yaml:"qos" doc:"subscription QoS"`
+	Format       string            `yaml:"format" doc:"json (sensor samples decoded with fields) or events (behaviour events: {event_id, event_name, timestamp, user_id, properties} or an array of them)"`
+	Fields       Fields            `yaml:"fields"`
+	StreamFrom   string            `yaml:"stream_from" doc:"how a message finds its stream: topic (see stream_map), or field:<name> for the string value of a payload field"`
+	StreamMap    map[string]string `yaml:"stream_map" doc:"topic or topic filter (+, #) → stream name; a topic without an entry goes to the only stream reading this source, or, when several do, to the stream named by the topic's last level"`
+	MaxClockSkew time.Duration     `yaml:"max_clock_skew" doc:"samples and events stamped further ahead of this device's clock are dropped and counted as future (one in year 2999 would make every later one late); 0 turns the check off"`
+	Retained     string            `yaml:"retained" doc:"retained messages, which the broker delivers again at every connect and reload: ignore (dropped, counted as retained) or take (each taken once, with the time in its payload; one without a time field is dropped)"`
 }
 
 // Fields maps payload fields to a sample.
@@ -333,6 +335,7 @@ func Default() *Config {
 		HTTP: HTTP{
 			Listen:       "127.0.0.1:8787",
 			MaxBodyBytes: 1 << 20,
+			MaxClockSkew: 5 * time.Minute,
 			// As httpserve.DefaultOptions.
 			ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout:       30 * time.Second,
@@ -403,7 +406,7 @@ func Default() *Config {
 func defaultSource() Source {
 	return Source{
 		Simulator: &SimulatorSource{Rate: 100, Faults: true, FaultInterval: 20 * time.Second, Seed: 1, Users: 20},
-		MQTT:      &MQTTSource{QoS: 0, Format: "json", StreamFrom: "topic", Fields: Fields{TimestampFormat: "auto"}, Retained: "ignore"},
+		MQTT:      &MQTTSource{QoS: 0, Format: "json", StreamFrom: "topic", Fields: Fields{TimestampFormat: "auto"}, Retained: "ignore", MaxClockSkew: 5 * time.Minute},
 		Replay:    &ReplaySource{Speed: 1, TimestampFormat: "auto"},
 	}
 }

@@ -301,6 +301,7 @@ func (v *validator) http() {
 	if h.MaxBodyBytes <= 0 {
 		v.errf("http.max_body_bytes", "must be positive")
 	}
+	v.nonNegative("http.max_clock_skew", h.MaxClockSkew)
 	v.positive("http.read_header_timeout", h.ReadHeaderTimeout)
 	v.positive("http.read_timeout", h.ReadTimeout)
 	v.positive("http.write_timeout", h.WriteTimeout)
@@ -571,6 +572,7 @@ func (v *validator) mqttSource(p string, s *Source) {
 	}
 	v.oneOf(p+".format", m.Format, "json", "events")
 	v.oneOf(p+".retained", m.Retained, "ignore", "take")
+	v.nonNegative(p+".max_clock_skew", m.MaxClockSkew)
 	v.timeFormat(p+".fields.timestamp_format", m.Fields.TimestampFormat)
 	for _, ch := range sortedKeys(m.Fields.Values) {
 		if ch == "" || m.Fields.Values[ch] == "" {

@@ -78,6 +78,10 @@ type MQTTOptions struct {
 	// drops as "retained" a retained sample without a time field (its
 	// arrival time would be wrong) and one already taken on its topic.
 	Retained string
+	// MaxFuture drops a sample or event stamped further ahead of Clock
+	// than this, counted as "future": one stamped in year 2999 would make
+	// every later one late. 0 turns the check off.
+	MaxFuture time.Duration
 	// DedupWindow and DedupSize drop events whose event_id was seen
 	// recently (events only; QoS 1 may deliver a message twice). 0 turns
 	// it off.
@@ -114,6 +118,7 @@ func DefaultMQTTOptions() MQTTOptions {
 		ConnectRetryInterval: 2 * time.Second,
 		MaxReconnectInterval: 30 * time.Second,
 		Retained:             RetainedIgnore,
+		MaxFuture:            DefaultMaxFuture,
 		DedupWindow:          10 * time.Minute,
 		DedupSize:            100000,
 	}
@@ -175,6 +180,9 @@ func (o *MQTTOptions) validate() error {
 	case RetainedIgnore, RetainedTake:
 	default:
 		errs = append(errs, optErr("Retained", "%q: want %s or %s", o.Retained, RetainedIgnore, RetainedTake))
+	}
+	if o.MaxFuture < 0 {
+		errs = append(errs, optErr("MaxFuture", "must be ≥ 0, got %v", o.MaxFuture))
 	}
 	if o.DedupWindow < 0 || o.DedupSize < 0 {
 		errs = append(errs, optErr("DedupWindow", "DedupWindow and DedupSize must be ≥ 0"))
@@ -505,6 +513,10 @@ func (m *MQTT) handle(topic string, payload []byte, retained bool) {
 	}
 	if t.IsZero() {
 		t = now
+	} else if why := futureReason(t, now, m.opts.MaxFuture); why != "" {
+		m.opts.Counter.Drop(m.opts.Name, DropFuture, 1)
+		m.rlog.Warn("dropped a sample from the future", "topic", topic, "reason", DropFuture, "error", why)
+		return
 	}
 	if stream == "" {
 		stream = m.route(topic)
@@ -517,7 +529,9 @@ func (m *MQTT) handle(topic string, payload []byte, retained bool) {
 }
 
 func (m *MQTT) handleEvents(topic string, payload []byte, now time.Time) {
-	evs, rejected, err := decodeEvents(payload, now, DefaultEventLimits())
+	lim := DefaultEventLimits()
+	lim.MaxFuture = m.opts.MaxFuture
+	evs, rejected, err := decodeEvents(payload, now, lim)
 	if err != nil {
 		m.opts.Counter.Drop(m.opts.Name, DropInvalid, 1)
 		m.rlog.Warn("dropped a bad message", "topic", topic, "reason", DropInvalid, "error", err)

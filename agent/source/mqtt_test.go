@@ -437,3 +437,16 @@ func TestMQTTRetainedMessages(t *testing.T) {
 		})
 	}
 }
+
+// A sample stamped further ahead of the clock than MaxFuture is dropped as
+// future: taken, it would make every later sample of its stream late.
+func TestMQTTSampleFromTheFuture(t *testing.T) {
+	clock := &fakeClock{now: time.UnixMilli(1718000000123).Add(-time.Minute)}
+	m, sink, counter := newTestMQTT(t, func(o *MQTTOptions) { o.Clock = clock })
+	future := strings.Replace(benchPayload, "1718000000123", "32503680000000", 1) // year 3000
+	m.handle("plant/p1/pump", []byte(future), false)
+	m.handle("plant/p1/pump", []byte(benchPayload), false) // a minute ahead: a clock off a little
+	if sink.Len() != 1 || counter.Get(DropFuture) != 1 {
+		t.Fatalf("%d inputs, %d dropped as future; want 1 and 1", sink.Len(), counter.Get(DropFuture))
+	}
+}
