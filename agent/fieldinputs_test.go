@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -9,8 +10,10 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -306,5 +309,85 @@ func TestFieldEventFromTheFutureIsRefused(t *testing.T) {
 	}
 	if n := drops(d, "events", source.DropFuture); n != 1 {
 		t.Fatalf("%d events counted as future, want 1", n)
+	}
+}
+
+// childConfigEnv names the config a child test process runs the daemon
+// with (TestFieldDurableChild).
+const childConfigEnv = "VIGIL_FIELD_CHILD_CONFIG"
+
+// TestFieldDurableChild is not a test of its own: run by
+// TestFieldDurableEventsSurviveSIGKILL in a child process, it runs the
+// daemon, prints its address and waits to be killed.
+func TestFieldDurableChild(t *testing.T) {
+	cfgPath := os.Getenv(childConfigEnv)
+	if cfgPath == "" {
+		t.Skip("run by TestFieldDurableEventsSurviveSIGKILL in a child process")
+	}
+	d, _ := startDaemon(t, cfgPath)
+	fmt.Printf("ADDR %s\n", d.addr)
+	<-make(chan struct{}) // until SIGKILL
+}
+
+// With http.durable, events answered 202 survive a SIGKILL right after the
+// answer: the restarted daemon scores them. (Without it, they are lost:
+// the 202 only says they were queued in memory.)
+func TestFieldDurableEventsSurviveSIGKILL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a child process killed with SIGKILL: not in -short")
+	}
+	cfgPath, _ := testConfig(t, 100, "")
+	rewrite(t, cfgPath, `http: {listen: "127.0.0.1:0"}`, `http: {listen: "127.0.0.1:0", durable: true}`)
+
+	child := exec.Command(os.Args[0], "-test.run=^TestFieldDurableChild$")
+	child.Env = append(os.Environ(), childConfigEnv+"="+cfgPath)
+	out, err := child.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	child.Stderr = os.Stderr
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { child.Process.Kill(); child.Wait() })
+	addr := ""
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if a, ok := strings.CutPrefix(sc.Text(), "ADDR "); ok {
+			addr = a
+			break
+		}
+	}
+	if addr == "" {
+		t.Fatalf("the child printed no address: %v", sc.Err())
+	}
+	// Six events of one user; retried while the source is still starting.
+	var evs []map[string]any
+	t0 := time.Now().Add(-time.Minute)
+	for i := range 6 {
+		evs = append(evs, event(fmt.Sprintf("ev-%d", i), "user-42", t0.Add(time.Duration(i)*5*time.Second)))
+	}
+	body, _ := json.Marshal(evs)
+	waitFor(t, 30*time.Second, func() bool {
+		resp, err := http.Post("http://"+addr+"/v1/events", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("POST /v1/events: %d", resp.StatusCode)
+		}
+		return resp.StatusCode == http.StatusAccepted
+	})
+	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	child.Wait()
+
+	d, _ := startDaemon(t, cfgPath)
+	waitFor(t, 30*time.Second, func() bool { return d.current().pipe.Stats().Streams["web"].Windows >= 5 })
+	// The client's retry after the restart is a duplicate, not a second copy.
+	if code, out := postEvents(t, d, "", "", evs[0]); code != http.StatusBadRequest || !strings.Contains(out, "duplicate") {
+		t.Errorf("retry of a journalled event after the restart: %d %s, want 400 duplicate", code, out)
 	}
 }

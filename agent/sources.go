@@ -58,6 +58,9 @@ func (d *daemon) buildSources(cfg *config.Config, g *generation) error {
 			o := source.DefaultHTTPEventsOptions()
 			o.Name, o.AllowedOrigins, o.Counter, o.Logger = sc.Name, cfg.HTTP.CORSOrigins, sink, log
 			o.Limits.MaxFuture = cfg.HTTP.MaxClockSkew
+			if cfg.HTTP.Durable {
+				o.JournalDir, o.JournalRetention = filepath.Join(cfg.DataDir, "events-journal"), cfg.HTTP.JournalRetention
+			}
 			if cfg.HTTP.MaxBodyBytes > 0 {
 				o.MaxBodyBytes = int64(cfg.HTTP.MaxBodyBytes)
 			}

@@ -62,16 +62,18 @@ type Log struct {
 // HTTP configures the local HTTP server: POST /v1/events for http sources,
 // GET /healthz and GET /metrics.
 type HTTP struct {
-	Listen       string   `yaml:"listen" doc:"host:port to listen on; loopback unless you mean it (port 0 picks a free port)"`
-	CORSOrigins  []string `yaml:"cors_origins" doc:"origins allowed to POST events from a browser (CORS, preflight included); \"*\" allows any"`
-	MaxBodyBytes ByteSize `yaml:"max_body_bytes" doc:"largest request body accepted"`
-	Token        Secret   `yaml:"token" doc:"bearer token that POST /v1/events requires when set"`
-	TokenFile    string   `yaml:"token_file" conf:"path" doc:"file holding the token instead"`
+	Listen           string        `yaml:"listen" doc:"host:port to listen on; loopback unless you mean it (port 0 picks a free port)"`
+	CORSOrigins      []string      `yaml:"cors_origins" doc:"origins allowed to POST events from a browser (CORS, preflight included); \"*\" allows any"`
+	MaxBodyBytes     ByteSize      `yaml:"max_body_bytes" doc:"largest request body accepted"`
+	Token            Secret        `yaml:"token" doc:"bearer token that POST /v1/events requires when set"`
+	TokenFile        string        `yaml:"token_file" conf:"path" doc:"file holding the token instead"`
+	MaxClockSkew     time.Duration `yaml:"max_clock_skew" doc:"events stamped further ahead of this device's clock are refused with 400 and counted as future (one stamped in year 2999 would make the user's real events late); 0 turns the check off"`
+	Durable          bool          `yaml:"durable" doc:"false: a 202 from POST /v1/events means the events are valid and queued in memory for scoring (normally scored within milliseconds), and a crash or power loss before that loses them; true: they are fsynced to a journal under data_dir before the 202 and replayed on start, so none is lost (events of the last one to two journal_retention periods before a crash are scored again)"`
+	JournalRetention time.Duration `yaml:"journal_retention" doc:"with durable: how long an accepted event stays in the journal (one to two periods); longer than the pipeline ever takes to score an event"`
 	// AllowQueryToken exists for navigator.sendBeacon, which cannot set
 	// headers; a token in a URL leaks into browser history, proxy and
 	// server logs.
-	MaxClockSkew    time.Duration `yaml:"max_clock_skew" doc:"events stamped further ahead of this device's clock are refused with 400 and counted as future (one stamped in year 2999 would make the user's real events late); 0 turns the check off"`
-	AllowQueryToken bool          `yaml:"allow_query_token" doc:"also accept the token as ?token=<token> in the URL (for navigator.sendBeacon, which cannot set headers); off by default because a URL, token included, ends up in browser history and proxy logs"`
+	AllowQueryToken bool `yaml:"allow_query_token" doc:"also accept the token as ?token=<token> in the URL (for navigator.sendBeacon, which cannot set headers); off by default because a URL, token included, ends up in browser history and proxy logs"`
 
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout" doc:"longest a client may take to send a request's header"`
 	ReadTimeout       time.Duration `yaml:"read_timeout" doc:"longest a client may take to send a whole request, body included; a slower body is cut off"`
@@ -333,9 +335,10 @@ func Default() *Config {
 		ModelsDir: "models",
 		Log:       Log{Level: "info", Format: "text"},
 		HTTP: HTTP{
-			Listen:       "127.0.0.1:8787",
-			MaxBodyBytes: 1 << 20,
-			MaxClockSkew: 5 * time.Minute,
+			Listen:           "127.0.0.1:8787",
+			MaxBodyBytes:     1 << 20,
+			MaxClockSkew:     5 * time.Minute,
+			JournalRetention: time.Minute,
 			// As httpserve.DefaultOptions.
 			ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout:       30 * time.Second,

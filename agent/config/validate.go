@@ -302,6 +302,9 @@ func (v *validator) http() {
 		v.errf("http.max_body_bytes", "must be positive")
 	}
 	v.nonNegative("http.max_clock_skew", h.MaxClockSkew)
+	if h.Durable {
+		v.positive("http.journal_retention", h.JournalRetention)
+	}
 	v.positive("http.read_header_timeout", h.ReadHeaderTimeout)
 	v.positive("http.read_timeout", h.ReadTimeout)
 	v.positive("http.write_timeout", h.WriteTimeout)

@@ -56,6 +56,15 @@ type HTTPEventsOptions struct {
 	DedupSize   int
 	// RetryAfter is what a 503 (pipeline full) asks clients to wait.
 	RetryAfter time.Duration
+	// JournalDir, when set, makes accepted events durable before the 202:
+	// they are appended to a journal in this directory and fsynced, and
+	// replayed into the pipeline when the source starts (see eventJournal).
+	// Empty: a 202 means the events are valid and queued in memory for
+	// scoring, and a crash before they are scored loses them.
+	JournalDir string
+	// JournalRetention is how long an event stays in the journal: one to
+	// two periods (default 1 minute).
+	JournalRetention time.Duration
 
 	// Clock stamps events that come without a timestamp (default
 	// SystemClock).
@@ -77,6 +86,8 @@ func DefaultHTTPEventsOptions() HTTPEventsOptions {
 		DedupWindow:  10 * time.Minute,
 		DedupSize:    100000,
 		RetryAfter:   time.Second,
+
+		JournalRetention: time.Minute,
 	}
 }
 
@@ -107,6 +118,9 @@ func (o *HTTPEventsOptions) validate() error {
 	}
 	if o.DedupSize < 0 {
 		errs = append(errs, optErr("DedupSize", "must be ≥ 0, got %d", o.DedupSize))
+	}
+	if o.JournalDir != "" && o.JournalRetention <= 0 {
+		errs = append(errs, optErr("JournalRetention", "must be > 0 with a JournalDir, got %v", o.JournalRetention))
 	}
 	if o.RetryAfter < 0 {
 		errs = append(errs, optErr("RetryAfter", "must be ≥ 0, got %v", o.RetryAfter))
@@ -145,6 +159,9 @@ type HTTPEvents struct {
 	token   [32]byte // sha256 of the token
 	anyOrig bool
 	stopped atomic.Bool
+
+	journal  *eventJournal // nil without JournalDir
+	replayed atomic.Bool   // the journal's events are back in the pipeline
 }
 
 // NewHTTPEvents returns the handler, putting accepted events into sink.
@@ -167,6 +184,13 @@ func NewHTTPEvents(opts HTTPEventsOptions, sink Sink) (*HTTPEvents, error) {
 	if opts.Token != "" {
 		h.token = sha256.Sum256([]byte(opts.Token))
 	}
+	if opts.JournalDir != "" {
+		j, err := openEventJournal(opts.JournalDir, opts.JournalRetention)
+		if err != nil {
+			return nil, fmt.Errorf("http events: %w", err)
+		}
+		h.journal = j
+	}
 	return h, nil
 }
 
@@ -179,6 +203,12 @@ func (h *HTTPEvents) Name() string { return h.opts.Name }
 // other sources.
 func (h *HTTPEvents) Run(ctx context.Context) error {
 	h.stopped.Store(false)
+	if h.journal != nil {
+		if err := h.replay(ctx); err != nil && ctx.Err() == nil {
+			return err
+		}
+		h.replayed.Store(true)
+	}
 	<-ctx.Done()
 	h.stopped.Store(true)
 	return nil
@@ -297,9 +327,9 @@ func (h *HTTPEvents) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if h.stopped.Load() {
+	if h.stopped.Load() || h.journal != nil && !h.replayed.Load() {
 		w.Header().Set("Retry-After", h.retryAfter())
-		h.fail(w, r, http.StatusServiceUnavailable, "", "source stopped")
+		h.fail(w, r, http.StatusServiceUnavailable, "", "source stopped or starting")
 		return
 	}
 	limit := h.opts.MaxBodyBytes
@@ -322,6 +352,14 @@ func (h *HTTPEvents) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		h.fail(w, r, http.StatusBadRequest, DropInvalid, err.Error())
 		return
+	}
+	if h.journal != nil && len(evs) > 0 {
+		// Durable before the 202: a crash from here on loses nothing.
+		if err := h.journal.write(evs); err != nil {
+			w.Header().Set("Retry-After", h.retryAfter())
+			h.fail(w, r, http.StatusServiceUnavailable, "", "events not stored durably: "+err.Error())
+			return
+		}
 	}
 	accepted, rejected := h.deliver(evs, rejected, now)
 	status := http.StatusAccepted
