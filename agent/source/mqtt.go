@@ -223,27 +223,22 @@ func topicMatches(filter, topic string) bool {
 		return false
 	}
 	for {
-		var fl, tl string
-		fl, filter, _ = strings.Cut(filter, "/")
-		switch fl {
-		case "#":
+		fl, frest, fmore := strings.Cut(filter, "/")
+		if fl == "#" {
 			return true
 		}
-		var more bool
-		tl, topic, more = strings.Cut(topic, "/")
+		tl, trest, tmore := strings.Cut(topic, "/")
 		if fl != "+" && fl != tl {
 			return false
 		}
-		if filter == "" && !more {
-			return true
+		if !fmore || !tmore {
+			// Both ended: a match. Only the topic ended: only a trailing
+			// "/#" still matches ("a/#" matches "a"). Only the filter
+			// ended: no match. (An empty last level, as in "a/", is a
+			// level: Cut's "more" tells it from the end.)
+			return !fmore && !tmore || fmore && frest == "#"
 		}
-		if !more {
-			// Topic ended: only a trailing "/#" still matches ("a/#" matches "a").
-			return filter == "#"
-		}
-		if filter == "" {
-			return false
-		}
+		filter, topic = frest, trest
 	}
 }
 

@@ -450,3 +450,45 @@ func TestMQTTSampleFromTheFuture(t *testing.T) {
 		t.Fatalf("%d inputs, %d dropped as future; want 1 and 1", sink.Len(), counter.Get(DropFuture))
 	}
 }
+
+// FuzzMQTTRoute fuzzes the routing of a topic to a stream: a topic goes to
+// the stream_map entry whose filter matches it, else to the source's only
+// stream, else to the stream named by its last level; routing agrees with
+// topicMatches and never panics.
+func FuzzMQTTRoute(f *testing.F) {
+	for _, s := range [][2]string{
+		{"plant/pump1/telemetry", "plant/pump1/telemetry"},
+		{"plant/pump1/telemetry", "plant/+/telemetry"},
+		{"plant/pump1/telemetry", "plant/#"},
+		{"plant/pump1", "plant/pump1/#"},
+		{"$SYS/broker", "#"},
+		{"a//b", "a/+/b"},
+		{"plant/", "plant/+"},
+		{"x", "+"},
+	} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, topic, filter string) {
+		if validFilter(filter) != nil || topic == "" || strings.ContainsAny(topic, "+#") {
+			return
+		}
+		for _, only := range []string{"", "only"} {
+			m, _, _ := newTestMQTT(t, func(o *MQTTOptions) {
+				o.StreamMap = map[string]string{filter: "mapped"}
+				o.Stream = only
+			})
+			got := m.route(topic)
+			last := topic[strings.LastIndexByte(topic, '/')+1:]
+			want := last
+			switch {
+			case topicMatches(filter, topic):
+				want = "mapped"
+			case only != "":
+				want = only
+			}
+			if got != want {
+				t.Fatalf("route(%q) with stream_map {%q: mapped}, stream %q = %q, want %q", topic, filter, only, got, want)
+			}
+		}
+	})
+}
