@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -389,5 +390,84 @@ func TestFieldDurableEventsSurviveSIGKILL(t *testing.T) {
 	// The client's retry after the restart is a duplicate, not a second copy.
 	if code, out := postEvents(t, d, "", "", evs[0]); code != http.StatusBadRequest || !strings.Contains(out, "duplicate") {
 		t.Errorf("retry of a journalled event after the restart: %d %s, want 400 duplicate", code, out)
+	}
+}
+
+// A retained set-threshold on the broker, as `mosquitto_pub -r` leaves it,
+// is not run when the daemon connects: the reply says why, naming the
+// request, and the threshold is unchanged. A live one out of bounds is
+// refused with the bounds; one within them is applied.
+func TestFieldRetainedCommandIsNotRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("mosquitto: not in -short")
+	}
+	broker := mqtttest.Start(t, mqtttest.Options{})
+	pub := mqtttest.Connect(t, broker)
+	const dev = "field-device-01"
+	mqtttest.Publish(t, pub, "vigil/"+dev+"/cmd/set-threshold", 1, true, []byte(`{"id":"x","requester":"mallory","stream":"pump1","threshold":1e308}`))
+	replies := mqtttest.Subscribe(t, broker, "vigil/"+dev+"/cmd/+/reply", 1)
+	d, _ := startDaemon(t, mqttConfig(t, broker, `
+sources:
+  - name: plant
+    type: mqtt
+    mqtt: {topics: ["plant/#"]}
+streams:
+  - {name: pump1, source: plant, model: pump8}
+`))
+	calibrated := d.current().pipe.Stats().Streams["pump1"].Threshold
+	reply := func(i int) publishReply {
+		msgs := replies.WaitN(t, i+1, 30*time.Second)
+		var r publishReply
+		if err := json.Unmarshal(msgs[i].Payload, &r); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if r := reply(0); r.OK || r.ID != "x" || r.Requester != "mallory" || !strings.Contains(r.Message, "retained") {
+		t.Fatalf("reply to a retained set-threshold: %+v", r)
+	}
+	mqtttest.Publish(t, pub, "vigil/"+dev+"/cmd/set-threshold", 1, false, []byte(`{"id":"y","stream":"pump1","threshold":1e308}`))
+	if r := reply(1); r.OK || !strings.Contains(r.Message, "out of bounds") {
+		t.Fatalf("reply to set-threshold 1e308: %+v", r)
+	}
+	if got := d.current().pipe.Stats().Streams["pump1"].Threshold; got != calibrated {
+		t.Fatalf("threshold %v after refused commands, want the calibrated %v", got, calibrated)
+	}
+	mqtttest.Publish(t, pub, "vigil/"+dev+"/cmd/set-threshold", 1, false, []byte(fmt.Sprintf(`{"id":"z","requester":"ops","stream":"pump1","threshold":%v}`, 2*calibrated)))
+	if r := reply(2); !r.OK || r.Requester != "ops" {
+		t.Fatalf("reply to set-threshold 2x: %+v", r)
+	}
+}
+
+// publishReply is a command reply as published.
+type publishReply struct {
+	ID        string `json:"id"`
+	Requester string `json:"requester"`
+	OK        bool   `json:"ok"`
+	Message   string `json:"message"`
+}
+
+// The daemon's HTTP server cuts a slow body at http.read_timeout and keeps
+// serving others.
+func TestFieldSlowBodyIsCut(t *testing.T) {
+	cfgPath, _ := testConfig(t, 100, "")
+	rewrite(t, cfgPath, `http: {listen: "127.0.0.1:0"}`, `http: {listen: "127.0.0.1:0", read_timeout: 300ms, max_connections: 4}`)
+	d, _ := startDaemon(t, cfgPath)
+	var slow []net.Conn
+	for range 8 {
+		c, err := net.Dial("tcp", d.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n[")
+		slow = append(slow, c)
+	}
+	if code, body := postEvents(t, d, "", "", event("s1", "user-1", time.Now())); code != http.StatusAccepted {
+		t.Fatalf("a normal request behind 8 slow ones: %d %s", code, body)
+	}
+	slow[0].SetReadDeadline(time.Now().Add(30 * time.Second)) // a safety net
+	if _, err := io.ReadAll(slow[0]); err != nil {
+		t.Fatalf("a slow body was not cut at the read timeout: %v", err)
 	}
 }
