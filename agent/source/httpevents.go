@@ -144,8 +144,11 @@ func (o *HTTPEventsOptions) validate() error {
 //	202 {"accepted": N}                                    all accepted
 //	400 {"accepted": N, "rejected": [{index, event_id, reason}]}  some or all invalid or duplicate
 //	503 {"accepted": N, "rejected": [...]} + Retry-After   the pipeline is full (or stopped)
+//	503 {"accepted": 0, "error": "..."} + Retry-After      starting (replaying the journal), or the journal failed
 //	400 / 401 / 403 / 405 / 413 / 415 {"accepted": 0, "error": "..."}  for the request as a whole
 //
+// Without a journal (JournalDir), a 202 means the events are valid and
+// queued in memory for scoring; with one, that they are also on disk.
 // Valid events of a mixed batch are accepted. The handler never blocks on
 // the pipeline (it uses TryPut). Bodies may be application/json, the
 // text/plain;charset=UTF-8 that navigator.sendBeacon sends for a string, or
