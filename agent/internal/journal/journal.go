@@ -40,9 +40,14 @@ type Journal struct {
 	now       func() time.Time
 
 	mu      sync.Mutex
+	synced  *sync.Cond // signalled when a sync ends
 	f       *os.File
 	created time.Time
-	size    int64
+	size    int64  // bytes written to f
+	durable int64  // bytes of f known to be on disk
+	gen     uint64 // which file f is: rotation moves on
+	syncing bool   // a writer is fsyncing f, the lock released
+	err     error  // a failed fsync: the journal is unusable
 }
 
 // Open opens (creating it if needed) the journal in dir and returns it with
@@ -62,6 +67,7 @@ func Open(dir string, retention time.Duration, now func() time.Time) (*Journal, 
 		return nil, nil, fmt.Errorf("open journal %s: %w", dir, err)
 	}
 	j := &Journal{dir: dir, retention: retention, now: now}
+	j.synced = sync.NewCond(&j.mu)
 	var recs [][]byte
 	for i, s := range segs {
 		got, valid, err := readSegment(filepath.Join(dir, s.name))
@@ -83,7 +89,7 @@ func Open(dir string, retention time.Duration, now func() time.Time) (*Journal, 
 				f.Close()
 				return nil, nil, fmt.Errorf("open journal %s: %w", dir, err)
 			}
-			j.f, j.created, j.size = f, s.created, valid
+			j.f, j.created, j.size, j.durable = f, s.created, valid, valid
 		}
 	}
 	return j, recs, nil
@@ -142,7 +148,11 @@ func readSegment(path string) (recs [][]byte, valid int64, err error) {
 }
 
 // Append writes records and fsyncs them: when it returns nil they survive
-// a crash.
+// a crash. Appends that arrive while another one fsyncs share the next
+// fsync (group commit), so concurrent requests do not queue for one fsync
+// each. After a failed fsync every Append fails: what the kernel did with
+// the data is not known, and a retried fsync may report success for data
+// it dropped.
 func (j *Journal) Append(recs ...[]byte) error {
 	var buf []byte
 	for _, r := range recs {
@@ -155,6 +165,9 @@ func (j *Journal) Append(recs ...[]byte) error {
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	if j.err != nil {
+		return j.err
+	}
 	if err := j.rotate(); err != nil {
 		return fmt.Errorf("journal append: %w", err)
 	}
@@ -164,11 +177,31 @@ func (j *Journal) Append(recs ...[]byte) error {
 		_, _ = j.f.Seek(j.size, io.SeekStart)
 		return fmt.Errorf("journal append: %w", err)
 	}
-	if err := j.f.Sync(); err != nil {
-		return fmt.Errorf("journal append: fsync: %w", err)
-	}
 	j.size += int64(len(buf))
-	return nil
+	end, gen := j.size, j.gen
+	for {
+		switch {
+		case j.err != nil:
+			return j.err
+		case j.gen != gen || j.durable >= end:
+			return nil // synced by another writer, or by the rotation
+		case !j.syncing:
+			j.syncing = true
+			f, target := j.f, j.size
+			j.mu.Unlock()
+			err := f.Sync()
+			j.mu.Lock()
+			j.syncing = false
+			if err != nil {
+				j.err = fmt.Errorf("journal append: fsync: %w", err)
+			} else {
+				j.durable = max(j.durable, target)
+			}
+			j.synced.Broadcast()
+		default:
+			j.synced.Wait()
+		}
+	}
 }
 
 // rotate starts a new segment when there is none or the current one is
@@ -177,6 +210,26 @@ func (j *Journal) rotate() error {
 	now := j.now()
 	if j.f != nil && now.Sub(j.created) < j.retention {
 		return nil
+	}
+	// The current file is closed below: no fsync may be running on it, and
+	// what was written to it must be on disk first (its writers may still
+	// be waiting for that).
+	for j.syncing {
+		j.synced.Wait()
+	}
+	if j.err != nil {
+		return j.err
+	}
+	if j.f != nil && now.Sub(j.created) < j.retention {
+		return nil // another writer rotated while this one waited
+	}
+	if j.f != nil && j.durable < j.size {
+		if err := j.f.Sync(); err != nil {
+			j.err = fmt.Errorf("fsync: %w", err)
+			j.synced.Broadcast()
+			return j.err
+		}
+		j.durable = j.size
 	}
 	created := now
 	if !created.After(j.created) {
@@ -193,7 +246,9 @@ func (j *Journal) rotate() error {
 	if j.f != nil {
 		j.f.Close()
 	}
-	j.f, j.created, j.size = f, created, 0
+	j.f, j.created, j.size, j.durable = f, created, 0, 0
+	j.gen++
+	j.synced.Broadcast()
 	segs, err := segments(j.dir)
 	if err != nil {
 		return err
@@ -220,6 +275,9 @@ func syncDir(dir string) error {
 func (j *Journal) Close() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	for j.syncing {
+		j.synced.Wait()
+	}
 	if j.f == nil {
 		return nil
 	}
