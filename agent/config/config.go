@@ -62,11 +62,24 @@ type Log struct {
 // HTTP configures the local HTTP server: POST /v1/events for http sources,
 // GET /healthz and GET /metrics.
 type HTTP struct {
-	Listen       string   `yaml:"listen" doc:"host:port to listen on; loopback unless you mean it (port 0 picks a free port)"`
-	CORSOrigins  []string `yaml:"cors_origins" doc:"origins allowed to POST events from a browser (CORS, preflight included); \"*\" allows any"`
-	MaxBodyBytes ByteSize `yaml:"max_body_bytes" doc:"largest request body accepted"`
-	Token        Secret   `yaml:"token" doc:"bearer token that POST /v1/events requires when set"`
-	TokenFile    string   `yaml:"token_file" conf:"path" doc:"file holding the token instead"`
+	Listen           string        `yaml:"listen" doc:"host:port to listen on; loopback unless you mean it (port 0 picks a free port)"`
+	CORSOrigins      []string      `yaml:"cors_origins" doc:"origins allowed to POST events from a browser (CORS, preflight included); \"*\" allows any"`
+	MaxBodyBytes     ByteSize      `yaml:"max_body_bytes" doc:"largest request body accepted"`
+	Token            Secret        `yaml:"token" doc:"bearer token that POST /v1/events requires when set"`
+	TokenFile        string        `yaml:"token_file" conf:"path" doc:"file holding the token instead"`
+	MaxClockSkew     time.Duration `yaml:"max_clock_skew" doc:"events stamped further ahead of this device's clock are refused with 400 and counted as future (one stamped in year 2999 would make the user's real events late); 0 turns the check off"`
+	Durable          bool          `yaml:"durable" doc:"false: a 202 from POST /v1/events means the events are valid and queued in memory for scoring (normally scored within milliseconds), and a crash or power loss before that loses them; true: they are fsynced to a journal under data_dir before the 202 and replayed on start, so none is lost (events of the last one to two journal_retention periods before a crash are scored again)"`
+	JournalRetention time.Duration `yaml:"journal_retention" doc:"with durable: how long an accepted event stays in the journal (one to two periods); longer than the pipeline ever takes to score an event"`
+	// AllowQueryToken exists for navigator.sendBeacon, which cannot set
+	// headers; a token in a URL leaks into browser history, proxy and
+	// server logs.
+	AllowQueryToken bool `yaml:"allow_query_token" doc:"also accept the token as ?token=<token> in the URL (for navigator.sendBeacon, which cannot set headers); off by default because a URL, token included, ends up in browser history and proxy logs"`
+
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout" doc:"longest a client may take to send a request's header"`
+	ReadTimeout       time.Duration `yaml:"read_timeout" doc:"longest a client may take to send a whole request, body included; a slower body is cut off"`
+	WriteTimeout      time.Duration `yaml:"write_timeout" doc:"longest from the end of a request's header to the end of its response"`
+	IdleTimeout       time.Duration `yaml:"idle_timeout" doc:"an idle keep-alive connection is closed after this long"`
+	MaxConnections    int           `yaml:"max_connections" doc:"most connections open at once; further ones wait to be accepted until one closes"`
 }
 
 // Inference configures the scorer pool.
@@ -199,7 +212,9 @@ type MQTTSource struct {
 	Format       string            `yaml:"format" doc:"json (sensor samples decoded with fields) or events (behaviour events: {event_id, event_name, timestamp, user_id, properties} or an array of them)"`
 	Fields       Fields            `yaml:"fields"`
 	StreamFrom   string            `yaml:"stream_from" doc:"how a message finds its stream: topic (see stream_map), or field:<name> for the string value of a payload field"`
-	StreamMap    map[string]string `yaml:"stream_map" doc:"topic or topic filter (+, #) → stream name; a topic without an entry goes to the stream named by its last level"`
+	StreamMap    map[string]string `yaml:"stream_map" doc:"topic or topic filter (+, #) → stream name; a topic without an entry goes to the only stream reading this source, or, when several do, to the stream named by the topic's last level"`
+	MaxClockSkew time.Duration     `yaml:"max_clock_skew" doc:"samples and events stamped further ahead of this device's clock are dropped and counted as future (one in year 2999 would make every later one late); 0 turns the check off"`
+	Retained     string            `yaml:"retained" doc:"retained messages, which the broker delivers again at every connect and reload: ignore (dropped, counted as retained) or take (each taken once, with the time in its payload; one without a time field is dropped)"`
 }
 
 // Fields maps payload fields to a sample.
@@ -333,8 +348,16 @@ func Default() *Config {
 		ModelsDir: "models",
 		Log:       Log{Level: "info", Format: "text"},
 		HTTP: HTTP{
-			Listen:       "127.0.0.1:8787",
-			MaxBodyBytes: 1 << 20,
+			Listen:           "127.0.0.1:8787",
+			MaxBodyBytes:     1 << 20,
+			MaxClockSkew:     5 * time.Minute,
+			JournalRetention: time.Minute,
+			// As httpserve.DefaultOptions.
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       60 * time.Second,
+			MaxConnections:    128,
 		},
 		Inference: Inference{
 			Threads:   1,
@@ -399,7 +422,7 @@ func Default() *Config {
 func defaultSource() Source {
 	return Source{
 		Simulator: &SimulatorSource{Rate: 100, Faults: true, FaultInterval: 20 * time.Second, Seed: 1, Users: 20},
-		MQTT:      &MQTTSource{QoS: 0, Format: "json", StreamFrom: "topic", Fields: Fields{TimestampFormat: "auto"}},
+		MQTT:      &MQTTSource{QoS: 0, Format: "json", StreamFrom: "topic", Fields: Fields{TimestampFormat: "auto"}, Retained: "ignore", MaxClockSkew: 5 * time.Minute},
 		Replay:    &ReplaySource{Speed: 1, TimestampFormat: "auto"},
 	}
 }

@@ -760,3 +760,37 @@ func TestCheckUsesEnvironment(t *testing.T) {
 		t.Errorf("errs = %v, want device_id required", errs)
 	}
 }
+
+// TestWorldWritableSecretFile: a secret file anyone can write is a warning
+// naming the key; one only its owner can write is not.
+func TestWorldWritableSecretFile(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "amplitude.key")
+	if err := os.WriteFile(key, []byte("amp-key-123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "vigil.yaml")
+	cfg := fmt.Sprintf("device_id: pump-01\ndata_dir: %s\namplitude: {api_key_file: %s}\nmqtt: {password_file: %s}\n", dir, key, key)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	warned := func() []string {
+		_, warns := check(cfgPath, func(string) (string, bool) { return "", false }, nil)
+		var out []string
+		for _, w := range warns {
+			if strings.Contains(w.Msg, "writable by every user") {
+				out = append(out, w.Path)
+			}
+		}
+		return out
+	}
+	if w := warned(); len(w) != 0 {
+		t.Fatalf("mode 0600: warnings for %v", w)
+	}
+	if err := os.Chmod(key, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if w := warned(); strings.Join(w, " ") != "mqtt.password_file amplitude.api_key_file" {
+		t.Fatalf("mode 0666: warnings for %v, want mqtt.password_file and amplitude.api_key_file", w)
+	}
+}

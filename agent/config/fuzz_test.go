@@ -3,6 +3,8 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 )
 
@@ -71,4 +73,61 @@ func FuzzSet(f *testing.F) {
 		}
 		_, _ = ParseSwitch(value)
 	})
+}
+
+// FuzzFiltersOverlap checks the overlap of MQTT topic filters that
+// check-config uses to warn about subscriptions that reach no stream: it is
+// symmetric, and for a topic without wildcards it is MQTT matching, checked
+// against a regular expression built from the filter.
+func FuzzFiltersOverlap(f *testing.F) {
+	for _, s := range [][2]string{
+		{"plant/pump1/telemetry", "plant/+/telemetry"},
+		{"plant/#", "plant"},
+		{"a/+", "a"},
+		{"+/+", "a/b/c"},
+		{"#", "x/y"},
+		{"a//b", "a/+/b"},
+	} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		if checkTopicFilter(a) != nil || checkTopicFilter(b) != nil {
+			return
+		}
+		if filtersOverlap(a, b) != filtersOverlap(b, a) {
+			t.Fatalf("filtersOverlap(%q, %q) = %v but not the other way round", a, b, filtersOverlap(a, b))
+		}
+		if strings.ContainsAny(b, "+#") {
+			return
+		}
+		if got, want := filtersOverlap(a, b), filterRE(a).MatchString(b); got != want {
+			t.Fatalf("filtersOverlap(%q, topic %q) = %v, want %v", a, b, got, want)
+		}
+	})
+}
+
+// filterRE is the regular expression of the topics an MQTT filter matches.
+func filterRE(filter string) *regexp.Regexp {
+	levels := strings.Split(filter, "/")
+	var b strings.Builder
+	b.WriteString("(?s)^")
+	for i, l := range levels {
+		switch {
+		case l == "#" && i == 0:
+			b.WriteString(".*")
+		case l == "#":
+			b.WriteString("(/.*)?") // "a/#" matches "a" too
+		default:
+			if i > 0 {
+				b.WriteString("/")
+			}
+			if l == "+" {
+				b.WriteString("[^/]*")
+			} else {
+				b.WriteString(regexp.QuoteMeta(l))
+			}
+		}
+	}
+	b.WriteString("$")
+	return regexp.MustCompile(b.String())
 }

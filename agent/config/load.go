@@ -329,6 +329,9 @@ func (idx *index) rewrite(msg string) Problem {
 		if found == nil {
 			return Problem{Where: "line " + m[1], Msg: fmt.Sprintf("want %s, got %s", want, tagName(m[2]))}
 		}
+		if t := fieldTypeAt(found.path); t != nil && t.String() == m[4] {
+			want = wantKind(t, want)
+		}
 		msg := fmt.Sprintf("want %s, got %s", want, describeNode(found.node))
 		if m[4] == "time.Duration" && found.node.Kind == yaml.ScalarNode {
 			if _, err := parseDuration(found.node.Value); err != nil {
@@ -389,6 +392,30 @@ func (idx *index) truncatedInts() Problems {
 }
 
 func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
+
+// wantKind describes a field's type by its kind, so that a named type such
+// as config.Secret (a string) is not taken for a block; what wantType found
+// by the name otherwise.
+func wantKind(t reflect.Type, byName string) string {
+	if t == durationType {
+		return byName
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Slice:
+		return "a list"
+	case reflect.Map, reflect.Struct:
+		return "a mapping"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Bool:
+		return "true or false"
+	}
+	return byName
+}
 
 // wantType describes a Go type the way a config author thinks of it.
 func wantType(goType string) string {

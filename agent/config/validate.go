@@ -165,6 +165,9 @@ func (v *validator) secret(path string, s Secret, filePath, file string) {
 	} else if got == "" {
 		v.errf(filePath, "file %q is empty", file)
 	}
+	if fi, err := os.Stat(file); err == nil && fi.Mode().Perm()&0o002 != 0 {
+		v.warnf(filePath, "file %q is writable by every user (mode %04o): anyone on the device can replace the secret; chmod o-w (0600 is usual)", file, fi.Mode().Perm())
+	}
 }
 
 func (v *validator) positive(path string, d time.Duration) {
@@ -306,7 +309,22 @@ func (v *validator) http() {
 	if h.MaxBodyBytes <= 0 {
 		v.errf("http.max_body_bytes", "must be positive")
 	}
+	v.nonNegative("http.max_clock_skew", h.MaxClockSkew)
+	if h.Durable {
+		v.positive("http.journal_retention", h.JournalRetention)
+	}
+	v.positive("http.read_header_timeout", h.ReadHeaderTimeout)
+	v.positive("http.read_timeout", h.ReadTimeout)
+	v.positive("http.write_timeout", h.WriteTimeout)
+	v.positive("http.idle_timeout", h.IdleTimeout)
+	v.atLeast("http.max_connections", h.MaxConnections, 1)
+	if h.ReadHeaderTimeout > 0 && h.ReadTimeout > 0 && h.ReadHeaderTimeout > h.ReadTimeout {
+		v.warnf("http.read_header_timeout", "%s is longer than http.read_timeout (%s), which bounds the header too", formatDuration(h.ReadHeaderTimeout), formatDuration(h.ReadTimeout))
+	}
 	v.secret("http.token", h.Token, "http.token_file", h.TokenFile)
+	if h.AllowQueryToken && h.Token == "" && h.TokenFile == "" {
+		v.warnf("http.allow_query_token", "set, but there is no http.token to accept")
+	}
 }
 
 func (v *validator) inference() {
@@ -581,6 +599,8 @@ func (v *validator) mqttSource(p string, s *Source) {
 		v.errf(p+".qos", "must be 0, 1 or 2, got %d", m.QoS)
 	}
 	v.oneOf(p+".format", m.Format, "json", "events")
+	v.oneOf(p+".retained", m.Retained, "ignore", "take")
+	v.nonNegative(p+".max_clock_skew", m.MaxClockSkew)
 	v.timeFormat(p+".fields.timestamp_format", m.Fields.TimestampFormat)
 	for _, ch := range sortedKeys(m.Fields.Values) {
 		if ch == "" || m.Fields.Values[ch] == "" {
@@ -593,6 +613,9 @@ func (v *validator) mqttSource(p string, s *Source) {
 	default:
 		v.errf(p+".stream_from", "%q is not topic or field:<name>", f)
 	}
+	if m.StreamFrom == "topic" {
+		v.topicsReachStreams(p, s)
+	}
 	for _, k := range sortedKeys(m.StreamMap) {
 		target := m.StreamMap[k]
 		kp := p + ".stream_map." + k
@@ -604,6 +627,57 @@ func (v *validator) mqttSource(p string, s *Source) {
 			v.errf(kp, "unknown stream %q", target)
 		case st.Source != s.Name:
 			v.errf(kp, "stream %q reads source %q, not %q", target, st.Source, s.Name)
+		}
+	}
+}
+
+// topicsReachStreams warns about a subscription whose messages can reach
+// no stream: with several streams reading the source, a topic goes to the
+// stream_map entry that matches it, else to the stream named by its last
+// level, and a filter that can match neither loses every message as
+// unknown_stream. (With one stream, every topic reaches it.)
+func (v *validator) topicsReachStreams(p string, s *Source) {
+	reading := v.c.streamsOf(s.Name)
+	if len(reading) < 2 {
+		return
+	}
+	for i, t := range s.MQTT.Topics {
+		if checkTopicFilter(t) != nil || filterReaches(t, s.MQTT.StreamMap, reading) {
+			continue
+		}
+		last := t[strings.LastIndexByte(t, '/')+1:]
+		v.warnf(fmt.Sprintf("%s.topics[%d]", p, i), "%q reaches no stream: no stream_map entry matches it and its last level %q names none of the streams reading source %q (%s), so every message on it is dropped as unknown_stream; add a stream_map entry", t, last, s.Name, strings.Join(reading, ", "))
+	}
+}
+
+// filterReaches reports whether some topic matching filter routes to one of
+// streams, by streamMap or by its last level.
+func filterReaches(filter string, streamMap map[string]string, streams []string) bool {
+	for k, st := range streamMap {
+		if slices.Contains(streams, st) && filtersOverlap(filter, k) {
+			return true
+		}
+	}
+	last := filter[strings.LastIndexByte(filter, '/')+1:]
+	return last == "+" || last == "#" || slices.Contains(streams, last)
+}
+
+// filtersOverlap reports whether some topic matches both MQTT topic
+// filters.
+func filtersOverlap(a, b string) bool {
+	as, bs := strings.Split(a, "/"), strings.Split(b, "/")
+	for i := 0; ; i++ {
+		switch {
+		case i < len(as) && as[i] == "#", i < len(bs) && bs[i] == "#":
+			return true
+		case i == len(as) && i == len(bs):
+			return true
+		case i == len(as):
+			return len(bs) == i+1 && bs[i] == "#" // "a" and "a/#"
+		case i == len(bs):
+			return len(as) == i+1 && as[i] == "#"
+		case as[i] != "+" && bs[i] != "+" && as[i] != bs[i]:
+			return false
 		}
 	}
 }

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"fmt"
 	"log/slog"
 	"path/filepath"
 
@@ -45,7 +44,7 @@ func openBuffer(cfg *config.Config, log *slog.Logger) (buffer.Buffer, error) {
 	if cfg.Buffer.Kind == "memory" {
 		b, err := buffer.NewMemory(opts)
 		if err != nil {
-			return nil, fmt.Errorf("buffer: %w", err)
+			return nil, err // it says "buffer: ..."
 		}
 		return b, nil
 	}
@@ -57,7 +56,7 @@ func openBuffer(cfg *config.Config, log *slog.Logger) (buffer.Buffer, error) {
 	}
 	b, err := buffer.OpenBadger(bo)
 	if err != nil {
-		return nil, fmt.Errorf("open buffer %s: %w", bo.Dir, err)
+		return nil, err // it says "open buffer <dir>: ..."
 	}
 	return b, nil
 }

@@ -21,10 +21,11 @@ func (c remoteCommands) Reload(ctx context.Context) (string, error) {
 }
 
 func (c remoteCommands) SetThreshold(ctx context.Context, stream string, threshold float64) (string, error) {
+	was := c.d.current().pipe.Stats().Streams[stream].Threshold
 	if err := c.d.current().pipe.SetThreshold(ctx, stream, threshold); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("stream %s: threshold %g", stream, threshold), nil
+	return fmt.Sprintf("stream %s: threshold %g (was %g)", stream, threshold, was), nil
 }
 
 func (c remoteCommands) Flush(ctx context.Context) (string, error) {

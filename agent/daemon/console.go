@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/vigil-edge/vigil/agent/internal/termsafe"
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/buffer"
 )
@@ -53,9 +54,10 @@ func (d *Daemon) printAlertsTo(ctx context.Context) error {
 			if a.Key != "" {
 				key = " " + a.Key
 			}
+			esc := termsafe.String // a user id may hold a newline or an escape sequence
 			fmt.Fprintf(d.opts.Stdout, "%s ALERT %-8s %-9s %s%s score %.3g (%.1fx threshold) episode %s update %d [%s]\n",
-				a.TS.Format("15:04:05"), strings.ToUpper(a.Severity), a.State, a.Stream, key, a.Score, a.Score/a.Threshold,
-				a.Episode, a.Update, strings.Join(feats, ", "))
+				a.TS.Format("15:04:05"), esc(strings.ToUpper(a.Severity)), esc(a.State), esc(a.Stream), esc(key), a.Score, a.Score/a.Threshold,
+				esc(a.Episode), a.Update, esc(strings.Join(feats, ", ")))
 		}
 		if len(recs) > 0 {
 			if err := d.buf.Ack(consumerConsole, record.LaneAlert, seqs...); err != nil {

@@ -64,6 +64,7 @@ import (
 	"github.com/vigil-edge/vigil/agent/config"
 	"github.com/vigil-edge/vigil/agent/forward"
 	"github.com/vigil-edge/vigil/agent/health"
+	"github.com/vigil-edge/vigil/agent/internal/httpserve"
 	"github.com/vigil-edge/vigil/agent/pipeline"
 	"github.com/vigil-edge/vigil/agent/publish"
 	"github.com/vigil-edge/vigil/buffer"
@@ -232,7 +233,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return fmt.Errorf("http.listen %s: %w", d.cfg.HTTP.Listen, err)
 	}
 	d.addr = ln.Addr().String()
-	srv := &http.Server{Handler: d.routes(), ReadHeaderTimeout: 10 * time.Second}
+	h := d.cfg.HTTP
+	srv, ln, err := httpserve.New(d.routes(), ln, httpserve.Options{ReadHeaderTimeout: h.ReadHeaderTimeout, ReadTimeout: h.ReadTimeout,
+		WriteTimeout: h.WriteTimeout, IdleTimeout: h.IdleTimeout, MaxConns: h.MaxConnections})
+	if err != nil {
+		gen.close()
+		return err
+	}
 
 	// Consumers run on their own context so that they outlive the sources
 	// and drain what the pipeline appends while shutting down.

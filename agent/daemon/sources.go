@@ -55,6 +55,10 @@ func (d *Daemon) buildSources(cfg *config.Config, g *generation) error {
 		case config.SourceHTTP:
 			o := source.DefaultHTTPEventsOptions()
 			o.Name, o.AllowedOrigins, o.Counter, o.Logger = sc.Name, cfg.HTTP.CORSOrigins, sink, log
+			o.Limits.MaxFuture = cfg.HTTP.MaxClockSkew
+			if cfg.HTTP.Durable {
+				o.JournalDir, o.JournalRetention = filepath.Join(cfg.DataDir, "events-journal"), cfg.HTTP.JournalRetention
+			}
 			if cfg.HTTP.MaxBodyBytes > 0 {
 				o.MaxBodyBytes = int64(cfg.HTTP.MaxBodyBytes)
 			}
@@ -63,8 +67,7 @@ func (d *Daemon) buildSources(cfg *config.Config, g *generation) error {
 				return fmt.Errorf("http.token_file: %w", err)
 			}
 			if tok != "" {
-				// sendBeacon cannot set headers: a token may come in the query.
-				o.Token, o.QueryToken = tok.Reveal(), true
+				o.Token, o.QueryToken = tok.Reveal(), cfg.HTTP.AllowQueryToken
 			}
 			h, err := source.NewHTTPEvents(o, sink)
 			if err != nil {
@@ -83,6 +86,7 @@ func (d *Daemon) buildSources(cfg *config.Config, g *generation) error {
 				o.CleanSession = *m.CleanSession
 			}
 			o.Counter, o.Logger, o.StreamMap = sink, log, m.StreamMap
+			o.Retained, o.MaxFuture = m.Retained, m.MaxClockSkew
 			if m.Broker == "" {
 				pw, err := cfg.MQTT.ReadPassword()
 				if err != nil {
@@ -104,8 +108,8 @@ func (d *Daemon) buildSources(cfg *config.Config, g *generation) error {
 			if f, ok := cutPrefix(m.StreamFrom, "field:"); ok {
 				o.Payload.StreamField = f
 			}
-			if streams := streamsOf(cfg, sc.Name); len(streams) == 1 && m.StreamFrom == "" {
-				o.Stream = streams[0]
+			if streams := streamsOf(cfg, sc.Name); len(streams) == 1 {
+				o.Stream = streams[0] // what stream_map does not route goes to the only stream
 			}
 			s, err := source.NewMQTT(o, sink)
 			if err != nil {

@@ -6,6 +6,7 @@ package health
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"runtime"
 	"sort"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/vigil-edge/vigil/agent/pipeline"
+	"github.com/vigil-edge/vigil/agent/source"
 	"github.com/vigil-edge/vigil/buffer"
 )
 
@@ -87,6 +89,9 @@ type Snapshot struct {
 	Goroutines int                  `json:"goroutines"`
 	HeapBytes  uint64               `json:"heap_bytes"`
 	Extra      map[string]any       `json:"extra,omitempty"`
+	// Problems are what /healthz reports as degrading the device; empty
+	// when all is well.
+	Problems []string `json:"problems"`
 }
 
 // Rates are per-second rates since the previous snapshot.
@@ -111,6 +116,10 @@ type Backlog struct {
 	Lag     map[string]int `json:"lag"` // consumer → records not acknowledged
 }
 
+// unroutedWindow is how long inputs that reached no stream stay a problem
+// after the last one.
+const unroutedWindow = 5 * time.Minute
+
 // Reporter builds snapshots.
 type Reporter struct {
 	src  Sources
@@ -119,6 +128,15 @@ type Reporter struct {
 		at                            time.Time
 		inputs, scores, alerts, drops uint64
 	}
+	// unrouted tracks, per source, the unknown_stream drops seen and when
+	// their count last grew.
+	unrouted map[string]unrouted
+	now      func() time.Time // time.Now; tests set it
+}
+
+type unrouted struct {
+	count  uint64
+	grewAt time.Time
 }
 
 // NewReporter returns a Reporter over src.
@@ -126,7 +144,7 @@ func NewReporter(src Sources) *Reporter {
 	if src.Started.IsZero() {
 		src.Started = time.Now()
 	}
-	return &Reporter{src: src}
+	return &Reporter{src: src, now: time.Now}
 }
 
 // AddForwarder adds a forwarder's state to the snapshots. Call it before
@@ -142,7 +160,7 @@ func (r *Reporter) AddForwarder(name string, f func() Forwarder) {
 
 // Snapshot gathers the current state.
 func (r *Reporter) Snapshot() Snapshot {
-	now := time.Now()
+	now := r.now()
 	s := Snapshot{
 		Device: r.src.Device, Version: r.src.Version, TS: now.UTC(),
 		UptimeS:    now.Sub(r.src.Started).Seconds(),
@@ -176,6 +194,7 @@ func (r *Reporter) Snapshot() Snapshot {
 			}
 		}
 		r.prev.at, r.prev.inputs, r.prev.scores, r.prev.alerts, r.prev.drops = now, p.Inputs, p.Scores, p.Alerts, p.DropTotal()
+		s.Problems = append(s.Problems, r.unroutedProblems(p, now)...)
 		r.mu.Unlock()
 	}
 	if r.src.Buffer != nil {
@@ -194,9 +213,26 @@ func (r *Reporter) Snapshot() Snapshot {
 	}
 	for name, f := range r.src.Forwarders {
 		s.Forwarders[name] = f()
+		if s.Forwarders[name].State == "failing" {
+			s.Problems = append(s.Problems, name+" is failing: "+s.Forwarders[name].LastError)
+		}
+	}
+	for name, st := range s.Learning {
+		if st == pipeline.StateFailed {
+			s.Problems = append(s.Problems, "stream "+name+": learning failed")
+		}
 	}
 	if r.src.Parts != nil {
 		s.Parts = r.src.Parts()
+	}
+	for name, p := range s.Parts {
+		if p.State == PartRestarting || p.State == PartFailed {
+			s.Problems = append(s.Problems, name+" is "+p.State+": "+p.LastError)
+		}
+	}
+	sort.Strings(s.Problems)
+	if s.Problems == nil {
+		s.Problems = []string{}
 	}
 	if len(r.src.Extra) > 0 {
 		s.Extra = map[string]any{}
@@ -207,28 +243,36 @@ func (r *Reporter) Snapshot() Snapshot {
 	return s
 }
 
+// unroutedProblems names the sources whose inputs reached no stream
+// (unknown_stream drops) within the last unroutedWindow: a subscription or
+// a stream_map that routes nowhere loses every message. r.mu is held.
+func (r *Reporter) unroutedProblems(p pipeline.Stats, now time.Time) []string {
+	if r.unrouted == nil {
+		r.unrouted = map[string]unrouted{}
+	}
+	var out []string
+	for _, d := range p.Drops {
+		if d.Reason != string(source.DropUnknown) {
+			continue
+		}
+		u := r.unrouted[d.Source]
+		if d.Count > u.count {
+			u = unrouted{count: d.Count, grewAt: now}
+			r.unrouted[d.Source] = u
+		}
+		if now.Sub(u.grewAt) < unroutedWindow {
+			out = append(out, fmt.Sprintf("source %s: %d inputs reached no stream (unknown_stream); check its topics, stream_from and stream_map against the streams' names", d.Source, u.count))
+		}
+	}
+	return out
+}
+
 // Healthz answers GET /healthz: 200 with a short JSON summary, or 503 when a
-// forwarder is failing permanently, a part is restarting after a failure or
-// a stream's learning failed.
+// forwarder is failing permanently, a part is restarting after a failure,
+// a stream's learning failed, or a source's inputs reached no stream within the last five minutes.
 func (r *Reporter) Healthz(w http.ResponseWriter, _ *http.Request) {
 	s := r.Snapshot()
-	status, problems := "ok", []string{}
-	for name, f := range s.Forwarders {
-		if f.State == "failing" {
-			problems = append(problems, name+" is failing: "+f.LastError)
-		}
-	}
-	for name, p := range s.Parts {
-		if p.State == PartRestarting || p.State == PartFailed {
-			problems = append(problems, name+" is "+p.State+": "+p.LastError)
-		}
-	}
-	for name, st := range s.Learning {
-		if st == pipeline.StateFailed {
-			problems = append(problems, "stream "+name+": learning failed")
-		}
-	}
-	sort.Strings(problems)
+	status, problems := "ok", s.Problems
 	code := http.StatusOK
 	if len(problems) > 0 {
 		status, code = "degraded", http.StatusServiceUnavailable

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -362,6 +363,13 @@ func TestSetThreshold(t *testing.T) {
 	}
 	if err := p.SetThreshold(ctx, "pump", -1); err == nil {
 		t.Fatal("SetThreshold(-1): no error")
+	}
+	// Bounded by 100× the calibrated threshold (1), either way: 1e308
+	// would switch detection off, 1e-9 would make every window an alert.
+	for _, thr := range []float64{1e308, 101, 0.0099, 1e-9} {
+		if err := p.SetThreshold(ctx, "pump", thr); err == nil || !strings.Contains(err.Error(), "out of bounds 0.01..100") {
+			t.Errorf("SetThreshold(%g) = %v, want out of bounds 0.01..100", thr, err)
+		}
 	}
 	for _, x := range samples(3, func(int) []float64 { return []float64{10, 10} }) {
 		p.Put(ctx, x)

@@ -280,11 +280,14 @@ type streamState struct {
 	modelID   string
 	threshold float64
 	learnErr  string
-	windows   atomic.Uint64
-	alerts    atomic.Uint64
-	skipped   atomic.Uint64                   // samples dropped while training (backlog full)
-	changes   [detect.Close + 1]atomic.Uint64 // alerts by detect.Change
-	flips     atomic.Uint64                   // anomalies that continued an episode waiting to close
+	// confThreshold is the configured threshold (0: the model's): the
+	// reference that bounds a threshold set at run time.
+	confThreshold float64
+	windows       atomic.Uint64
+	alerts        atomic.Uint64
+	skipped       atomic.Uint64                   // samples dropped while training (backlog full)
+	changes       [detect.Close + 1]atomic.Uint64 // alerts by detect.Change
+	flips         atomic.Uint64                   // anomalies that continued an episode waiting to close
 }
 
 type keyState struct {
@@ -304,7 +307,7 @@ type keyState struct {
 }
 
 func newStreamState(p *Pipeline, spec StreamSpec) (*streamState, error) {
-	st := &streamState{p: p, spec: spec}
+	st := &streamState{p: p, spec: spec, confThreshold: spec.Threshold}
 	switch spec.Kind {
 	case KindSensor, "":
 		st.spec.Kind = KindSensor
@@ -389,7 +392,24 @@ func (st *streamState) install(m Model) error {
 	return nil
 }
 
+// MaxThresholdFactor bounds a threshold set at run time (set-threshold):
+// within this factor, either way, of the stream's reference threshold (the
+// configured one, else its model's calibrated one). Far above it detection
+// is off in all but name; far below it every window is an alert.
+const MaxThresholdFactor = 100
+
 func (st *streamState) setThreshold(t float64) error {
+	ref := st.confThreshold
+	if ref <= 0 && st.model != nil {
+		ref = st.model.Threshold()
+	}
+	switch {
+	case ref <= 0 || math.IsInf(ref, 0) || math.IsNaN(ref):
+		return fmt.Errorf("stream %s has no model yet (learning): set its threshold once it scores", st.spec.Name)
+	case t > ref*MaxThresholdFactor || t < ref/MaxThresholdFactor:
+		return fmt.Errorf("threshold %g for stream %s is out of bounds %g..%g: at most %d× above or below its reference threshold %g (the configured one, else the model's calibrated one)",
+			t, st.spec.Name, ref/MaxThresholdFactor, ref*MaxThresholdFactor, MaxThresholdFactor, ref)
+	}
 	if st.det != nil {
 		if err := st.det.SetThreshold(t); err != nil {
 			return err

@@ -50,13 +50,17 @@ type Command struct {
 	// Stream and Threshold are the arguments of set-threshold.
 	Stream    string
 	Threshold float64
+	// Requester optionally says who sent the command (an operator, a
+	// console); it is logged and echoed in the reply.
+	Requester string
 }
 
 // Reply is the answer published on <prefix>/<device>/cmd/<name>/reply.
 type Reply struct {
-	ID      string `json:"id"`
-	OK      bool   `json:"ok"`
-	Message string `json:"message"`
+	ID        string `json:"id"`
+	Requester string `json:"requester,omitempty"`
+	OK        bool   `json:"ok"`
+	Message   string `json:"message"`
 }
 
 // Limits of a command payload.
@@ -77,7 +81,8 @@ var ErrUnknownCommand = errors.New("unknown command")
 // Every problem is reported, each naming its field.
 //
 // reload, rebirth, flush and status take {"id": string}; set-threshold takes
-// {"id": string, "stream": string, "threshold": number > 0}.
+// {"id": string, "stream": string, "threshold": number > 0}. Every command
+// may also carry "requester": string, saying who sent it.
 func DecodeCommand(name string, payload []byte) (Command, error) {
 	cmd := Command{Name: name}
 	var fields []string
@@ -89,6 +94,7 @@ func DecodeCommand(name string, payload []byte) (Command, error) {
 	default:
 		return cmd, fmt.Errorf("%w %q (known: %s)", ErrUnknownCommand, name, strings.Join(CommandNames, ", "))
 	}
+	fields = append(fields, "requester")
 	if len(payload) > maxCommandBytes {
 		return cmd, fmt.Errorf("payload of %d bytes exceeds %d", len(payload), maxCommandBytes)
 	}
@@ -122,16 +128,19 @@ func DecodeCommand(name string, payload []byte) (Command, error) {
 		}
 		seen[key] = true
 		switch key {
-		case "id", "stream":
+		case "id", "stream", "requester":
 			s, err := decodeString(key, v)
 			if err != nil {
 				errs = append(errs, err)
 				return nil
 			}
-			if key == "id" {
+			switch key {
+			case "id":
 				cmd.ID = s
-			} else {
+			case "stream":
 				cmd.Stream = s
+			default:
+				cmd.Requester = s
 			}
 			decoded[key] = true
 		case "threshold":
@@ -153,7 +162,7 @@ func DecodeCommand(name string, payload []byte) (Command, error) {
 		return cmd, fmt.Errorf("payload must be a JSON object, got %s", jsonKind(payload))
 	}
 	for _, f := range fields {
-		if !seen[f] {
+		if !seen[f] && f != "requester" {
 			errs = append(errs, fmt.Errorf("missing field %q", f))
 		}
 	}
@@ -165,6 +174,14 @@ func DecodeCommand(name string, payload []byte) (Command, error) {
 			errs = append(errs, fmt.Errorf(`field "id": longer than %d bytes`, maxIDLen))
 		case strings.ContainsFunc(cmd.ID, unicode.IsControl):
 			errs = append(errs, errors.New(`field "id": must not contain control characters`))
+		}
+	}
+	if decoded["requester"] {
+		switch {
+		case len(cmd.Requester) > maxIDLen:
+			errs = append(errs, fmt.Errorf(`field "requester": longer than %d bytes`, maxIDLen))
+		case strings.ContainsFunc(cmd.Requester, unicode.IsControl):
+			errs = append(errs, errors.New(`field "requester": must not contain control characters`))
 		}
 	}
 	if decoded["stream"] {
@@ -228,17 +245,29 @@ func jsonKind(v []byte) string {
 // requestID digs the id out of a payload that failed to decode, so that the
 // error reply can still be matched to its request; "" if there is none.
 func requestID(payload []byte) string {
+	id, _ := requestFields(payload)
+	return id
+}
+
+// requestFields digs the id and the requester out of a payload that is not
+// decoded (it failed to, or it is not to be run); "" for one that is
+// absent, too long or has control characters.
+func requestFields(payload []byte) (id, requester string) {
 	if len(payload) > maxCommandBytes || !json.Valid(payload) {
-		return ""
+		return "", ""
 	}
-	var id string
 	_ = members(payload, func(k, v []byte) error {
-		if keyIs(k, "id") {
-			if s, err := decodeString("id", v); err == nil && len(s) <= maxIDLen {
-				id = s
+		for _, f := range []struct {
+			name string
+			dst  *string
+		}{{"id", &id}, {"requester", &requester}} {
+			if keyIs(k, f.name) {
+				if s, err := decodeString(f.name, v); err == nil && len(s) <= maxIDLen && !strings.ContainsFunc(s, unicode.IsControl) {
+					*f.dst = s
+				}
 			}
 		}
 		return nil
 	})
-	return id
+	return id, requester
 }

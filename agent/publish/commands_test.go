@@ -1,13 +1,17 @@
 package publish
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 func TestDecodeCommand(t *testing.T) {
@@ -42,6 +46,9 @@ func TestDecodeCommand(t *testing.T) {
 		{name: "trailing data", cmd: "reload", payload: `{"id":"a"} {}`, wantErr: []string{"malformed JSON"}},
 		{name: "empty payload", cmd: "reload", payload: ``, wantErr: []string{"empty payload"}},
 		{name: "control characters in id", cmd: "reload", payload: `{"id":"a\u0007"}`, wantErr: []string{"control characters"}},
+		{name: "requester", cmd: "set-threshold", payload: `{"id":"t2","requester":"ops-console","stream":"pump","threshold":2}`,
+			want: Command{Name: "set-threshold", ID: "t2", Stream: "pump", Threshold: 2, Requester: "ops-console"}},
+		{name: "control characters in requester", cmd: "status", payload: `{"id":"a","requester":"x\u001b[2J"}`, wantErr: []string{`field "requester": must not contain control characters`}},
 		{name: "id too long", cmd: "reload", payload: `{"id":"` + strings.Repeat("x", 129) + `"}`, wantErr: []string{"longer than 128"}},
 	}
 	for _, tt := range tests {
@@ -217,3 +224,45 @@ func TestExecuteRecoversPanics(t *testing.T) {
 type panicky struct{ fakeCommands }
 
 func (*panicky) Flush(context.Context) (string, error) { panic("boom") }
+
+// fakeMessage is a paho.Message for calling the handler directly.
+type fakeMessage struct {
+	topic    string
+	payload  []byte
+	retained bool
+}
+
+func (m fakeMessage) Duplicate() bool   { return false }
+func (m fakeMessage) Qos() byte         { return 1 }
+func (m fakeMessage) Retained() bool    { return m.retained }
+func (m fakeMessage) Topic() string     { return m.topic }
+func (m fakeMessage) MessageID() uint16 { return 0 }
+func (m fakeMessage) Payload() []byte   { return m.payload }
+func (m fakeMessage) Ack()              {}
+
+// TestCommandFloodLogsOnce: commands dropped from a full queue are counted
+// one by one but logged once per interval, with how many were suppressed.
+func TestCommandFloodLogsOnce(t *testing.T) {
+	var logs bytes.Buffer
+	opts := testOptions("tcp://127.0.0.1:1")
+	opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	opts.Now = func() time.Time { return now }
+	p, err := New(buf(t), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nothing runs the queue (64 commands): 300 commands drop 236.
+	for i := range 300 {
+		p.onCommand(nil, fakeMessage{topic: "vigil/dev1/cmd/status", payload: fmt.Appendf(nil, `{"id":"c%d"}`, i)})
+	}
+	now = now.Add(10 * time.Second)
+	p.onCommand(nil, fakeMessage{topic: "vigil/dev1/cmd/status", payload: []byte(`{"id":"last"}`)})
+	if got := p.cmdDropped.Load(); got != 237 {
+		t.Fatalf("%d commands counted as dropped, want 237", got)
+	}
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], "id=c64") || !strings.Contains(lines[1], "suppressed=235") || !strings.Contains(lines[1], "dropped_total=237") {
+		t.Fatalf("log of a command flood:\n%s\nwant two lines: the first drop, then one standing for the 235 suppressed", logs.String())
+	}
+}

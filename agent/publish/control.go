@@ -97,18 +97,23 @@ func (p *Publisher) healthPayload() []byte {
 
 // cmdReq is a command as received.
 type cmdReq struct {
-	name    string
-	payload []byte
+	name     string
+	payload  []byte
+	retained bool
 }
 
 // onCommand runs on paho's callback goroutine: it only queues the command.
 func (p *Publisher) onCommand(_ mqtt.Client, m mqtt.Message) {
 	name := strings.TrimPrefix(m.Topic(), p.cmdBase)
 	select {
-	case p.cmdq <- cmdReq{name: name, payload: bytes.Clone(m.Payload())}:
+	case p.cmdq <- cmdReq{name: name, payload: bytes.Clone(m.Payload()), retained: m.Retained()}:
 	default:
-		p.cmdDropped.Add(1)
-		p.log.Warn("command dropped: too many queued", "command", name)
+		// A flood of commands must not flood the log too: one line per
+		// 10 s, with how many it stands for.
+		total := p.cmdDropped.Add(1)
+		if ok, n := p.cmdDropLog.allow(p.now(), 10*time.Second); ok {
+			p.log.Warn("command dropped: too many queued", "command", name, "id", requestID(m.Payload()), "suppressed", n, "dropped_total", total)
+		}
 	}
 }
 
@@ -117,7 +122,12 @@ func (p *Publisher) commandLoop(ctx context.Context) {
 	for {
 		select {
 		case req := <-p.cmdq:
-			rep := p.execute(ctx, req.name, req.payload)
+			var rep Reply
+			if req.retained {
+				rep = p.refuseRetained(req.name, req.payload)
+			} else {
+				rep = p.execute(ctx, req.name, req.payload)
+			}
 			p.reply(req.name, rep)
 		case <-ctx.Done():
 			return
@@ -125,32 +135,53 @@ func (p *Publisher) commandLoop(ctx context.Context) {
 	}
 }
 
+// refuseRetained answers a retained command message without running it:
+// the broker delivers a retained message again at every connect, so running
+// it would repeat it (a threshold of 1e308, say) after every restart, long
+// after whoever sent it meant it.
+func (p *Publisher) refuseRetained(name string, payload []byte) Reply {
+	p.commands.Add(1)
+	p.cmdFailed.Add(1)
+	id, requester := requestFields(payload)
+	rep := Reply{ID: id, Requester: requester, Message: fmt.Sprintf("not executed: %s came as a retained message, which the broker replays at every connect; "+
+		"send commands without the retain flag, and clear this one by publishing an empty retained message on its topic", name)}
+	p.log.Warn("retained command not executed", "command", name, "id", id, "requester", requester)
+	return rep
+}
+
 // execute checks, decodes and runs one command. Nothing changes unless the
 // command is known, allowed and valid.
 func (p *Publisher) execute(ctx context.Context, name string, payload []byte) (rep Reply) {
 	p.commands.Add(1)
 	log := p.log.With("command", name)
+	var cmd Command
 	defer func() {
 		if r := recover(); r != nil {
-			rep = Reply{ID: rep.ID, Message: "internal error"}
+			rep = Reply{ID: rep.ID, Requester: rep.Requester, Message: "internal error"}
 			log.Error("command handler panicked", "panic", r)
 		}
 		if !rep.OK {
 			p.cmdFailed.Add(1)
 		}
-		log.Info("command", "id", rep.ID, "ok", rep.OK, "message", rep.Message)
+		// Who asked for what, and what came of it.
+		args := []any{"id", rep.ID, "requester", rep.Requester}
+		if name == CmdSetThreshold && cmd.Stream != "" {
+			args = append(args, "stream", cmd.Stream, "threshold", cmd.Threshold)
+		}
+		log.Info("command", append(args, "ok", rep.OK, "message", rep.Message)...)
 	}()
+	id, requester := requestFields(payload)
 	if !slices.Contains(CommandNames, name) {
-		return Reply{ID: requestID(payload), Message: fmt.Sprintf("unknown command %q (known: %s)", name, strings.Join(CommandNames, ", "))}
+		return Reply{ID: id, Requester: requester, Message: fmt.Sprintf("unknown command %q (known: %s)", name, strings.Join(CommandNames, ", "))}
 	}
 	if !p.allowed(name) {
-		return Reply{ID: requestID(payload), Message: fmt.Sprintf("command %q is not allowed on this device", name)}
+		return Reply{ID: id, Requester: requester, Message: fmt.Sprintf("command %q is not allowed on this device", name)}
 	}
 	cmd, err := DecodeCommand(name, payload)
 	if err != nil {
-		return Reply{ID: requestID(payload), Message: fmt.Sprintf("invalid %s command: %v", name, err)}
+		return Reply{ID: id, Requester: requester, Message: fmt.Sprintf("invalid %s command: %v", name, err)}
 	}
-	rep.ID = cmd.ID
+	rep.ID, rep.Requester = cmd.ID, cmd.Requester
 	hctx, cancel := context.WithTimeout(ctx, p.opts.CommandTimeout)
 	defer cancel()
 	var msg string

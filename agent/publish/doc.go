@@ -37,7 +37,10 @@
 // (Options.StateDir); its Last Will is the retained "offline" with the same
 // number, and a clean shutdown publishes "offline" itself before
 // disconnecting. Each connection re-subscribes to cmd/+; commands run one at
-// a time off paho's goroutines and are answered on cmd/<name>/reply.
+// a time off paho's goroutines and are answered on cmd/<name>/reply. A
+// retained command message, which the broker would replay at every connect,
+// is answered with an error and never run. The log line and the reply of
+// every command carry its id and, when the payload has one, its requester.
 //
 // # Topics
 //

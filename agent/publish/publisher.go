@@ -84,6 +84,7 @@ type Publisher struct {
 	failovers uint64 // connections to another broker than the last one
 
 	invalidLog, healthLog rateLimit
+	cmdDropLog            rateLimit // commands dropped from a full queue
 }
 
 // New checks opts and returns a publisher over buf. Nothing connects until

@@ -756,3 +756,43 @@ func TestReplaySkipsWhatWasAcknowledged(t *testing.T) {
 		}
 	}
 }
+
+// TestRetainedCommandsAreNotRun: a retained command, which the broker
+// replays at every connect, is answered with an error saying so and never
+// run, on the first connection or any later one; the reply echoes the id
+// and the requester.
+func TestRetainedCommandsAreNotRun(t *testing.T) {
+	b := mqtttest.Start(t, mqtttest.Options{})
+	c := mqtttest.Connect(t, b)
+	mqtttest.Publish(t, c, "vigil/dev1/cmd/set-threshold", 1, true, []byte(`{"id":"x","requester":"mallory","stream":"web","threshold":1e308}`))
+	replies := mqtttest.Subscribe(t, b, "vigil/dev1/cmd/+/reply", 1)
+	fc := &fakeCommands{}
+	opts := testOptions(b.URL())
+	opts.Commands = fc
+	opts.Logger = testLogger(t)
+	for conn := 1; conn <= 2; conn++ {
+		p, err := New(buf(t), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- p.Run(ctx) }()
+		waitFor(t, 10*time.Second, "connected", p.Connected)
+		msgs := replies.WaitN(t, conn, 10*time.Second)
+		var rep Reply
+		if err := json.Unmarshal(msgs[conn-1].Payload, &rep); err != nil {
+			t.Fatal(err)
+		}
+		if rep.OK || rep.ID != "x" || rep.Requester != "mallory" || !strings.Contains(rep.Message, "not executed: set-threshold came as a retained message") {
+			t.Errorf("connection %d: reply to a retained command %+v", conn, rep)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	}
+	if calls := fc.Calls(); len(calls) != 0 {
+		t.Fatalf("a retained command ran: %q", calls)
+	}
+}

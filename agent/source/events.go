@@ -22,12 +22,35 @@ type EventLimits struct {
 	MaxProperties int
 	// MaxPropertiesBytes is the longest properties object, as sent.
 	MaxPropertiesBytes int
+	// MaxFuture is how far ahead of the clock an event's timestamp may be
+	// (a client's clock runs ahead a little; year 2999 is a bug or an
+	// attack, and would make the user's real events late). 0: no limit.
+	MaxFuture time.Duration
 }
 
 // DefaultEventLimits returns the default limits: 500 events a body, strings
-// up to 256 bytes, up to 64 properties in up to 8 KiB.
+// up to 256 bytes, up to 64 properties in up to 8 KiB, timestamps at most
+// 5 minutes ahead of the clock.
 func DefaultEventLimits() EventLimits {
-	return EventLimits{MaxEvents: 500, MaxStringLen: 256, MaxProperties: 64, MaxPropertiesBytes: 8 << 10}
+	return EventLimits{MaxEvents: 500, MaxStringLen: 256, MaxProperties: 64, MaxPropertiesBytes: 8 << 10, MaxFuture: DefaultMaxFuture}
+}
+
+// DefaultMaxFuture is how far ahead of the clock a timestamp may be by
+// default.
+const DefaultMaxFuture = 5 * time.Minute
+
+// futureReason says why a time too far ahead of now is refused, or "" when
+// it is not.
+func futureReason(t, now time.Time, max time.Duration) string {
+	if max <= 0 || t.Sub(now) <= max {
+		return ""
+	}
+	ahead := t.Sub(now).Round(time.Second).String()
+	if secs := t.Unix() - now.Unix(); secs > 2*86400 { // and t.Sub saturates past 292 years
+		ahead = strconv.FormatInt(secs/86400, 10) + " days"
+	}
+	return fmt.Sprintf("%s is %s ahead of this device's clock (%s); at most %s ahead is accepted",
+		t.UTC().Format(time.RFC3339), ahead, now.UTC().Format(time.RFC3339), max)
 }
 
 func (l EventLimits) validate(field string) error {
@@ -43,6 +66,9 @@ func (l EventLimits) validate(field string) error {
 	}
 	if l.MaxPropertiesBytes < 2 {
 		errs = append(errs, optErr(field+".MaxPropertiesBytes", "must be ≥ 2, got %d", l.MaxPropertiesBytes))
+	}
+	if l.MaxFuture < 0 {
+		errs = append(errs, optErr(field+".MaxFuture", "must be ≥ 0, got %v", l.MaxFuture))
 	}
 	return errors.Join(errs...)
 }
@@ -208,6 +234,9 @@ func decodeEvent(raw json.RawMessage, now time.Time, lim EventLimits) (Event, *R
 		ev.Time = t
 	default:
 		return reject(ev.ID, DropInvalid, "timestamp: must be an RFC 3339 string or unix milliseconds")
+	}
+	if why := futureReason(ev.Time, now, lim.MaxFuture); why != "" {
+		return reject(ev.ID, DropFuture, "timestamp: %s", why)
 	}
 
 	if !isNull(w.Properties) {

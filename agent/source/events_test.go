@@ -72,6 +72,11 @@ func TestDecodeEvents(t *testing.T) {
 		{name: "scalar", in: `42`, err: "object or an array"},
 		{name: "empty body", in: " \n", err: "empty body"},
 		{name: "BOM", in: "\ufeff{\"event_name\":\"x\",\"user_id\":\"u\"}", want: []want{{0, ""}}},
+		{name: "from the future", in: `[
+			{"event_id":"f1","event_name":"x","user_id":"u","timestamp":"2999-01-01T00:00:00Z"},
+			{"event_id":"f2","event_name":"x","user_id":"u","timestamp":"2025-06-01T12:05:00Z"},
+			{"event_id":"f3","event_name":"x","user_id":"u","timestamp":32503680000000}]`,
+			want: []want{{0, "timestamp: 2999-01-01T00:00:00Z is 355594 days ahead"}, {1, ""}, {2, "at most 5m0s ahead is accepted"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

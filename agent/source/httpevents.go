@@ -57,6 +57,15 @@ type HTTPEventsOptions struct {
 	DedupSize   int
 	// RetryAfter is what a 503 (pipeline full) asks clients to wait.
 	RetryAfter time.Duration
+	// JournalDir, when set, makes accepted events durable before the 202:
+	// they are appended to a journal in this directory and fsynced, and
+	// replayed into the pipeline when the source starts (see eventJournal).
+	// Empty: a 202 means the events are valid and queued in memory for
+	// scoring, and a crash before they are scored loses them.
+	JournalDir string
+	// JournalRetention is how long an event stays in the journal: one to
+	// two periods (default 1 minute).
+	JournalRetention time.Duration
 
 	// Clock stamps events that come without a timestamp (default
 	// SystemClock).
@@ -78,6 +87,8 @@ func DefaultHTTPEventsOptions() HTTPEventsOptions {
 		DedupWindow:  10 * time.Minute,
 		DedupSize:    100000,
 		RetryAfter:   time.Second,
+
+		JournalRetention: time.Minute,
 	}
 }
 
@@ -109,6 +120,9 @@ func (o *HTTPEventsOptions) validate() error {
 	if o.DedupSize < 0 {
 		errs = append(errs, optErr("DedupSize", "must be ≥ 0, got %d", o.DedupSize))
 	}
+	if o.JournalDir != "" && o.JournalRetention <= 0 {
+		errs = append(errs, optErr("JournalRetention", "must be > 0 with a JournalDir, got %v", o.JournalRetention))
+	}
 	if o.RetryAfter < 0 {
 		errs = append(errs, optErr("RetryAfter", "must be ≥ 0, got %v", o.RetryAfter))
 	}
@@ -131,8 +145,11 @@ func (o *HTTPEventsOptions) validate() error {
 //	202 {"accepted": N}                                    all accepted
 //	400 {"accepted": N, "rejected": [{index, event_id, reason}]}  some or all invalid or duplicate
 //	503 {"accepted": N, "rejected": [...]} + Retry-After   the pipeline is full (or stopped)
+//	503 {"accepted": 0, "error": "..."} + Retry-After      starting (replaying the journal), or the journal failed
 //	400 / 401 / 403 / 405 / 413 / 415 {"accepted": 0, "error": "..."}  for the request as a whole
 //
+// Without a journal (JournalDir), a 202 means the events are valid and
+// queued in memory for scoring; with one, that they are also on disk.
 // Valid events of a mixed batch are accepted. The handler never blocks on
 // the pipeline (it uses TryPut). Bodies may be application/json, the
 // text/plain;charset=UTF-8 that navigator.sendBeacon sends for a string, or
@@ -146,6 +163,9 @@ type HTTPEvents struct {
 	token   [32]byte // sha256 of the token
 	anyOrig bool
 	stopped atomic.Bool
+
+	journal  *eventJournal // nil without JournalDir
+	replayed atomic.Bool   // the journal's events are back in the pipeline
 }
 
 // NewHTTPEvents returns the handler, putting accepted events into sink.
@@ -168,6 +188,13 @@ func NewHTTPEvents(opts HTTPEventsOptions, sink Sink) (*HTTPEvents, error) {
 	if opts.Token != "" {
 		h.token = sha256.Sum256([]byte(opts.Token))
 	}
+	if opts.JournalDir != "" {
+		j, err := openEventJournal(opts.JournalDir, opts.JournalRetention)
+		if err != nil {
+			return nil, fmt.Errorf("http events: %w", err)
+		}
+		h.journal = j
+	}
 	return h, nil
 }
 
@@ -180,6 +207,12 @@ func (h *HTTPEvents) Name() string { return h.opts.Name }
 // other sources.
 func (h *HTTPEvents) Run(ctx context.Context) error {
 	h.stopped.Store(false)
+	if h.journal != nil {
+		if err := h.replay(ctx); err != nil && ctx.Err() == nil {
+			return err
+		}
+		h.replayed.Store(true)
+	}
 	<-ctx.Done()
 	h.stopped.Store(true)
 	return nil
@@ -298,9 +331,9 @@ func (h *HTTPEvents) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if h.stopped.Load() {
+	if h.stopped.Load() || h.journal != nil && !h.replayed.Load() {
 		w.Header().Set("Retry-After", h.retryAfter())
-		h.fail(w, r, http.StatusServiceUnavailable, "", "source stopped")
+		h.fail(w, r, http.StatusServiceUnavailable, "", "source stopped or starting")
 		return
 	}
 	limit := h.opts.MaxBodyBytes
@@ -323,6 +356,14 @@ func (h *HTTPEvents) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		h.fail(w, r, http.StatusBadRequest, DropInvalid, err.Error())
 		return
+	}
+	if h.journal != nil && len(evs) > 0 {
+		// Durable before the 202: a crash from here on loses nothing.
+		if err := h.journal.write(evs); err != nil {
+			w.Header().Set("Retry-After", h.retryAfter())
+			h.fail(w, r, http.StatusServiceUnavailable, "", "events not stored durably: "+err.Error())
+			return
+		}
 	}
 	accepted, rejected := h.deliver(evs, rejected, now)
 	status := http.StatusAccepted

@@ -76,6 +76,17 @@ type MQTTOptions struct {
 	// Stream is the stream of topics StreamMap does not route; empty
 	// means the topic's last level ("plant/p1/pump3" → "pump3").
 	Stream string
+	// Retained says what to do with retained messages, which the broker
+	// delivers again at every subscription (every connect and reload):
+	// RetainedIgnore (the default) drops them, counted as "retained";
+	// RetainedTake takes each one once, with the time in its payload, and
+	// drops as "retained" a retained sample without a time field (its
+	// arrival time would be wrong) and one already taken on its topic.
+	Retained string
+	// MaxFuture drops a sample or event stamped further ahead of Clock
+	// than this, counted as "future": one stamped in year 2999 would make
+	// every later one late. 0 turns the check off.
+	MaxFuture time.Duration
 	// DedupWindow and DedupSize drop events whose event_id was seen
 	// recently (events only; QoS 1 may deliver a message twice). 0 turns
 	// it off.
@@ -90,10 +101,17 @@ type MQTTOptions struct {
 	Logger *slog.Logger
 }
 
+// Retained-message policies.
+const (
+	RetainedIgnore = "ignore"
+	RetainedTake   = "take"
+)
+
 // DefaultMQTTOptions returns the defaults: the local broker
 // tcp://127.0.0.1:1883, QoS 0, clean sessions, 30 s keep-alive, 10 s
 // timeouts, first-connection retries every 2 s, reconnection backoff capped
-// at 30 s, a 10-minute / 100k-id event dedup window.
+// at 30 s, retained messages ignored, a 10-minute / 100k-id event dedup
+// window.
 func DefaultMQTTOptions() MQTTOptions {
 	return MQTTOptions{
 		Name:                 "mqtt",
@@ -104,6 +122,8 @@ func DefaultMQTTOptions() MQTTOptions {
 		SubscribeTimeout:     10 * time.Second,
 		ConnectRetryInterval: 2 * time.Second,
 		MaxReconnectInterval: 30 * time.Second,
+		Retained:             RetainedIgnore,
+		MaxFuture:            DefaultMaxFuture,
 		DedupWindow:          10 * time.Minute,
 		DedupSize:            100000,
 	}
@@ -178,6 +198,16 @@ func (o *MQTTOptions) validate() error {
 			errs = append(errs, optErr(d.name, "must be > 0, got %v", d.v))
 		}
 	}
+	switch o.Retained {
+	case "":
+		o.Retained = RetainedIgnore
+	case RetainedIgnore, RetainedTake:
+	default:
+		errs = append(errs, optErr("Retained", "%q: want %s or %s", o.Retained, RetainedIgnore, RetainedTake))
+	}
+	if o.MaxFuture < 0 {
+		errs = append(errs, optErr("MaxFuture", "must be ≥ 0, got %v", o.MaxFuture))
+	}
 	if o.DedupWindow < 0 || o.DedupSize < 0 {
 		errs = append(errs, optErr("DedupWindow", "DedupWindow and DedupSize must be ≥ 0"))
 	}
@@ -217,27 +247,22 @@ func topicMatches(filter, topic string) bool {
 		return false
 	}
 	for {
-		var fl, tl string
-		fl, filter, _ = strings.Cut(filter, "/")
-		switch fl {
-		case "#":
+		fl, frest, fmore := strings.Cut(filter, "/")
+		if fl == "#" {
 			return true
 		}
-		var more bool
-		tl, topic, more = strings.Cut(topic, "/")
+		tl, trest, tmore := strings.Cut(topic, "/")
 		if fl != "+" && fl != tl {
 			return false
 		}
-		if filter == "" && !more {
-			return true
+		if !fmore || !tmore {
+			// Both ended: a match. Only the topic ended: only a trailing
+			// "/#" still matches ("a/#" matches "a"). Only the filter
+			// ended: no match. (An empty last level, as in "a/", is a
+			// level: Cut's "more" tells it from the end.)
+			return !fmore && !tmore || fmore && frest == "#"
 		}
-		if !more {
-			// Topic ended: only a trailing "/#" still matches ("a/#" matches "a").
-			return filter == "#"
-		}
-		if filter == "" {
-			return false
-		}
+		filter, topic = frest, trest
 	}
 }
 
@@ -264,6 +289,10 @@ type MQTT struct {
 	exact    map[string]string // StreamMap entries without wildcards
 	patterns []streamPattern
 	dedup    *dedup
+	// retainedAt is, per topic, the time of the retained sample taken
+	// last (Retained take): the broker delivers it again at every
+	// subscription. Guarded by mu.
+	retainedAt map[string]time.Time
 
 	connected atomic.Bool
 
@@ -291,6 +320,8 @@ func NewMQTT(opts MQTTOptions, sink Sink) (*MQTT, error) {
 		rlog:     newRateLog(log, 10*time.Second),
 		clientID: "vigil-" + opts.Device + "-src-" + opts.Name,
 		exact:    map[string]string{},
+
+		retainedAt: map[string]time.Time{},
 	}
 	if opts.Payload.Events {
 		m.dedup = newDedup(opts.DedupSize, opts.DedupWindow)
@@ -481,11 +512,24 @@ func (m *MQTT) Run(ctx context.Context) error {
 
 // onMessage decodes a message and hands it over without blocking.
 func (m *MQTT) onMessage(_ paho.Client, msg paho.Message) {
-	m.handle(msg.Topic(), msg.Payload())
+	m.handle(msg.Topic(), msg.Payload(), msg.Retained())
 }
 
-func (m *MQTT) handle(topic string, payload []byte) {
+// dropRetained counts a retained message that is not taken, and logs it
+// (rate-limited) with why.
+func (m *MQTT) dropRetained(topic, why string) {
+	m.opts.Counter.Drop(m.opts.Name, DropRetained, 1)
+	m.rlog.Warn("dropped a retained message", "topic", topic, "reason", why)
+}
+
+func (m *MQTT) handle(topic string, payload []byte, retained bool) {
 	now := m.opts.Clock.Now()
+	if retained && m.opts.Retained != RetainedTake {
+		// The broker's last value, delivered again at every subscription:
+		// stamped with the arrival time it would be a new sample each time.
+		m.dropRetained(topic, "retained messages are ignored (set retained: take to take them once, with their own time)")
+		return
+	}
 	if m.opts.Payload.Events {
 		m.handleEvents(topic, payload, now)
 		return
@@ -494,7 +538,22 @@ func (m *MQTT) handle(topic string, payload []byte) {
 	m.mu.Lock()
 	t, stream, err := m.dec.Decode(payload, vals)
 	id := m.dec.ID()
+	if err == nil && retained {
+		last, seen := m.retainedAt[topic]
+		switch {
+		case t.IsZero():
+			err = errRetainedNoTime
+		case seen && !t.After(last):
+			err = errRetainedTaken
+		default:
+			m.retainedAt[topic] = t
+		}
+	}
 	m.mu.Unlock()
+	if errors.Is(err, errRetainedNoTime) || errors.Is(err, errRetainedTaken) {
+		m.dropRetained(topic, err.Error())
+		return
+	}
 	if err != nil {
 		reason := DropInvalid
 		if pe, ok := err.(*PayloadError); ok {
@@ -506,6 +565,10 @@ func (m *MQTT) handle(topic string, payload []byte) {
 	}
 	if t.IsZero() {
 		t = now
+	} else if why := futureReason(t, now, m.opts.MaxFuture); why != "" {
+		m.opts.Counter.Drop(m.opts.Name, DropFuture, 1)
+		m.rlog.Warn("dropped a sample from the future", "topic", topic, "reason", DropFuture, "error", why)
+		return
 	}
 	if stream == "" {
 		stream = m.route(topic)
@@ -518,7 +581,9 @@ func (m *MQTT) handle(topic string, payload []byte) {
 }
 
 func (m *MQTT) handleEvents(topic string, payload []byte, now time.Time) {
-	evs, rejected, err := decodeEvents(payload, now, DefaultEventLimits())
+	lim := DefaultEventLimits()
+	lim.MaxFuture = m.opts.MaxFuture
+	evs, rejected, err := decodeEvents(payload, now, lim)
 	if err != nil {
 		m.opts.Counter.Drop(m.opts.Name, DropInvalid, 1)
 		m.rlog.Warn("dropped a bad message", "topic", topic, "reason", DropInvalid, "error", err)
@@ -552,6 +617,11 @@ func (m *MQTT) handleEvents(topic string, payload []byte, now time.Time) {
 		}
 	}
 }
+
+var (
+	errRetainedNoTime = errors.New("a retained sample without a time field (its arrival time is not its time)")
+	errRetainedTaken  = errors.New("a retained sample already taken")
+)
 
 // route picks the stream of a topic: StreamMap (exact, then the longest
 // matching filter), then Stream, then the topic's last level.

@@ -82,7 +82,7 @@ func TestMQTTHandle(t *testing.T) {
 		{"plant/b/c/d", "bee"},
 		{"plant/x/pump7", "pump7"},
 	} {
-		m.handle(tt.topic, []byte(benchPayload))
+		m.handle(tt.topic, []byte(benchPayload), false)
 		ins := sink.Inputs()
 		in := ins[len(ins)-1]
 		if in.Stream != tt.stream || in.Source != "mqtt" || !slices.Equal(in.Channels, pumpChannels) || in.Values[7] != 32 ||
@@ -91,18 +91,18 @@ func TestMQTTHandle(t *testing.T) {
 		}
 	}
 	// Without a time field the receive time is used.
-	m.handle("plant/x/y", []byte(`{"a1":1,"a2":1,"cur":1,"pres":1,"temp":1,"thermo":1,"volt":1,"flow":1}`))
+	m.handle("plant/x/y", []byte(`{"a1":1,"a2":1,"cur":1,"pres":1,"temp":1,"thermo":1,"volt":1,"flow":1}`), false)
 	if in := sink.Inputs()[4]; !in.Time.Equal(m.opts.Clock.Now()) {
 		t.Errorf("time %v, want receive time", in.Time)
 	}
 	for _, p := range []string{`not json`, `{"ts":1}`, `{"a1":NaN,"a2":1,"cur":1,"pres":1,"temp":1,"thermo":1,"volt":1,"flow":1}`, `{"a1":"x"}`} {
-		m.handle("plant/x/y", []byte(p))
+		m.handle("plant/x/y", []byte(p), false)
 	}
 	if counter.Get(DropInvalid) != 2 || counter.Get(DropMissing) != 1 || counter.Get(DropNonFinite) != 1 || sink.Len() != 5 {
 		t.Errorf("drops %v, %d inputs", counter.n, sink.Len())
 	}
 	sink.capacity = 5
-	m.handle("plant/x/y", []byte(benchPayload))
+	m.handle("plant/x/y", []byte(benchPayload), false)
 	if counter.Get(DropQueueFull) != 1 {
 		t.Errorf("drops %v, want a queue_full", counter.n)
 	}
@@ -112,9 +112,9 @@ func TestMQTTHandleEvents(t *testing.T) {
 	m, sink, counter := newTestMQTT(t, func(o *MQTTOptions) {
 		o.Payload = PayloadOptions{Events: true, StreamField: "kiosk_id"}
 	})
-	m.handle("kiosk/events", []byte(`[`+ev1+`,{"event_id":"e2","event_name":"x","user_id":"u"},{"event_name":"x"}]`))
-	m.handle("kiosk/events", []byte(ev1)) // a QoS 1 redelivery
-	m.handle("kiosk/events", []byte(`nope`))
+	m.handle("kiosk/events", []byte(`[`+ev1+`,{"event_id":"e2","event_name":"x","user_id":"u"},{"event_name":"x"}]`), false)
+	m.handle("kiosk/events", []byte(ev1), false) // a QoS 1 redelivery
+	m.handle("kiosk/events", []byte(`nope`), false)
 	ins := sink.Inputs()
 	if len(ins) != 2 || ins[0].Stream != "kiosk-3" || ins[1].Stream != "events" || ins[0].Event.ID != "e1" {
 		t.Fatalf("inputs %+v", ins)
@@ -307,7 +307,7 @@ func BenchmarkMQTTHandle(b *testing.B) {
 	p := []byte(benchPayload)
 	b.ReportAllocs()
 	for b.Loop() {
-		m.handle("plant/p1/pump", p)
+		m.handle("plant/p1/pump", p, false)
 	}
 	if sink.n == 0 {
 		b.Fatal("nothing handed over")
@@ -380,4 +380,115 @@ func BenchmarkMQTTThroughput(b *testing.B) {
 	cpu := time.Duration(ru1.Utime.Nano()+ru1.Stime.Nano()-ru0.Utime.Nano()-ru0.Stime.Nano()) * time.Nanosecond
 	b.ReportMetric(float64(sent)/elapsed.Seconds(), "msgs/s")
 	b.ReportMetric(float64(cpu.Microseconds())/float64(sent), "cpu-µs/msg")
+}
+
+// Retained messages, which the broker delivers again at every
+// subscription, are ignored by default (counted as retained); with
+// Retained take, a retained sample is taken once, with its own time, and
+// one without a time field is not taken.
+func TestMQTTRetainedMessages(t *testing.T) {
+	b := mqtttest.Start(t, mqtttest.Options{})
+	pub := mqtttest.Connect(t, b)
+	mqtttest.Publish(t, pub, "plant/p1/pump", 1, true, []byte(benchPayload)) // ts 1718000000123
+	mqtttest.Publish(t, pub, "plant/p2/pump", 1, true, []byte(`{"a1":1,"a2":1,"cur":1,"pres":1,"temp":1,"thermo":1,"volt":1,"flow":1}`))
+	live := []byte(strings.Replace(benchPayload, "1718000000123", "1718000001000", 1))
+	for _, tt := range []struct {
+		policy       string
+		wantTaken    int // retained samples taken over two connections
+		wantRetained int // retained messages dropped over two connections
+	}{
+		{"", 0, 4},
+		{RetainedTake, 1, 3},
+	} {
+		t.Run("retained="+tt.policy, func(t *testing.T) {
+			m, sink, counter := newTestMQTT(t, func(o *MQTTOptions) {
+				o.Name, o.Broker, o.QoS, o.Retained = "ret"+tt.policy, b.URL(), 1, tt.policy
+				o.Topics = []string{"plant/+/pump"}
+			})
+			for conn := 1; conn <= 2; conn++ {
+				stop := runMQTT(t, m)
+				mqtttest.WaitFor(t, 10*time.Second, "the source to subscribe", m.Connected)
+				// A live message after the retained ones: once it is in,
+				// the retained ones were handled (paho keeps the order).
+				mqtttest.Publish(t, pub, "plant/p3/pump", 1, false, live)
+				waitFor(t, 10*time.Second, "the live message", func() bool {
+					n := 0
+					for _, in := range sink.Inputs() {
+						if in.Time.Equal(time.UnixMilli(1718000001000)) {
+							n++
+						}
+					}
+					return n == conn
+				})
+				stop()
+			}
+			taken := 0
+			for _, in := range sink.Inputs() {
+				if !in.Time.Equal(time.UnixMilli(1718000001000)) {
+					taken++
+					if want := time.UnixMilli(1718000000123); !in.Time.Equal(want) {
+						t.Errorf("retained sample taken with time %v, want its own %v", in.Time, want)
+					}
+				}
+			}
+			if taken != tt.wantTaken || counter.Get(DropRetained) != tt.wantRetained {
+				t.Errorf("retained samples taken %d, dropped as retained %d; want %d and %d", taken, counter.Get(DropRetained), tt.wantTaken, tt.wantRetained)
+			}
+		})
+	}
+}
+
+// A sample stamped further ahead of the clock than MaxFuture is dropped as
+// future: taken, it would make every later sample of its stream late.
+func TestMQTTSampleFromTheFuture(t *testing.T) {
+	clock := &fakeClock{now: time.UnixMilli(1718000000123).Add(-time.Minute)}
+	m, sink, counter := newTestMQTT(t, func(o *MQTTOptions) { o.Clock = clock })
+	future := strings.Replace(benchPayload, "1718000000123", "32503680000000", 1) // year 3000
+	m.handle("plant/p1/pump", []byte(future), false)
+	m.handle("plant/p1/pump", []byte(benchPayload), false) // a minute ahead: a clock off a little
+	if sink.Len() != 1 || counter.Get(DropFuture) != 1 {
+		t.Fatalf("%d inputs, %d dropped as future; want 1 and 1", sink.Len(), counter.Get(DropFuture))
+	}
+}
+
+// FuzzMQTTRoute fuzzes the routing of a topic to a stream: a topic goes to
+// the stream_map entry whose filter matches it, else to the source's only
+// stream, else to the stream named by its last level; routing agrees with
+// topicMatches and never panics.
+func FuzzMQTTRoute(f *testing.F) {
+	for _, s := range [][2]string{
+		{"plant/pump1/telemetry", "plant/pump1/telemetry"},
+		{"plant/pump1/telemetry", "plant/+/telemetry"},
+		{"plant/pump1/telemetry", "plant/#"},
+		{"plant/pump1", "plant/pump1/#"},
+		{"$SYS/broker", "#"},
+		{"a//b", "a/+/b"},
+		{"plant/", "plant/+"},
+		{"x", "+"},
+	} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, topic, filter string) {
+		if validFilter(filter) != nil || topic == "" || strings.ContainsAny(topic, "+#") {
+			return
+		}
+		for _, only := range []string{"", "only"} {
+			m, _, _ := newTestMQTT(t, func(o *MQTTOptions) {
+				o.StreamMap = map[string]string{filter: "mapped"}
+				o.Stream = only
+			})
+			got := m.route(topic)
+			last := topic[strings.LastIndexByte(topic, '/')+1:]
+			want := last
+			switch {
+			case topicMatches(filter, topic):
+				want = "mapped"
+			case only != "":
+				want = only
+			}
+			if got != want {
+				t.Fatalf("route(%q) with stream_map {%q: mapped}, stream %q = %q, want %q", topic, filter, only, got, want)
+			}
+		}
+	})
 }

@@ -35,8 +35,8 @@ func TestPayloadDecoderID(t *testing.T) {
 // that shares its time.
 func TestMQTTMessageID(t *testing.T) {
 	m, sink, _ := newTestMQTT(t, func(o *MQTTOptions) { o.Payload.IDField = "seq" })
-	m.handle("plant/x/pump", []byte(`{"ts":1718000000123,"seq":7,"a1":1,"a2":1,"cur":1,"pres":1,"temp":1,"thermo":1,"volt":1,"flow":1}`))
-	m.handle("plant/x/pump", []byte(`{"ts":1718000000123,"a1":1,"a2":1,"cur":1,"pres":1,"temp":1,"thermo":1,"volt":1,"flow":1}`))
+	m.handle("plant/x/pump", []byte(`{"ts":1718000000123,"seq":7,"a1":1,"a2":1,"cur":1,"pres":1,"temp":1,"thermo":1,"volt":1,"flow":1}`), false)
+	m.handle("plant/x/pump", []byte(`{"ts":1718000000123,"a1":1,"a2":1,"cur":1,"pres":1,"temp":1,"thermo":1,"volt":1,"flow":1}`), false)
 	ins := sink.Inputs()
 	if len(ins) != 2 || ins[0].ID != "7" || ins[1].ID != "" {
 		t.Fatalf("inputs %+v: want ids 7 and none", ins)

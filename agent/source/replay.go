@@ -350,7 +350,9 @@ func (j *jsonlRows) next() (replayRow, error) {
 			continue
 		}
 		if j.r.dec == nil {
-			evs, rejected, err := decodeEvents(line, j.r.opts.Clock.Now(), DefaultEventLimits())
+			lim := DefaultEventLimits()
+			lim.MaxFuture = 0 // a recording's time is its own, not this clock's
+			evs, rejected, err := decodeEvents(line, j.r.opts.Clock.Now(), lim)
 			if err != nil {
 				return replayRow{}, &rowError{line: j.line, reason: DropInvalid, msg: err.Error()}
 			}

@@ -245,6 +245,8 @@ func TestReplayEventsJSONL(t *testing.T) {
 	}
 	// A line holding an array with two bad events and a good one.
 	f.WriteString(`[{"event_name":"x"},{"event_name":"y","user_id":"u","properties":{"kiosk_id":"kiosk-9"}},{"user_id":"u"}]` + "\n")
+	// A recording's time is its own: one dated ahead of the clock replays.
+	f.WriteString(`{"event_name":"z","user_id":"u","timestamp":"2999-01-01T00:00:00Z","properties":{"kiosk_id":"kiosk-9"}}` + "\n")
 	f.Close()
 	sink, counter := &fakeSink{}, &fakeCounter{}
 	o := DefaultReplayOptions()
@@ -257,7 +259,7 @@ func TestReplayEventsJSONL(t *testing.T) {
 		t.Fatal(err)
 	}
 	ins := sink.Inputs()
-	if len(ins) != 101 || counter.Get(DropMissing) != 2 {
+	if len(ins) != 102 || counter.Get(DropMissing) != 2 {
 		t.Fatalf("%d inputs, drops %v", len(ins), counter.n)
 	}
 	for _, in := range ins {

@@ -78,6 +78,8 @@ const (
 	DropOutOfOrder   DropReason = "out_of_order"
 	DropQueueFull    DropReason = "queue_full"
 	DropUnauthorized DropReason = "unauthorized"
+	DropRetained     DropReason = "retained" // a retained MQTT message the source does not take
+	DropFuture       DropReason = "future"   // stamped further ahead of the clock than allowed
 )
 
 // Counter counts drops by reason. The pipeline's metrics implement it.

@@ -343,18 +343,10 @@ func fit(s string, cols int) string {
 	return clip(s, cols)
 }
 
-// safe replaces control characters in ids and names a device published,
-// so that no message can move the cursor or forge lines on the screen.
-func safe(s string) string {
-	if !strings.ContainsFunc(s, isControl) {
-		return s
-	}
-	return strings.Map(func(r rune) rune {
-		if isControl(r) {
-			return '?'
-		}
-		return r
-	}, s)
-}
+// safe escapes control characters, escape sequences and bidi overrides in
+// ids and names a device published (termsafe), so that no message can move
+// the cursor or forge lines on the screen.
+func safe(s string) string { return esc(s) }
 
+// isControl reports a rune that must never reach the terminal as such.
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) }

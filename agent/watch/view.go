@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vigil-edge/vigil/agent/internal/termsafe"
 )
 
 // Event is the JSON line printed for every message in JSON mode.
@@ -158,7 +160,7 @@ func (v *view) renderDetail(broker string, connected bool, dropped int, now time
 	if !connected {
 		conn = "DISCONNECTED, reconnecting"
 	}
-	fmt.Fprintf(&b, "vigil watch  %s  prefix %q  %s  %d device(s)  %s UTC\n", broker, v.prefix, conn, len(v.devices), now.UTC().Format("15:04:05"))
+	fmt.Fprintf(&b, "vigil watch  %s  prefix %q  %s  %d device(s)  %s UTC\n", esc(broker), v.prefix, conn, len(v.devices), now.UTC().Format("15:04:05"))
 	if dropped > 0 {
 		fmt.Fprintf(&b, "(%d messages dropped: the view could not keep up)\n", dropped)
 	}
@@ -172,18 +174,18 @@ func (v *view) renderDetail(broker string, connected bool, dropped int, now time
 			continue
 		}
 		b.WriteByte('\n')
-		b.WriteString(safe(id))
+		b.WriteString(esc(id))
 		if st := d.status; st != nil {
-			state := strings.ToUpper(safe(st.State))
+			state := strings.ToUpper(esc(st.State))
 			if st.Reason != "" {
-				state += " (" + safe(st.Reason) + ")"
+				state += " (" + esc(st.Reason) + ")"
 			}
-			fmt.Fprintf(&b, "  %s", state)
+			fmt.Fprintf(&b, "  %s", esc(state))
 			if !st.Since.IsZero() {
 				fmt.Fprintf(&b, " since %s (%s)", st.Since.UTC().Format("15:04:05"), age(now.Sub(st.Since)))
 			}
 			if st.Version != "" {
-				fmt.Fprintf(&b, "  version %s", safe(st.Version))
+				fmt.Fprintf(&b, "  version %s", esc(st.Version))
 			}
 			fmt.Fprintf(&b, "  birth %d", st.BirthSeq)
 		} else {
@@ -212,9 +214,8 @@ func (v *view) renderDetail(broker string, connected bool, dropped int, now time
 				if a.Key != "" {
 					stream += "/" + a.Key
 				}
-				stream = safe(stream)
-				fmt.Fprintf(&b, "    %s  %-14s %-8s %8s/%-8s %-9s seq %d", a.TS.UTC().Format("15:04:05"), stream, a.Severity,
-					num(a.Score), num(a.Threshold), a.State, a.Seq)
+				fmt.Fprintf(&b, "    %s  %-14s %-8s %8s/%-8s %-9s seq %d", a.TS.UTC().Format("15:04:05"), esc(stream), esc(a.Severity),
+					num(a.Score), num(a.Threshold), esc(a.State), a.Seq)
 				if a.Replayed {
 					b.WriteString("  replayed")
 				}
@@ -225,11 +226,18 @@ func (v *view) renderDetail(broker string, connected bool, dropped int, now time
 	return b.String()
 }
 
+// line writes one "name value" line; value is escaped (it comes from the
+// devices' messages).
 func line(b *strings.Builder, name, value string) {
 	if value != "" {
-		fmt.Fprintf(b, "  %-9s %s\n", name, value)
+		fmt.Fprintf(b, "  %-9s %s\n", name, esc(value))
 	}
 }
+
+// esc escapes what a device (or anyone who can publish under the prefix)
+// sent before it reaches the terminal: a newline would forge a line, an
+// escape sequence would take over the terminal.
+var esc = termsafe.String
 
 // age formats a duration for humans: 5s, 3m10s, 2h5m, 3d4h.
 func age(d time.Duration) string {

@@ -221,3 +221,31 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	t.Helper()
 	mqtttest.WaitFor(t, timeout, what, cond)
 }
+
+// TestRenderEscapesHostileText: a user id (alert key), a device id, a
+// status reason and a health value with newlines and escape sequences
+// are shown escaped: they forge no line and take over no terminal.
+func TestRenderEscapesHostileText(t *testing.T) {
+	const evil = "eve\n08:00:00 ALERT CRITICAL forged\x1b[2J\x1b]0;pwned\x07\u202e"
+	v := newView("vigil")
+	hostile, _ := json.Marshal(map[string]any{"seq": 1, "id": "a-9", "ts": "2025-06-01T07:59:00Z", "stream": "web", "key": evil,
+		"severity": "major", "state": "open\x1b[31m", "score": 2, "threshold": 1})
+	v.apply("vigil/pump-7/alerts/web", hostile, false, t0)
+	status, _ := json.Marshal(map[string]any{"state": "offline", "reason": evil, "version": evil, "birth_seq": 1})
+	v.apply("vigil/pump-7/status", status, true, t0)
+	v.apply("vigil/dev\x1b[1m\n-9/status", []byte(statusOnline), true, t0)
+	h, _ := json.Marshal(map[string]any{"uptime_s": 1, "learning": map[string]any{"web\nforged": evil}})
+	v.apply("vigil/pump-7/health", h, false, t0)
+	got := v.render("tcp://broker:1883", true, 0, t0)
+	for _, r := range got {
+		if r != '\n' && (r < 0x20 || r == 0x7f || r == '\u202e') {
+			t.Fatalf("render has %U:\n%s", r, got)
+		}
+	}
+	if strings.Contains(got, "\n08:00:00 ALERT") || strings.Contains(got, "\n-9") || strings.Contains(got, "\nforged") {
+		t.Fatalf("a hostile string forged a line:\n%s", got)
+	}
+	if !strings.Contains(got, `eve\n08:00:00 ALERT CRITICAL forged\x1b[2J`) {
+		t.Fatalf("the hostile key is not shown escaped:\n%s", got)
+	}
+}
