@@ -95,7 +95,24 @@ type Input struct {
 	Hop int `json:"hop"`
 	// Channels names the channels in the order the model takes them.
 	Channels []string `json:"channels"`
+	// Layout is how a window lies in the model's input tensor:
+	// LayoutTimeMajor (the default when empty: sample after sample, each
+	// holding every channel, as [window, channels] or flattened) or
+	// LayoutChannelMajor (channel after channel, each holding every
+	// sample, as [channels, window] or flattened). Any input shape whose
+	// element count is window × channels is accepted; a reconstruction
+	// model's output has the input's layout.
+	Layout string `json:"layout,omitempty"`
 }
+
+// Input layouts (Input.Layout).
+const (
+	LayoutTimeMajor    = "time-major"
+	LayoutChannelMajor = "channel-major"
+)
+
+// ChannelMajor reports whether the input is laid out channel after channel.
+func (in Input) ChannelMajor() bool { return in.Layout == LayoutChannelMajor }
 
 // Normalization standardises each channel before the model sees it:
 // x' = (x - Mean[c]) / Std[c]. A channel whose Center value is true is then
@@ -300,9 +317,14 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 }
 
 // Spec is the per-window input and output shape the manifest declares, in
-// inference's terms.
+// inference's terms: [window, channels], or [channels, window] for a
+// channel-major input. A model's tensors may have any shape with as many
+// elements (see CheckSpec).
 func (m *Manifest) Spec() inference.Spec {
 	in := []int{m.Input.Window, len(m.Input.Channels)}
+	if m.Input.ChannelMajor() {
+		in = []int{len(m.Input.Channels), m.Input.Window}
+	}
 	if m.Output.Kind == OutputScore {
 		return inference.Spec{Input: in, Output: []int{m.Output.Size}}
 	}
@@ -448,6 +470,9 @@ func (m *Manifest) validateInput(ps *problems) {
 	}
 	if m.Input.Hop < 1 {
 		ps.add("input.hop", "is %d, want ≥ 1", m.Input.Hop)
+	}
+	if l := m.Input.Layout; l != "" && l != LayoutTimeMajor && l != LayoutChannelMajor {
+		ps.add("input.layout", "is %q, want %s (the default) or %s", l, LayoutTimeMajor, LayoutChannelMajor)
 	}
 	ch := m.Input.Channels
 	if len(ch) == 0 {
