@@ -27,7 +27,7 @@ type Model struct {
 	// cmajor: the model takes windows channel-major; Score transposes.
 	cmajor bool
 	mean   []float64
-	invStd   []float64
+	invStd []float64
 	// center is the manifest's normalization.center, nil when no channel
 	// is centred.
 	center []bool
