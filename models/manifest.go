@@ -163,6 +163,9 @@ type Threshold struct {
 	TrainScale float64 `json:"train_scale,omitempty"`
 	// Scores describes the scores the threshold was calibrated on.
 	Scores *ScoreStats `json:"scores,omitempty"`
+	// Uncalibrated marks a placeholder threshold (written by vigil model
+	// init) that no scores have set yet: run vigil model calibrate.
+	Uncalibrated bool `json:"uncalibrated,omitempty"`
 }
 
 // POT is a peaks-over-threshold fit (Siffer et al., "Anomaly detection in
@@ -188,7 +191,8 @@ type POT struct {
 // ScoreStats summarises a set of scores.
 type ScoreStats struct {
 	// Source says which windows were scored: "train", "validation" or
-	// "train+validation".
+	// "train+validation" (the trainer's), or "calibration" (a file of
+	// normal data, by vigil model calibrate).
 	Source string  `json:"source"`
 	Count  int     `json:"count"`
 	Mean   float64 `json:"mean"`
@@ -536,6 +540,9 @@ func (t *Threshold) validate(ps *problems) {
 	if t.TrainScale < 0 || math.IsNaN(t.TrainScale) || math.IsInf(t.TrainScale, 0) {
 		ps.add("threshold.train_scale", "is %v, want a finite value > 0", t.TrainScale)
 	}
+	if t.Uncalibrated && t.Method != MethodManual {
+		ps.add("threshold.uncalibrated", "only a manual threshold can be an uncalibrated placeholder")
+	}
 	switch t.Method {
 	case MethodQuantile:
 		ps.probability("threshold.quantile", t.Quantile)
@@ -569,7 +576,7 @@ func (t *Threshold) validate(ps *problems) {
 		}
 	}
 	if s := t.Scores; s != nil {
-		ps.oneOf("threshold.scores.source", s.Source, "train", "validation", "train+validation")
+		ps.oneOf("threshold.scores.source", s.Source, "train", "validation", "train+validation", "calibration")
 		if s.Count < 1 {
 			ps.add("threshold.scores.count", "is %d, want ≥ 1", s.Count)
 		}
