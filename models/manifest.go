@@ -212,8 +212,11 @@ type Training struct {
 	// network as nn.Network.String describes it.
 	Arch   string `json:"arch"`
 	Layers string `json:"layers,omitempty"`
-	Params int    `json:"params,omitempty"`
-	Seed   uint64 `json:"seed"`
+	// Quantization is "int8" for a full-integer model (int8 weights,
+	// activations, input and output); empty for float32.
+	Quantization string `json:"quantization,omitempty"`
+	Params       int    `json:"params,omitempty"`
+	Seed         uint64 `json:"seed"`
 	// Epochs is the number of epochs run, out of at most MaxEpochs; the
 	// exported weights are those of BestEpoch.
 	Epochs       int     `json:"epochs"`
@@ -598,6 +601,9 @@ func (t *Training) validate(ps *problems) {
 	}
 	if t.Arch == "" {
 		ps.add("training.arch", "missing")
+	}
+	if t.Quantization != "" && t.Quantization != "int8" {
+		ps.add("training.quantization", "is %q, want int8 or none", t.Quantization)
 	}
 	if t.Epochs < 0 || t.MaxEpochs < t.Epochs {
 		ps.add("training.epochs", "is %d with max_epochs %d, want 0 ≤ epochs ≤ max_epochs", t.Epochs, t.MaxEpochs)
