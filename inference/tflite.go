@@ -456,13 +456,6 @@ func (s *TFLite) Output() TensorInfo { return s.outQ.info }
 // quantized input type's range since it was loaded.
 func (s *TFLite) Clamped() uint64 { return s.clamped.Load() }
 
-var clampedTotal atomic.Uint64
-
-// ClampedTotal is the number of input values every quantized scorer in the
-// process has clamped to its input type's range: a window whose values lie
-// outside what the model was calibrated on (vigil_inference_clamped_total).
-func ClampedTotal() uint64 { return clampedTotal.Load() }
-
 // quant is a tensor's element type and affine quantization: real =
 // scale × (q − zeroPoint).
 type quant struct {
@@ -548,23 +541,27 @@ func (q *quant) get(dst []float32, data unsafe.Pointer) {
 // type's range. A NaN becomes the zero point; it and every clamped value
 // are counted.
 func quantize[T int8 | uint8 | int16](dst []T, src []float32, q *quant) (clamped int) {
+	// The range of round(x/scale), before the zero point is added.
+	lo, hi := float64(q.lo-q.zp)-0.5, float64(q.hi-q.zp)+0.5
+	scale, zp := q.scale, q.zp
+	dst = dst[:len(src)]
 	for i, x := range src {
-		r := float64(x / q.scale)
-		if r != r {
-			dst[i] = T(q.zp)
-			clamped++
+		r := float64(x / scale)
+		if r > lo && r < hi {
+			// Rounds half away from zero: r ± 0.5 is exact in float64
+			// and the conversion truncates toward zero.
+			dst[i] = T(int32(r+math.Copysign(0.5, r)) + zp)
 			continue
 		}
-		v := math.Round(r) + float64(q.zp)
+		clamped++
 		switch {
-		case v < float64(q.lo):
-			v = float64(q.lo)
-			clamped++
-		case v > float64(q.hi):
-			v = float64(q.hi)
-			clamped++
+		case r <= lo:
+			dst[i] = T(q.lo)
+		case r >= hi:
+			dst[i] = T(q.hi)
+		default: // NaN
+			dst[i] = T(q.zp)
 		}
-		dst[i] = T(v)
 	}
 	return clamped
 }
