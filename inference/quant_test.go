@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"math"
 	"testing"
+	"unsafe"
 
+	"github.com/mattn/go-tflite"
 	"github.com/vigil-edge/vigil/models/nn"
 )
 
@@ -89,6 +91,61 @@ func TestQuantizeRounding(t *testing.T) {
 	}
 }
 
+// TestQuantizerMatchesReference runs the C quantizer and dequantizer
+// (quant.put, quant.get) and their Go references on the same values, for
+// each integer type: the results and the clamped counts are equal.
+func TestQuantizerMatchesReference(t *testing.T) {
+	src := randomInput(5000, 4)
+	for i := range src {
+		src[i] *= 3
+	}
+	src = append(src, 0, 1e30, -1e30, float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()), 0.015, -0.015, 0.045, 3.825, -3.855)
+	check := func(name string, put func(*quant) (int, []float32), ref func(*quant) (int, []float32), q *quant) {
+		c1, back1 := put(q)
+		c2, back2 := ref(q)
+		if c1 != c2 {
+			t.Errorf("%s: C clamped %d, Go %d", name, c1, c2)
+		}
+		for i := range back1 {
+			if back1[i] != back2[i] {
+				t.Fatalf("%s: value %d (%v): C gives %v, Go %v", name, i, src[i], back1[i], back2[i])
+			}
+		}
+	}
+	for _, q := range []*quant{
+		{typ: tflite.Int8, scale: 0.03, zp: -5, lo: -128, hi: 127},
+		{typ: tflite.UInt8, scale: 0.03, zp: 128, lo: 0, hi: 255},
+		{typ: tflite.Int16, scale: 1.0 / 4096, zp: 0, lo: -32768, hi: 32767},
+	} {
+		name := TypeName(int(q.typ))
+		check(name, func(q *quant) (int, []float32) {
+			buf := make([]byte, 2*len(src))
+			c := q.put(unsafe.Pointer(&buf[0]), src)
+			out := make([]float32, len(src))
+			q.get(out, unsafe.Pointer(&buf[0]))
+			return c, out
+		}, func(q *quant) (int, []float32) {
+			out := make([]float32, len(src))
+			var c int
+			switch q.typ {
+			case tflite.Int8:
+				d := make([]int8, len(src))
+				c = quantize(d, src, q)
+				dequantize(out, d, q)
+			case tflite.UInt8:
+				d := make([]uint8, len(src))
+				c = quantize(d, src, q)
+				dequantize(out, d, q)
+			default:
+				d := make([]int16, len(src))
+				c = quantize(d, src, q)
+				dequantize(out, d, q)
+			}
+			return c, out
+		}, q)
+	}
+}
+
 // BenchmarkScoreInt8 measures Score per window for the dense 60×8
 // autoencoder of BenchmarkScore, float32 against its full-integer int8
 // version, at batch 1 and 64.
@@ -99,7 +156,7 @@ func BenchmarkScoreInt8(b *testing.B) {
 		model []byte
 	}{{"float32", float}, {"int8", int8Model(b, net)}} {
 		for _, batch := range []int{1, 64} {
-			b.Run(fmt.Sprintf("%s/batch=%d", m.name, batch), func(b *testing.B) {
+			b.Run(fmt.Sprintf("%s/batch=%d/score", m.name, batch), func(b *testing.B) {
 				s, err := Load(m.model, Options{Workers: 1})
 				if err != nil {
 					b.Fatal(err)
@@ -138,13 +195,13 @@ func BenchmarkScoreInt8(b *testing.B) {
 	}
 }
 
-// BenchmarkQuantize measures the window quantizer per value.
+// BenchmarkQuantize measures the window quantizer (C) per value.
 func BenchmarkQuantize(b *testing.B) {
-	q := &quant{scale: 0.03, zp: -5, lo: -128, hi: 127}
+	q := &quant{typ: tflite.Int8, scale: 0.03, zp: -5, lo: -128, hi: 127}
 	src := randomInput(4096, 2)
 	dst := make([]int8, len(src))
 	for b.Loop() {
-		quantize(dst, src, q)
+		q.put(unsafe.Pointer(&dst[0]), src)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(src)), "ns/value")
 }

@@ -507,39 +507,12 @@ func quantOf(t *tflite.Tensor, what string) (quant, error) {
 	return q, nil
 }
 
-// put writes src into a tensor's data, quantized, and returns how many
-// values were clamped to the type's range.
-func (q *quant) put(data unsafe.Pointer, src []float32) int {
-	switch q.typ {
-	case tflite.Int8:
-		return quantize(unsafe.Slice((*int8)(data), len(src)), src, q)
-	case tflite.UInt8:
-		return quantize(unsafe.Slice((*uint8)(data), len(src)), src, q)
-	case tflite.Int16:
-		return quantize(unsafe.Slice((*int16)(data), len(src)), src, q)
-	}
-	copy(unsafe.Slice((*float32)(data), len(src)), src)
-	return 0
-}
-
-// get reads a tensor's data into dst, dequantized.
-func (q *quant) get(dst []float32, data unsafe.Pointer) {
-	switch q.typ {
-	case tflite.Int8:
-		dequantize(dst, unsafe.Slice((*int8)(data), len(dst)), q)
-	case tflite.UInt8:
-		dequantize(dst, unsafe.Slice((*uint8)(data), len(dst)), q)
-	case tflite.Int16:
-		dequantize(dst, unsafe.Slice((*int16)(data), len(dst)), q)
-	default:
-		copy(dst, unsafe.Slice((*float32)(data), len(dst)))
-	}
-}
-
-// quantize rounds each x/scale to the nearest integer (halves away from
-// zero, as TFLite's QUANTIZE does), adds the zero point and clamps to the
-// type's range. A NaN becomes the zero point; it and every clamped value
-// are counted.
+// quantize is the window quantizer (quant.put) on amd64 and the Go
+// reference of the C one on arm64 (quant_arm64.go): it
+// rounds each x/scale to the nearest integer (halves away from zero, as
+// TFLite's QUANTIZE does), adds the zero point and clamps to the type's
+// range, counting every clamped value. A NaN becomes the type's lowest
+// value and is counted.
 func quantize[T int8 | uint8 | int16](dst []T, src []float32, q *quant) (clamped int) {
 	// The range of round(x/scale), before the zero point is added.
 	lo, hi := float64(q.lo-q.zp)-0.5, float64(q.hi-q.zp)+0.5
@@ -560,12 +533,13 @@ func quantize[T int8 | uint8 | int16](dst []T, src []float32, q *quant) (clamped
 		case r >= hi:
 			dst[i] = T(q.hi)
 		default: // NaN
-			dst[i] = T(q.zp)
+			dst[i] = T(q.lo)
 		}
 	}
 	return clamped
 }
 
+// dequantize is the Go reference of quant.get.
 func dequantize[T int8 | uint8 | int16](dst []float32, src []T, q *quant) {
 	for i, v := range src {
 		dst[i] = q.scale * float32(int32(v)-q.zp)
