@@ -55,7 +55,7 @@ type QuantOptions struct {
 	Calibration []float32
 	// PerChannel gives each output unit of a DynamicRange model's dense
 	// layers its own weight scale: FULLY_CONNECTED version 12, which
-	// TensorFlow 2.15 and later converters write and the 2.9 runtime lacks.
+	// recent TensorFlow converters write and the 2.9 runtime lacks.
 	PerChannel bool
 }
 

@@ -197,8 +197,9 @@ func rmsDiff(a []float64, b []float32) float64 {
 }
 
 // TestRuntimeRefusesNewerOperatorVersion loads a dynamic-range model with
-// per-channel dense weights (FULLY_CONNECTED version 12, from TensorFlow
-// 2.15 and later): the 2.9 runtime lacks it, and the error says so.
+// per-channel dense weights (FULLY_CONNECTED version 12, as recent
+// TensorFlow converters write): the 2.9 runtime lacks it, and the error
+// says so.
 func TestRuntimeRefusesNewerOperatorVersion(t *testing.T) {
 	net := denseQAE(t, []int{8, 3}, []Activation{ReLU, Tanh, ReLU}, 7)
 	q, err := Quantize(net, QuantOptions{Mode: DynamicRange, PerChannel: true})
