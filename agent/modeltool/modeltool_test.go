@@ -391,3 +391,48 @@ func FuzzReadPlainCSV(f *testing.F) {
 		}
 	})
 }
+
+// TestScoreJSONL scores the same samples from a CSV file and from a JSONL
+// file (decoded as the agent decodes MQTT payloads): the windows and
+// scores are the same.
+func TestScoreJSONL(t *testing.T) {
+	dir := t.TempDir()
+	csvPath := filepath.Join(dir, "rec.csv")
+	writeCSV(t, csvPath, 60, true)
+	f, err := os.Open(csvPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab, err := source.ReadCSV(f, source.CSVOptions{Columns: chans})
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sb strings.Builder
+	for i, row := range tab.Values {
+		fmt.Fprintf(&sb, `{"ts":%q,"a":%v,"b":%v,"c":%v,"other":"x"}`+"\n", tab.Times[i].Format(time.RFC3339), row[0], row[1], row[2])
+	}
+	jsonPath := filepath.Join(dir, "rec.jsonl")
+	if err := os.WriteFile(jsonPath, []byte(sb.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	file := writeTFLite(t, dir, 8, []int{8, 3}, false)
+	if _, _, err := run(t, model, "init", file, "--window", "8", "--hop", "2", "--channels", "a,b,c", "--name", "m", "--out", dir); err != nil {
+		t.Fatal(err)
+	}
+	fromCSV, _, err := run(t, score, "--model", filepath.Join(dir, "m"), "--data", csvPath, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromJSONL, _, err := run(t, score, "--model", filepath.Join(dir, "m"), "--data", jsonPath, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fromCSV != fromJSONL || len(parseJSONLines(t, fromCSV)) != (60-8)/2+1 {
+		t.Errorf("CSV gives\n%s\nJSONL gives\n%s", fromCSV, fromJSONL)
+	}
+	// A field the model needs that no line has is one clear error.
+	if _, _, err := run(t, score, "--model", filepath.Join(dir, "m"), "--data", jsonPath, "--columns", "a,b,zz"); err == nil || !strings.Contains(err.Error(), `no line has field "zz"`) {
+		t.Errorf("err = %v, want one naming the missing field", err)
+	}
+}
