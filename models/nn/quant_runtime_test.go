@@ -148,7 +148,13 @@ func TestRuntimeQuantizedMatchesReference(t *testing.T) {
 				t.Fatal(err)
 			}
 			tol := 1e-4
-			if c.opts.Mode == FullInteger {
+			switch {
+			case c.opts.Mode == FullInteger && c.opts.IO == IOFloat32:
+				// The runtime's own QUANTIZE of the float input multiplies
+				// by 1/scale on arm64 (NEON) where the reference divides:
+				// an input one step off moves outputs by a few steps.
+				tol = 3.01 * float64(q.OutputQuant().Scale)
+			case c.opts.Mode == FullInteger:
 				tol = 1.01 * float64(q.OutputQuant().Scale)
 			}
 			bad, exact := 0, 0
