@@ -436,3 +436,55 @@ func TestScoreJSONL(t *testing.T) {
 		t.Errorf("err = %v, want one naming the missing field", err)
 	}
 }
+
+// TestInspect describes an int8 model and a model with an operator
+// version the runtime lacks: inspect lists it as missing, init refuses it
+// naming the operator and version.
+func TestInspect(t *testing.T) {
+	dir := t.TempDir()
+	out, _, err := run(t, model, "inspect", writeTFLite(t, dir, 8, []int{8, 3}, true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"input   input   [1 8 3]  int8", "FULLY_CONNECTED  4", "TANH             2"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("inspect output lacks %q:\n%s", want, out)
+		}
+	}
+	js, _, err := run(t, model, "inspect", "--json", filepath.Join(dir, "ext.tflite"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info struct {
+		Inputs    []struct{ Type string }
+		Operators []struct{ Supported bool }
+	}
+	if err := json.Unmarshal([]byte(js), &info); err != nil || info.Inputs[0].Type != "int8" || !info.Operators[0].Supported {
+		t.Errorf("--json: %v, %+v", err, info)
+	}
+
+	net := &nn.Network{Input: []int{8, 3}, Layers: []nn.Layer{&nn.Dense{Units: 4}, &nn.Dense{Units: 24}, &nn.Reshape{Shape: []int{8, 3}}}}
+	if err := net.Randomize(rand.New(rand.NewPCG(1, 1))); err != nil {
+		t.Fatal(err)
+	}
+	q, err := nn.Quantize(net, nn.QuantOptions{Mode: nn.DynamicRange, PerChannel: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := q.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer := filepath.Join(dir, "newer.tflite")
+	if err := os.WriteFile(newer, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err = run(t, model, "inspect", newer)
+	if err != nil || !strings.Contains(out, "FULLY_CONNECTED  12       2      NO") || !strings.Contains(out, "will not load") {
+		t.Errorf("inspect: %v\n%s", err, out)
+	}
+	_, _, err = run(t, model, "init", newer, "--window", "8", "--channels", "a,b,c", "--out", dir)
+	if err == nil || errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "FULLY_CONNECTED version 12") {
+		t.Errorf("init: %v, want a failure naming FULLY_CONNECTED version 12", err)
+	}
+}
