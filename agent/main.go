@@ -38,6 +38,8 @@ func commands() []command {
 		{"simulate", "write simulated pump samples (CSV) or kiosk events (JSONL)", cli.Simulate},
 		{"eval", "run the SKAB benchmark protocol on labelled data through learning, TFLite and the detector", cli.Eval},
 		{"selftest", "build a model in memory, run it through TFLite and check it against the Go reference", cli.Selftest(version)},
+		{"model", "inspect a .tflite file, write its manifest (init) or calibrate its threshold on normal data", runModel},
+		{"score", "score every window of a recorded CSV or JSONL file with a model, as the agent would", runScore},
 	}
 }
 

@@ -35,6 +35,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	hop := fs.Int("hop", 10, "samples between windows when scoring")
 	stride := fs.Int("stride", 1, "samples between training windows")
 	arch := fs.String("arch", "dense", "dense or conv")
+	quantize := fs.String("quantize", "", "int8: write a full-integer model (int8 weights, activations, input and output; dense only)")
 	epochs := fs.Int("epochs", def.Epochs, "most training epochs")
 	patience := fs.Int("patience", def.Patience, "epochs without improvement before stopping")
 	seed := fs.Uint64("seed", def.Seed, "random seed: the same data and seed give the same model")
@@ -57,6 +58,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	opts := def
 	opts.Name, opts.Version = filepath.Base(*out), *version
 	opts.Window, opts.Hop, opts.Stride, opts.Arch = *window, *hop, *stride, train.Arch(*arch)
+	opts.Quantize = *quantize
 	opts.Epochs, opts.Patience, opts.Seed, opts.Budget = *epochs, *patience, *seed, *budget
 	if *quantile > 0 {
 		opts.Calibration.Method = models.MethodQuantile

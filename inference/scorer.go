@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 )
 
 // Scorer scores windows with a model. Implementations are safe for
@@ -27,6 +28,14 @@ type Scorer interface {
 	// with ErrClosed.
 	Close() error
 }
+
+var clampedTotal atomic.Uint64
+
+// ClampedTotal is the number of input values every quantized scorer in the
+// process has clamped to its input type's range: values outside what the
+// model was calibrated on (vigil_inference_clamped_total). Models with a
+// float input that quantize inside the graph clamp there, uncounted.
+func ClampedTotal() uint64 { return clampedTotal.Load() }
 
 // ErrClosed is returned by Score on a closed Scorer.
 var ErrClosed = errors.New("inference: scorer closed")

@@ -63,6 +63,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"runtime"
 	"sync"
@@ -127,6 +128,8 @@ func (o Options) withDefaults() (Options, error) {
 // of interpreters; each interpreter is used by one goroutine at a time.
 type TFLite struct {
 	spec       Spec
+	inQ, outQ  quant // the input and output tensors' types and quantization
+	clamped    atomic.Uint64
 	maxBatch   int
 	fixedBatch bool // the model cannot be resized past batch 1
 
@@ -190,6 +193,9 @@ func Load(model []byte, opts Options) (_ *TFLite, err error) {
 	if err := checkModel(model); err != nil {
 		return nil, err
 	}
+	if err := checkOps(model); err != nil {
+		return nil, err
+	}
 
 	first, err := s.newInterp(opts)
 	if err != nil {
@@ -197,6 +203,12 @@ func Load(model []byte, opts Options) (_ *TFLite, err error) {
 	}
 	s.all = append(s.all, first)
 	if s.spec, err = specOf(first); err != nil {
+		return nil, err
+	}
+	if s.inQ, err = quantOf(first.in, "input"); err != nil {
+		return nil, err
+	}
+	if s.outQ, err = quantOf(first.out, "output"); err != nil {
 		return nil, err
 	}
 	if opts.Expect != nil && !opts.Expect.Equal(s.spec) {
@@ -278,12 +290,6 @@ func (s *TFLite) newInterp(opts Options) (_ *interp, err error) {
 	it.out = it.it.GetOutputTensor(0)
 	if it.in == nil || it.out == nil {
 		return nil, fmt.Errorf("%w: missing input or output tensor", ErrInvalidModel)
-	}
-	if it.in.Type() != tflite.Float32 {
-		return nil, fmt.Errorf("%w: input tensor %q is %v, want Float32", ErrInvalidModel, it.in.Name(), it.in.Type())
-	}
-	if it.out.Type() != tflite.Float32 {
-		return nil, fmt.Errorf("%w: output tensor %q is %v, want Float32", ErrInvalidModel, it.out.Name(), it.out.Type())
 	}
 	it.batch = it.in.Dim(0)
 	if s.spec.Input != nil {
@@ -377,7 +383,7 @@ func (it *interp) resize(n int, spec Spec) error {
 		return fmt.Errorf("%w: batch %d: %s", ErrInvalidModel, n, it.reported("AllocateTensors failed"))
 	}
 	// The output tensor must now hold n outputs of the spec's size.
-	if got := int(it.out.ByteSize()) / 4; got != n*spec.OutputSize() {
+	if got := int(it.out.ByteSize()) / max(1, elemBytes(it.out.Type())); got != n*spec.OutputSize() {
 		it.batch = -1
 		return fmt.Errorf("%w: at batch %d the output holds %d values, want %d", ErrInvalidModel, n, got, n*spec.OutputSize())
 	}
@@ -422,15 +428,117 @@ func (s *TFLite) Score(ctx context.Context, in, out []float32) error {
 		if err := it.resize(b, s.spec); err != nil {
 			return err
 		}
-		dst := unsafe.Slice((*float32)(it.in.Data()), b*is)
-		copy(dst, in[start*is:(start+b)*is])
+		if c := s.inQ.put(it.in.Data(), in[start*is:(start+b)*is]); c > 0 {
+			s.clamped.Add(uint64(c))
+			clampedTotal.Add(uint64(c))
+		}
 		if st := it.it.Invoke(); st != tflite.OK {
 			return fmt.Errorf("inference: invoke: %s", it.reported("Invoke failed"))
 		}
-		src := unsafe.Slice((*float32)(it.out.Data()), b*os)
-		copy(out[start*os:(start+b)*os], src)
+		s.outQ.get(out[start*os:(start+b)*os], it.out.Data())
 	}
 	return nil
+}
+
+// Input describes the model's input tensor (at batch 1) and Output its
+// output tensor: type and quantization.
+func (s *TFLite) Input() TensorInfo { return s.inQ.info }
+
+// Output describes the model's output tensor; see Input.
+func (s *TFLite) Output() TensorInfo { return s.outQ.info }
+
+// Clamped is the number of input values this scorer has clamped to its
+// quantized input type's range since it was loaded.
+func (s *TFLite) Clamped() uint64 { return s.clamped.Load() }
+
+// quant is a tensor's element type and affine quantization: real =
+// scale × (q − zeroPoint).
+type quant struct {
+	typ    tflite.TensorType
+	scale  float32
+	zp     int32
+	lo, hi int32
+	info   TensorInfo
+}
+
+func elemBytes(t tflite.TensorType) int {
+	switch t {
+	case tflite.Float32:
+		return 4
+	case tflite.Int8, tflite.UInt8:
+		return 1
+	case tflite.Int16:
+		return 2
+	}
+	return 0
+}
+
+// quantOf reads a tensor's type and quantization: float32 as it is; int8,
+// uint8 and int16 need a per-tensor scale.
+func quantOf(t *tflite.Tensor, what string) (quant, error) {
+	q := quant{typ: t.Type()}
+	p := t.QuantizationParams()
+	q.info = TensorInfo{Name: t.Name(), Shape: dims(t), Type: TypeName(int(t.Type()))}
+	switch q.typ {
+	case tflite.Float32:
+		return q, nil
+	case tflite.Int8:
+		q.lo, q.hi = math.MinInt8, math.MaxInt8
+	case tflite.UInt8:
+		q.lo, q.hi = 0, math.MaxUint8
+	case tflite.Int16:
+		q.lo, q.hi = math.MinInt16, math.MaxInt16
+	default:
+		return q, fmt.Errorf("%w: %s tensor %q is %s, want float32, int8, uint8 or int16", ErrInvalidModel, what, t.Name(), q.info.Type)
+	}
+	if !(p.Scale > 0) || math.IsInf(p.Scale, 0) {
+		return q, fmt.Errorf("%w: %s tensor %q is %s without a per-tensor quantization scale (scale %v)", ErrInvalidModel, what, t.Name(), q.info.Type, p.Scale)
+	}
+	if zp := int32(p.ZeroPoint); zp < q.lo || zp > q.hi {
+		return q, fmt.Errorf("%w: %s tensor %q has zero point %d outside %s", ErrInvalidModel, what, t.Name(), p.ZeroPoint, q.info.Type)
+	}
+	q.scale, q.zp = float32(p.Scale), int32(p.ZeroPoint)
+	q.info.Scale, q.info.ZeroPoint = p.Scale, int64(p.ZeroPoint)
+	return q, nil
+}
+
+// quantize is the window quantizer (quant.put) on amd64 and the Go
+// reference of the C one on arm64 (quant_arm64.go): it
+// rounds each x/scale to the nearest integer (halves away from zero, as
+// TFLite's QUANTIZE does), adds the zero point and clamps to the type's
+// range, counting every clamped value. A NaN becomes the type's lowest
+// value and is counted.
+func quantize[T int8 | uint8 | int16](dst []T, src []float32, q *quant) (clamped int) {
+	// The range of round(x/scale), before the zero point is added.
+	lo, hi := float64(q.lo-q.zp)-0.5, float64(q.hi-q.zp)+0.5
+	scale, zp := q.scale, q.zp
+	dst = dst[:len(src)]
+	for i, x := range src {
+		r := float64(x / scale)
+		if r > lo && r < hi {
+			// Rounds half away from zero: r ± 0.5 is exact in float64
+			// and the conversion truncates toward zero.
+			dst[i] = T(int32(r+math.Copysign(0.5, r)) + zp)
+			continue
+		}
+		clamped++
+		switch {
+		case r <= lo:
+			dst[i] = T(q.lo)
+		case r >= hi:
+			dst[i] = T(q.hi)
+		default: // NaN
+			dst[i] = T(q.lo)
+		}
+	}
+	return clamped
+}
+
+// dequantize is the Go reference of quant.get.
+func dequantize[T int8 | uint8 | int16](dst []float32, src []T, q *quant) {
+	for i, v := range src {
+		dst[i] = q.scale * float32(int32(v)-q.zp)
+	}
 }
 
 // Close waits for running Score calls, then deletes every interpreter

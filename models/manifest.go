@@ -95,7 +95,24 @@ type Input struct {
 	Hop int `json:"hop"`
 	// Channels names the channels in the order the model takes them.
 	Channels []string `json:"channels"`
+	// Layout is how a window lies in the model's input tensor:
+	// LayoutTimeMajor (the default when empty: sample after sample, each
+	// holding every channel, as [window, channels] or flattened) or
+	// LayoutChannelMajor (channel after channel, each holding every
+	// sample, as [channels, window] or flattened). Any input shape whose
+	// element count is window × channels is accepted; a reconstruction
+	// model's output has the input's layout.
+	Layout string `json:"layout,omitempty"`
 }
+
+// Input layouts (Input.Layout).
+const (
+	LayoutTimeMajor    = "time-major"
+	LayoutChannelMajor = "channel-major"
+)
+
+// ChannelMajor reports whether the input is laid out channel after channel.
+func (in Input) ChannelMajor() bool { return in.Layout == LayoutChannelMajor }
 
 // Normalization standardises each channel before the model sees it:
 // x' = (x - Mean[c]) / Std[c]. A channel whose Center value is true is then
@@ -146,6 +163,9 @@ type Threshold struct {
 	TrainScale float64 `json:"train_scale,omitempty"`
 	// Scores describes the scores the threshold was calibrated on.
 	Scores *ScoreStats `json:"scores,omitempty"`
+	// Uncalibrated marks a placeholder threshold (written by vigil model
+	// init) that no scores have set yet: run vigil model calibrate.
+	Uncalibrated bool `json:"uncalibrated,omitempty"`
 }
 
 // POT is a peaks-over-threshold fit (Siffer et al., "Anomaly detection in
@@ -171,7 +191,8 @@ type POT struct {
 // ScoreStats summarises a set of scores.
 type ScoreStats struct {
 	// Source says which windows were scored: "train", "validation" or
-	// "train+validation".
+	// "train+validation" (the trainer's), or "calibration" (a file of
+	// normal data, by vigil model calibrate).
 	Source string  `json:"source"`
 	Count  int     `json:"count"`
 	Mean   float64 `json:"mean"`
@@ -196,8 +217,11 @@ type Training struct {
 	// network as nn.Network.String describes it.
 	Arch   string `json:"arch"`
 	Layers string `json:"layers,omitempty"`
-	Params int    `json:"params,omitempty"`
-	Seed   uint64 `json:"seed"`
+	// Quantization is "int8" for a full-integer model (int8 weights,
+	// activations, input and output); empty for float32.
+	Quantization string `json:"quantization,omitempty"`
+	Params       int    `json:"params,omitempty"`
+	Seed         uint64 `json:"seed"`
 	// Epochs is the number of epochs run, out of at most MaxEpochs; the
 	// exported weights are those of BestEpoch.
 	Epochs       int     `json:"epochs"`
@@ -305,9 +329,14 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 }
 
 // Spec is the per-window input and output shape the manifest declares, in
-// inference's terms.
+// inference's terms: [window, channels], or [channels, window] for a
+// channel-major input. A model's tensors may have any shape with as many
+// elements (see CheckSpec).
 func (m *Manifest) Spec() inference.Spec {
 	in := []int{m.Input.Window, len(m.Input.Channels)}
+	if m.Input.ChannelMajor() {
+		in = []int{len(m.Input.Channels), m.Input.Window}
+	}
 	if m.Output.Kind == OutputScore {
 		return inference.Spec{Input: in, Output: []int{m.Output.Size}}
 	}
@@ -454,6 +483,9 @@ func (m *Manifest) validateInput(ps *problems) {
 	if m.Input.Hop < 1 {
 		ps.add("input.hop", "is %d, want ≥ 1", m.Input.Hop)
 	}
+	if l := m.Input.Layout; l != "" && l != LayoutTimeMajor && l != LayoutChannelMajor {
+		ps.add("input.layout", "is %q, want %s (the default) or %s", l, LayoutTimeMajor, LayoutChannelMajor)
+	}
 	ch := m.Input.Channels
 	if len(ch) == 0 {
 		ps.add("input.channels", "missing, want at least one channel name")
@@ -516,6 +548,9 @@ func (t *Threshold) validate(ps *problems) {
 	if t.TrainScale < 0 || math.IsNaN(t.TrainScale) || math.IsInf(t.TrainScale, 0) {
 		ps.add("threshold.train_scale", "is %v, want a finite value > 0", t.TrainScale)
 	}
+	if t.Uncalibrated && t.Method != MethodManual {
+		ps.add("threshold.uncalibrated", "only a manual threshold can be an uncalibrated placeholder")
+	}
 	switch t.Method {
 	case MethodQuantile:
 		ps.probability("threshold.quantile", t.Quantile)
@@ -549,7 +584,7 @@ func (t *Threshold) validate(ps *problems) {
 		}
 	}
 	if s := t.Scores; s != nil {
-		ps.oneOf("threshold.scores.source", s.Source, "train", "validation", "train+validation")
+		ps.oneOf("threshold.scores.source", s.Source, "train", "validation", "train+validation", "calibration")
 		if s.Count < 1 {
 			ps.add("threshold.scores.count", "is %d, want ≥ 1", s.Count)
 		}
@@ -585,6 +620,9 @@ func (t *Training) validate(ps *problems) {
 	}
 	if t.Arch == "" {
 		ps.add("training.arch", "missing")
+	}
+	if t.Quantization != "" && t.Quantization != "int8" {
+		ps.add("training.quantization", "is %q, want int8 or none", t.Quantization)
 	}
 	if t.Epochs < 0 || t.MaxEpochs < t.Epochs {
 		ps.add("training.epochs", "is %d with max_epochs %d, want 0 ≤ epochs ≤ max_epochs", t.Epochs, t.MaxEpochs)

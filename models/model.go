@@ -24,8 +24,10 @@ type Model struct {
 	spec     inference.Spec
 	channels int
 	window   int
-	mean     []float64
-	invStd   []float64
+	// cmajor: the model takes windows channel-major; Score transposes.
+	cmajor bool
+	mean   []float64
+	invStd []float64
 	// center is the manifest's normalization.center, nil when no channel
 	// is centred.
 	center []bool
@@ -38,6 +40,8 @@ type Model struct {
 type scratch struct {
 	in, out []float32
 	far     []bool // per window: a value out of float32 range
+	// tin and tout hold the transposed windows of a channel-major model.
+	tin, tout []float32
 }
 
 // New wraps a scorer with its manifest. The manifest must be valid and its
@@ -47,14 +51,15 @@ func New(m *Manifest, s inference.Scorer) (*Model, error) {
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
-	if err := checkSpec(m, s.Spec()); err != nil {
+	if err := CheckSpec(m, s.Spec()); err != nil {
 		return nil, fmt.Errorf("model %s: %w", m.Name, err)
 	}
 	c := len(m.Input.Channels)
 	md := &Model{
 		manifest: m,
 		scorer:   s,
-		spec:     m.Spec(),
+		spec:     s.Spec(),
+		cmajor:   m.Input.ChannelMajor(),
 		channels: c,
 		window:   m.Input.Window,
 		mean:     slices.Clone(m.Normalization.Mean),
@@ -70,16 +75,29 @@ func New(m *Manifest, s inference.Scorer) (*Model, error) {
 	return md, nil
 }
 
-// checkSpec compares the scorer's tensor shapes with the manifest's and
-// names the manifest fields that disagree.
-func checkSpec(m *Manifest, got inference.Spec) error {
+// CheckSpec compares the scorer's tensor shapes (per window, without the
+// batch dimension) with the manifest's and names the manifest fields that
+// disagree. The input tensor may have any shape holding window × channels
+// values: [window, channels], its flattening [window·channels], [window,
+// channels, 1] and so on for a time-major input, [channels, window] and
+// its flattenings for a channel-major one. A two-dimensional input that
+// has the other layout's shape is refused with a hint to set input.layout.
+func CheckSpec(m *Manifest, got inference.Spec) error {
 	want := m.Spec()
 	var diffs []string
-	if !slices.Equal(want.Input, got.Input) {
-		diffs = append(diffs, fmt.Sprintf("input.window=%d and %d input.channels declare input [%d %d] per window, the model's input tensor is %v",
-			m.Input.Window, len(m.Input.Channels), m.Input.Window, len(m.Input.Channels), got.Input))
+	w, c := m.Input.Window, len(m.Input.Channels)
+	if got.InputSize() != w*c {
+		diffs = append(diffs, fmt.Sprintf("input.window=%d and %d input.channels declare input %v per window, the model's input tensor is %v (%d values, want %d)",
+			w, c, want.Input, got.Input, got.InputSize(), w*c))
+	} else if sq, swapped := squeeze(got.Input), []int{want.Input[1], want.Input[0]}; w != c && slices.Equal(sq, swapped) {
+		other := LayoutChannelMajor
+		if m.Input.ChannelMajor() {
+			other = LayoutTimeMajor
+		}
+		diffs = append(diffs, fmt.Sprintf("the model's input tensor is %v per window, which is %s for input.window=%d and %d input.channels; the manifest declares %v (set input.layout to %q if the model takes %s windows)",
+			got.Input, other, w, c, want.Input, other, other))
 	}
-	if !slices.Equal(want.Output, got.Output) {
+	if got.OutputSize() != want.OutputSize() {
 		if m.Output.Kind == OutputScore {
 			diffs = append(diffs, fmt.Sprintf("output.kind=score with output.size=%d declares output %v per window, the model's output tensor is %v",
 				m.Output.Size, want.Output, got.Output))
@@ -92,6 +110,17 @@ func checkSpec(m *Manifest, got inference.Spec) error {
 		return fmt.Errorf("tensors disagree with the manifest: %s", strings.Join(diffs, "; "))
 	}
 	return nil
+}
+
+// squeeze returns dims without its 1s.
+func squeeze(dims []int) []int {
+	var out []int
+	for _, d := range dims {
+		if d != 1 {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 // ReadFiles reads and checks dir/NAME.json and dir/NAME.tflite without
@@ -269,13 +298,21 @@ func (md *Model) Score(ctx context.Context, windows, scores, contrib []float64) 
 		}
 	}
 	out := s.out[:n*md.spec.OutputSize()]
-	if err := md.scorer.Score(ctx, in, out); err != nil {
+	feed := in
+	if md.cmajor {
+		feed = transpose(s.tin[:len(in)], in, md.window, md.channels)
+	}
+	if err := md.scorer.Score(ctx, feed, out); err != nil {
 		return fmt.Errorf("model %s: %w", md.manifest.Name, err)
 	}
 	if md.manifest.Output.Kind == OutputScore {
 		reduceScores(md.manifest.Output.Reduction, out, md.manifest.Output.Size, scores)
 		clear(contrib)
 	} else {
+		if md.cmajor {
+			// The reconstruction is channel-major too: back to time-major.
+			out = transpose(s.tout[:len(out)], out, md.channels, md.window)
+		}
 		reduceReconstruction(md.manifest.Output.Reduction, in, out, md.window, md.channels, scores, contrib)
 		nonFinite(scores, contrib, md.channels)
 	}
@@ -345,6 +382,21 @@ func (md *Model) scoreFar(windows []float64, far []bool, scores, contrib []float
 	}
 }
 
+// transpose writes each [rows, cols] matrix of src, back to back, into dst
+// as [cols, rows] and returns dst.
+func transpose(dst, src []float32, rows, cols int) []float32 {
+	per := rows * cols
+	for w := 0; w < len(src); w += per {
+		a, b := src[w:w+per], dst[w:w+per]
+		for r := range rows {
+			for c := range cols {
+				b[c*rows+r] = a[r*cols+c]
+			}
+		}
+	}
+	return dst
+}
+
 // Centre overwrites the centred channels of in, normalised windows of
 // window samples back to back (sample-major, len(center) channels), with
 // each value minus the channel's mean over its window. The mean comes from
@@ -395,6 +447,14 @@ func (md *Model) getScratch(n int) *scratch {
 	}
 	if cap(s.far) < n {
 		s.far = make([]bool, n)
+	}
+	if md.cmajor {
+		if need := n * md.window * md.channels; cap(s.tin) < need {
+			s.tin = make([]float32, need)
+		}
+		if need := n * md.spec.OutputSize(); cap(s.tout) < need {
+			s.tout = make([]float32, need)
+		}
 	}
 	return s
 }

@@ -38,6 +38,7 @@ func evalSKAB(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	hop := fs.Int("hop", def.Train.Hop, "samples between scored windows")
 	stride := fs.Int("stride", def.Train.Stride, "samples between training windows")
 	arch := fs.String("arch", string(def.Train.Arch), "dense or conv")
+	quantize := fs.String("quantize", "", "int8: learn full-integer models (dense only)")
 	hidden := fs.String("hidden", "", "dense layer sizes, comma-separated, the last the bottleneck (default: from the window)")
 	filters := fs.String("filters", ints(def.Train.Filters), "conv filters per encoder layer, comma-separated")
 	kernel := fs.Int("kernel", def.Train.Kernel, "conv kernel size")
@@ -78,6 +79,7 @@ func evalSKAB(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	t.Calibration.Method, t.Calibration.Quantile = *method, *quantile
 	t.Calibration.Factor, t.Calibration.Risk, t.Calibration.On = *factor, *risk, *calibrateOn
 	t.Center, t.Robust = *center, *robust
+	t.Quantize = *quantize
 	var err error
 	if *hidden != "" {
 		if t.Hidden, err = parseInts(*hidden); err != nil {

@@ -292,6 +292,7 @@ type Learn struct {
 	DriftHorizon    int     `yaml:"drift_horizon" doc:"samples of slow drift, continued from the warm-up's trend, that still count as normal in channels smoother than white noise (0 = none)"`
 	CalibrateOn     string  `yaml:"calibrate_on" doc:"windows whose scores set the threshold: validation (the last 20% of the warm-up, held out from training), train or train+validation"`
 	ThresholdFactor float64 `yaml:"threshold_factor" doc:"factor on the calibrated threshold of the learned model"`
+	Quantize        string  `yaml:"quantize" doc:"int8 learns a full-integer model (int8 weights, activations, input and output; dense only); empty learns float32"`
 }
 
 // Severity names, lowest first.

@@ -883,6 +883,9 @@ func (v *validator) streams() {
 			v.oneOf(p+".learn.arch", st.Learn.Arch, learnArchs...)
 			v.atLeast(p+".learn.drift_horizon", st.Learn.DriftHorizon, 0)
 			v.oneOf(p+".learn.calibrate_on", st.Learn.CalibrateOn, "validation", "train", "train+validation")
+			if q := st.Learn.Quantize; q != "" {
+				v.oneOf(p+".learn.quantize", q, "int8")
+			}
 			if f := st.Learn.ThresholdFactor; v.finite(p+".learn.threshold_factor", f) && f <= 0 {
 				v.errf(p+".learn.threshold_factor", "must be positive, got %v", f)
 			}

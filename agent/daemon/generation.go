@@ -151,6 +151,7 @@ func (d *Daemon) learner(cfg *config.Config, dir string, iopts inference.Options
 		opts.DriftHorizon = sc.Learn.DriftHorizon
 		opts.Calibration.Factor = sc.Learn.ThresholdFactor
 		opts.Calibration.On = sc.Learn.CalibrateOn
+		opts.Quantize = sc.Learn.Quantize
 		opts.Source = "stream " + name
 		if sc.Learn.Arch != "" {
 			opts.Arch = train.Arch(sc.Learn.Arch)

@@ -20,6 +20,7 @@ import (
 	"github.com/vigil-edge/vigil/agent/pipeline"
 	"github.com/vigil-edge/vigil/agent/source"
 	"github.com/vigil-edge/vigil/buffer"
+	"github.com/vigil-edge/vigil/inference"
 )
 
 // Forwarder is what health needs of a forwarder (or the publisher).
@@ -307,6 +308,7 @@ var (
 	dFlips     = prometheus.NewDesc("vigil_stream_suppressed_flips_total", "Anomalies that continued an episode waiting to close (episode.close_after) instead of closing and reopening it, by stream.", []string{"stream"}, nil)
 	dState     = prometheus.NewDesc("vigil_stream_state", "1 for the stream's current state.", []string{"stream", "state", "model"}, nil)
 	dLatency   = prometheus.NewDesc("vigil_inference_seconds_per_window", "Inference latency per window, by quantile.", []string{"quantile"}, nil)
+	dClamped   = prometheus.NewDesc("vigil_inference_clamped_total", "Input values clamped to a quantized model's input range.", nil, nil)
 	dQueue     = prometheus.NewDesc("vigil_input_queue_length", "Inputs waiting in the pipeline's queue.", nil, nil)
 	dLaneRecs  = prometheus.NewDesc("vigil_buffer_records", "Records in the buffer, by lane.", []string{"lane"}, nil)
 	dLaneBytes = prometheus.NewDesc("vigil_buffer_bytes", "Bytes in the buffer, by lane.", []string{"lane"}, nil)
@@ -335,7 +337,7 @@ var (
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- dKeyEvicts
 	ch <- dKeyEvictsOpen
-	for _, d := range []*prometheus.Desc{dInputs, dScores, dAlerts, dDrops, dWindows, dStAlerts, dEpisodes, dFlips, dState, dLatency, dQueue,
+	for _, d := range []*prometheus.Desc{dInputs, dScores, dAlerts, dDrops, dWindows, dStAlerts, dEpisodes, dFlips, dState, dLatency, dClamped, dQueue,
 		dLaneRecs, dLaneBytes, dEvicted, dRejected, dCorrupt, dLag, dDisk, dFwdState, dFwdDead, dFwdSent, dFwdLag, dFwdLagS, dRestarts, dPartUp,
 		dFailovers, dBroker} {
 		ch <- d
@@ -374,6 +376,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(dLatency, p.InferenceP50.Seconds(), "0.5")
 		gauge(dLatency, p.InferenceP99.Seconds(), "0.99")
 		gauge(dQueue, float64(p.QueueLen))
+		counter(dClamped, float64(inference.ClampedTotal()))
 	}
 	if src.Buffer != nil {
 		b := src.Buffer()

@@ -17,12 +17,14 @@ import (
 // BuiltinOperator codes used here (schema enum BuiltinOperator).
 const (
 	opConv2D                = 3
+	opDequantize            = 6
 	opFullyConnected        = 9
 	opLogistic              = 14
 	opReshape               = 22
 	opTanh                  = 28
 	opSlice                 = 65
 	opResizeNearestNeighbor = 97
+	opQuantize              = 114
 )
 
 // BuiltinOptions union member numbers (NONE is 0).
@@ -38,6 +40,8 @@ const (
 const (
 	typeFloat32 = 0
 	typeInt32   = 2
+	typeUInt8   = 3
+	typeInt8    = 9
 
 	actNone = 0 // ActivationFunctionType
 	actRelu = 1
@@ -96,6 +100,14 @@ type tensorDef struct {
 	typ    int8
 	buffer uint32
 	dynBat bool // the first dimension is the batch (shape signature -1)
+	quant  *tensorQuant
+}
+
+// tensorQuant is a tensor's affine quantization: one scale and zero point,
+// or one per slice of dimension 0 (per-channel weights).
+type tensorQuant struct {
+	scales []float32
+	zps    []int64
 }
 
 type opDef struct {
@@ -175,6 +187,8 @@ func (w *writer) reshape(cur tensorRef, phys []int, name string) tensorRef {
 	}
 	shape := w.constI32(name+"/shape", target...)
 	out := w.tensor(name, phys)
+	// A reshape keeps its input's type and quantization.
+	w.tensors[out].typ, w.tensors[out].quant = w.tensors[cur.id].typ, w.tensors[cur.id].quant
 	w.op(opReshape, 1, []int32{cur.id, shape}, []int32{out}, reshapeOptions{target})
 	return tensorRef{id: out, phys: slices.Clone(phys)}
 }
@@ -343,6 +357,25 @@ func int32Vector(b *flatbuffers.Builder, v []int32) flatbuffers.UOffsetT {
 	return b.EndVector(len(v))
 }
 
+// quantParams writes a QuantizationParameters table { min; max; scale:[float];
+// zero_point:[long]; details_type; details; quantized_dimension:int }.
+func quantParams(b *flatbuffers.Builder, q *tensorQuant) flatbuffers.UOffsetT {
+	b.StartVector(4, len(q.scales), 4)
+	for i := len(q.scales) - 1; i >= 0; i-- {
+		b.PrependFloat32(q.scales[i])
+	}
+	scales := b.EndVector(len(q.scales))
+	b.StartVector(8, len(q.zps), 8)
+	for i := len(q.zps) - 1; i >= 0; i-- {
+		b.PrependInt64(q.zps[i])
+	}
+	zps := b.EndVector(len(q.zps))
+	b.StartObject(7)
+	b.PrependUOffsetTSlot(2, scales, 0)
+	b.PrependUOffsetTSlot(3, zps, 0)
+	return b.EndObject()
+}
+
 func tableVector(b *flatbuffers.Builder, offs []flatbuffers.UOffsetT) flatbuffers.UOffsetT {
 	b.StartVector(4, len(offs), 4)
 	for i := len(offs) - 1; i >= 0; i-- {
@@ -397,6 +430,10 @@ func (w *writer) finish(input, output int32, description string) []byte {
 			sigVec = int32Vector(b, sig)
 		}
 		name := b.CreateString(t.name)
+		var quant flatbuffers.UOffsetT
+		if t.quant != nil {
+			quant = quantParams(b, t.quant)
+		}
 		// table Tensor { shape; type; buffer; name; quantization;
 		//   is_variable; sparsity; shape_signature; ... }
 		b.StartObject(8)
@@ -405,6 +442,9 @@ func (w *writer) finish(input, output int32, description string) []byte {
 		b.PrependUOffsetTSlot(3, name, 0)
 		if t.dynBat {
 			b.PrependUOffsetTSlot(7, sigVec, 0)
+		}
+		if t.quant != nil {
+			b.PrependUOffsetTSlot(4, quant, 0)
 		}
 		b.PrependInt8Slot(1, t.typ, 0)
 		tens[i] = b.EndObject()

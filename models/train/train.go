@@ -130,7 +130,16 @@ type Options struct {
 	// a level that a short warm-up does not show all of. 0 (the default)
 	// centres none; a value above 4 centres all.
 	Center float64
+	// Quantize, when QuantizeInt8, exports a full-integer model: int8
+	// weights and activations, int32 biases, int8 input and output, the
+	// activation ranges calibrated on the training windows; the threshold
+	// is calibrated on the int8 model's scores. Only the dense
+	// architecture is quantized. Empty exports float32.
+	Quantize string
 }
+
+// QuantizeInt8 is the Options.Quantize value for full-integer int8 models.
+const QuantizeInt8 = "int8"
 
 // DefaultOptions returns a dense autoencoder over windows of 32 samples,
 // tanh hidden layers, MSE scores, at most 100 epochs with patience 10,
@@ -226,6 +235,12 @@ func (o *Options) validate() error {
 	}
 	if err := o.Calibration.validate(); err != nil {
 		errs = append(errs, fmt.Errorf("Options.%w", err))
+	}
+	switch {
+	case o.Quantize != "" && o.Quantize != QuantizeInt8:
+		bad("Options.Quantize is %q, want %q or empty (float32)", o.Quantize, QuantizeInt8)
+	case o.Quantize == QuantizeInt8 && o.Arch != Dense:
+		bad("Options.Quantize %q is for the %s architecture, Options.Arch is %q", QuantizeInt8, Dense, o.Arch)
 	}
 	if o.Features != nil {
 		if err := o.Features.Validate(o.Channels); err != nil {
@@ -352,13 +367,27 @@ func Train(ctx context.Context, samples [][]float64, opts Options) (*Result, err
 	// Export the best weights; from here on the trainer's weights are the
 	// float32 values in the file.
 	exported := net.export(opts.Description)
-	model, err := exported.Marshal()
+	var model []byte
+	var q *nn.Quantized
+	var err error
+	if opts.Quantize == QuantizeInt8 {
+		q, err = nn.Quantize(exported, nn.QuantOptions{Mode: nn.FullInteger, IO: nn.IOInt8, Calibration: float32s(trainW)})
+		if err == nil {
+			model, err = q.Marshal()
+		}
+	} else {
+		model, err = exported.Marshal()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("train: export: %w", err)
 	}
 	scores := make([]float64, 0, len(trainW)+len(valW))
 	for _, w := range slices.Concat(trainW, valW) {
-		scores = append(scores, t.score(w))
+		if q != nil {
+			scores = append(scores, t.quantizedScore(q, w))
+		} else {
+			scores = append(scores, t.score(w))
+		}
 	}
 	calib, source, scale := calibrationScores(scores[:len(trainW)], scores[len(trainW):], opts.Calibration)
 	if opts.Calibration.On == "validation" && len(valW) == 0 {
@@ -559,7 +588,37 @@ func (t *trainer) meanLoss(windows [][]float64) float64 {
 // score is a window's anomaly score with the options' reduction, as
 // models.Model computes it from the exported model's output.
 func (t *trainer) score(x []float64) float64 {
-	y := t.net.forward(x)
+	return t.reduce(x, t.net.forward(x))
+}
+
+// quantizedScore is a window's score through the int8 model, computed by
+// the Go reference of the runtime's integer arithmetic.
+func (t *trainer) quantizedScore(q *nn.Quantized, x []float64) float64 {
+	in := float32s([][]float64{x})
+	y := make([]float64, len(x))
+	if err := q.Forward(in, y); err != nil {
+		panic(err) // the shapes are the network's own
+	}
+	// models.Model compares the reconstruction with the float32 input.
+	xs := make([]float64, len(x))
+	for i, v := range in {
+		xs[i] = float64(v)
+	}
+	return t.reduce(xs, y)
+}
+
+func float32s(windows [][]float64) []float32 {
+	var out []float32
+	for _, w := range windows {
+		for _, v := range w {
+			out = append(out, float32(v))
+		}
+	}
+	return out
+}
+
+// reduce is the options' reduction of a window x and its reconstruction y.
+func (t *trainer) reduce(x, y []float64) float64 {
 	c := len(t.opts.Channels)
 	w := len(x) / c
 	per := make([]float64, c)
@@ -605,7 +664,7 @@ func (t *trainer) manifest(net *nn.Network, model []byte, th models.Threshold, s
 		validation = o.Validation
 	}
 	tr := &models.Training{
-		Trainer: TrainerName, Arch: string(o.Arch), Layers: net.String(), Params: net.Params(),
+		Trainer: TrainerName, Arch: string(o.Arch), Layers: net.String(), Params: net.Params(), Quantization: o.Quantize,
 		Seed: o.Seed, Epochs: rep.Epochs, MaxEpochs: o.Epochs, BestEpoch: rep.BestEpoch,
 		BatchSize: o.BatchSize, LearningRate: o.LearningRate, Validation: validation,
 		StoppedBy: rep.StoppedBy,

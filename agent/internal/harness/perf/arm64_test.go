@@ -48,6 +48,10 @@ func TestARM64Instructions(t *testing.T) {
 		{"inference dense 60×8 batch 1 (bare TfLiteInterpreterInvoke)", "window", arm64Inf, "inference", `^BenchmarkScore$/^dense$/^batch=1$/^bare-invoke$`, 2200, 200, 1},
 		{"inference dense 60×8 batch 64 (Score)", "window", arm64Inf, "inference", `^BenchmarkScore$/^dense$/^batch=64$/^score$`, 110, 10, 64},
 		{"inference conv 60×8 batch 64 (Score)", "window", arm64Inf, "inference", `^BenchmarkScore$/^conv$/^batch=64$/^score$`, 22, 2, 64},
+		{"inference dense 60×8 float32 batch 1 (Score, BenchmarkScoreInt8)", "window", arm64Inf, "inference", `^BenchmarkScoreInt8$/^float32$/^batch=1$/^score$`, 2200, 200, 1},
+		{"inference dense 60×8 int8 batch 1 (Score)", "window", arm64Inf, "inference", `^BenchmarkScoreInt8$/^int8$/^batch=1$/^score$`, 2200, 200, 1},
+		{"inference dense 60×8 float32 batch 64 (Score, BenchmarkScoreInt8)", "window", arm64Inf, "inference", `^BenchmarkScoreInt8$/^float32$/^batch=64$/^score$`, 110, 10, 64},
+		{"inference dense 60×8 int8 batch 64 (Score)", "window", arm64Inf, "inference", `^BenchmarkScoreInt8$/^int8$/^batch=64$/^score$`, 110, 10, 64},
 		{"training: Learn 400×8, dense, to a loaded model", "Learn", arm64Train, "models/train", `^BenchmarkLearn400x8$/^arch=dense$`, 2, 1, 1},
 	}
 	var out []ARM64Count

@@ -1,0 +1,22 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"github.com/vigil-edge/vigil/agent/modeltool"
+)
+
+// runModel is `vigil model inspect|init|calibrate` (see agent/modeltool).
+func runModel(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return toolErr(modeltool.Model(ctx, args, stdout, stderr))
+}
+
+// toolErr maps modeltool's usage error to the exit status 2 one.
+func toolErr(err error) error {
+	if errors.Is(err, modeltool.ErrUsage) {
+		return errUsage
+	}
+	return err
+}
