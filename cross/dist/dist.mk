@@ -11,7 +11,10 @@
 
 DIST_DIR ?= $(ROOT)/dist
 
-.PHONY: dist dist-test
+.PHONY: dist dist-test notices-check
+
+notices-check: build ## fail when a module linked into bin/vigil has no row in THIRD_PARTY_NOTICES.md
+	cross/dist/notices_check.sh bin/vigil
 
 dist: build cross ## build the .deb packages and tarballs for amd64 and arm64 into dist/
 	cross/dist/dist.sh '$(VERSION)' '$(DIST_DIR)'

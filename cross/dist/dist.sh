@@ -27,8 +27,9 @@
 #   /etc/vigil/vigil.yaml                      example config (a conffile)
 #   /lib/systemd/system/vigil.service          the hardened unit
 #   /usr/lib/sysusers.d/vigil.conf             the vigil user for systemd-sysusers
-#   /usr/share/doc/vigil/                      copyright, third-party licenses,
-#                                              changelog
+#   /usr/share/doc/vigil/                      copyright, LICENSE, NOTICE,
+#                                              THIRD_PARTY_NOTICES.md, third-party
+#                                              license texts, changelog
 #
 # Environment: VIGIL_MAINTAINER sets the Maintainer field; SOURCE_DATE_EPOCH
 # (default: the time of the commit) sets every file time, so two runs over
@@ -266,8 +267,13 @@ copyright() { # dst
 			Files: *
 		EOF
 		echo "Copyright: $(date -u -d "@$SOURCE_DATE_EPOCH" +%Y) The Vigil authors"
-		if [ -n "$lic" ]; then
-			echo "License: $(head -n1 "$lic" | tr -d '\r')"
+		if [ -n "$lic" ] && grep -q 'Apache License' "$lic" && grep -q 'Version 2.0' "$lic"; then
+			echo "License: Apache-2.0"
+			echo " On Debian systems the full text of the Apache License 2.0 is in"
+			echo " /usr/share/common-licenses/Apache-2.0; it is also in"
+			echo " /usr/share/doc/vigil/LICENSE. See /usr/share/doc/vigil/NOTICE."
+		elif [ -n "$lic" ]; then
+			echo "License: $(grep -m1 . "$lic" | sed 's/^[[:space:]]*//' | tr -d '\r')"
 			sed -e 's/^[[:space:]]*$/./' -e 's/^/ /' "$lic"
 		else
 			echo "License: UNDECIDED"
@@ -328,6 +334,10 @@ stage() {
 	install -m 0644 "$here/sysusers.conf" "$d"/usr/lib/sysusers.d/vigil.conf
 	copyright "$d"/usr/share/doc/vigil/copyright
 	licenses "$bin" "$d"/usr/share/doc/vigil/third-party-licenses.txt
+	"$here/notices_check.sh" "$bin" >/dev/null || die "THIRD_PARTY_NOTICES.md misses a module linked into ${bin#"$top"/}"
+	for f in LICENSE NOTICE THIRD_PARTY_NOTICES.md; do
+		install -m 0644 "$top/$f" "$d"/usr/share/doc/vigil/
+	done
 	changelog "$d"/usr/share/doc/vigil/changelog.gz
 	chmod 0644 "$d"/usr/share/doc/vigil/*
 }

@@ -161,7 +161,10 @@ t_modes() {
 			"-rw-r--r-- root/root ./usr/lib/sysusers.d/vigil.conf" \
 			"-rw-r--r-- root/root ./usr/share/doc/vigil/copyright" \
 			"-rw-r--r-- root/root ./usr/share/doc/vigil/changelog.gz" \
-			"-rw-r--r-- root/root ./usr/share/doc/vigil/third-party-licenses.txt"; do
+			"-rw-r--r-- root/root ./usr/share/doc/vigil/third-party-licenses.txt" \
+			"-rw-r--r-- root/root ./usr/share/doc/vigil/LICENSE" \
+			"-rw-r--r-- root/root ./usr/share/doc/vigil/NOTICE" \
+			"-rw-r--r-- root/root ./usr/share/doc/vigil/THIRD_PARTY_NOTICES.md"; do
 			grep -qxF -- "$want" <<<"$l" || fail "$arch: missing: $want"
 		done
 		# Everything else installed is a plain 0644 file (models) or a directory.
