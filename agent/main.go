@@ -34,6 +34,8 @@ func commands() []command {
 		{"simulate", "write simulated pump samples (CSV) or kiosk events (JSONL)", runSimulate},
 		{"eval", "run the SKAB benchmark protocol on labelled data through learning, TFLite and the detector", runEval},
 		{"selftest", "build a model in memory, run it through TFLite and check it against the Go reference", runSelftest},
+		{"config", "config print [FILE]: the effective configuration, secrets redacted", runConfig},
+		{"completion", "completion bash|zsh: a shell completion script", runCompletion},
 	}
 }
 
@@ -53,6 +55,9 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		return 0
+	}
+	if args[0] == "--version" || args[0] == "-version" {
+		args[0] = "version"
 	}
 	for _, c := range commands() {
 		if c.name != args[0] {
