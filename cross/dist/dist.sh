@@ -27,6 +27,7 @@
 #   /etc/vigil/vigil.yaml                      example config (a conffile)
 #   /lib/systemd/system/vigil.service          the hardened unit
 #   /usr/lib/sysusers.d/vigil.conf             the vigil user for systemd-sysusers
+#   /usr/share/bash-completion/completions/vigil, /usr/share/zsh/vendor-completions/_vigil
 #   /usr/share/doc/vigil/                      copyright, LICENSE, NOTICE,
 #                                              THIRD_PARTY_NOTICES.md, third-party
 #                                              license texts, changelog
@@ -330,6 +331,13 @@ stage() {
 		packaged_config "$top/agent/vigil.example.yaml" "$d"/etc/vigil/vigil.yaml
 		chmod 0644 "$d"/etc/vigil/vigil.yaml
 	fi
+	# Shell completions: the same script on every architecture, so the host
+	# binary writes them.
+	install -d -m 0755 "$d"/usr/share/bash-completion/completions "$d"/usr/share/zsh/vendor-completions
+	"$top/bin/vigil" completion bash >"$d"/usr/share/bash-completion/completions/vigil ||
+		die "bin/vigil completion bash failed: run \`make build\` first"
+	"$top/bin/vigil" completion zsh >"$d"/usr/share/zsh/vendor-completions/_vigil
+	chmod 0644 "$d"/usr/share/bash-completion/completions/vigil "$d"/usr/share/zsh/vendor-completions/_vigil
 	install -m 0644 "$here/vigil.service" "$d"/lib/systemd/system/vigil.service
 	install -m 0644 "$here/sysusers.conf" "$d"/usr/lib/sysusers.d/vigil.conf
 	copyright "$d"/usr/share/doc/vigil/copyright

@@ -164,7 +164,9 @@ t_modes() {
 			"-rw-r--r-- root/root ./usr/share/doc/vigil/third-party-licenses.txt" \
 			"-rw-r--r-- root/root ./usr/share/doc/vigil/LICENSE" \
 			"-rw-r--r-- root/root ./usr/share/doc/vigil/NOTICE" \
-			"-rw-r--r-- root/root ./usr/share/doc/vigil/THIRD_PARTY_NOTICES.md"; do
+			"-rw-r--r-- root/root ./usr/share/doc/vigil/THIRD_PARTY_NOTICES.md" \
+			"-rw-r--r-- root/root ./usr/share/bash-completion/completions/vigil" \
+			"-rw-r--r-- root/root ./usr/share/zsh/vendor-completions/_vigil"; do
 			grep -qxF -- "$want" <<<"$l" || fail "$arch: missing: $want"
 		done
 		# Everything else installed is a plain 0644 file (models) or a directory.
