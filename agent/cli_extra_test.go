@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/vigil-edge/vigil/agent/config"
 )
 
 func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -113,5 +115,44 @@ func TestCompletionScriptsParse(t *testing.T) {
 	}
 	if code, _, _ := runCLI(t, "completion", "fish"); code != 2 {
 		t.Fatalf("completion fish: code %d, want 2", code)
+	}
+}
+
+// TestPackagedDeviceConfig: the config the packages install reads sensors/#
+// from the broker on 127.0.0.1:1883, publishes there, embeds no broker, runs
+// no simulator, and builds with the default models.
+func TestPackagedDeviceConfig(t *testing.T) {
+	models, _ := filepath.Abs(repoModels)
+	t.Setenv("VIGIL_MODELS_DIR", models)
+	t.Setenv("VIGIL_DATA_DIR", t.TempDir())
+	cfg, err := loadConfig(runFlags{config: "../cross/dist/vigil.yaml", overrides: map[string]*string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MQTT.EmbeddedBroker.Listen != "" || cfg.BrokerURL() != "tcp://127.0.0.1:1883" {
+		t.Fatalf("broker %q, embedded %q: want the local broker and none embedded", cfg.BrokerURL(), cfg.MQTT.EmbeddedBroker.Listen)
+	}
+	var bus *config.Source
+	for i, s := range cfg.Sources {
+		if s.Type == "simulator" {
+			t.Fatalf("source %q is a simulator", s.Name)
+		}
+		if s.Type == "mqtt" {
+			bus = &cfg.Sources[i]
+		}
+	}
+	if bus == nil || len(bus.MQTT.Topics) != 1 || bus.MQTT.Topics[0] != "sensors/#" || cfg.SourceBrokerURL(bus.MQTT) != "tcp://127.0.0.1:1883" {
+		t.Fatalf("mqtt source %+v: want sensors/# on the local broker", bus)
+	}
+	for _, st := range cfg.Streams {
+		if st.Learn.Samples == 0 {
+			t.Errorf("stream %s does not learn its baseline", st.Name)
+		}
+	}
+	if ps := checkModels(cfg); len(ps) > 0 {
+		t.Fatal(ps)
+	}
+	if ps := checkGeneration(cfg); len(ps) > 0 {
+		t.Fatal(ps)
 	}
 }

@@ -14,7 +14,8 @@
 #   bin/vigil, bin/lib/libtensorflowlite_c.so                 → amd64
 #   bin/linux-arm64/vigil, bin/linux-arm64/lib/libtensorflowlite_c.so → arm64
 #   models/*.tflite, models/*.json    default models (optional, warned about)
-#   agent/vigil.example.yaml          the example config (optional, warned about)
+#   cross/dist/vigil.yaml             the device config installed as /etc/vigil/vigil.yaml
+#   agent/vigil.example.yaml          the demo config, as an example (optional)
 #   cross/dist/{vigil.service,sysusers.conf,install.sh,deb/*}
 #
 # Layout of both packages (the tarball holds the same tree under
@@ -24,7 +25,9 @@
 #   /usr/bin/vigil -> ../lib/vigil/vigil       (the kernel resolves the link,
 #                                              so $ORIGIN is /usr/lib/vigil)
 #   /usr/share/vigil/models/                   default models
-#   /etc/vigil/vigil.yaml                      example config (a conffile)
+#   /etc/vigil/vigil.yaml                      the device config, cross/dist/vigil.yaml
+#                                              (a conffile)
+#   /usr/share/doc/vigil/demo.yaml             the demo's config with the package's paths
 #   /lib/systemd/system/vigil.service          the hardened unit
 #   /usr/lib/sysusers.d/vigil.conf             the vigil user for systemd-sysusers
 #   /usr/share/bash-completion/completions/vigil, /usr/share/zsh/vendor-completions/_vigil
@@ -326,10 +329,13 @@ stage() {
 	for f in "${models[@]}"; do
 		install -m 0644 "$f" "$d"/usr/share/vigil/models/
 	done
+	# The device config (cross/dist/vigil.yaml): the local broker's sensors/#,
+	# no simulator, no embedded broker. The demo's config ships as an example.
+	install -d -m 0755 "$d"/etc/vigil
+	install -m 0644 "$here/vigil.yaml" "$d"/etc/vigil/vigil.yaml
 	if [ -f "$top/agent/vigil.example.yaml" ]; then
-		install -d -m 0755 "$d"/etc/vigil
-		packaged_config "$top/agent/vigil.example.yaml" "$d"/etc/vigil/vigil.yaml
-		chmod 0644 "$d"/etc/vigil/vigil.yaml
+		packaged_config "$top/agent/vigil.example.yaml" "$d"/usr/share/doc/vigil/demo.yaml
+		chmod 0644 "$d"/usr/share/doc/vigil/demo.yaml
 	fi
 	# Shell completions: the same script on every architecture, so the host
 	# binary writes them.
