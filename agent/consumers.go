@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/buffer"
@@ -90,28 +89,4 @@ func notifySystemd(state string) {
 	}
 	defer c.Close()
 	c.Write([]byte(state))
-}
-
-// startWatchdog pings systemd's watchdog at half its interval while Vigil
-// runs (WATCHDOG_USEC is set by WatchdogSec=). It returns a stop function.
-func startWatchdog(ctx context.Context) func() {
-	usec := os.Getenv("WATCHDOG_USEC")
-	var n int64
-	if _, err := fmt.Sscan(usec, &n); err != nil || n <= 0 {
-		return func() {}
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	go func() {
-		t := time.NewTicker(time.Duration(n) * time.Microsecond / 2)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				notifySystemd("WATCHDOG=1")
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return cancel
 }

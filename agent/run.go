@@ -193,6 +193,7 @@ func (d *daemon) Run(ctx context.Context) error {
 		Pipeline:   func() pipeline.Stats { return d.current().pipe.Stats() },
 		Buffer:     buf.Stats,
 		Forwarders: map[string]func() health.Forwarder{},
+		Broker:     d.brokerState, Lanes: laneCaps(d.cfg), BufferMaxBytes: int64(d.cfg.Buffer.MaxBytes),
 	})
 	if err := d.setupConsumers(ctx); err != nil {
 		gen.close()
@@ -249,7 +250,7 @@ func (d *daemon) Run(ctx context.Context) error {
 		"streams", len(d.cfg.Streams), "buffer", d.cfg.Buffer.Kind)
 	close(d.ready)
 	notifySystemd("READY=1")
-	watchdog := startWatchdog(ctx)
+	watchdog := startWatchdog(ctx, d.reporter, d.log)
 
 	var runErr error
 loop:
@@ -388,6 +389,8 @@ func (d *daemon) routes() http.Handler {
 		h.ServeHTTP(w, r)
 	}))
 	mux.HandleFunc("GET /healthz", d.reporter.Healthz)
+	mux.HandleFunc("GET /livez", d.reporter.Livez)
+	mux.HandleFunc("GET /readyz", d.reporter.Readyz)
 	mux.Handle("GET /metrics", d.reporter.Metrics())
 	return mux
 }

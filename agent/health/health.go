@@ -42,6 +42,16 @@ type Sources struct {
 	// Extra holds any further JSON-able sections, e.g. the publisher's own
 	// stats under "mqtt_publisher".
 	Extra map[string]func() any
+	// Broker is the MQTT connection's state; nil when unknown.
+	Broker func() Broker
+	// Lanes are the buffer lanes' caps, by lane; BufferMaxBytes the cap on
+	// all lanes together.
+	Lanes          map[string]Lane
+	BufferMaxBytes int64
+	// StallAfter is the liveness probe's patience (default DefaultStallAfter).
+	StallAfter time.Duration
+	// Now is the probes' clock (default time.Now).
+	Now func() time.Time
 }
 
 // Snapshot is the health message.
@@ -89,9 +99,10 @@ type Backlog struct {
 
 // Reporter builds snapshots.
 type Reporter struct {
-	src  Sources
-	mu   sync.Mutex
-	prev struct {
+	src      Sources
+	progress *Progress
+	mu       sync.Mutex
+	prev     struct {
 		at                            time.Time
 		inputs, scores, alerts, drops uint64
 	}
@@ -102,7 +113,7 @@ func NewReporter(src Sources) *Reporter {
 	if src.Started.IsZero() {
 		src.Started = time.Now()
 	}
-	return &Reporter{src: src}
+	return &Reporter{src: src, progress: &Progress{Stats: src.Pipeline, StallAfter: src.StallAfter, Now: src.Now}}
 }
 
 // AddForwarder adds a forwarder's state to the snapshots. Call it before

@@ -40,6 +40,7 @@ type shard struct {
 
 	batches []*batch // one per model with pending windows, in first-use order
 	pending int
+	handled atomic.Uint64 // inputs taken from in (for the liveness probe)
 
 	scoreRecs, alertRecs [][]byte
 }
@@ -98,6 +99,7 @@ func (s *shard) run(ctx context.Context) error {
 
 // handle applies one input to its stream and queues any window it completes.
 func (s *shard) handle(ctx context.Context, it shardItem) {
+	s.handled.Add(1)
 	st := it.st
 	if it.in.Event != nil {
 		st.handleEvent(s, it.in)
@@ -170,8 +172,13 @@ func (s *shard) appendRecords(ctx context.Context, lane string, recs [][]byte) {
 	}
 	if _, err := s.p.opts.Buffer.Append(context.WithoutCancel(ctx), lane, recs...); err != nil {
 		s.p.stats.drop("", source.DropReason("buffer_"+lane), len(recs))
+		msg := lane + ": " + err.Error()
+		s.p.stats.appendErr.Store(&msg)
 		s.p.logRateLimited("appending to the buffer failed", "lane", lane, "records", len(recs), "err", err)
 		return
+	}
+	if s.p.stats.appendErr.Load() != nil {
+		s.p.stats.appendErr.Store(nil)
 	}
 	if lane == record.LaneScore {
 		s.p.stats.scores.Add(uint64(len(recs)))

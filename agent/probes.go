@@ -1,0 +1,66 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/vigil-edge/vigil/agent/config"
+	"github.com/vigil-edge/vigil/agent/health"
+	"github.com/vigil-edge/vigil/agent/record"
+)
+
+// startWatchdog pings systemd's watchdog at half its interval (WATCHDOG_USEC
+// is set by WatchdogSec=) while the pipeline makes progress — the liveness
+// probe's check — so that systemd restarts a wedged pipeline. It returns a
+// stop function.
+func startWatchdog(ctx context.Context, r *health.Reporter, log *slog.Logger) func() {
+	usec := os.Getenv("WATCHDOG_USEC")
+	var n int64
+	if _, err := fmt.Sscan(usec, &n); err != nil || n <= 0 {
+		return func() {}
+	}
+	w := &health.Watchdog{Check: func() error { return firstFailure(r.Live()) }, Notify: notifySystemd, Log: log}
+	ctx, cancel := context.WithCancel(ctx)
+	t := time.NewTicker(time.Duration(n) * time.Microsecond / 2)
+	go func() {
+		defer t.Stop()
+		w.Run(t.C, ctx.Done())
+	}()
+	return cancel
+}
+
+func firstFailure(cs []health.Check) error {
+	for _, c := range cs {
+		if !c.OK {
+			return fmt.Errorf("%s: %s", c.Name, c.Reason)
+		}
+	}
+	return nil
+}
+
+// brokerState is the publisher's connection, for /readyz, metrics and the
+// status page.
+func (d *daemon) brokerState() health.Broker {
+	p := d.publisher
+	if p == nil {
+		return health.Broker{}
+	}
+	s := p.Stats()
+	d.mu.Lock()
+	url := d.cfg.BrokerURL()
+	d.mu.Unlock()
+	return health.Broker{Configured: true, URL: url, Connected: s.Connected, Connects: s.Connects, LastError: s.LastError}
+}
+
+// laneCaps are the configured lanes' byte caps, for /readyz and metrics.
+func laneCaps(cfg *config.Config) map[string]health.Lane {
+	m := map[string]health.Lane{}
+	for name, l := range map[string]config.Lane{record.LaneScore: cfg.Buffer.Lanes.Score,
+		record.LaneAlert: cfg.Buffer.Lanes.Alert, record.LaneAdvice: cfg.Buffer.Lanes.Advice} {
+		m[name] = health.Lane{MaxBytes: int64(l.MaxBytes), Reject: l.OnFull == "reject"}
+	}
+	return m
+}
