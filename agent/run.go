@@ -26,6 +26,7 @@ import (
 	"github.com/vigil-edge/vigil/agent/publish"
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/buffer"
+	"github.com/vigil-edge/vigil/inference"
 )
 
 func envLookup(k string) (string, bool) { return os.LookupEnv(k) }
@@ -193,7 +194,7 @@ func (d *daemon) Run(ctx context.Context) error {
 		Pipeline:   func() pipeline.Stats { return d.current().pipe.Stats() },
 		Buffer:     buf.Stats,
 		Forwarders: map[string]func() health.Forwarder{},
-		Broker:     d.brokerState, Lanes: laneCaps(d.cfg), BufferMaxBytes: int64(d.cfg.Buffer.MaxBytes),
+		Broker:     d.brokerState, Lanes: laneCaps(d.cfg), BufferMaxBytes: int64(d.cfg.Buffer.MaxBytes), TFLite: inference.Version(),
 	})
 	if err := d.setupConsumers(ctx); err != nil {
 		gen.close()
