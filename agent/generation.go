@@ -104,7 +104,7 @@ func (d *daemon) newGeneration(cfg *config.Config) (_ *generation, err error) {
 		specs = append(specs, spec)
 	}
 	pipe, err := pipeline.New(pipeline.Options{
-		Device: cfg.DeviceID, Streams: specs, Buffer: d.buf, Logger: d.log,
+		Device: cfg.DeviceID, Streams: specs, Buffer: d.appender(), Logger: d.log,
 		MaxBatch: cfg.Inference.MaxBatch,
 		Learner:  d.learner(cfg, learnDir, iopts),
 	})

@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/config"
 	"github.com/vigil-edge/vigil/agent/health"
+	"github.com/vigil-edge/vigil/agent/pipeline"
 	"github.com/vigil-edge/vigil/agent/record"
+	"github.com/vigil-edge/vigil/agent/statuspage"
 )
 
 // startWatchdog pings systemd's watchdog at half its interval (WATCHDOG_USEC
@@ -63,4 +66,28 @@ func laneCaps(cfg *config.Config) map[string]health.Lane {
 		m[name] = health.Lane{MaxBytes: int64(l.MaxBytes), Reject: l.OnFull == "reject"}
 	}
 	return m
+}
+
+// statusPage is the page on / and its /status.json, behind http.token when
+// one is set.
+func (d *daemon) statusPage() http.Handler {
+	tok, err := d.cfg.HTTP.ReadToken()
+	if err != nil {
+		return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "http.token_file: "+err.Error(), http.StatusInternalServerError)
+		})
+	}
+	return statuspage.New(statuspage.Options{
+		Recent: d.recent, Health: d.reporter.Snapshot, Live: d.reporter.Live, Ready: d.reporter.Ready,
+		Broker: d.brokerState, Lanes: laneCaps(d.cfg), MaxBytes: int64(d.cfg.Buffer.MaxBytes), Token: tok.Reveal(),
+	})
+}
+
+// appender is what the pipeline appends to: the buffer, through the status
+// page's tap on the latest scores and alerts.
+func (d *daemon) appender() pipeline.Appender {
+	if d.recent == nil {
+		d.recent = statuspage.NewRecent(8192, 256)
+	}
+	return d.recent.Tap(d.buf)
 }

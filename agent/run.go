@@ -25,6 +25,7 @@ import (
 	"github.com/vigil-edge/vigil/agent/pipeline"
 	"github.com/vigil-edge/vigil/agent/publish"
 	"github.com/vigil-edge/vigil/agent/record"
+	"github.com/vigil-edge/vigil/agent/statuspage"
 	"github.com/vigil-edge/vigil/buffer"
 	"github.com/vigil-edge/vigil/inference"
 )
@@ -136,6 +137,7 @@ type daemon struct {
 	reloadConfig func() (*config.Config, error)
 
 	buf      buffer.Buffer
+	recent   *statuspage.Recent // the latest scores and alerts, for the status page
 	reporter *health.Reporter
 	started  time.Time
 
@@ -376,7 +378,8 @@ func (d *daemon) swap(g *generation) {
 }
 
 // routes serves POST /v1/events (the current generation's handler),
-// GET /healthz and GET /metrics.
+// GET /healthz, /livez, /readyz, /metrics, and the status page (/ and
+// /status.json).
 func (d *daemon) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/v1/events", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -392,6 +395,9 @@ func (d *daemon) routes() http.Handler {
 	mux.HandleFunc("GET /healthz", d.reporter.Healthz)
 	mux.HandleFunc("GET /livez", d.reporter.Livez)
 	mux.HandleFunc("GET /readyz", d.reporter.Readyz)
+	sp := d.statusPage()
+	mux.Handle("GET /{$}", sp)
+	mux.Handle("GET /status.json", sp)
 	mux.Handle("GET /metrics", d.reporter.Metrics())
 	return mux
 }
