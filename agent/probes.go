@@ -53,7 +53,7 @@ func (d *daemon) brokerState() health.Broker {
 	}
 	s := p.Stats()
 	d.mu.Lock()
-	url := d.cfg.BrokerURL()
+	url := d.brokerURL()
 	d.mu.Unlock()
 	return health.Broker{Configured: true, URL: url, Connected: s.Connected, Connects: s.Connects, LastError: s.LastError}
 }
