@@ -85,9 +85,8 @@ func TestStatusSkipsALongGap(t *testing.T) {
 	b := rec.Tap(mem)
 	p := New(Options{Recent: rec, Points: 3})
 	p.Status()
-	data := make([]byte, 0, 256)
 	for i := range 100 {
-		data, _ = json.Marshal(record.Score{TS: t0.Add(time.Duration(i) * time.Millisecond), Stream: "s", Score: float64(i)})
+		data, _ := json.Marshal(record.Score{TS: t0.Add(time.Duration(i) * time.Millisecond), Stream: "s", Score: float64(i)})
 		if _, err := b.Append(context.Background(), record.LaneScore, data); err != nil {
 			t.Fatal(err)
 		}
