@@ -1,4 +1,4 @@
-# Packaging, included by the top-level Makefile. See "Deploy to a device" in README.md.
+# Packaging, included by the top-level Makefile. See docs/operating.md.
 #
 #   make dist       dist/vigil_<v>_{amd64,arm64}.deb, dist/vigil_<v>_linux_{amd64,arm64}.tar.gz
 #                   and dist/SHA256SUMS, from bin/ as `make build cross` leaves it
