@@ -12,6 +12,7 @@ import (
 	"github.com/vigil-edge/vigil/agent/health"
 	"github.com/vigil-edge/vigil/agent/pipeline"
 	"github.com/vigil-edge/vigil/agent/record"
+	"github.com/vigil-edge/vigil/agent/source"
 	"github.com/vigil-edge/vigil/agent/statuspage"
 )
 
@@ -90,4 +91,26 @@ func (d *daemon) appender() pipeline.Appender {
 		d.recent = statuspage.NewRecent(8192, 256)
 	}
 	return d.recent.Tap(d.buf)
+}
+
+// inputChecks are the readiness checks of the sources: each MQTT source is
+// connected to its broker and subscribed.
+func (d *daemon) inputChecks() []health.Check {
+	g := d.current()
+	if g == nil {
+		return nil
+	}
+	var cs []health.Check
+	for _, s := range g.sources {
+		m, ok := s.(*source.MQTT)
+		if !ok {
+			continue
+		}
+		c := health.Check{Name: "source " + m.Name(), OK: m.Connected(), Reason: "connected and subscribed"}
+		if !c.OK {
+			c.Reason = "not connected to its broker; retrying (see the log)"
+		}
+		cs = append(cs, c)
+	}
+	return cs
 }

@@ -197,6 +197,7 @@ func (d *daemon) Run(ctx context.Context) error {
 		Buffer:     buf.Stats,
 		Forwarders: map[string]func() health.Forwarder{},
 		Broker:     d.brokerState, Lanes: laneCaps(d.cfg), BufferMaxBytes: int64(d.cfg.Buffer.MaxBytes), TFLite: inference.Version(),
+		Inputs: d.inputChecks,
 	})
 	if err := d.setupConsumers(ctx); err != nil {
 		gen.close()

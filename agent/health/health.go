@@ -50,6 +50,9 @@ type Sources struct {
 	Now func() time.Time
 	// TFLite is the TensorFlow Lite runtime's version, for vigil_build_info.
 	TFLite string
+	// Inputs are further readiness checks of the sources (an MQTT source's
+	// connection to its broker); nil for none.
+	Inputs func() []Check
 }
 
 // Snapshot is the health message.

@@ -103,7 +103,8 @@ func (r *Reporter) Live() []Check {
 
 // Ready is the readiness verdict: the pipeline makes progress, the buffer
 // takes appends, every stream has a model or is learning one, the broker is
-// connected (when MQTT is on), and no enabled forwarder is failing.
+// connected (when MQTT is on), every MQTT source is connected, and no
+// enabled forwarder is failing.
 func (r *Reporter) Ready() []Check {
 	checks := r.Live()
 	var p pipeline.Stats
@@ -168,6 +169,10 @@ func (r *Reporter) Ready() []Check {
 		}
 	}
 	checks = append(checks, broker)
+
+	if r.src.Inputs != nil {
+		checks = append(checks, r.src.Inputs()...)
+	}
 
 	names := make([]string, 0, len(r.src.Forwarders))
 	for name := range r.src.Forwarders {

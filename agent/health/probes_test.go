@@ -212,6 +212,9 @@ func TestReadyzGivesAReasonPerCheck(t *testing.T) {
 		Broker:     func() Broker { return broker },
 		Forwarders: map[string]func() Forwarder{"amplitude": func() Forwarder { return fwd }, "mqtt": func() Forwarder { return Forwarder{State: "disconnected"} }},
 		Lanes:      map[string]Lane{"alert": {MaxBytes: 100, Reject: true}, "score": {}},
+		Inputs: func() []Check {
+			return []Check{{Name: "source bus", OK: broker.Connected, Reason: "subscribed or not"}}
+		},
 	})
 	get := func() (int, map[string]Check) {
 		rec := httptest.NewRecorder()
@@ -236,7 +239,7 @@ func TestReadyzGivesAReasonPerCheck(t *testing.T) {
 	if code != 503 || c["buffer"].OK || !strings.Contains(c["buffer"].Reason, "lane alert is at its cap") ||
 		c["broker"].OK || !strings.Contains(c["broker"].Reason, "connection refused") ||
 		!c["models"].OK || c["models"].Reason != "1 stream(s) scoring, 1 learning, 0 training" ||
-		!c["forwarder amplitude"].OK || !c["pipeline"].OK {
+		!c["forwarder amplitude"].OK || !c["pipeline"].OK || c["source bus"].OK {
 		t.Fatalf("readyz: %d %+v", code, c)
 	}
 	if _, ok := c["forwarder mqtt"]; ok {
