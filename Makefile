@@ -63,7 +63,7 @@ MODEL_RECIPE := \
 	bin/vigil simulate kiosk -n 30000 -seed 1 -out $(MODEL_DATA)/kiosk.jsonl && \
 	bin/vigil train -events $(MODEL_DATA)/kiosk.jsonl -window 1 -hop 1 -seed 1 -quantile 0.999 -factor 1.2 -reproducible -q -out $$OUT/kiosk
 
-.PHONY: help setup setup-runtime build cross run models models-check fuzz-short test test-short test-race test-arm64 \
+.PHONY: help setup setup-demo setup-runtime build cross run models models-check fuzz-short test test-short test-race test-arm64 \
 	lint fmt bench bench-watch clean selftest-arm64
 
 help: ## list the targets
@@ -92,11 +92,14 @@ cross: setup ## build bin/linux-arm64/vigil, with its runtime in bin/linux-arm64
 
 DEMO_CONFIG ?= agent/vigil.example.yaml
 
-run: setup build ## the demo: the simulator scored with the default models, alerts on stdout
+run: setup-demo build ## the demo: the simulator scored with the default models, alerts on stdout
 	bin/vigil selftest
 	bin/vigil check-config $(DEMO_CONFIG)
-	@echo "== vigil run --config $(DEMO_CONFIG) (Ctrl-C to stop)"
-	bin/vigil run --config $(DEMO_CONFIG) --print-alerts
+	cross/demo.sh $(DEMO_CONFIG)
+
+# Only what the demo needs: the runtime (and npm to fetch it on a first run).
+setup-demo:
+	@cross/setup.sh demo
 
 models: build ## regenerate the default models in models/ from simulator data
 	@mkdir -p $(MODEL_DATA)

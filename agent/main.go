@@ -40,6 +40,8 @@ func commands() []command {
 		{"selftest", "build a model in memory, run it through TFLite and check it against the Go reference", cli.Selftest(version)},
 		{"model", "inspect a .tflite file, write its manifest (init) or calibrate its threshold on normal data", runModel},
 		{"score", "score every window of a recorded CSV or JSONL file with a model, as the agent would", runScore},
+		{"config", "config print [FILE]: the effective configuration, secrets redacted", runConfig},
+		{"completion", "completion bash|zsh: a shell completion script", runCompletion},
 	}
 }
 
@@ -59,6 +61,9 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			return 2
 		}
 		return 0
+	}
+	if args[0] == "--version" || args[0] == "-version" {
+		args[0] = "version"
 	}
 	for _, c := range commands() {
 		if c.name != args[0] {

@@ -37,7 +37,7 @@ var flagKeys = []struct{ flag, key, usage string }{
 func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("run", stderr)
 	f := runFlags{overrides: map[string]*string{}}
-	fs.StringVar(&f.config, "config", os.Getenv("VIGIL_CONFIG"), "config file (or VIGIL_CONFIG)")
+	fs.StringVar(&f.config, "config", defaultConfigFile(), "config file (default VIGIL_CONFIG, else "+systemConfig+" if it exists)")
 	fs.BoolVar(&f.printAlerts, "print-alerts", false, "print every alert on stdout as it is stored")
 	for _, k := range flagKeys {
 		f.overrides[k.key] = fs.String(k.flag, "", k.usage)

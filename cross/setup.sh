@@ -9,7 +9,11 @@
 #     against (mosquitto, its clients, a NATS server for the clustered-broker
 #     tests, tmux for the terminal tests, and chromium for the browser test).
 #
-# Usage: cross/setup.sh [runtime|apt|all]   (default: all)
+# Usage: cross/setup.sh [runtime|demo|apt|all]   (default: all)
+#   runtime  the TFLite runtime only (needs npm on a first run)
+#   demo     what `make run` needs: npm when the runtime is not cached yet,
+#            then the runtime; no cross toolchain, qemu, mosquitto or chromium
+#   apt      the Debian packages of the full build and test (all but runtime)
 # Re-running is fast and offline once the cache is complete.
 set -euo pipefail
 
@@ -91,9 +95,17 @@ apt() {
 		chromium:chromium
 }
 
+demo() {
+	if [ -z "${TFLITE_DIR:-}" ] && [ ! -e "$rt/.complete" ]; then
+		apt_install npm:npm
+	fi
+	runtime
+}
+
 case "${1:-all}" in
 runtime) runtime ;;
+demo) demo ;;
 apt) apt ;;
 all) apt; runtime ;;
-*) log "usage: $0 [runtime|apt|all]"; exit 2 ;;
+*) log "usage: $0 [runtime|demo|apt|all]"; exit 2 ;;
 esac

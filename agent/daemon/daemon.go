@@ -67,7 +67,9 @@ import (
 	"github.com/vigil-edge/vigil/agent/internal/httpserve"
 	"github.com/vigil-edge/vigil/agent/pipeline"
 	"github.com/vigil-edge/vigil/agent/publish"
+	"github.com/vigil-edge/vigil/agent/statuspage"
 	"github.com/vigil-edge/vigil/buffer"
+	"github.com/vigil-edge/vigil/inference"
 )
 
 // Options are what a Daemon needs beside its config.
@@ -98,6 +100,7 @@ type Daemon struct {
 	log  *slog.Logger
 
 	buf      buffer.Buffer
+	recent   *statuspage.Recent // the latest scores and alerts, for the status page
 	reporter *health.Reporter
 	sup      *supervisor
 	started  time.Time
@@ -213,6 +216,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		Buffer:     buf.Stats,
 		Forwarders: map[string]func() health.Forwarder{},
 		Parts:      d.sup.parts,
+		Broker:     d.brokerState, Lanes: laneCaps(d.cfg), BufferMaxBytes: int64(d.cfg.Buffer.MaxBytes), TFLite: inference.Version(),
+		Inputs: d.inputChecks,
 	})
 	d.mu.Lock()
 	d.reporter = reporter
@@ -272,7 +277,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		"streams", len(d.cfg.Streams), "buffer", d.cfg.Buffer.Kind)
 	close(d.ready)
 	notifySystemd("READY=1")
-	watchdog := startWatchdog(ctx)
+	watchdog := startWatchdog(ctx, d.reporter, d.log)
 
 	var runErr error
 loop:

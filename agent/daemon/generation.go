@@ -27,6 +27,7 @@ import (
 type generation struct {
 	pipe    *pipeline.Pipeline
 	sources []part
+	mqtt    []*source.MQTT // the MQTT sources among them, for /readyz
 	events  http.Handler
 	models  []*models.Model
 	done    chan error
@@ -107,7 +108,7 @@ func (d *Daemon) newGeneration(cfg *config.Config) (_ *generation, err error) {
 		specs = append(specs, spec)
 	}
 	pipe, err := pipeline.New(pipeline.Options{
-		Device: cfg.DeviceID, Streams: specs, Buffer: d.buf, Logger: d.log,
+		Device: cfg.DeviceID, Streams: specs, Buffer: d.appender(), Logger: d.log,
 		MaxBatch: cfg.Inference.MaxBatch,
 		Learner:  d.learner(cfg, learnDir, iopts),
 	})

@@ -17,6 +17,11 @@ func (d *Daemon) routes() http.Handler {
 		h.ServeHTTP(w, r)
 	}))
 	mux.HandleFunc("GET /healthz", d.reporter.Healthz)
+	mux.HandleFunc("GET /livez", d.reporter.Livez)
+	mux.HandleFunc("GET /readyz", d.reporter.Readyz)
 	mux.Handle("GET /metrics", d.reporter.Metrics())
+	sp := d.statusPage()
+	mux.Handle("GET /{$}", sp)
+	mux.Handle("GET /status.json", sp)
 	return mux
 }

@@ -3,9 +3,12 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"time"
+
+	"github.com/vigil-edge/vigil/agent/health"
 )
 
 // notifySystemd sends a state line to systemd's notify socket, if Vigil runs
@@ -26,26 +29,31 @@ func notifySystemd(state string) {
 	c.Write([]byte(state))
 }
 
-// startWatchdog pings systemd's watchdog at half its interval while Vigil
-// runs (WATCHDOG_USEC is set by WatchdogSec=). It returns a stop function.
-func startWatchdog(ctx context.Context) func() {
+// startWatchdog pings systemd's watchdog at half its interval (WATCHDOG_USEC
+// is set by WatchdogSec=) while the pipeline makes progress — the liveness
+// probe's check — so that systemd restarts a wedged pipeline. It returns a
+// stop function.
+func startWatchdog(ctx context.Context, r *health.Reporter, log *slog.Logger) func() {
 	usec := os.Getenv("WATCHDOG_USEC")
 	var n int64
 	if _, err := fmt.Sscan(usec, &n); err != nil || n <= 0 {
 		return func() {}
 	}
+	w := &health.Watchdog{Check: func() error { return firstFailure(r.Live()) }, Notify: notifySystemd, Log: log}
 	ctx, cancel := context.WithCancel(ctx)
+	t := time.NewTicker(time.Duration(n) * time.Microsecond / 2)
 	go func() {
-		t := time.NewTicker(time.Duration(n) * time.Microsecond / 2)
 		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				notifySystemd("WATCHDOG=1")
-			case <-ctx.Done():
-				return
-			}
-		}
+		w.Run(t.C, ctx.Done())
 	}()
 	return cancel
+}
+
+func firstFailure(cs []health.Check) error {
+	for _, c := range cs {
+		if !c.OK {
+			return fmt.Errorf("%s: %s", c.Name, c.Reason)
+		}
+	}
+	return nil
 }

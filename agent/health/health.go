@@ -13,14 +13,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"github.com/vigil-edge/vigil/agent/pipeline"
 	"github.com/vigil-edge/vigil/agent/source"
 	"github.com/vigil-edge/vigil/buffer"
-	"github.com/vigil-edge/vigil/inference"
 )
 
 // Forwarder is what health needs of a forwarder (or the publisher).
@@ -68,6 +63,21 @@ type Sources struct {
 	// Extra holds any further JSON-able sections, e.g. the publisher's own
 	// stats under "mqtt_publisher".
 	Extra map[string]func() any
+	// Broker is the MQTT connection's state; nil when unknown.
+	Broker func() Broker
+	// Lanes are the buffer lanes' caps, by lane; BufferMaxBytes the cap on
+	// all lanes together.
+	Lanes          map[string]Lane
+	BufferMaxBytes int64
+	// StallAfter is the liveness probe's patience (default DefaultStallAfter).
+	StallAfter time.Duration
+	// Now is the probes' clock (default time.Now).
+	Now func() time.Time
+	// TFLite is the TensorFlow Lite runtime's version, for vigil_build_info.
+	TFLite string
+	// Inputs are further readiness checks of the sources (an MQTT source's
+	// connection to its broker); nil for none.
+	Inputs func() []Check
 }
 
 // Snapshot is the health message.
@@ -123,9 +133,10 @@ const unroutedWindow = 5 * time.Minute
 
 // Reporter builds snapshots.
 type Reporter struct {
-	src  Sources
-	mu   sync.Mutex
-	prev struct {
+	src      Sources
+	progress *Progress
+	mu       sync.Mutex
+	prev     struct {
 		at                            time.Time
 		inputs, scores, alerts, drops uint64
 	}
@@ -145,7 +156,7 @@ func NewReporter(src Sources) *Reporter {
 	if src.Started.IsZero() {
 		src.Started = time.Now()
 	}
-	return &Reporter{src: src, now: time.Now}
+	return &Reporter{src: src, now: time.Now, progress: &Progress{Stats: src.Pipeline, StallAfter: src.StallAfter, Now: src.Now}}
 }
 
 // AddForwarder adds a forwarder's state to the snapshots. Call it before
@@ -285,137 +296,4 @@ func (r *Reporter) Healthz(w http.ResponseWriter, _ *http.Request) {
 		"uptime_s": s.UptimeS, "models": s.Models, "learning": s.Learning, "forwarders": s.Forwarders,
 		"parts": s.Parts,
 	})
-}
-
-// Metrics returns a handler for GET /metrics with Vigil's metrics and the Go
-// runtime's.
-func (r *Reporter) Metrics() http.Handler {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collector{r})
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
-}
-
-type collector struct{ r *Reporter }
-
-var (
-	dInputs    = prometheus.NewDesc("vigil_inputs_total", "Inputs received by the pipeline.", nil, nil)
-	dScores    = prometheus.NewDesc("vigil_scores_total", "Window scores appended to the buffer.", nil, nil)
-	dAlerts    = prometheus.NewDesc("vigil_alerts_total", "Alerts appended to the buffer.", nil, nil)
-	dDrops     = prometheus.NewDesc("vigil_drops_total", "Inputs dropped, by source and reason.", []string{"source", "reason"}, nil)
-	dWindows   = prometheus.NewDesc("vigil_stream_windows_total", "Windows scored, by stream.", []string{"stream"}, nil)
-	dStAlerts  = prometheus.NewDesc("vigil_stream_alerts_total", "Alerts, by stream.", []string{"stream"}, nil)
-	dEpisodes  = prometheus.NewDesc("vigil_stream_episode_alerts_total", "Episode alerts, by stream and change (open, escalated, reopened, closed).", []string{"stream", "change"}, nil)
-	dFlips     = prometheus.NewDesc("vigil_stream_suppressed_flips_total", "Anomalies that continued an episode waiting to close (episode.close_after) instead of closing and reopening it, by stream.", []string{"stream"}, nil)
-	dState     = prometheus.NewDesc("vigil_stream_state", "1 for the stream's current state.", []string{"stream", "state", "model"}, nil)
-	dLatency   = prometheus.NewDesc("vigil_inference_seconds_per_window", "Inference latency per window, by quantile.", []string{"quantile"}, nil)
-	dClamped   = prometheus.NewDesc("vigil_inference_clamped_total", "Input values clamped to a quantized model's input range.", nil, nil)
-	dQueue     = prometheus.NewDesc("vigil_input_queue_length", "Inputs waiting in the pipeline's queue.", nil, nil)
-	dLaneRecs  = prometheus.NewDesc("vigil_buffer_records", "Records in the buffer, by lane.", []string{"lane"}, nil)
-	dLaneBytes = prometheus.NewDesc("vigil_buffer_bytes", "Bytes in the buffer, by lane.", []string{"lane"}, nil)
-	dEvicted   = prometheus.NewDesc("vigil_buffer_evicted_total", "Records evicted under the byte caps, by lane.", []string{"lane"}, nil)
-	dRejected  = prometheus.NewDesc("vigil_buffer_rejected_total", "Appends refused because a lane was full, by lane.", []string{"lane"}, nil)
-	dCorrupt   = prometheus.NewDesc("vigil_buffer_corrupt_skipped_total", "Damaged records skipped, by lane.", []string{"lane"}, nil)
-	dLag       = prometheus.NewDesc("vigil_consumer_lag_records", "Records a consumer has not acknowledged, by lane.", []string{"consumer", "lane"}, nil)
-	dDisk      = prometheus.NewDesc("vigil_buffer_disk_bytes", "Space the buffer takes on disk.", nil, nil)
-	dFwdState  = prometheus.NewDesc("vigil_forwarder_state", "1 for the forwarder's current state.", []string{"forwarder", "state"}, nil)
-	dFwdDead   = prometheus.NewDesc("vigil_forwarder_dead_letters_total", "Records a forwarder gave up on, with a reason.", []string{"forwarder"}, nil)
-	dFwdSent   = prometheus.NewDesc("vigil_forwarder_sent_total", "Records a forwarder delivered.", []string{"forwarder"}, nil)
-	dFwdLag    = prometheus.NewDesc("vigil_forwarder_backlog_records", "Records waiting for a forwarder.", []string{"forwarder"}, nil)
-	dFwdLagS   = prometheus.NewDesc("vigil_forwarder_lag_seconds", "Age of the oldest record waiting for a forwarder.", []string{"forwarder"}, nil)
-	dRestarts  = prometheus.NewDesc("vigil_part_restarts_total", "Restarts of a supervised part after it failed, by part.", []string{"part"}, nil)
-	dPartUp    = prometheus.NewDesc("vigil_part_up", "1 while a supervised part runs, 0 while it waits to restart or has stopped.", []string{"part"}, nil)
-	dFailovers = prometheus.NewDesc("vigil_mqtt_failovers_total", "MQTT connections made to another broker of mqtt.brokers than the one before.", nil, nil)
-	dBroker    = prometheus.NewDesc("vigil_mqtt_broker_info", "1 for the broker the MQTT publisher uses (or last used).", []string{"broker"}, nil)
-)
-
-// Behaviour keys a stream forgot (it tracks at most a number of keys).
-var (
-	dKeyEvicts     = prometheus.NewDesc("vigil_stream_key_evictions_total", "Behaviour keys evicted (beyond the keys a stream tracks), by stream.", []string{"stream"}, nil)
-	dKeyEvictsOpen = prometheus.NewDesc("vigil_stream_key_evictions_open_episode_total", "Behaviour keys evicted with an open episode, which the eviction closed, by stream.", []string{"stream"}, nil)
-)
-
-func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- dKeyEvicts
-	ch <- dKeyEvictsOpen
-	for _, d := range []*prometheus.Desc{dInputs, dScores, dAlerts, dDrops, dWindows, dStAlerts, dEpisodes, dFlips, dState, dLatency, dClamped, dQueue,
-		dLaneRecs, dLaneBytes, dEvicted, dRejected, dCorrupt, dLag, dDisk, dFwdState, dFwdDead, dFwdSent, dFwdLag, dFwdLagS, dRestarts, dPartUp,
-		dFailovers, dBroker} {
-		ch <- d
-	}
-}
-
-func (c collector) Collect(ch chan<- prometheus.Metric) {
-	src := c.r.src
-	counter := func(d *prometheus.Desc, v float64, l ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, l...)
-	}
-	gauge := func(d *prometheus.Desc, v float64, l ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, l...)
-	}
-	if src.Pipeline != nil {
-		p := src.Pipeline()
-		counter(dInputs, float64(p.Inputs))
-		counter(dScores, float64(p.Scores))
-		counter(dAlerts, float64(p.Alerts))
-		for _, d := range p.Drops {
-			counter(dDrops, float64(d.Count), d.Source, d.Reason)
-		}
-		for name, st := range p.Streams {
-			counter(dWindows, float64(st.Windows), name)
-			counter(dStAlerts, float64(st.Alerts), name)
-			for change, n := range st.Episodes {
-				counter(dEpisodes, float64(n), name, change)
-			}
-			counter(dFlips, float64(st.SuppressedFlips), name)
-			gauge(dState, 1, name, st.State, st.Model)
-			if st.Kind == pipeline.KindBehaviour {
-				counter(dKeyEvicts, float64(st.KeyEvicts), name)
-				counter(dKeyEvictsOpen, float64(st.KeyEvictsOpen), name)
-			}
-		}
-		gauge(dLatency, p.InferenceP50.Seconds(), "0.5")
-		gauge(dLatency, p.InferenceP99.Seconds(), "0.99")
-		gauge(dQueue, float64(p.QueueLen))
-		counter(dClamped, float64(inference.ClampedTotal()))
-	}
-	if src.Buffer != nil {
-		b := src.Buffer()
-		for lane, ls := range b.Lanes {
-			gauge(dLaneRecs, float64(ls.Records), lane)
-			gauge(dLaneBytes, float64(ls.Bytes), lane)
-			counter(dEvicted, float64(ls.Evicted), lane)
-			counter(dRejected, float64(ls.Rejected), lane)
-			counter(dCorrupt, float64(ls.CorruptSkipped), lane)
-		}
-		for consumer, lanes := range b.Consumers {
-			for lane, cs := range lanes {
-				gauge(dLag, float64(cs.Lag), consumer, lane)
-			}
-		}
-		gauge(dDisk, float64(b.DiskBytes))
-	}
-	for name, f := range src.Forwarders {
-		fs := f()
-		gauge(dFwdState, 1, name, fs.State)
-		counter(dFwdDead, float64(fs.DeadLetters), name)
-		counter(dFwdSent, float64(fs.Sent), name)
-		gauge(dFwdLag, float64(fs.Backlog), name)
-		gauge(dFwdLagS, fs.LagS, name)
-		if name == "mqtt" {
-			counter(dFailovers, float64(fs.Failovers))
-			if fs.Broker != "" {
-				gauge(dBroker, 1, fs.Broker)
-			}
-		}
-	}
-	if src.Parts != nil {
-		for name, p := range src.Parts() {
-			counter(dRestarts, float64(p.Restarts), name)
-			up := 0.0
-			if p.State == PartRunning {
-				up = 1
-			}
-			gauge(dPartUp, up, name)
-		}
-	}
 }

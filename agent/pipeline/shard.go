@@ -44,6 +44,7 @@ type shard struct {
 	// training counts the streams fitting a model, whose installation the
 	// shard waits for when its input is closed.
 	training int
+	handled  atomic.Uint64 // inputs taken from in (for the liveness probe)
 
 	scoreRecs, alertRecs [][]byte
 }
@@ -121,6 +122,7 @@ func (s *shard) finish(ctx context.Context) {
 
 // handle applies one input to its stream and queues any window it completes.
 func (s *shard) handle(ctx context.Context, it shardItem) {
+	s.handled.Add(1)
 	st := it.st
 	if it.in.Event != nil {
 		st.handleEvent(ctx, s, it.in)
@@ -219,8 +221,13 @@ func (s *shard) appendRecords(ctx context.Context, lane string, recs [][]byte) {
 	}
 	if _, err := s.p.opts.Buffer.Append(context.WithoutCancel(ctx), lane, recs...); err != nil {
 		s.p.stats.drop("", source.DropReason("buffer_"+lane), len(recs))
+		msg := lane + ": " + err.Error()
+		s.p.stats.appendErr.Store(&msg)
 		s.p.logRateLimited("appending to the buffer failed", "lane", lane, "records", len(recs), "err", err)
 		return
+	}
+	if s.p.stats.appendErr.Load() != nil {
+		s.p.stats.appendErr.Store(nil)
 	}
 	if lane == record.LaneScore {
 		s.p.stats.scores.Add(uint64(len(recs)))

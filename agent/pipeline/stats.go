@@ -18,7 +18,12 @@ type counters struct {
 
 	mu    sync.Mutex
 	drops map[dropKey]uint64
-	lat   ring // per-window inference latency, ns
+	lat   ring                              // per-window inference latency, ns
+	hist  [len(InferenceBuckets) + 1]uint64 // per-window latency histogram (last: +Inf)
+	hsum  float64                           // seconds, over every window observed
+
+	// The last append that failed, cleared by the next one that succeeds.
+	appendErr atomic.Pointer[string]
 
 	logMu   sync.Mutex
 	lastLog time.Time
@@ -44,9 +49,33 @@ func (c *counters) drop(src string, reason source.DropReason, n int) {
 func (c *counters) observeInference(d time.Duration, windows int) {
 	c.batches.Add(1)
 	c.windows.Add(uint64(windows))
+	per := float64(d.Nanoseconds()) / float64(windows)
+	i, _ := slices.BinarySearch(InferenceBuckets[:], per/1e9)
 	c.mu.Lock()
-	c.lat.add(float64(d.Nanoseconds()) / float64(windows))
+	c.lat.add(per)
+	c.hist[i] += uint64(windows)
+	c.hsum += d.Seconds()
 	c.mu.Unlock()
+}
+
+// InferenceBuckets are the upper bounds, in seconds, of the per-window
+// inference latency histogram: 10µs to 1s.
+var InferenceBuckets = [...]float64{1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1}
+
+// Histogram is a cumulative histogram: Counts[i] observations at or below
+// Bounds[i]; Count all of them; Sum their total.
+type Histogram struct {
+	Bounds []float64 `json:"-"`
+	Counts []uint64  `json:"-"`
+	Count  uint64    `json:"count"`
+	Sum    float64   `json:"sum_s"`
+}
+
+// ShardStats is one shard's input queue and the inputs it has taken from it:
+// a queue that holds inputs while Handled stays put is a stalled shard.
+type ShardStats struct {
+	Queued  int    `json:"queued"`
+	Handled uint64 `json:"handled"`
 }
 
 // logRateLimited logs at most one line a second; the lines it held back are
@@ -110,6 +139,14 @@ type Stats struct {
 	QueueLen     int                    `json:"queue_len"`
 	QueueCap     int                    `json:"queue_cap"`
 	Streams      map[string]StreamStats `json:"streams"`
+	// Inference is the per-window inference latency histogram (seconds),
+	// over every window since the start.
+	Inference Histogram `json:"inference"`
+	// Shards are the shards' queues and progress, for the liveness probe.
+	Shards []ShardStats `json:"shards"`
+	// AppendError is the error of the last append to the buffer, if it
+	// failed; the next append that succeeds clears it.
+	AppendError string `json:"append_error,omitempty"`
 }
 
 // Drop is the number of inputs dropped for one reason.
@@ -158,8 +195,21 @@ func (p *Pipeline) Stats() Stats {
 	for _, sh := range p.shards {
 		s.QueueLen += len(sh.in)
 		s.QueueCap += cap(sh.in)
+		s.Shards = append(s.Shards, ShardStats{Queued: len(sh.in), Handled: sh.handled.Load()})
 	}
+	if e := c.appendErr.Load(); e != nil {
+		s.AppendError = *e
+	}
+	s.Inference.Bounds = InferenceBuckets[:]
+	s.Inference.Counts = make([]uint64, len(InferenceBuckets))
 	c.mu.Lock()
+	var cum uint64
+	for i := range InferenceBuckets {
+		cum += c.hist[i]
+		s.Inference.Counts[i] = cum
+	}
+	s.Inference.Count = cum + c.hist[len(InferenceBuckets)]
+	s.Inference.Sum = c.hsum
 	for k, n := range c.drops {
 		s.Drops = append(s.Drops, Drop{Source: k.source, Reason: string(k.reason), Count: n})
 	}

@@ -1,4 +1,4 @@
-# Packaging, included by the top-level Makefile. See "Deploy to a device" in README.md.
+# Packaging, included by the top-level Makefile. See docs/operating.md.
 #
 #   make dist       dist/vigil_<v>_{amd64,arm64}.deb, dist/vigil_<v>_linux_{amd64,arm64}.tar.gz
 #                   and dist/SHA256SUMS, from bin/ as `make build cross` leaves it
@@ -11,7 +11,10 @@
 
 DIST_DIR ?= $(ROOT)/dist
 
-.PHONY: dist dist-test
+.PHONY: dist dist-test notices-check
+
+notices-check: build ## fail when a module linked into bin/vigil has no row in THIRD_PARTY_NOTICES.md
+	cross/dist/notices_check.sh bin/vigil
 
 dist: build cross ## build the .deb packages and tarballs for amd64 and arm64 into dist/
 	cross/dist/dist.sh '$(VERSION)' '$(DIST_DIR)'

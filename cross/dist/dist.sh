@@ -14,7 +14,8 @@
 #   bin/vigil, bin/lib/libtensorflowlite_c.so                 → amd64
 #   bin/linux-arm64/vigil, bin/linux-arm64/lib/libtensorflowlite_c.so → arm64
 #   models/*.tflite, models/*.json    default models (optional, warned about)
-#   agent/vigil.example.yaml          the example config (optional, warned about)
+#   cross/dist/vigil.yaml             the device config installed as /etc/vigil/vigil.yaml
+#   agent/vigil.example.yaml          the demo config, as an example (optional)
 #   cross/dist/{vigil.service,sysusers.conf,install.sh,deb/*}
 #
 # Layout of both packages (the tarball holds the same tree under
@@ -24,11 +25,15 @@
 #   /usr/bin/vigil -> ../lib/vigil/vigil       (the kernel resolves the link,
 #                                              so $ORIGIN is /usr/lib/vigil)
 #   /usr/share/vigil/models/                   default models
-#   /etc/vigil/vigil.yaml                      example config (a conffile)
+#   /etc/vigil/vigil.yaml                      the device config, cross/dist/vigil.yaml
+#                                              (a conffile)
+#   /usr/share/doc/vigil/demo.yaml             the demo's config with the package's paths
 #   /lib/systemd/system/vigil.service          the hardened unit
 #   /usr/lib/sysusers.d/vigil.conf             the vigil user for systemd-sysusers
-#   /usr/share/doc/vigil/                      copyright, third-party licenses,
-#                                              changelog
+#   /usr/share/bash-completion/completions/vigil, /usr/share/zsh/vendor-completions/_vigil
+#   /usr/share/doc/vigil/                      copyright, LICENSE, NOTICE,
+#                                              THIRD_PARTY_NOTICES.md, third-party
+#                                              license texts, changelog
 #
 # Environment: VIGIL_MAINTAINER sets the Maintainer field; SOURCE_DATE_EPOCH
 # (default: the time of the commit) sets every file time, so two runs over
@@ -266,8 +271,13 @@ copyright() { # dst
 			Files: *
 		EOF
 		echo "Copyright: $(date -u -d "@$SOURCE_DATE_EPOCH" +%Y) The Vigil authors"
-		if [ -n "$lic" ]; then
-			echo "License: $(head -n1 "$lic" | tr -d '\r')"
+		if [ -n "$lic" ] && grep -q 'Apache License' "$lic" && grep -q 'Version 2.0' "$lic"; then
+			echo "License: Apache-2.0"
+			echo " On Debian systems the full text of the Apache License 2.0 is in"
+			echo " /usr/share/common-licenses/Apache-2.0; it is also in"
+			echo " /usr/share/doc/vigil/LICENSE. See /usr/share/doc/vigil/NOTICE."
+		elif [ -n "$lic" ]; then
+			echo "License: $(grep -m1 . "$lic" | sed 's/^[[:space:]]*//' | tr -d '\r')"
 			sed -e 's/^[[:space:]]*$/./' -e 's/^/ /' "$lic"
 		else
 			echo "License: UNDECIDED"
@@ -319,15 +329,29 @@ stage() {
 	for f in "${models[@]}"; do
 		install -m 0644 "$f" "$d"/usr/share/vigil/models/
 	done
+	# The device config (cross/dist/vigil.yaml): the local broker's sensors/#,
+	# no simulator, no embedded broker. The demo's config ships as an example.
+	install -d -m 0755 "$d"/etc/vigil
+	install -m 0644 "$here/vigil.yaml" "$d"/etc/vigil/vigil.yaml
 	if [ -f "$top/agent/vigil.example.yaml" ]; then
-		install -d -m 0755 "$d"/etc/vigil
-		packaged_config "$top/agent/vigil.example.yaml" "$d"/etc/vigil/vigil.yaml
-		chmod 0644 "$d"/etc/vigil/vigil.yaml
+		packaged_config "$top/agent/vigil.example.yaml" "$d"/usr/share/doc/vigil/demo.yaml
+		chmod 0644 "$d"/usr/share/doc/vigil/demo.yaml
 	fi
+	# Shell completions: the same script on every architecture, so the host
+	# binary writes them.
+	install -d -m 0755 "$d"/usr/share/bash-completion/completions "$d"/usr/share/zsh/vendor-completions
+	"$top/bin/vigil" completion bash >"$d"/usr/share/bash-completion/completions/vigil ||
+		die "bin/vigil completion bash failed: run \`make build\` first"
+	"$top/bin/vigil" completion zsh >"$d"/usr/share/zsh/vendor-completions/_vigil
+	chmod 0644 "$d"/usr/share/bash-completion/completions/vigil "$d"/usr/share/zsh/vendor-completions/_vigil
 	install -m 0644 "$here/vigil.service" "$d"/lib/systemd/system/vigil.service
 	install -m 0644 "$here/sysusers.conf" "$d"/usr/lib/sysusers.d/vigil.conf
 	copyright "$d"/usr/share/doc/vigil/copyright
 	licenses "$bin" "$d"/usr/share/doc/vigil/third-party-licenses.txt
+	"$here/notices_check.sh" "$bin" >/dev/null || die "THIRD_PARTY_NOTICES.md misses a module linked into ${bin#"$top"/}"
+	for f in LICENSE NOTICE THIRD_PARTY_NOTICES.md; do
+		install -m 0644 "$top/$f" "$d"/usr/share/doc/vigil/
+	done
 	changelog "$d"/usr/share/doc/vigil/changelog.gz
 	chmod 0644 "$d"/usr/share/doc/vigil/*
 }

@@ -161,7 +161,12 @@ t_modes() {
 			"-rw-r--r-- root/root ./usr/lib/sysusers.d/vigil.conf" \
 			"-rw-r--r-- root/root ./usr/share/doc/vigil/copyright" \
 			"-rw-r--r-- root/root ./usr/share/doc/vigil/changelog.gz" \
-			"-rw-r--r-- root/root ./usr/share/doc/vigil/third-party-licenses.txt"; do
+			"-rw-r--r-- root/root ./usr/share/doc/vigil/third-party-licenses.txt" \
+			"-rw-r--r-- root/root ./usr/share/doc/vigil/LICENSE" \
+			"-rw-r--r-- root/root ./usr/share/doc/vigil/NOTICE" \
+			"-rw-r--r-- root/root ./usr/share/doc/vigil/THIRD_PARTY_NOTICES.md" \
+			"-rw-r--r-- root/root ./usr/share/bash-completion/completions/vigil" \
+			"-rw-r--r-- root/root ./usr/share/zsh/vendor-completions/_vigil"; do
 			grep -qxF -- "$want" <<<"$l" || fail "$arch: missing: $want"
 		done
 		# Everything else installed is a plain 0644 file (models) or a directory.
@@ -279,13 +284,15 @@ def free_port():  # the embedded broker's client dials the listen address as giv
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 s.bind(sock_path)
 state = os.path.join(w, "run-state")
+broker_port = free_port()  # the packaged config's broker, embedded here
 os.makedirs(state, exist_ok=True)
 env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
 env.update(NOTIFY_SOCKET=sock_path, WATCHDOG_USEC="1000000",
            VIGIL_DATA_DIR=state, GOMEMLIMIT="200MiB",
            VIGIL_MODELS_DIR=root + "/usr/share/vigil/models",
            VIGIL_HTTP_LISTEN="127.0.0.1:0",
-           VIGIL_MQTT_EMBEDDED_BROKER_LISTEN="127.0.0.1:%d" % free_port())
+           VIGIL_MQTT_EMBEDDED_BROKER_LISTEN="127.0.0.1:%d" % broker_port,
+           VIGIL_MQTT_BROKER="tcp://127.0.0.1:%d" % broker_port)
 cmd = [root + "/usr/bin/vigil", "run", "--config", root + "/etc/vigil/vigil.yaml"]
 traced = shutil.which("strace") is not None
 if traced:
@@ -506,7 +513,9 @@ t_chroot() {
 	done < <(sed -n 's/^Environment=//p' "$R/lib/systemd/system/vigil.service")
 	# The embedded broker's client dials the listen address as written, so
 	# it gets a real free port, not 0.
-	envs+=(VIGIL_HTTP_LISTEN=127.0.0.1:0 "VIGIL_MQTT_EMBEDDED_BROKER_LISTEN=127.0.0.1:$(free_port)" PATH=/usr/sbin:/usr/bin:/sbin:/bin)
+	bport=$(free_port)
+	envs+=(VIGIL_HTTP_LISTEN=127.0.0.1:0 "VIGIL_MQTT_EMBEDDED_BROKER_LISTEN=127.0.0.1:$bport"
+		"VIGIL_MQTT_BROKER=tcp://127.0.0.1:$bport" PATH=/usr/sbin:/usr/bin:/sbin:/bin)
 	note "environment: ${envs[*]}"
 	rc=0
 	# shellcheck disable=SC2016 # expanded by the inner sh

@@ -71,7 +71,7 @@ uninstall() {
 	elif command -v systemctl >/dev/null 2>&1; then
 		systemctl --root="${root:-/}" disable vigil.service >/dev/null 2>&1 || true
 	fi
-	rm -f "$root/usr/bin/vigil" "$root/etc/systemd/system/vigil.service" \
+	rm -f "$root/usr/bin/vigil" "$root/usr/share/bash-completion/completions/vigil" "$root/usr/share/zsh/vendor-completions/_vigil" "$root/etc/systemd/system/vigil.service" \
 		"$root/usr/lib/sysusers.d/vigil.conf"
 	rm -rf "$root/usr/lib/vigil" "$root/usr/share/vigil" "$root/usr/share/doc/vigil"
 	if live; then systemctl daemon-reload || true; fi
@@ -125,6 +125,11 @@ for f in "$here"/usr/share/vigil/models/*; do
 done
 for f in "$here"/usr/share/doc/vigil/*; do
 	[ -e "$f" ] && install -m 0644 "$f" "$root/usr/share/doc/vigil/"
+done
+for f in usr/share/bash-completion/completions/vigil usr/share/zsh/vendor-completions/_vigil; do
+	[ -e "$here/$f" ] || continue
+	install -d -m 0755 "$(dirname "$root/$f")"
+	put 0644 "$here/$f" "$root/$f"
 done
 put 0644 "$here/lib/systemd/system/vigil.service" "$root/etc/systemd/system/vigil.service"
 put 0644 "$here/usr/lib/sysusers.d/vigil.conf" "$root/usr/lib/sysusers.d/vigil.conf"
