@@ -115,6 +115,20 @@ HASHTABLE_SIZE REDUCE_ALL CONV_3D_TRANSPOSE VAR_HANDLE READ_VARIABLE ASSIGN_VARI
 RANDOM_STANDARD_NORMAL BUCKETIZE RANDOM_UNIFORM MULTINOMIAL GELU DYNAMIC_UPDATE_SLICE RELU_0_TO_1
 UNSORTED_SEGMENT_PROD UNSORTED_SEGMENT_MAX UNSORTED_SEGMENT_SUM ATAN2 UNSORTED_SEGMENT_MIN SIGN`)
 
+// sniff rejects bytes that cannot be a TFLite model before TFLite sees them:
+// the flatbuffer needs a root offset and the "TFL3" file identifier.
+func sniff(b []byte) error {
+	switch {
+	case len(b) == 0:
+		return fmt.Errorf("%w: empty", ErrInvalidModel)
+	case len(b) < 16:
+		return fmt.Errorf("%w: %d bytes is too short for a TFLite flatbuffer", ErrInvalidModel, len(b))
+	case string(b[4:8]) != "TFL3":
+		return fmt.Errorf("%w: no TFL3 file identifier (got %q)", ErrInvalidModel, b[4:8])
+	}
+	return nil
+}
+
 // Describe reads a .tflite flatbuffer's operator codes, the first
 // subgraph's input and output tensors and its constants, without the TFLite
 // runtime. It checks every offset, so it is safe on any bytes: a malformed

@@ -236,20 +236,6 @@ func Load(model []byte, opts Options) (_ *TFLite, err error) {
 	return s, nil
 }
 
-// sniff rejects bytes that cannot be a TFLite model before TFLite sees them:
-// the flatbuffer needs a root offset and the "TFL3" file identifier.
-func sniff(b []byte) error {
-	switch {
-	case len(b) == 0:
-		return fmt.Errorf("%w: empty", ErrInvalidModel)
-	case len(b) < 16:
-		return fmt.Errorf("%w: %d bytes is too short for a TFLite flatbuffer", ErrInvalidModel, len(b))
-	case string(b[4:8]) != "TFL3":
-		return fmt.Errorf("%w: no TFL3 file identifier (got %q)", ErrInvalidModel, b[4:8])
-	}
-	return nil
-}
-
 func (s *TFLite) newInterp(opts Options) (_ *interp, err error) {
 	it := &interp{}
 	it.report = (*C.vigil_report)(C.calloc(1, C.size_t(unsafe.Sizeof(C.vigil_report{}))))
