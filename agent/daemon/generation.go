@@ -41,6 +41,9 @@ type part struct {
 	name   string // source/NAME
 	run    func(ctx context.Context) error
 	policy restartPolicy
+	// connected, for a source with a broker connection (mqtt), reports
+	// whether it is connected and subscribed; nil for the others.
+	connected func() bool
 }
 
 // newGeneration loads the models and builds the pipeline and sources of cfg.
