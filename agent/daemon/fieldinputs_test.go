@@ -1,5 +1,3 @@
-//go:build porting_fieldinputs
-
 package daemon
 
 import (
@@ -33,10 +31,10 @@ import (
 
 // postEvents posts evs to the daemon's /v1/events with an optional bearer
 // token and query string, and returns the status and the body.
-func postEvents(t *testing.T, d *daemon, bearer, query string, evs ...map[string]any) (int, string) {
+func postEvents(t *testing.T, d *Daemon, bearer, query string, evs ...map[string]any) (int, string) {
 	t.Helper()
 	body, _ := json.Marshal(evs)
-	req, err := http.NewRequest(http.MethodPost, "http://"+d.addr+"/v1/events"+query, bytes.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, "http://"+d.Addr()+"/v1/events"+query, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,11 +137,11 @@ func sample(t time.Time, extra map[string]any) []byte {
 }
 
 // waitSubscribed waits until every MQTT source of the daemon is subscribed.
-func waitSubscribed(t *testing.T, d *daemon) {
+func waitSubscribed(t *testing.T, d *Daemon) {
 	t.Helper()
 	waitFor(t, 30*time.Second, func() bool {
 		for _, s := range d.current().sources {
-			if c, ok := s.(interface{ Connected() bool }); ok && !c.Connected() {
+			if s.connected != nil && !s.connected() {
 				return false
 			}
 		}
@@ -152,8 +150,8 @@ func waitSubscribed(t *testing.T, d *daemon) {
 }
 
 // drops returns the pipeline's drops of source src for reason.
-func drops(d *daemon, src string, reason source.DropReason) uint64 {
-	for _, dr := range d.current().pipe.Stats().Drops {
+func drops(d *Daemon, src string, reason source.DropReason) uint64 {
+	for _, dr := range d.Stats().Drops {
 		if dr.Source == src && dr.Reason == string(reason) {
 			return dr.Count
 		}
@@ -185,7 +183,7 @@ streams:
 			mqtttest.Publish(t, pub, "plant/pump1/telemetry", 1, false, sample(t0.Add(time.Duration(i)*time.Second), nil))
 		}
 		waitFor(t, 30*time.Second, func() bool {
-			return d.current().pipe.Stats().Streams["pump1"].Windows >= 1 || drops(d, "plant", source.DropUnknown) > 0
+			return d.Stats().Streams["pump1"].Windows >= 1 || drops(d, "plant", source.DropUnknown) > 0
 		})
 		if n := drops(d, "plant", source.DropUnknown); n > 0 {
 			t.Fatalf("%d samples on plant/pump1/telemetry dropped as unknown_stream; the only stream is pump1", n)
@@ -202,12 +200,12 @@ streams:
   - {name: pump2, source: plant, model: pump8}
 `))
 		waitSubscribed(t, d)
-		if code, body := get(t, "http://"+d.addr+"/healthz"); code != http.StatusOK {
+		if code, body := get(t, "http://"+d.Addr()+"/healthz"); code != http.StatusOK {
 			t.Fatalf("/healthz before any message: %d %s", code, body)
 		}
 		mqtttest.Publish(t, pub, "plant/pump3/telemetry", 1, false, sample(time.Now(), nil))
 		waitFor(t, 30*time.Second, func() bool { return drops(d, "plant", source.DropUnknown) > 0 })
-		code, body := get(t, "http://"+d.addr+"/healthz")
+		code, body := get(t, "http://"+d.Addr()+"/healthz")
 		if code != http.StatusServiceUnavailable || !strings.Contains(body, "source plant: 1 inputs reached no stream") {
 			t.Fatalf("/healthz after a message that reached no stream: %d %s, want 503 naming source plant", code, body)
 		}
@@ -232,8 +230,8 @@ sources:
 streams:
   - {name: pump1, source: plant, model: pump8}
 `))
-	waitFor(t, 30*time.Second, func() bool { return drops(d, "plant", source.DropRetained) > 0 || d.current().pipe.Stats().Inputs > 0 })
-	if in := d.current().pipe.Stats().Inputs; in != 0 || drops(d, "plant", source.DropRetained) != 1 {
+	waitFor(t, 30*time.Second, func() bool { return drops(d, "plant", source.DropRetained) > 0 || d.Stats().Inputs > 0 })
+	if in := d.Stats().Inputs; in != 0 || drops(d, "plant", source.DropRetained) != 1 {
 		t.Fatalf("a retained sample at connect: %d inputs, %d dropped as retained; want 0 and 1", in, drops(d, "plant", source.DropRetained))
 	}
 }
@@ -257,7 +255,7 @@ func TestFieldPrintAlertsEscapesUserIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := &syncWriter{w: &bytes.Buffer{}}
-	d := &daemon{buf: buf, stdout: out}
+	d := &Daemon{buf: buf, opts: Options{Stdout: out}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.printAlertsTo(ctx) }()
@@ -328,7 +326,7 @@ func TestFieldDurableChild(t *testing.T) {
 		t.Skip("run by TestFieldDurableEventsSurviveSIGKILL in a child process")
 	}
 	d, _ := startDaemon(t, cfgPath)
-	fmt.Printf("ADDR %s\n", d.addr)
+	fmt.Printf("ADDR %s\n", d.Addr())
 	<-make(chan struct{}) // until SIGKILL
 }
 
@@ -388,7 +386,7 @@ func TestFieldDurableEventsSurviveSIGKILL(t *testing.T) {
 	child.Wait()
 
 	d, _ := startDaemon(t, cfgPath)
-	waitFor(t, 30*time.Second, func() bool { return d.current().pipe.Stats().Streams["web"].Windows >= 5 })
+	waitFor(t, 30*time.Second, func() bool { return d.Stats().Streams["web"].Windows >= 5 })
 	// The client's retry after the restart is a duplicate, not a second copy.
 	if code, out := postEvents(t, d, "", "", evs[0]); code != http.StatusBadRequest || !strings.Contains(out, "duplicate") {
 		t.Errorf("retry of a journalled event after the restart: %d %s, want 400 duplicate", code, out)
@@ -416,7 +414,7 @@ sources:
 streams:
   - {name: pump1, source: plant, model: pump8}
 `))
-	calibrated := d.current().pipe.Stats().Streams["pump1"].Threshold
+	calibrated := d.Stats().Streams["pump1"].Threshold
 	reply := func(i int) publishReply {
 		msgs := replies.WaitN(t, i+1, 30*time.Second)
 		var r publishReply
@@ -432,7 +430,7 @@ streams:
 	if r := reply(1); r.OK || !strings.Contains(r.Message, "out of bounds") {
 		t.Fatalf("reply to set-threshold 1e308: %+v", r)
 	}
-	if got := d.current().pipe.Stats().Streams["pump1"].Threshold; got != calibrated {
+	if got := d.Stats().Streams["pump1"].Threshold; got != calibrated {
 		t.Fatalf("threshold %v after refused commands, want the calibrated %v", got, calibrated)
 	}
 	mqtttest.Publish(t, pub, "vigil/"+dev+"/cmd/set-threshold", 1, false, []byte(fmt.Sprintf(`{"id":"z","requester":"ops","stream":"pump1","threshold":%v}`, 2*calibrated)))
@@ -457,7 +455,7 @@ func TestFieldSlowBodyIsCut(t *testing.T) {
 	d, _ := startDaemon(t, cfgPath)
 	var slow []net.Conn
 	for range 8 {
-		c, err := net.Dial("tcp", d.addr)
+		c, err := net.Dial("tcp", d.Addr())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -27,7 +27,6 @@ import (
 type generation struct {
 	pipe    *pipeline.Pipeline
 	sources []part
-	mqtt    []*source.MQTT // the MQTT sources among them, for /readyz
 	events  http.Handler
 	models  []*models.Model
 	done    chan error
@@ -42,6 +41,9 @@ type part struct {
 	name   string // source/NAME
 	run    func(ctx context.Context) error
 	policy restartPolicy
+	// connected, for a source with a broker connection (mqtt), reports
+	// whether it is connected and subscribed; nil for the others.
+	connected func() bool
 }
 
 // newGeneration loads the models and builds the pipeline and sources of cfg.

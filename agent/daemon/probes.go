@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/vigil-edge/vigil/agent/config"
 	"github.com/vigil-edge/vigil/agent/health"
@@ -69,8 +70,11 @@ func (d *Daemon) inputChecks() []health.Check {
 		return nil
 	}
 	var cs []health.Check
-	for _, m := range g.mqtt {
-		c := health.Check{Name: "source " + m.Name(), OK: m.Connected(), Reason: "connected and subscribed"}
+	for _, p := range g.sources {
+		if p.connected == nil {
+			continue // no broker connection (not an MQTT source)
+		}
+		c := health.Check{Name: strings.Replace(p.name, "/", " ", 1), OK: p.connected(), Reason: "connected and subscribed"}
 		if !c.OK {
 			c.Reason = "not connected to its broker; retrying (see the log)"
 		}

@@ -115,8 +115,7 @@ func (d *Daemon) buildSources(cfg *config.Config, g *generation) error {
 			if err != nil {
 				return fmt.Errorf("%s: %w", key, err)
 			}
-			g.sources = append(g.sources, part{name: "source/" + sc.Name, run: s.Run, policy: restartOnError})
-			g.mqtt = append(g.mqtt, s)
+			g.sources = append(g.sources, part{name: "source/" + sc.Name, run: s.Run, policy: restartOnError, connected: s.Connected})
 		case config.SourceReplay:
 			r := sc.Replay
 			o := source.DefaultReplayOptions()

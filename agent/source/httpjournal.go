@@ -105,7 +105,7 @@ func (h *HTTPEvents) replay(ctx context.Context) error {
 	n := 0
 	for i := range evs {
 		ev := evs[i]
-		if !h.dedup.reserve(ev.ID, now) {
+		if !h.dedup.reserve(dedupKey(&ev), now) {
 			continue
 		}
 		if err := h.sink.Put(ctx, Input{Source: h.opts.Name, Stream: h.stream(&ev), Time: ev.Time, Event: &ev}); err != nil {
