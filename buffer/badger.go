@@ -108,6 +108,7 @@ type Badger struct {
 	db     *badger.DB
 	tuning tuning
 	syncer *fileSyncer
+	disk   diskGuard
 
 	mu              sync.Mutex
 	st              *state[struct{}]
@@ -164,13 +165,20 @@ func OpenBadger(opts BadgerOptions) (*Badger, error) {
 	if err := withDirLock(opts.Dir, func() error { return removeEmptyLogs(opts.Dir, log) }); err != nil {
 		return nil, fmt.Errorf("open buffer %s: %w", opts.Dir, err)
 	}
+	b.initDisk()
+	if g := &b.disk; !g.off && g.free < g.memBytes+1*mib {
+		// Badger writes a new memtable log at open, through a mapping.
+		return nil, fmt.Errorf("open buffer %s: %w: %d bytes free, the storage engine needs at least %d to open", opts.Dir, ErrNoSpace, g.free, g.memBytes+1*mib)
+	}
 	db, err := badger.Open(b.tuning.badgerOptions(opts.Dir, log))
 	if err != nil {
 		return nil, fmt.Errorf("open buffer %s: %w", opts.Dir, err)
 	}
 	b.db = db
+	b.prepareMem()
 	if err := b.recover(); err != nil {
 		_ = db.Close()
+		b.dropPreallocated()
 		return nil, fmt.Errorf("open buffer %s: %w", opts.Dir, err)
 	}
 	b.wg.Add(3)
@@ -541,6 +549,11 @@ func (b *Badger) Append(ctx context.Context, lane string, data ...[]byte) ([]uin
 		b.mu.Unlock()
 		return nil, fmt.Errorf("append to lane %q: %w", lane, err)
 	}
+	if err := b.checkDisk(need); err != nil {
+		l.noSpace += uint64(len(data))
+		b.mu.Unlock()
+		return nil, fmt.Errorf("append to lane %q: %w", lane, err)
+	}
 	at := b.st.appendTime(l)
 	b.st.expire(l, at)
 	if err := b.st.makeRoom(l, need, len(data)); err != nil {
@@ -733,6 +746,10 @@ func (b *Badger) Ack(consumer, lane string, seqs ...uint64) error {
 		b.mu.Unlock()
 		return fmt.Errorf("ack: %w", err)
 	}
+	if err := b.checkDisk(0); err != nil {
+		b.mu.Unlock()
+		return fmt.Errorf("ack lane %q: %w", lane, err)
+	}
 	if err := b.st.ack(consumer, l, seqs); err != nil {
 		b.mu.Unlock()
 		return fmt.Errorf("ack: %w", err)
@@ -774,6 +791,10 @@ func (b *Badger) Notify(lane string) <-chan struct{} {
 func (b *Badger) consumerOp(what, name string, fn func() error) error {
 	b.mu.Lock()
 	if err := b.usable(); err != nil {
+		b.mu.Unlock()
+		return fmt.Errorf("%s consumer %q: %w", what, name, err)
+	}
+	if err := b.checkDisk(0); err != nil {
 		b.mu.Unlock()
 		return fmt.Errorf("%s consumer %q: %w", what, name, err)
 	}
@@ -837,6 +858,7 @@ func (b *Badger) RemoveConsumer(name string) error {
 func (b *Badger) Stats() Stats {
 	b.mu.Lock()
 	st := b.st.stats()
+	st.Disk = b.diskStats()
 	b.mu.Unlock()
 	st.DiskBytes = dirBytes(b.opts.Dir)
 	return st
@@ -875,7 +897,9 @@ func (b *Badger) Close() error {
 	b.mu.Lock()
 	failed := b.failed
 	b.mu.Unlock()
-	if err := b.db.Close(); err != nil {
+	err := b.db.Close()
+	b.dropPreallocated()
+	if err != nil {
 		return fmt.Errorf("close buffer %s: %w", b.opts.Dir, err)
 	}
 	if failed != nil {

@@ -215,6 +215,7 @@ func (b *Badger) commitOpen() {
 	meta := b.metaEntries(bt)
 	b.mu.Unlock()
 	err := b.writeBatch(bt, meta)
+	b.prepareMem()
 	b.writeMu.Unlock()
 	if bt.bigValue {
 		b.syncer.vlogDirty.Store(true)
@@ -224,6 +225,9 @@ func (b *Badger) commitOpen() {
 	b.mu.Lock()
 	if err != nil {
 		err = fmt.Errorf("buffer: write to badger: %w", err)
+		if isNoSpace(err) {
+			b.disk.lastErr = err.Error()
+		}
 		if b.failed == nil {
 			b.failed = err
 			b.log.Error("buffer storage failed; close and reopen the buffer", "err", err)

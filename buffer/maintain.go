@@ -133,6 +133,7 @@ func (b *Badger) collect() {
 			b.mu.Unlock()
 		}
 	}
+	b.prepareMem()
 	b.writeMu.Unlock()
 	b.valueLogGC()
 }

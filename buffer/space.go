@@ -1,0 +1,310 @@
+package buffer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// Disk space.
+//
+// Badger writes its memtable logs, value-log files and tables through
+// memory-mapped files that it creates sparse (ftruncate) and fills by
+// copying into the mapping. On a full filesystem such a copy cannot get a
+// block, and the kernel answers with SIGBUS: the process dies, in
+// memTable.Put or table.CreateTable, and again at every restart. Badger
+// v4.9.6 has no option to avoid these mappings (memtable logs and value-log
+// files are always mapped; tables are built in memory and copied into a
+// mapped file). So the buffer keeps Badger away from a full disk:
+//
+//   - A reserve: the buffer takes no change (append, ack, consumer change)
+//     while the free space of its filesystem (statfs, the space available to
+//     unprivileged writers) is below a reserve sized for what Badger may
+//     still write on its own: the next memtable log, a value-log file, and
+//     the tables of a memtable flush and a compaction. Refused changes fail
+//     with [ErrNoSpace]; refused appends are counted ([LaneStats.NoSpace]);
+//     the state is logged (at most every diskLogEvery) and shown in
+//     [Stats.Disk]. Free space is checked at most every diskCheckEvery and
+//     whenever appends may have used a quarter of the headroom, and at every
+//     change while the disk is full, so the buffer takes changes again by
+//     itself once space returns.
+//   - Pressure: within a margin above the reserve, the buffer stops growing:
+//     an append must evict lower-priority records (lanes with policy evict)
+//     or is rejected with [ErrFull] (counted in [LaneStats.Rejected]), as if
+//     the total cap had been reached. The space of evicted records is given
+//     back by the usual reclaim.
+//   - Preallocated memtable logs: every change goes through the memtable
+//     log, so its blocks are allocated in advance: the current log in full
+//     (fallocate), and the next one, before Badger creates it, as an empty
+//     file whose blocks are reserved beyond its end (FALLOC_FL_KEEP_SIZE),
+//     which Badger then takes as a new file. A write to the memtable log
+//     thus never needs a new block, even if another process fills the disk
+//     meanwhile. If the next log cannot be preallocated, the disk counts as
+//     full.
+//
+// What remains: value-log files and tables are created by Badger inside a
+// write or in the background; the reserve keeps room for them, but another
+// process that fills the disk to the last block between two checks can
+// still make such a write fault. Give the buffer a filesystem of its own
+// (or a quota-free partition) where that matters.
+
+const (
+	diskCheckEvery = 250 * time.Millisecond
+	diskLogEvery   = 10 * time.Second
+)
+
+// diskGuard follows the free space of the buffer's filesystem. Its fields
+// are guarded by Badger.mu, except memMu's.
+type diskGuard struct {
+	dir      string
+	off      bool // statfs failed at open: no guard
+	reserve  int64
+	soft     int64
+	memBytes int64 // size of a memtable log (2 x memtable size)
+
+	free       int64
+	size       int64
+	checked    time.Time
+	sinceCheck int64 // bytes appended since the last check
+	checkAfter int64 // check again after that many bytes
+	full       bool
+	pressure   bool
+	lastErr    string
+	lastLog    time.Time
+	refused    uint64 // changes refused since the last log line
+
+	memMu    sync.Mutex
+	nextMem  int64 // fid of the preallocated next memtable log, 0 if none
+	memReady bool  // the next memtable log is preallocated
+	memOff   bool  // the filesystem cannot preallocate
+}
+
+// reserveFor returns the reserve and the pressure margin for a tuning.
+func reserveFor(t tuning, maxRecord int, dropThreshold int64) (reserve, soft int64) {
+	reserve = 2*t.memTableSize + // the next memtable log
+		t.valueLogFileSize + int64(maxRecord) + // a value-log file
+		int64(t.numLevelZero+2)*t.memTableSize + // tables of a flush and a compaction
+		1*mib // manifest, discard stats, directory blocks
+	soft = max(2*dropThreshold, 1*mib)
+	return reserve, soft
+}
+
+// initDisk sets the guard up; call before Badger is opened.
+func (b *Badger) initDisk() {
+	g := &b.disk
+	g.dir = b.opts.Dir
+	g.reserve, g.soft = reserveFor(b.tuning, b.opts.MaxRecordBytes, b.dropThreshold())
+	g.memBytes = 2 * b.tuning.memTableSize
+	free, size, err := statfs(g.dir)
+	if err != nil {
+		g.off = true
+		b.log.Warn("cannot read the free space of the buffer's filesystem; the disk guard is off", "err", err)
+		return
+	}
+	g.free, g.size, g.checked = free, size, time.Now()
+	if w := diskWarning(b.opts.MaxBytes, g.reserve, free+dirBytes(g.dir), size); w != "" {
+		b.log.Warn(w, "max_bytes", b.opts.MaxBytes, "reserve", g.reserve, "fs_free", free, "fs_size", size)
+	}
+}
+
+// diskWarning explains why the byte cap does not fit the filesystem, or
+// returns "". avail is what the buffer can use: free space plus its own
+// files.
+func diskWarning(maxBytes, reserve, avail, size int64) string {
+	// Disk use was measured at up to about 1.5 times the stored bytes.
+	need := maxBytes + maxBytes/2 + reserve
+	if need <= avail {
+		return ""
+	}
+	has, where := avail, "free (plus the buffer's own files)"
+	if need > size {
+		has, where = size, "in total"
+	}
+	return fmt.Sprintf("buffer: the byte cap exceeds what the filesystem can hold: a %d MiB cap needs about %d MiB on disk (1.5 x cap + %d MiB reserve), the filesystem has %d MiB %s; the buffer will evict or reject under disk pressure before it reaches its cap",
+		maxBytes>>20, need>>20, reserve>>20, has>>20, where)
+}
+
+// CheckDisk returns a warning when opts.MaxBytes exceeds what the filesystem
+// of opts.Dir (or of its nearest existing parent) can hold, or "" when it
+// fits or the filesystem cannot be read. check-config and start-up use it.
+func CheckDisk(opts BadgerOptions) string {
+	dir := opts.Dir
+	for {
+		if _, err := os.Stat(dir); err == nil {
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return ""
+		}
+		dir = parent
+	}
+	free, size, err := statfs(dir)
+	if err != nil {
+		return ""
+	}
+	t := deriveTuning(opts.MemoryBudget, opts.MaxBytes, opts.MaxRecordBytes)
+	b := &Badger{opts: opts}
+	reserve, _ := reserveFor(t, opts.MaxRecordBytes, b.dropThreshold())
+	return diskWarning(opts.MaxBytes, reserve, free+dirBytes(opts.Dir), size)
+}
+
+// checkDisk refreshes the disk state if it is due and tells whether a
+// change of need bytes may go ahead. Call with mu held.
+func (b *Badger) checkDisk(need int64) error {
+	g := &b.disk
+	if g.off {
+		return nil
+	}
+	g.sinceCheck += need
+	if g.full || g.pressure || g.sinceCheck >= g.checkAfter || time.Since(g.checked) >= diskCheckEvery {
+		b.refreshDisk()
+	}
+	if !g.full {
+		return nil
+	}
+	g.refused++
+	if time.Since(g.lastLog) >= diskLogEvery {
+		b.log.Error("buffer: filesystem full, changes refused until space returns",
+			"free", g.free, "reserve", g.reserve, "refused_since_last_log", g.refused)
+		g.lastLog, g.refused = time.Now(), 0
+	}
+	return fmt.Errorf("%w: %s", ErrNoSpace, g.lastErr)
+}
+
+// refreshDisk reads the free space and updates the state. Call with mu
+// held.
+func (b *Badger) refreshDisk() {
+	g := &b.disk
+	free, size, err := statfs(g.dir)
+	if err != nil {
+		return // keep the last state
+	}
+	g.free, g.size, g.checked, g.sinceCheck = free, size, time.Now(), 0
+	g.memMu.Lock()
+	if !g.memReady && !g.memOff && free >= g.memBytes {
+		b.prepareMemLocked()
+	}
+	memReady := g.memReady || g.memOff
+	g.memMu.Unlock()
+	headroom := free - g.reserve
+	wasFull := g.full
+	g.full = headroom <= 0 || !memReady
+	g.pressure = !g.full && headroom < g.soft
+	g.checkAfter = max((headroom-g.soft)/4, 64*kib)
+	if g.pressure || g.full {
+		b.st.softCap = max(b.st.total, 1)
+	} else {
+		b.st.softCap = 0
+	}
+	switch {
+	case g.full && !wasFull:
+		if !memReady {
+			g.lastErr = fmt.Sprintf("cannot preallocate the next memtable log (%d bytes), %d bytes free", g.memBytes, free)
+		} else {
+			g.lastErr = fmt.Sprintf("%d bytes free on the buffer's filesystem, below the %d bytes kept in reserve for the storage engine", free, g.reserve)
+		}
+		b.log.Error("buffer: filesystem full, changes refused until space returns", "free", free, "reserve", g.reserve)
+		g.lastLog, g.refused = time.Now(), 0
+	case !g.full && wasFull:
+		b.log.Warn("buffer: space returned, taking changes again", "free", free, "reserve", g.reserve)
+	}
+}
+
+// prepareMem makes sure the current memtable log is fully allocated and the
+// next one preallocated. Call after every write to Badger, holding writeMu
+// (or before the buffer runs).
+func (b *Badger) prepareMem() {
+	g := &b.disk
+	if g.off {
+		return
+	}
+	g.memMu.Lock()
+	defer g.memMu.Unlock()
+	if g.memOff {
+		return
+	}
+	if g.memReady {
+		// Has Badger taken the preallocated log?
+		fi, err := os.Stat(b.memPath(g.nextMem))
+		if err == nil && fi.Size() == 0 {
+			return
+		}
+		g.memReady = false
+	}
+	b.prepareMemLocked()
+}
+
+// prepareMemLocked: see prepareMem; call with memMu held.
+func (b *Badger) prepareMemLocked() {
+	g := &b.disk
+	cur := newestMem(g.dir)
+	if cur > 0 {
+		if err := preallocate(b.memPath(cur), g.memBytes, false); err != nil {
+			b.memPreallocFailed(err)
+			return
+		}
+	}
+	next := cur + 1
+	if err := preallocate(b.memPath(next), g.memBytes, true); err != nil {
+		_ = os.Remove(b.memPath(next))
+		b.memPreallocFailed(err)
+		return
+	}
+	g.nextMem, g.memReady = next, true
+}
+
+func (b *Badger) memPreallocFailed(err error) {
+	g := &b.disk
+	if errors.Is(err, errNoPrealloc) {
+		g.memOff = true
+		b.log.Warn("the buffer's filesystem cannot preallocate; a full disk may crash the storage engine", "err", err)
+		return
+	}
+	if !isNoSpace(err) {
+		b.log.Warn("preallocating the next memtable log failed", "err", err)
+	}
+	g.memReady = false
+}
+
+func (b *Badger) memPath(fid int64) string {
+	return filepath.Join(b.opts.Dir, fmt.Sprintf("%05d.mem", fid))
+}
+
+// newestMem returns the highest fid of a non-empty memtable log in dir, or 0.
+func newestMem(dir string) int64 {
+	ents, _ := os.ReadDir(dir)
+	var n int64
+	for _, e := range ents {
+		if id, ok := fileID(e.Name(), ".mem"); ok && id > n {
+			if fi, err := e.Info(); err == nil && fi.Size() > 0 {
+				n = id
+			}
+		}
+	}
+	return n
+}
+
+// dropPreallocated removes the preallocated next memtable log, after Badger
+// is closed.
+func (b *Badger) dropPreallocated() {
+	g := &b.disk
+	g.memMu.Lock()
+	defer g.memMu.Unlock()
+	if g.nextMem > 0 {
+		p := b.memPath(g.nextMem)
+		if fi, err := os.Stat(p); err == nil && fi.Size() == 0 {
+			_ = os.Remove(p)
+		}
+	}
+	g.memReady = false
+}
+
+// diskStats returns the disk state. Call with mu held.
+func (b *Badger) diskStats() DiskStats {
+	g := &b.disk
+	return DiskStats{Free: g.free, Reserve: g.reserve, Pressure: g.pressure, Full: g.full, LastError: g.lastErr}
+}
