@@ -897,6 +897,7 @@ func (b *Badger) Close() error {
 	b.mu.Lock()
 	failed := b.failed
 	b.mu.Unlock()
+	b.releaseBallast("")
 	err := b.db.Close()
 	b.dropPreallocated()
 	if err != nil {

@@ -325,9 +325,11 @@ type DiskStats struct {
 	// files and compactions: below it, changes are refused with
 	// [ErrNoSpace].
 	Reserve int64
-	// Pressure is true while free space is within a margin of the reserve:
-	// the buffer does not grow, appends evict or are rejected by the lanes'
-	// policies.
+	// Limit is the stored bytes the filesystem can hold, when that is
+	// below Options.MaxBytes (0 otherwise): it acts as the total cap.
+	Limit int64
+	// Pressure is true while the stored bytes are within 10% of Limit:
+	// appends evict or are rejected by the lanes' policies.
 	Pressure bool
 	// Full is true while free space is below the reserve: changes are
 	// refused with [ErrNoSpace] until space returns.

@@ -28,14 +28,16 @@ import (
 //     with [ErrNoSpace]; refused appends are counted ([LaneStats.NoSpace]);
 //     the state is logged (at most every diskLogEvery) and shown in
 //     [Stats.Disk]. Free space is checked at most every diskCheckEvery and
-//     whenever appends may have used a quarter of the headroom, and at every
+//     whenever appends may have used an eighth of the room left, and at every
 //     change while the disk is full, so the buffer takes changes again by
 //     itself once space returns.
-//   - Pressure: within a margin above the reserve, the buffer stops growing:
-//     an append must evict lower-priority records (lanes with policy evict)
-//     or is rejected with [ErrFull] (counted in [LaneStats.Rejected]), as if
-//     the total cap had been reached. The space of evicted records is given
-//     back by the usual reclaim.
+//   - A limit from the disk: the stored bytes may grow to what the
+//     filesystem can hold, (free space above the reserve + the buffer's own
+//     files) / 1.5, the disk amplification measured for the buffer. When
+//     that is below the byte cap, it acts as the cap: an append evicts
+//     lower-priority records (lanes with policy evict) or is rejected with
+//     [ErrFull] (counted in [LaneStats.Rejected]) before the disk is full.
+//     The space of evicted records is given back by the usual reclaim.
 //   - Preallocated memtable logs: every change goes through the memtable
 //     log, so its blocks are allocated in advance: the current log in full
 //     (fallocate), and the next one, before Badger creates it, as an empty
@@ -45,15 +47,27 @@ import (
 //     meanwhile. If the next log cannot be preallocated, the disk counts as
 //     full.
 //
+//   - A ballast: part of the reserve, the room for the tables of a flush
+//     and a compaction, is held as a preallocated file (vigil.ballast) while
+//     there is space. When another writer fills the disk, the buffer
+//     deletes the ballast (a check every ballastCheckEvery, and at every
+//     change), so that the flush or compaction Badger may be running can
+//     still write its tables; it takes the ballast back once space returns.
+//     Close and open give it up first too, so that Badger's flush at close
+//     and its new memtable log at open have room.
+//
 // What remains: value-log files and tables are created by Badger inside a
-// write or in the background; the reserve keeps room for them, but another
-// process that fills the disk to the last block between two checks can
-// still make such a write fault. Give the buffer a filesystem of its own
-// (or a quota-free partition) where that matters.
+// write or in the background, through mappings. Another process that fills
+// the disk to the last block in the moment between its last write and the
+// ballast's release, while Badger writes a table, can still make that write
+// fault. Give the buffer a filesystem of its own (or keep the root-reserved
+// blocks of ext4 for a buffer running as root) where that matters.
 
 const (
-	diskCheckEvery = 250 * time.Millisecond
-	diskLogEvery   = 10 * time.Second
+	diskCheckEvery    = 250 * time.Millisecond
+	diskLogEvery      = 10 * time.Second
+	ballastCheckEvery = 20 * time.Millisecond
+	ballastName       = "vigil.ballast"
 )
 
 // diskGuard follows the free space of the buffer's filesystem. Its fields
@@ -62,7 +76,7 @@ type diskGuard struct {
 	dir      string
 	off      bool // statfs failed at open: no guard
 	reserve  int64
-	soft     int64
+	limit    int64 // the stored bytes the filesystem can hold, 0 if above the cap
 	memBytes int64 // size of a memtable log (2 x memtable size)
 
 	free       int64
@@ -76,28 +90,37 @@ type diskGuard struct {
 	lastLog    time.Time
 	refused    uint64 // changes refused since the last log line
 
+	ballastMu   sync.Mutex
+	ballastSize int64
+	ballastHeld bool
+
 	memMu    sync.Mutex
 	nextMem  int64 // fid of the preallocated next memtable log, 0 if none
 	memReady bool  // the next memtable log is preallocated
 	memOff   bool  // the filesystem cannot preallocate
 }
 
-// reserveFor returns the reserve and the pressure margin for a tuning.
-func reserveFor(t tuning, maxRecord int, dropThreshold int64) (reserve, soft int64) {
+// diskAmplification is how much disk the stored bytes take, at most, as
+// measured (TestDiskStaysWithinCap): 3/2.
+const diskAmpNum, diskAmpDen = 3, 2
+
+// reserveFor returns the reserve for a tuning.
+func reserveFor(t tuning, maxRecord int) (reserve int64) {
 	reserve = 2*t.memTableSize + // the next memtable log
 		t.valueLogFileSize + int64(maxRecord) + // a value-log file
 		int64(t.numLevelZero+2)*t.memTableSize + // tables of a flush and a compaction
 		1*mib // manifest, discard stats, directory blocks
-	soft = max(2*dropThreshold, 1*mib)
-	return reserve, soft
+	return reserve
 }
 
 // initDisk sets the guard up; call before Badger is opened.
 func (b *Badger) initDisk() {
 	g := &b.disk
 	g.dir = b.opts.Dir
-	g.reserve, g.soft = reserveFor(b.tuning, b.opts.MaxRecordBytes, b.dropThreshold())
+	g.reserve = reserveFor(b.tuning, b.opts.MaxRecordBytes)
 	g.memBytes = 2 * b.tuning.memTableSize
+	g.ballastSize = int64(b.tuning.numLevelZero+2) * b.tuning.memTableSize
+	_ = os.Remove(filepath.Join(g.dir, ballastName)) // left by a crash: room for the open
 	free, size, err := statfs(g.dir)
 	if err != nil {
 		g.off = true
@@ -147,8 +170,7 @@ func CheckDisk(opts BadgerOptions) string {
 		return ""
 	}
 	t := deriveTuning(opts.MemoryBudget, opts.MaxBytes, opts.MaxRecordBytes)
-	b := &Badger{opts: opts}
-	reserve, _ := reserveFor(t, opts.MaxRecordBytes, b.dropThreshold())
+	reserve := reserveFor(t, opts.MaxRecordBytes)
 	return diskWarning(opts.MaxBytes, reserve, free+dirBytes(opts.Dir), size)
 }
 
@@ -184,6 +206,7 @@ func (b *Badger) refreshDisk() {
 		return // keep the last state
 	}
 	g.free, g.size, g.checked, g.sinceCheck = free, size, time.Now(), 0
+	free += b.balance(free)
 	g.memMu.Lock()
 	if !g.memReady && !g.memOff && free >= g.memBytes {
 		b.prepareMemLocked()
@@ -193,13 +216,24 @@ func (b *Badger) refreshDisk() {
 	headroom := free - g.reserve
 	wasFull := g.full
 	g.full = headroom <= 0 || !memReady
-	g.pressure = !g.full && headroom < g.soft
-	g.checkAfter = max((headroom-g.soft)/4, 64*kib)
-	if g.pressure || g.full {
-		b.st.softCap = max(b.st.total, 1)
-	} else {
-		b.st.softCap = 0
+	// What the stored bytes may grow to: the buffer's own files (less the
+	// fixed preallocated memtable logs) plus the free space above the
+	// reserve, divided by the disk amplification.
+	usable := free + dirBytes(g.dir) - 2*g.memBytes - g.reserve
+	if g.ballastHeld {
+		usable -= g.ballastSize // counted in both
 	}
+	g.limit = max(usable*diskAmpDen/diskAmpNum, 1)
+	if g.limit >= b.opts.MaxBytes {
+		g.limit = 0
+	}
+	b.st.softCap = g.limit
+	g.pressure = !g.full && g.limit > 0 && b.st.total >= g.limit*9/10
+	room := b.opts.MaxBytes - b.st.total
+	if g.limit > 0 {
+		room = g.limit - b.st.total
+	}
+	g.checkAfter = max(room/8, 32*kib)
 	switch {
 	case g.full && !wasFull:
 		if !memReady {
@@ -211,6 +245,66 @@ func (b *Badger) refreshDisk() {
 		g.lastLog, g.refused = time.Now(), 0
 	case !g.full && wasFull:
 		b.log.Warn("buffer: space returned, taking changes again", "free", free, "reserve", g.reserve)
+	}
+}
+
+// balance releases the ballast when the disk is (nearly) full and takes it
+// when there is room, and returns the space it holds. Call with mu held.
+func (b *Badger) balance(free int64) int64 {
+	g := &b.disk
+	g.ballastMu.Lock()
+	defer g.ballastMu.Unlock()
+	path := filepath.Join(g.dir, ballastName)
+	switch {
+	case g.ballastHeld && free < g.memBytes:
+		b.releaseBallastLocked("the filesystem is full")
+	case !g.ballastHeld && free >= g.reserve+g.ballastSize && !b.closed:
+		if err := preallocate(path, g.ballastSize, false); err != nil {
+			_ = os.Remove(path)
+			return 0
+		}
+		g.ballastHeld = true
+	}
+	if g.ballastHeld {
+		return g.ballastSize
+	}
+	return 0
+}
+
+// watchBallast releases the ballast at once if another writer filled the
+// disk. The maintenance goroutine calls it every ballastCheckEvery.
+func (b *Badger) watchBallast() {
+	g := &b.disk
+	g.ballastMu.Lock()
+	defer g.ballastMu.Unlock()
+	if !g.ballastHeld {
+		return
+	}
+	if free, _, err := statfs(g.dir); err == nil && free < g.memBytes {
+		b.releaseBallastLocked("the filesystem is full")
+	}
+}
+
+// releaseBallast deletes the ballast; call before Badger may write with
+// little space left (close).
+func (b *Badger) releaseBallast(why string) {
+	g := &b.disk
+	g.ballastMu.Lock()
+	defer g.ballastMu.Unlock()
+	if g.ballastHeld {
+		b.releaseBallastLocked(why)
+	}
+}
+
+func (b *Badger) releaseBallastLocked(why string) {
+	g := &b.disk
+	g.ballastHeld = false
+	if err := os.Remove(filepath.Join(g.dir, ballastName)); err != nil {
+		b.log.Warn("cannot release the disk ballast", "err", err)
+		return
+	}
+	if why != "" {
+		b.log.Warn("buffer: released the disk ballast, so the storage engine can finish its work", "reason", why, "bytes", g.ballastSize)
 	}
 }
 
@@ -306,5 +400,5 @@ func (b *Badger) dropPreallocated() {
 // diskStats returns the disk state. Call with mu held.
 func (b *Badger) diskStats() DiskStats {
 	g := &b.disk
-	return DiskStats{Free: g.free, Reserve: g.reserve, Pressure: g.pressure, Full: g.full, LastError: g.lastErr}
+	return DiskStats{Free: g.free, Reserve: g.reserve, Limit: g.limit, Pressure: g.pressure, Full: g.full, LastError: g.lastErr}
 }

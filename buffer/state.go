@@ -319,7 +319,7 @@ func (s *state[P]) makeRoom(l *lane[P], need int64, nrec int) error {
 	// Room the total cap asks for, freed from the lowest priorities first.
 	capBytes, capWhat := s.maxBytes, fmt.Sprintf("total cap of %d bytes", s.maxBytes)
 	if s.softCap > 0 && s.softCap < capBytes {
-		capBytes, capWhat = s.softCap, fmt.Sprintf("disk pressure (the filesystem is nearly full, the buffer may not grow past %d bytes)", s.softCap)
+		capBytes, capWhat = s.softCap, fmt.Sprintf("disk limit of %d bytes (what the nearly full filesystem can hold)", s.softCap)
 	}
 	if over := s.total - freedOwn + need - capBytes; over > 0 {
 		var avail int64
