@@ -185,13 +185,24 @@ func checkStore(dir string, log *slog.Logger, force bool) (notes []string, err e
 				problem = fmt.Sprintf("names tables %v that are missing; their records are lost", missing)
 			}
 		}
+		if problem == "" {
+			// Tables the MANIFEST does not name: the output of a
+			// compaction a crash interrupted, or tables whose entries the
+			// MANIFEST lost. Badger would delete them; they are kept (a
+			// key's versions tell old data from new wherever it sits).
+			var extra []uint64
+			for _, id := range ids {
+				if _, ok := mf.Tables[id]; !ok {
+					extra = append(extra, id)
+				}
+			}
+			if len(extra) > 0 {
+				problem = fmt.Sprintf("does not name tables %v that are present", extra)
+			}
+		}
 		if problem != "" {
 			notes = append(notes, "MANIFEST "+problem+": rebuilt from the tables")
 			rebuild = true
-		} else {
-			// Tables the MANIFEST does not name are left by a crash in a
-			// compaction; Badger deletes them.
-			ids = slices.DeleteFunc(ids, func(id uint64) bool { _, ok := mf.Tables[id]; return !ok })
 		}
 	}
 	// The tables.
@@ -264,7 +275,8 @@ func readManifest(dir string) (badger.Manifest, string) {
 func verifyTable(path string, full bool) (smallest, biggest []byte, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("unreadable: %v", r)
+			msg, _, _ := strings.Cut(strings.TrimSpace(fmt.Sprint(r)), "\n")
+			err = fmt.Errorf("unreadable: %s", msg)
 		}
 	}()
 	mf, err := z.OpenMmapFile(path, os.O_RDONLY, 0)

@@ -316,14 +316,17 @@ func (b *Badger) checkLosses(marks map[string]laneMark, markErr error, fresh boo
 			last = max(last, c.floor) // acknowledged, so it existed and was delivered
 		}
 		// Records missing in the middle that a consumer had not
-		// acknowledged: a table, or part of the log, is gone.
-		if len(l.cursors) > 0 {
-			from := heads[l]
-			floor := uint64(1<<63 - 1)
-			for _, c := range l.cursors {
-				floor = min(floor, c.floor)
+		// acknowledged (records of a lane without consumers only go from
+		// its head): a table, or part of the log, is gone.
+		{
+			floor := uint64(0)
+			if len(l.cursors) > 0 {
+				floor = 1<<63 - 1
+				for _, c := range l.cursors {
+					floor = min(floor, c.floor)
+				}
 			}
-			from = max(from, floor+1, 1)
+			from := max(heads[l], floor+1, 1)
 			var lost uint64
 			var lo, hi uint64
 			count := func(a, z uint64) { // seqs a..z are missing
