@@ -89,11 +89,13 @@ func (o *BadgerOptions) validate() error {
 // registration, reset and removal are always synced. A crash never moves a
 // cursor past a record it had not acknowledged.
 //
-// On open every record is read and its checksum verified; damaged records
-// are skipped, counted in [LaneStats.CorruptSkipped], logged and deleted.
-// Damaged bookkeeping (format version, lane or cursor state) or a format
-// version this code does not know fails the open with [ErrCorrupt] or
-// [ErrIncompatible], and nothing is changed.
+// On open every table and record is read and its checksum verified;
+// damaged records are skipped, counted in [LaneStats.CorruptSkipped],
+// logged and deleted, and durable records found missing (see synced.go)
+// are counted there too. Damaged files and bookkeeping are repaired or moved
+// aside (see repair.go and the package documentation). A format version
+// this code does not know fails the open with [ErrIncompatible], and
+// nothing is changed.
 //
 // Disk: deleted records are given back in the background (see the notes in
 // maintain.go). When appends outrun that work, so that more than MaxBytes/8

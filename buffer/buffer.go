@@ -287,9 +287,10 @@ var (
 	// ErrIncompatible: the directory was written by an incompatible version
 	// of this package. Nothing has been changed on disk.
 	ErrIncompatible = errors.New("incompatible buffer format")
-	// ErrCorrupt: the buffer's own bookkeeping on disk (format version, lane
-	// or consumer state) is damaged. Nothing has been changed on disk.
-	// Damaged records, in contrast, are skipped and counted.
+	// ErrCorrupt: the storage engine could not read the directory (it
+	// panicked or failed on damaged files). [OpenBadger] does not return it:
+	// it repairs the directory or moves it aside (see the package
+	// documentation); it may appear wrapped in the reason logged for that.
 	ErrCorrupt = errors.New("damaged buffer state")
 	// ErrNoSpace: the buffer's filesystem has less free space than the
 	// buffer keeps in reserve for its storage engine ([Badger] only). The

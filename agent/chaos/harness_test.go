@@ -30,6 +30,7 @@ import (
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/agent/source"
 	"github.com/vigil-edge/vigil/buffer"
+	"github.com/vigil-edge/vigil/internal/testfs"
 )
 
 // Test fixtures shared by every scenario.
@@ -81,6 +82,9 @@ type settings struct {
 	mqttSource bool
 	// ampTimeout is amplitude.timeout; difyTimeout dify.timeout.
 	ampTimeout, difyTimeout time.Duration
+	// smallFS, when positive, puts data_dir on an ext4 filesystem of that
+	// many bytes of its own (the scenario is skipped unless run as root).
+	smallFS int64
 }
 
 // env is one scenario's world: a broker, a proxy in front of it, the two
@@ -91,6 +95,7 @@ type env struct {
 	set     settings
 	dir     string
 	dataDir string
+	fsDir   string // the small filesystem holding dataDir, if any
 	cfgPath string
 	broker  *mqtttest.Broker
 	proxy   *netproxy.Proxy
@@ -118,6 +123,10 @@ func newEnv(t *testing.T, set settings) *env {
 	}
 	e := &env{t: t, set: set, dir: t.TempDir()}
 	e.dataDir = filepath.Join(e.dir, "data")
+	if set.smallFS > 0 {
+		e.fsDir = testfs.Mount(t, "ext4", set.smallFS)
+		e.dataDir = filepath.Join(e.fsDir, "data")
+	}
 	// A persistent broker, so that the subscriber's session (and what is
 	// queued for it) survives a broker restart; no cap on queued messages.
 	e.broker = mqtttest.Start(t, mqtttest.Options{Persistence: true, ExtraConfig: "max_queued_messages 0"})

@@ -56,6 +56,8 @@ type Snapshot struct {
 	Backlog    map[string]Backlog   `json:"backlog"`
 	DiskBytes  int64                `json:"disk_bytes"`
 	BufBytes   int64                `json:"buffer_bytes"`
+	BufDisk    buffer.DiskStats     `json:"buffer_disk"`
+	BufDamage  []string             `json:"buffer_damage,omitempty"`
 	Evicted    map[string]uint64    `json:"evicted"`
 	Forwarders map[string]Forwarder `json:"forwarders"`
 	Models     map[string]string    `json:"models"`   // stream → model@version
@@ -156,7 +158,7 @@ func (r *Reporter) Snapshot() Snapshot {
 	}
 	if r.src.Buffer != nil {
 		b := r.src.Buffer()
-		s.DiskBytes, s.BufBytes = b.DiskBytes, b.Bytes
+		s.DiskBytes, s.BufBytes, s.BufDisk, s.BufDamage = b.DiskBytes, b.Bytes, b.Disk, b.Damage
 		for lane, ls := range b.Lanes {
 			bl := Backlog{Records: ls.Records, Bytes: ls.Bytes, OldestS: ls.OldestAge.Seconds(), Lag: map[string]int{}}
 			for consumer, lanes := range b.Consumers {
@@ -195,6 +197,9 @@ func (r *Reporter) Healthz(w http.ResponseWriter, _ *http.Request) {
 			problems = append(problems, "stream "+name+": learning failed")
 		}
 	}
+	if s.BufDisk.Full {
+		problems = append(problems, "buffer: disk full, appends refused: "+s.BufDisk.LastError)
+	}
 	sort.Strings(problems)
 	code := http.StatusOK
 	if len(problems) > 0 {
@@ -232,7 +237,11 @@ var (
 	dLaneBytes = prometheus.NewDesc("vigil_buffer_bytes", "Bytes in the buffer, by lane.", []string{"lane"}, nil)
 	dEvicted   = prometheus.NewDesc("vigil_buffer_evicted_total", "Records evicted under the byte caps, by lane.", []string{"lane"}, nil)
 	dRejected  = prometheus.NewDesc("vigil_buffer_rejected_total", "Appends refused because a lane was full, by lane.", []string{"lane"}, nil)
-	dCorrupt   = prometheus.NewDesc("vigil_buffer_corrupt_skipped_total", "Damaged records skipped, by lane.", []string{"lane"}, nil)
+	dCorrupt   = prometheus.NewDesc("vigil_buffer_corrupt_skipped_total", "Damaged records skipped, and durable records found lost at start, by lane.", []string{"lane"}, nil)
+	dNoSpace   = prometheus.NewDesc("vigil_buffer_no_space_total", "Appends refused because the buffer's filesystem was full, by lane.", []string{"lane"}, nil)
+	dDiskFull  = prometheus.NewDesc("vigil_buffer_disk_full", "1 while the buffer's filesystem is full and changes are refused.", nil, nil)
+	dDiskFree  = prometheus.NewDesc("vigil_buffer_disk_free_bytes", "Free space on the buffer's filesystem at the last check.", nil, nil)
+	dDamage    = prometheus.NewDesc("vigil_buffer_damage_found", "Damage found (and repaired or moved aside) when the buffer was opened: number of findings.", nil, nil)
 	dLag       = prometheus.NewDesc("vigil_consumer_lag_records", "Records a consumer has not acknowledged, by lane.", []string{"consumer", "lane"}, nil)
 	dDisk      = prometheus.NewDesc("vigil_buffer_disk_bytes", "Space the buffer takes on disk.", nil, nil)
 	dFwdState  = prometheus.NewDesc("vigil_forwarder_state", "1 for the forwarder's current state.", []string{"forwarder", "state"}, nil)
@@ -244,7 +253,7 @@ var (
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dInputs, dScores, dAlerts, dDrops, dWindows, dStAlerts, dState, dLatency, dQueue,
-		dLaneRecs, dLaneBytes, dEvicted, dRejected, dCorrupt, dLag, dDisk, dFwdState, dFwdDead, dFwdSent, dFwdLag, dFwdLagS} {
+		dLaneRecs, dLaneBytes, dEvicted, dRejected, dCorrupt, dNoSpace, dDiskFull, dDiskFree, dDamage, dLag, dDisk, dFwdState, dFwdDead, dFwdSent, dFwdLag, dFwdLagS} {
 		ch <- d
 	}
 }
@@ -282,7 +291,15 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			counter(dEvicted, float64(ls.Evicted), lane)
 			counter(dRejected, float64(ls.Rejected), lane)
 			counter(dCorrupt, float64(ls.CorruptSkipped), lane)
+			counter(dNoSpace, float64(ls.NoSpace), lane)
 		}
+		full := 0.0
+		if b.Disk.Full {
+			full = 1
+		}
+		gauge(dDiskFull, full)
+		gauge(dDiskFree, float64(b.Disk.Free))
+		gauge(dDamage, float64(len(b.Damage)))
 		for consumer, lanes := range b.Consumers {
 			for lane, cs := range lanes {
 				gauge(dLag, float64(cs.Lag), consumer, lane)

@@ -82,9 +82,18 @@ func Free(t testing.TB, dir string) int64 {
 // and returns how many bytes it wrote.
 func Fill(t testing.TB, path string) int64 {
 	t.Helper()
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	n, err := FillFile(path)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return n
+}
+
+// FillFile is Fill for code that reports errors itself.
+func FillFile(path string) (int64, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return 0, err
 	}
 	defer f.Close()
 	chunk := make([]byte, 64<<10)
@@ -97,8 +106,8 @@ func Fill(t testing.TB, path string) int64 {
 			continue
 		}
 		if err != nil {
-			t.Fatal(err)
+			return n, err
 		}
 	}
-	return n
+	return n, nil
 }
