@@ -938,11 +938,12 @@ func (b *Badger) Stats() Stats {
 	return st
 }
 
-// dirBytes returns the space the files of dir take on disk.
+// dirBytes returns the space the files of dir take on disk, but for the
+// disk ballast (space.go), which is part of the reserve.
 func dirBytes(dir string) int64 {
 	var n int64
 	_ = filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
+		if err != nil || d.IsDir() || d.Name() == ballastName {
 			return nil
 		}
 		if fi, err := d.Info(); err == nil {

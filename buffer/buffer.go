@@ -309,7 +309,9 @@ type Stats struct {
 	// Options.MaxBytes.
 	Bytes int64
 	// DiskBytes is the space the buffer's files take on disk (allocated
-	// blocks of the LSM tree, logs and value log); 0 for [Memory].
+	// blocks of the LSM tree, logs and value log, including the two
+	// preallocated memtable logs; not the disk ballast, which is part of
+	// Disk.Reserve); 0 for [Memory].
 	DiskBytes int64
 	// Disk is the state of the buffer's filesystem; zero for [Memory].
 	Disk DiskStats

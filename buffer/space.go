@@ -220,10 +220,7 @@ func (b *Badger) refreshDisk() {
 	// What the stored bytes may grow to: the buffer's own files (less the
 	// fixed preallocated memtable logs) plus the free space above the
 	// reserve, divided by the disk amplification.
-	usable := free + dirBytes(g.dir) - 2*g.memBytes - g.reserve
-	if g.ballastHeld {
-		usable -= g.ballastSize // counted in both
-	}
+	usable := free + dirBytes(g.dir) - 2*g.memBytes - g.reserve // free counts the ballast in
 	g.limit = max(usable*diskAmpDen/diskAmpNum, 1)
 	if g.limit >= b.opts.MaxBytes {
 		g.limit = 0

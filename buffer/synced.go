@@ -315,9 +315,10 @@ func (b *Badger) checkLosses(marks map[string]laneMark, markErr error, fresh boo
 		for _, c := range l.cursors {
 			last = max(last, c.floor) // acknowledged, so it existed and was delivered
 		}
-		// Records missing in the middle that a consumer had not
-		// acknowledged (records of a lane without consumers only go from
-		// its head): a table, or part of the log, is gone.
+		// Records missing in the middle that no consumer had acknowledged
+		// (a record leaves the middle of a lane only once every consumer
+		// has acknowledged it; those of a lane without consumers only go
+		// from its head): a table, or part of the log, is gone.
 		{
 			floor := uint64(0)
 			if len(l.cursors) > 0 {
@@ -331,7 +332,7 @@ func (b *Badger) checkLosses(marks map[string]laneMark, markErr error, fresh boo
 			var lo, hi uint64
 			count := func(a, z uint64) { // seqs a..z are missing
 				for q := a; q <= z; q++ {
-					if !b.st.ackedByAll(l, q) && !b.skipped[l][q] && !b.isGone(l, q) {
+					if !ackedByAny(l, q) && !b.skipped[l][q] && !b.isGone(l, q) {
 						if lost == 0 {
 							lo = q
 						}
@@ -370,4 +371,16 @@ func (b *Badger) checkLosses(marks map[string]laneMark, markErr error, fresh boo
 			b.log.Error("buffer: durable records lost", "lane", l.opts.Name, "first", last+1, "last", w, "lost", lost)
 		}
 	}
+}
+
+// ackedByAny tells whether some consumer of l has acknowledged seq. (Not
+// every one: a consumer registered after a record left the middle of the
+// lane never saw it.)
+func ackedByAny(l *lane[struct{}], seq uint64) bool {
+	for _, c := range l.cursors {
+		if c.acked(seq) {
+			return true
+		}
+	}
+	return false
 }
