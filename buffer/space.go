@@ -25,8 +25,11 @@ import (
 //     unprivileged writers) is below a reserve sized for what Badger may
 //     still write on its own: the next memtable log, a value-log file, and
 //     the tables of a memtable flush and a compaction. Refused changes fail
-//     with [ErrNoSpace]; refused appends are counted ([LaneStats.NoSpace]);
-//     the state is logged (at most every diskLogEvery) and shown in
+//     with [ErrNoSpace] (acknowledgements and consumer changes, which never
+//     write to the value log and let the buffer give space back, may use
+//     the value-log file's part of the reserve); refused appends are
+//     counted ([LaneStats.NoSpace]); the state is logged (at most every
+//     diskLogEvery) and shown in
 //     [Stats.Disk]. Free space is checked at most every diskCheckEvery and
 //     whenever appends may have used an eighth of the room left, and at every
 //     change while the disk is full, so the buffer takes changes again by
@@ -86,6 +89,8 @@ type diskGuard struct {
 	sinceCheck int64 // bytes appended since the last check
 	checkAfter int64 // check again after that many bytes
 	full       bool
+	ackOK      bool  // while full: acknowledgements may still go ahead
+	vlogPart   int64 // the value-log file's part of the reserve
 	pressure   bool
 	lastErr    string
 	lastLog    time.Time
@@ -120,6 +125,7 @@ func (b *Badger) initDisk() {
 	g := &b.disk
 	g.dir = b.opts.Dir
 	g.reserve = reserveFor(b.tuning, b.opts.MaxRecordBytes)
+	g.vlogPart = b.tuning.valueLogFileSize + int64(b.opts.MaxRecordBytes)
 	g.memBytes = 2 * b.tuning.memTableSize
 	g.ballastSize = int64(b.tuning.numLevelZero+2) * b.tuning.memTableSize
 	_ = os.Remove(filepath.Join(g.dir, ballastName)) // left by a crash: room for the open
@@ -183,10 +189,17 @@ func (b *Badger) checkDisk(need int64) error {
 		return nil
 	}
 	g.sinceCheck += need
-	if g.full || g.pressure || g.sinceCheck >= g.checkAfter || time.Since(g.checked) >= diskCheckEvery {
+	if g.full || g.sinceCheck >= g.checkAfter || time.Since(g.checked) >= diskCheckEvery ||
+		(g.pressure && time.Since(g.checked) >= diskCheckEvery/8) {
 		b.refreshDisk()
 	}
 	if !g.full {
+		return nil
+	}
+	// Acknowledgements and consumer changes never write to the value log,
+	// and they are what lets the buffer give space back: they may use the
+	// value-log part of the reserve.
+	if need == 0 && g.ackOK {
 		return nil
 	}
 	g.refused++
@@ -217,6 +230,7 @@ func (b *Badger) refreshDisk() {
 	headroom := free - g.reserve
 	wasFull := g.full
 	g.full = headroom <= 0 || !memReady
+	g.ackOK = memReady && free > g.reserve-g.vlogPart
 	// What the stored bytes may grow to: the buffer's own files (less the
 	// fixed preallocated memtable logs) plus the free space above the
 	// reserve, divided by the disk amplification.
