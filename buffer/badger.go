@@ -183,9 +183,10 @@ func openOnce(opts BadgerOptions, log *slog.Logger, damage []string) (_ *Badger,
 		return nil, fmt.Errorf("open buffer %s: %w", opts.Dir, err)
 	}
 	b.initDisk()
-	if g := &b.disk; !g.off && g.free < g.memBytes+1*mib {
-		// Badger writes a new memtable log at open, through a mapping.
-		return nil, fmt.Errorf("open buffer %s: %w: %d bytes free, the storage engine needs at least %d to open", opts.Dir, ErrNoSpace, g.free, g.memBytes+1*mib)
+	if g, need := &b.disk, openNeed(opts.Dir, b.tuning); !g.off && g.free < need {
+		// Badger writes a new memtable log at open, and flushes the ones it
+		// replays, through mappings.
+		return nil, fmt.Errorf("open buffer %s: %w: %d bytes free, the storage engine needs at least %d to open", opts.Dir, ErrNoSpace, g.free, need)
 	}
 	defer func() {
 		if r := recover(); r != nil {
@@ -973,9 +974,13 @@ func (b *Badger) Close() error {
 	failed := b.failed
 	b.mu.Unlock()
 	b.releaseBallast("")
+	serr := b.synced.close()
+	if err := b.closeWhenRoom(); err != nil {
+		return fmt.Errorf("close buffer %s: %w", b.opts.Dir, err)
+	}
 	err := b.db.Close()
 	b.dropPreallocated()
-	if serr := b.synced.close(); serr != nil && err == nil {
+	if serr != nil && err == nil {
 		err = serr
 	}
 	if err != nil {

@@ -70,7 +70,11 @@ func testDiskFull(t *testing.T, kind string, mode Durability) {
 	bo.FlushInterval = DefaultFlushInterval
 	bo.Logger = log
 	b := openBadger(t, bo)
-	defer func() { closeBadger(t, b) }()
+	defer func() {
+		if b != nil {
+			closeBadger(t, b)
+		}
+	}()
 	if !strings.Contains(logs.String(), "exceeds what the filesystem can hold") {
 		t.Error("no start-up warning that the cap exceeds the filesystem")
 	}
@@ -175,6 +179,52 @@ func testDiskFull(t *testing.T, kind string, mode Durability) {
 	if rest := mustRead(t, b, "c", "alert", 10); len(rest) != 0 {
 		t.Errorf("%d alerts delivered again after their ack", len(rest))
 	}
+
+	// A restart on a full disk: Close either flushes the memtable (the
+	// ballast gave it room) or returns ErrNoSpace and leaves the storage
+	// engine open until space returns; the open either refuses (ErrNoSpace,
+	// or the directory still in use) or opens a buffer that refuses
+	// appends. Never a crash; once space returns, nothing accepted is
+	// missing.
+	seqs, err := b.Append(ctx, "alert", []byte("before restart"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted = map[uint64]string{seqs[0]: "before restart"}
+	testfs.Fill(t, filler)
+	waitFor(t, 10*time.Second, "the disk to be seen full", func() bool {
+		seqs, err := b.Append(ctx, "alert", []byte("while filling"))
+		if err == nil {
+			accepted[seqs[0]] = "while filling" // not full yet
+		}
+		return errors.Is(err, ErrNoSpace)
+	})
+	if err := b.Close(); err != nil && !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("close on a full disk: %v", err)
+	} else if err != nil {
+		t.Logf("close on the full disk: %v", err)
+	}
+	b = nil
+	if nb, err := OpenBadger(bo); err != nil {
+		if !errors.Is(err, ErrNoSpace) && !strings.Contains(err.Error(), "in use") {
+			t.Fatalf("open on a full disk: %v, want ErrNoSpace", err)
+		}
+		t.Logf("open on the full disk: %v", err)
+	} else {
+		if _, err := nb.Append(ctx, "alert", []byte("refused")); !errors.Is(err, ErrNoSpace) {
+			t.Errorf("append after a restart on the full disk: %v, want ErrNoSpace", err)
+		}
+		closeBadger(t, nb)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the buffer to open once space returned", func() bool {
+		var err error
+		b, err = OpenBadger(bo)
+		return err == nil
+	})
+	checkExactlyOnce(t, readAll(t, b, "c", "alert"), accepted)
 }
 
 // waitIdle waits until the files of dir have kept the same names and sizes

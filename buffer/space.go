@@ -270,7 +270,9 @@ func (b *Badger) balance(free int64) int64 {
 	switch {
 	case g.ballastHeld && free < g.memBytes:
 		b.releaseBallastLocked("the filesystem is full")
-	case !g.ballastHeld && free >= g.reserve+g.ballastSize && !b.closed:
+	case !g.ballastHeld && free >= g.ballastSize+2*g.memBytes && !b.closed:
+		// Decisions count the ballast as free space: taking it changes
+		// nothing but who holds the blocks.
 		if err := preallocate(path, g.ballastSize, false); err != nil {
 			_ = os.Remove(path)
 			return 0
@@ -407,6 +409,53 @@ func (b *Badger) dropPreallocated() {
 		}
 	}
 	g.memReady = false
+}
+
+// closeWhenRoom checks that Badger can flush its memtable at close (it
+// writes a table through a mapping). If the disk is too full, Badger is
+// closed later, by a goroutine, once space returns: everything is in its
+// fsynced log already, and a process that exits loses nothing. Close then
+// returns ErrNoSpace, and the directory stays locked until then.
+func (b *Badger) closeWhenRoom() error {
+	if b.disk.off {
+		return nil
+	}
+	need := b.tuning.memTableSize + 1*mib
+	free, _, err := statfs(b.opts.Dir)
+	if err != nil || free >= need {
+		return nil
+	}
+	b.log.Error("buffer: the disk is full at close; the storage engine stays open until space returns (everything is in its fsynced log)",
+		"free", free, "need", need)
+	go func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for range tick.C {
+			if free, _, err := statfs(b.opts.Dir); err == nil && free >= need {
+				break
+			}
+		}
+		if err := b.db.Close(); err != nil {
+			b.log.Error("closing the storage engine once space returned", "err", err)
+		}
+		b.dropPreallocated()
+	}()
+	return fmt.Errorf("%w: %d bytes free, the storage engine needs %d to close; it closes once space returns", ErrNoSpace, free, need)
+}
+
+// openNeed is the free space Badger needs to open dir: a new memtable log,
+// and the tables of the memtable logs it replays and flushes.
+func openNeed(dir string, t tuning) int64 {
+	ents, _ := os.ReadDir(dir)
+	need := 2*t.memTableSize + 1*mib
+	for _, e := range ents {
+		if _, ok := fileID(e.Name(), ".mem"); ok {
+			if fi, err := e.Info(); err == nil && fi.Size() > 0 {
+				need += t.memTableSize
+			}
+		}
+	}
+	return need
 }
 
 // diskStats returns the disk state. Call with mu held.
