@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
 
 	"github.com/vigil-edge/vigil/agent/config"
 	"github.com/vigil-edge/vigil/agent/daemon"
+	"github.com/vigil-edge/vigil/buffer"
 )
 
 // runCheckConfig loads a config file the way `vigil run` would (defaults,
@@ -30,6 +32,7 @@ func runCheckConfig(_ context.Context, args []string, stdout, stderr io.Writer) 
 	if len(errs) == 0 {
 		// The file is sound: check that its models load and fit their streams.
 		if cfg, err := config.Load(path, envLookup); err == nil {
+			warns = append(warns, checkBufferDisk(cfg)...)
 			errs = append(errs, daemon.Check(cfg)...)
 		}
 	}
@@ -43,5 +46,21 @@ func runCheckConfig(_ context.Context, args []string, stdout, stderr io.Writer) 
 		return fmt.Errorf("%s: %d error(s), %d warning(s)", path, len(errs), len(warns))
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d warning(s))\n", path, len(warns))
+	return nil
+}
+
+// checkBufferDisk warns when buffer.max_bytes exceeds what the filesystem
+// of data_dir can hold (the buffer warns at start-up too).
+func checkBufferDisk(cfg *config.Config) config.Problems {
+	if cfg.Buffer.Kind == "memory" {
+		return nil
+	}
+	bo := buffer.DefaultBadgerOptions(filepath.Join(cfg.DataDir, "buffer"))
+	bo.MaxBytes = int64(cfg.Buffer.MaxBytes)
+	bo.MaxRecordBytes = int(cfg.Buffer.MaxRecordBytes)
+	bo.MemoryBudget = int64(cfg.Buffer.MemoryBudget)
+	if w := buffer.CheckDisk(bo); w != "" {
+		return config.Problems{{Path: "buffer.max_bytes", Msg: w, Warning: true}}
+	}
 	return nil
 }

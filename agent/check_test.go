@@ -43,3 +43,30 @@ streams:
 		}
 	}
 }
+
+// TestCheckConfigWarnsDiskCap: a buffer cap larger than data_dir's
+// filesystem can hold is a warning, with its key path.
+func TestCheckConfigWarnsDiskCap(t *testing.T) {
+	models, _ := filepath.Abs("../models")
+	path := filepath.Join(t.TempDir(), "big.yaml")
+	text := `
+device_id: pump-station
+data_dir: ` + t.TempDir() + `
+models_dir: ` + models + `
+buffer: {max_bytes: 64TiB}
+sources:
+  - {name: pump, type: simulator}
+streams:
+  - {name: pump1, source: pump, model: pump8}
+`
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if err := runCheckConfig(t.Context(), []string{path}, &out, &errOut); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "warning: buffer.max_bytes: buffer: the byte cap exceeds what the filesystem can hold") {
+		t.Errorf("no warning about the cap:\n%s", out.String())
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,11 +89,13 @@ func (o *BadgerOptions) validate() error {
 // registration, reset and removal are always synced. A crash never moves a
 // cursor past a record it had not acknowledged.
 //
-// On open every record is read and its checksum verified; damaged records
-// are skipped, counted in [LaneStats.CorruptSkipped], logged and deleted.
-// Damaged bookkeeping (format version, lane or cursor state) or a format
-// version this code does not know fails the open with [ErrCorrupt] or
-// [ErrIncompatible], and nothing is changed.
+// On open every table and record is read and its checksum verified;
+// damaged records are skipped, counted in [LaneStats.CorruptSkipped],
+// logged and deleted, and durable records found missing (see synced.go)
+// are counted there too. Damaged files and bookkeeping are repaired or moved
+// aside (see repair.go and the package documentation). A format version
+// this code does not know fails the open with [ErrIncompatible], and
+// nothing is changed.
 //
 // Disk: deleted records are given back in the background (see the notes in
 // maintain.go). When appends outrun that work, so that more than MaxBytes/8
@@ -108,6 +111,8 @@ type Badger struct {
 	db     *badger.DB
 	tuning tuning
 	syncer *fileSyncer
+	disk   diskGuard
+	synced *syncedFile // the watermark file
 
 	mu              sync.Mutex
 	st              *state[struct{}]
@@ -120,6 +125,9 @@ type Badger struct {
 	reclaiming      int64         // bytes the running reclaim is giving back
 	reclaimDone     chan struct{} // closed when the running reclaim ends
 	orphans         map[string][][]byte
+	damage          []string                            // what was found damaged at open, and done
+	skipped         map[*lane[struct{}]]map[uint64]bool // damaged records skipped at open
+	gone            map[*lane[struct{}]][]seqRange      // seqs reported lost or damaged (synced.go)
 
 	writeMu sync.Mutex // held while writing to Badger, and to force a flush
 
@@ -133,7 +141,9 @@ type Badger struct {
 	gcRuns atomic.Int64 // completed maintenance rounds, for tests
 }
 
-// OpenBadger opens or creates the buffer in opts.Dir.
+// OpenBadger opens or creates the buffer in opts.Dir. A damaged directory
+// is repaired, or moved aside, as described in repair.go; what was found
+// and done is logged and listed in [Stats.Damage].
 func OpenBadger(opts BadgerOptions) (*Badger, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
@@ -143,6 +153,12 @@ func OpenBadger(opts BadgerOptions) (*Badger, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	log = log.With("component", "buffer", "dir", opts.Dir)
+	return openRepairing(opts, log)
+}
+
+// openOnce opens the buffer in opts.Dir as it is; a panic in Badger or in
+// the recovery becomes an error wrapping ErrCorrupt.
+func openOnce(opts BadgerOptions, log *slog.Logger, damage []string) (_ *Badger, err error) {
 	b := &Badger{
 		opts:        opts,
 		log:         log,
@@ -155,6 +171,8 @@ func OpenBadger(opts BadgerOptions) (*Badger, error) {
 		reclaim:     make(chan struct{}, 1),
 		reclaimDone: make(chan struct{}),
 		stop:        make(chan struct{}),
+		damage:      damage,
+		gone:        map[*lane[struct{}]][]seqRange{},
 	}
 	b.st = newState[struct{}](opts.Options, b)
 	b.st.segmentBytes = b.segmentBytes()
@@ -164,13 +182,36 @@ func OpenBadger(opts BadgerOptions) (*Badger, error) {
 	if err := withDirLock(opts.Dir, func() error { return removeEmptyLogs(opts.Dir, log) }); err != nil {
 		return nil, fmt.Errorf("open buffer %s: %w", opts.Dir, err)
 	}
+	b.initDisk()
+	if g, need := &b.disk, openNeed(opts.Dir, b.tuning); !g.off && g.free < need {
+		// Badger writes a new memtable log at open, and flushes the ones it
+		// replays, through mappings.
+		return nil, fmt.Errorf("open buffer %s: %w: %d bytes free, the storage engine needs at least %d to open", opts.Dir, ErrNoSpace, g.free, need)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			if b.db != nil {
+				func() {
+					defer func() { _ = recover() }()
+					_ = b.db.Close()
+				}()
+				b.dropPreallocated()
+			}
+			err = fmt.Errorf("open buffer %s: %w: the storage engine failed reading it: %v", opts.Dir, ErrCorrupt, r)
+		}
+	}()
 	db, err := badger.Open(b.tuning.badgerOptions(opts.Dir, log))
 	if err != nil {
 		return nil, fmt.Errorf("open buffer %s: %w", opts.Dir, err)
 	}
 	b.db = db
+	b.prepareMem()
 	if err := b.recover(); err != nil {
 		_ = db.Close()
+		b.dropPreallocated()
+		if b.synced != nil {
+			_ = b.synced.close()
+		}
 		return nil, fmt.Errorf("open buffer %s: %w", opts.Dir, err)
 	}
 	b.wg.Add(3)
@@ -186,6 +227,7 @@ func OpenBadger(opts BadgerOptions) (*Badger, error) {
 func (b *Badger) recover() error {
 	txn := b.db.NewTransaction(false)
 	defer txn.Discard()
+	marks, gen, markErr := readSynced(b.opts.Dir)
 	fresh, err := b.checkFormat(txn)
 	if err != nil {
 		return err
@@ -200,6 +242,10 @@ func (b *Badger) recover() error {
 	garbage, err := b.loadRecords(txn, heads)
 	if err != nil {
 		return err
+	}
+	b.checkLosses(marks, markErr, fresh, heads)
+	if b.synced, err = openSynced(b.opts.Dir, gen, b.laneNames()); err != nil {
+		return fmt.Errorf("open watermark file: %w", err)
 	}
 	if garbage {
 		b.triggerReclaim()
@@ -238,6 +284,15 @@ func (b *Badger) recover() error {
 	if err := b.syncer.sync(); err != nil {
 		return fmt.Errorf("fsync: %w", err)
 	}
+	if err := b.synced.write(b.doneMarks()); err != nil {
+		return fmt.Errorf("write watermark file: %w", err)
+	}
+	if err := b.synced.flush(); err != nil {
+		return fmt.Errorf("fsync watermark file: %w", err)
+	}
+	for _, d := range b.damage {
+		b.log.Warn("buffer: damage found at open", "damage", d)
+	}
 	return nil
 }
 
@@ -252,7 +307,8 @@ func (b *Badger) checkFormat(txn *badger.Txn) (fresh bool, err error) {
 			found := it.Valid()
 			it.Close()
 			if found {
-				return false, fmt.Errorf("%w: format version key %q is missing but the directory holds buffer data", ErrCorrupt, keyFormat)
+				b.noteDamage("format version key %q is missing but the directory holds buffer data: restored", keyFormat)
+				return true, nil
 			}
 		}
 		return true, nil
@@ -266,7 +322,8 @@ func (b *Badger) checkFormat(txn *badger.Txn) (fresh bool, err error) {
 	}
 	version, err := decodeFormat(v)
 	if err != nil {
-		return false, fmt.Errorf("%w: format version key %q: %v", ErrCorrupt, keyFormat, err)
+		b.noteDamage("format version key %q is damaged (%v): rewritten", keyFormat, err)
+		return true, nil
 	}
 	if version != formatVersion {
 		return false, fmt.Errorf("%w: directory has format version %d, this code reads version %d", ErrIncompatible, version, formatVersion)
@@ -285,11 +342,19 @@ func (b *Badger) loadLaneMeta(txn *badger.Txn) (heads map[*lane[struct{}]]uint64
 		if err != nil {
 			return nil, fmt.Errorf("read %q: %w", key, err)
 		}
+		name := string(key[len(prefixLaneMeta):])
 		next, head, err := decodeLaneMeta(key, v)
 		if err != nil {
-			return nil, fmt.Errorf("%w: lane state %q: %v", ErrCorrupt, key, err)
+			b.noteDamage("lane state %q is damaged (%v): rebuilt from the lane's records; records the lane had already given up may be served again", key, err)
+			if l, ok := b.st.lanes[name]; ok {
+				b.open.lanes[l] = true // rewritten
+				b.open.ops++
+			} else {
+				b.open.dels = append(b.open.dels, key)
+				b.open.ops++
+			}
+			continue
 		}
-		name := string(key[len(prefixLaneMeta):])
 		l, ok := b.st.lanes[name]
 		if !ok {
 			b.log.Warn("lane on disk is not configured; its records are kept but not served", "lane", name)
@@ -309,7 +374,10 @@ func (b *Badger) loadCursors(txn *badger.Txn) error {
 		key := item.KeyCopy(nil)
 		laneName, consumer, ok := splitCursorKey(key)
 		if !ok {
-			return fmt.Errorf("%w: malformed cursor key %q", ErrCorrupt, key)
+			b.noteDamage("malformed cursor key %q: deleted", key)
+			b.open.dels = append(b.open.dels, key)
+			b.open.ops++
+			continue
 		}
 		v, err := item.ValueCopy(nil)
 		if err != nil {
@@ -317,7 +385,10 @@ func (b *Badger) loadCursors(txn *badger.Txn) error {
 		}
 		floor, pending, err := decodeCursor(key, v)
 		if err != nil {
-			return fmt.Errorf("%w: cursor %q: %v", ErrCorrupt, key, err)
+			b.noteDamage("cursor %q is damaged (%v): deleted; consumer %q starts again at the oldest record of lane %q when it registers", key, err, consumer, laneName)
+			b.open.dels = append(b.open.dels, key)
+			b.open.ops++
+			continue
 		}
 		l, ok := b.st.lanes[laneName]
 		if !ok {
@@ -418,6 +489,16 @@ func (b *Badger) corruptKey(l *lane[struct{}], key []byte, err error) {
 	if l != nil {
 		l.corrupt++
 		name = l.opts.Name
+		if _, _, seq, ok := parseRecordKey(key); ok {
+			if b.skipped == nil {
+				b.skipped = map[*lane[struct{}]]map[uint64]bool{}
+			}
+			if b.skipped[l] == nil {
+				b.skipped[l] = map[uint64]bool{}
+			}
+			b.skipped[l][seq] = true
+			b.addGone(l, seq, seq)
+		}
 	}
 	b.log.Warn("skipping damaged record", "lane", name, "key", string(key), "err", err)
 	b.open.dels = append(b.open.dels, key)
@@ -538,6 +619,11 @@ func (b *Badger) Append(ctx context.Context, lane string, data ...[]byte) ([]uin
 		return nil, nil
 	}
 	if err := b.waitForReclaim(ctx); err != nil {
+		b.mu.Unlock()
+		return nil, fmt.Errorf("append to lane %q: %w", lane, err)
+	}
+	if err := b.checkDisk(need); err != nil {
+		l.noSpace += uint64(len(data))
 		b.mu.Unlock()
 		return nil, fmt.Errorf("append to lane %q: %w", lane, err)
 	}
@@ -714,6 +800,7 @@ func (b *Badger) dropDamaged(l *lane[struct{}], key []byte, err error) {
 		if i := l.idx.pos(seq); i >= 0 {
 			b.log.Warn("skipping damaged record", "lane", l.opts.Name, "seq", seq, "err", err)
 			b.st.remove(l, i, removedCorrupt)
+			b.addGone(l, seq, seq)
 		}
 		return // not in the index: already removed
 	}
@@ -732,6 +819,10 @@ func (b *Badger) Ack(consumer, lane string, seqs ...uint64) error {
 	if err != nil {
 		b.mu.Unlock()
 		return fmt.Errorf("ack: %w", err)
+	}
+	if err := b.checkDisk(0); err != nil {
+		b.mu.Unlock()
+		return fmt.Errorf("ack lane %q: %w", lane, err)
 	}
 	if err := b.st.ack(consumer, l, seqs); err != nil {
 		b.mu.Unlock()
@@ -774,6 +865,10 @@ func (b *Badger) Notify(lane string) <-chan struct{} {
 func (b *Badger) consumerOp(what, name string, fn func() error) error {
 	b.mu.Lock()
 	if err := b.usable(); err != nil {
+		b.mu.Unlock()
+		return fmt.Errorf("%s consumer %q: %w", what, name, err)
+	}
+	if err := b.checkDisk(0); err != nil {
 		b.mu.Unlock()
 		return fmt.Errorf("%s consumer %q: %w", what, name, err)
 	}
@@ -837,16 +932,19 @@ func (b *Badger) RemoveConsumer(name string) error {
 func (b *Badger) Stats() Stats {
 	b.mu.Lock()
 	st := b.st.stats()
+	st.Disk = b.diskStats()
+	st.Damage = slices.Clone(b.damage)
 	b.mu.Unlock()
 	st.DiskBytes = dirBytes(b.opts.Dir)
 	return st
 }
 
-// dirBytes returns the space the files of dir take on disk.
+// dirBytes returns the space the files of dir take on disk, but for the
+// disk ballast (space.go), which is part of the reserve.
 func dirBytes(dir string) int64 {
 	var n int64
 	_ = filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
+		if err != nil || d.IsDir() || d.Name() == ballastName {
 			return nil
 		}
 		if fi, err := d.Info(); err == nil {
@@ -875,7 +973,17 @@ func (b *Badger) Close() error {
 	b.mu.Lock()
 	failed := b.failed
 	b.mu.Unlock()
-	if err := b.db.Close(); err != nil {
+	b.releaseBallast("")
+	serr := b.synced.close()
+	if err := b.closeWhenRoom(); err != nil {
+		return fmt.Errorf("close buffer %s: %w", b.opts.Dir, err)
+	}
+	err := b.db.Close()
+	b.dropPreallocated()
+	if serr != nil && err == nil {
+		err = serr
+	}
+	if err != nil {
 		return fmt.Errorf("close buffer %s: %w", b.opts.Dir, err)
 	}
 	if failed != nil {

@@ -287,10 +287,16 @@ var (
 	// ErrIncompatible: the directory was written by an incompatible version
 	// of this package. Nothing has been changed on disk.
 	ErrIncompatible = errors.New("incompatible buffer format")
-	// ErrCorrupt: the buffer's own bookkeeping on disk (format version, lane
-	// or consumer state) is damaged. Nothing has been changed on disk.
-	// Damaged records, in contrast, are skipped and counted.
+	// ErrCorrupt: the storage engine could not read the directory (it
+	// panicked or failed on damaged files). [OpenBadger] does not return it:
+	// it repairs the directory or moves it aside (see the package
+	// documentation); it may appear wrapped in the reason logged for that.
 	ErrCorrupt = errors.New("damaged buffer state")
+	// ErrNoSpace: the buffer's filesystem has less free space than the
+	// buffer keeps in reserve for its storage engine ([Badger] only). The
+	// change was refused and counted ([LaneStats.NoSpace]); the buffer
+	// takes changes again by itself once space returns.
+	ErrNoSpace = errors.New("no space left on the buffer's filesystem")
 )
 
 // Stats is a snapshot of a buffer's counters.
@@ -303,8 +309,36 @@ type Stats struct {
 	// Options.MaxBytes.
 	Bytes int64
 	// DiskBytes is the space the buffer's files take on disk (allocated
-	// blocks of the LSM tree, logs and value log); 0 for [Memory].
+	// blocks of the LSM tree, logs and value log, including the two
+	// preallocated memtable logs; not the disk ballast, which is part of
+	// Disk.Reserve); 0 for [Memory].
 	DiskBytes int64
+	// Disk is the state of the buffer's filesystem; zero for [Memory].
+	Disk DiskStats
+	// Damage describes the damage found, and what was done about it, when
+	// the buffer was opened; empty if there was none.
+	Damage []string
+}
+
+// DiskStats is the state of the filesystem that holds a [Badger] buffer.
+type DiskStats struct {
+	// Free is the space available on the filesystem at the last check.
+	Free int64
+	// Reserve is the free space the buffer keeps for its storage engine's
+	// files and compactions: below it, changes are refused with
+	// [ErrNoSpace].
+	Reserve int64
+	// Limit is the stored bytes the filesystem can hold, when that is
+	// below Options.MaxBytes (0 otherwise): it acts as the total cap.
+	Limit int64
+	// Pressure is true while the stored bytes are within 10% of Limit:
+	// appends evict or are rejected by the lanes' policies.
+	Pressure bool
+	// Full is true while free space is below the reserve: changes are
+	// refused with [ErrNoSpace] until space returns.
+	Full bool
+	// LastError is the last storage error caused by a full disk, if any.
+	LastError string
 }
 
 // LaneStats are the counters of one lane.
@@ -324,8 +358,12 @@ type LaneStats struct {
 	// Rejected counts records refused with ErrFull.
 	Rejected uint64
 	// CorruptSkipped counts records found damaged (checksum, torn write) and
-	// skipped; they are never returned as data.
+	// skipped, and records found lost at open: records the buffer had
+	// fsynced (its watermark file says so) that the storage engine no
+	// longer has. They are never returned as data.
 	CorruptSkipped uint64
+	// NoSpace counts records refused with [ErrNoSpace].
+	NoSpace uint64
 }
 
 // ConsumerStats are the cursor of one consumer on one lane.

@@ -215,6 +215,7 @@ func (b *Badger) commitOpen() {
 	meta := b.metaEntries(bt)
 	b.mu.Unlock()
 	err := b.writeBatch(bt, meta)
+	b.prepareMem()
 	b.writeMu.Unlock()
 	if bt.bigValue {
 		b.syncer.vlogDirty.Store(true)
@@ -224,6 +225,9 @@ func (b *Badger) commitOpen() {
 	b.mu.Lock()
 	if err != nil {
 		err = fmt.Errorf("buffer: write to badger: %w", err)
+		if isNoSpace(err) {
+			b.disk.lastErr = err.Error()
+		}
 		if b.failed == nil {
 			b.failed = err
 			b.log.Error("buffer storage failed; close and reopen the buffer", "err", err)
@@ -289,7 +293,19 @@ func (b *Badger) syncLoop() {
 // fsync makes everything written so far durable.
 func (b *Badger) fsync() error {
 	b.dirty.Store(false)
+	marks := b.doneMarks() // made durable by this round
+	// The watermarks of the previous round are fsynced alongside.
+	var markErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { markErr = b.synced.flush() })
 	err := b.syncer.sync()
+	wg.Wait()
+	if err == nil && markErr == nil {
+		markErr = b.synced.write(marks)
+	}
+	if markErr != nil {
+		b.log.Warn("writing the watermark file failed", "err", markErr)
+	}
 	if err != nil {
 		err = fmt.Errorf("buffer: fsync: %w", err)
 		b.mu.Lock()

@@ -45,10 +45,14 @@ func (b *Badger) maintain() {
 	defer gc.Stop()
 	expire := time.NewTicker(b.opts.ExpireInterval)
 	defer expire.Stop()
+	ballast := time.NewTicker(ballastCheckEvery)
+	defer ballast.Stop()
 	for {
 		select {
 		case <-b.stop:
 			return
+		case <-ballast.C:
+			b.watchBallast()
 		case <-expire.C:
 			b.mu.Lock()
 			if !b.closed {
@@ -133,6 +137,7 @@ func (b *Badger) collect() {
 			b.mu.Unlock()
 		}
 	}
+	b.prepareMem()
 	b.writeMu.Unlock()
 	b.valueLogGC()
 }

@@ -121,6 +121,7 @@ type lane[P any] struct {
 	notify   chan struct{}
 
 	evicted, expired, rejected, corrupt uint64
+	noSpace                             uint64 // records refused for lack of disk space (Badger)
 }
 
 // oldest returns the sequence number of the oldest retained record, or the
@@ -165,6 +166,10 @@ type state[P any] struct {
 	byPrio   []*lane[P] // lanes by ascending priority, then name
 	total    int64
 	maxBytes int64
+	// softCap, when positive, lowers the total cap for growth: under disk
+	// pressure (Badger) the stored bytes may not grow past it, so appends
+	// evict or are rejected by the lanes' policies before the disk fills.
+	softCap int64
 	// Records are appended to segment seg, shared by all lanes, which is
 	// closed once it holds segmentBytes (never if 0); segBytes counts it.
 	seg          uint32
@@ -312,7 +317,11 @@ func (s *state[P]) makeRoom(l *lane[P], need int64, nrec int) error {
 		}
 	}
 	// Room the total cap asks for, freed from the lowest priorities first.
-	if over := s.total - freedOwn + need - s.maxBytes; over > 0 {
+	capBytes, capWhat := s.maxBytes, fmt.Sprintf("total cap of %d bytes", s.maxBytes)
+	if s.softCap > 0 && s.softCap < capBytes {
+		capBytes, capWhat = s.softCap, fmt.Sprintf("disk limit of %d bytes (what the nearly full filesystem can hold)", s.softCap)
+	}
+	if over := s.total - freedOwn + need - capBytes; over > 0 {
 		var avail int64
 		for _, v := range s.byPrio {
 			if s.canEvict(l, v) {
@@ -324,8 +333,8 @@ func (s *state[P]) makeRoom(l *lane[P], need int64, nrec int) error {
 		}
 		if avail < over {
 			l.rejected += uint64(nrec)
-			return fmt.Errorf("lane %q: %w: total cap of %d bytes reached (%d stored, %d to add) and lanes of priority <= %d with policy evict hold only %d bytes",
-				name, ErrFull, s.maxBytes, s.total, need, l.opts.Priority, avail+freedOwn)
+			return fmt.Errorf("lane %q: %w: %s reached (%d stored, %d to add) and lanes of priority <= %d with policy evict hold only %d bytes",
+				name, ErrFull, capWhat, s.total, need, l.opts.Priority, avail+freedOwn)
 		}
 	}
 	if max := l.opts.MaxBytes; max > 0 {
@@ -333,7 +342,7 @@ func (s *state[P]) makeRoom(l *lane[P], need int64, nrec int) error {
 			s.remove(l, 0, removedEvicted)
 		}
 	}
-	for s.total+need > s.maxBytes {
+	for s.total+need > capBytes {
 		v := s.victim(l)
 		s.remove(v, 0, removedEvicted)
 	}
@@ -567,6 +576,7 @@ func (s *state[P]) stats() Stats {
 			Expired:        l.expired,
 			Rejected:       l.rejected,
 			CorruptSkipped: l.corrupt,
+			NoSpace:        l.noSpace,
 		}
 		if len(l.idx.slots) > 0 {
 			ls.OldestAge = max(time.Duration(now-l.idx.slots[0].at), 0)

@@ -115,7 +115,11 @@ func (t tuning) badgerOptions(dir string, log *slog.Logger) badger.Options {
 		WithNumCompactors(t.numCompactors).
 		WithValueLogFileSize(t.valueLogFileSize).
 		WithValueThreshold(t.valueThreshold).
-		WithNumGoroutines(2)
+		WithNumGoroutines(2).
+		// A damaged value-log entry must fail its checksum: Badger's
+		// "Invalid read" path for a garbled one returns without releasing
+		// the file's read lock, and Close then waits forever.
+		WithVerifyValueChecksum(true)
 }
 
 func (t tuning) String() string {

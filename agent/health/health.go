@@ -92,6 +92,8 @@ type Snapshot struct {
 	Backlog    map[string]Backlog   `json:"backlog"`
 	DiskBytes  int64                `json:"disk_bytes"`
 	BufBytes   int64                `json:"buffer_bytes"`
+	BufDisk    buffer.DiskStats     `json:"buffer_disk"`
+	BufDamage  []string             `json:"buffer_damage,omitempty"`
 	Evicted    map[string]uint64    `json:"evicted"`
 	Forwarders map[string]Forwarder `json:"forwarders"`
 	Models     map[string]string    `json:"models"`   // stream → model@version
@@ -211,7 +213,7 @@ func (r *Reporter) Snapshot() Snapshot {
 	}
 	if r.src.Buffer != nil {
 		b := r.src.Buffer()
-		s.DiskBytes, s.BufBytes = b.DiskBytes, b.Bytes
+		s.DiskBytes, s.BufBytes, s.BufDisk, s.BufDamage = b.DiskBytes, b.Bytes, b.Disk, b.Damage
 		for lane, ls := range b.Lanes {
 			bl := Backlog{Records: ls.Records, Bytes: ls.Bytes, OldestS: ls.OldestAge.Seconds(), Lag: map[string]int{}}
 			for consumer, lanes := range b.Consumers {
@@ -241,6 +243,9 @@ func (r *Reporter) Snapshot() Snapshot {
 		if p.State == PartRestarting || p.State == PartFailed {
 			s.Problems = append(s.Problems, name+" is "+p.State+": "+p.LastError)
 		}
+	}
+	if s.BufDisk.Full {
+		s.Problems = append(s.Problems, "buffer: disk full, appends refused: "+s.BufDisk.LastError)
 	}
 	sort.Strings(s.Problems)
 	if s.Problems == nil {

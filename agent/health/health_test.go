@@ -2,6 +2,7 @@ package health
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/vigil-edge/vigil/agent/pipeline"
 	"github.com/vigil-edge/vigil/agent/source"
+	"github.com/vigil-edge/vigil/buffer"
 )
 
 func healthz(t *testing.T, r *Reporter) (int, []string) {
@@ -55,5 +57,37 @@ func TestHealthzReportsInputsThatReachNoStream(t *testing.T) {
 	now = now.Add(unroutedWindow)
 	if code, problems := healthz(t, r); code != http.StatusOK {
 		t.Fatalf("%v after the last unknown_stream drop: %d %v, want 200", unroutedWindow, code, problems)
+	}
+}
+
+// TestHealthShowsFullDisk: a buffer whose disk is full makes /healthz
+// answer 503 with the reason, and the metrics say so.
+func TestHealthShowsFullDisk(t *testing.T) {
+	full := true
+	r := NewReporter(Sources{Buffer: func() buffer.Stats {
+		return buffer.Stats{
+			Lanes: map[string]buffer.LaneStats{"alert": {NoSpace: 3}},
+			Disk:  buffer.DiskStats{Full: full, Free: 10, Reserve: 100, LastError: "10 bytes free"},
+		}
+	}})
+	get := func(h http.Handler, path string) (int, string) {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest("GET", path, nil))
+		b, _ := io.ReadAll(w.Result().Body)
+		return w.Code, string(b)
+	}
+	code, body := get(http.HandlerFunc(r.Healthz), "/healthz")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "disk full") || !strings.Contains(body, "10 bytes free") {
+		t.Errorf("healthz with a full disk: %d %s", code, body)
+	}
+	_, metrics := get(r.Metrics(), "/metrics")
+	for _, want := range []string{"vigil_buffer_disk_full 1", `vigil_buffer_no_space_total{lane="alert"} 3`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	full = false
+	if code, body := get(http.HandlerFunc(r.Healthz), "/healthz"); code != http.StatusOK {
+		t.Errorf("healthz once space returned: %d %s", code, body)
 	}
 }

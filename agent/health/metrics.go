@@ -64,7 +64,11 @@ var (
 	dLaneCap   = def("vigil_buffer_max_bytes", "gauge", "Byte cap of each lane (buffer.lanes.<lane>.max_bytes, or buffer.max_bytes when the lane has none) and, with lane=\"\", of all lanes together (buffer.max_bytes).", "lane")
 	dEvicted   = def("vigil_buffer_evicted_total", "counter", "Records evicted under the byte caps, by lane.", "lane")
 	dRejected  = def("vigil_buffer_rejected_total", "counter", "Appends refused because a lane was full, by lane.", "lane")
-	dCorrupt   = def("vigil_buffer_corrupt_skipped_total", "counter", "Damaged records skipped, by lane.", "lane")
+	dCorrupt   = def("vigil_buffer_corrupt_skipped_total", "counter", "Damaged records skipped, and durable records found lost at start, by lane.", "lane")
+	dNoSpace   = def("vigil_buffer_no_space_total", "counter", "Appends refused because the buffer's filesystem was full, by lane.", "lane")
+	dDiskFull  = def("vigil_buffer_disk_full", "gauge", "1 while the buffer's filesystem is full and changes are refused.")
+	dDiskFree  = def("vigil_buffer_disk_free_bytes", "gauge", "Free space on the buffer's filesystem at the last check.")
+	dDamage    = def("vigil_buffer_damage_found", "gauge", "Damage found (and repaired or moved aside) when the buffer was opened: number of findings.")
 	dLag       = def("vigil_consumer_lag_records", "gauge", "Records a consumer has not acknowledged, by lane.", "consumer", "lane")
 	dDisk      = def("vigil_buffer_disk_bytes", "gauge", "Space the buffer takes on disk.")
 	dMQTTUp    = def("vigil_mqtt_connected", "gauge", "1 while the publisher is connected to the MQTT broker, else 0; absent when MQTT is off.", "broker")
@@ -103,7 +107,8 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dBuild, dUp, dInputs, dScores, dAlerts, dDrops, dWindows, dStAlerts, dState,
 		dLearned, dLearnGoal, dLearnPct, dLatency, dQueue, dQueueCap, dLaneRecs, dLaneBytes, dLaneCap, dEvicted,
 		dRejected, dCorrupt, dLag, dDisk, dMQTTUp, dMQTTConns, dFwdState, dFwdDead, dFwdSent, dFwdLag, dFwdLagS,
-		dLive, dReady, dReadyChk, dEpisodes, dFlips, dKeyEvicts, dKeyEvOpen, dClamped, dFailovers, dRestarts, dPartUp} {
+		dLive, dReady, dReadyChk, dEpisodes, dFlips, dKeyEvicts, dKeyEvOpen, dClamped, dFailovers, dRestarts, dPartUp,
+		dNoSpace, dDiskFull, dDiskFree, dDamage} {
 		ch <- d
 	}
 }
@@ -177,7 +182,11 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			counter(dEvicted, float64(ls.Evicted), lane)
 			counter(dRejected, float64(ls.Rejected), lane)
 			counter(dCorrupt, float64(ls.CorruptSkipped), lane)
+			counter(dNoSpace, float64(ls.NoSpace), lane)
 		}
+		gauge(dDiskFull, b01(b.Disk.Full))
+		gauge(dDiskFree, float64(b.Disk.Free))
+		gauge(dDamage, float64(len(b.Damage)))
 		if src.BufferMaxBytes > 0 {
 			gauge(dLaneCap, float64(src.BufferMaxBytes), "")
 		}

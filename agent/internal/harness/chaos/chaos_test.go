@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,6 +23,7 @@ import (
 	"github.com/vigil-edge/vigil/agent/forward/dify/difytest"
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/agent/source"
+	"github.com/vigil-edge/vigil/internal/testfs"
 )
 
 var (
@@ -245,6 +247,58 @@ func scenarios() []scenario {
 					r.failf("%v appends rejected", rej)
 				}
 				e.notes = append(e.notes, fmt.Sprintf("scores evicted at the cap: %v", ev))
+			},
+		},
+		{
+			// The disk fills up: data_dir is on a 48 MiB filesystem of its
+			// own, smaller than the buffer's cap; the broker is unreachable
+			// so records pile up, and another writer fills the rest of the
+			// disk, as dd would. Vigil must keep running, refuse and count
+			// appends while the disk is full (nothing it accepted is lost),
+			// and deliver again by itself once the space is back.
+			name: "disk-fills-up",
+			span: func(s scale) time.Duration { return 2*time.Second + s.d(8*time.Second) },
+			set: func(st *settings) {
+				st.smallFS = 48 << 20
+				st.bufferYAML = "{kind: badger, memory_budget: 16MiB, max_record_bytes: 64KiB}"
+			},
+			fault: func(ctx context.Context, e *env, s scale, _ *rand.Rand) error {
+				hold(ctx, 2*time.Second)
+				e.proxy.Cut()
+				hold(ctx, s.d(2*time.Second))
+				filler := filepath.Join(e.fsDir, "filler")
+				n, err := testfs.FillFile(filler)
+				if err != nil {
+					return fmt.Errorf("fill the disk: %w", err)
+				}
+				full := func() bool {
+					m, err := e.metrics()
+					v, _ := m.sum("vigil_buffer_disk_full")
+					return err == nil && v == 1
+				}
+				if err := waitFor(10*time.Second, full); err != nil {
+					return fmt.Errorf("the buffer never reported the disk full after %d bytes of filler: %w", n, err)
+				}
+				hold(ctx, s.d(3*time.Second)) // full while events keep coming
+				m, err := e.metrics()
+				if err != nil {
+					return err
+				}
+				ns, _ := m.sum("vigil_buffer_no_space_total")
+				e.notes = append(e.notes, fmt.Sprintf("filler took %d MiB; appends refused while full: %v", n>>20, ns))
+				if err := os.Remove(filler); err != nil {
+					return err
+				}
+				if err := waitFor(10*time.Second, func() bool { return !full() }); err != nil {
+					return fmt.Errorf("the buffer still reports the disk full after the space returned: %w", err)
+				}
+				e.proxy.Restore()
+				return nil
+			},
+			check: func(e *env, r *result) {
+				if ns, _ := e.lastMet.sum("vigil_buffer_no_space_total"); ns == 0 {
+					r.failf("no append was refused for lack of space: the disk never filled")
+				}
 			},
 		},
 		{

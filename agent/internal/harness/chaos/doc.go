@@ -2,8 +2,9 @@
 // the real vigil binary against a real mosquitto (through a TCP proxy that
 // cuts, blackholes, delays and throttles the link), the Amplitude and Dify
 // test doubles, and breaks one thing per scenario: the broker, the network,
-// the process (SIGKILL under load), the disk cap, the HTTP APIs, the
-// samples' clock. After each scenario it checks the invariants Vigil
+// the process (SIGKILL under load), the disk cap, the disk filling up (on a
+// small ext4 of its own, as root), the HTTP APIs, the samples' clock.
+// After each scenario it checks the invariants Vigil
 // promises — no accepted alert lost, no duplicate without the same id, order
 // within a lane, memory bounded, a bounded time to recover — and prints one
 // table row per scenario.

@@ -31,6 +31,7 @@ import (
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/agent/source"
 	"github.com/vigil-edge/vigil/buffer"
+	"github.com/vigil-edge/vigil/internal/testfs"
 )
 
 // Test fixtures shared by every scenario.
@@ -87,6 +88,9 @@ type settings struct {
 	// mqtt.brokers, with a persistent session, and the subscriber sits on
 	// the third node.
 	cluster bool
+	// smallFS, when positive, puts data_dir on an ext4 filesystem of that
+	// many bytes of its own (the scenario is skipped unless run as root).
+	smallFS int64
 }
 
 // env is one scenario's world: a broker, a proxy in front of it, the two
@@ -97,6 +101,7 @@ type env struct {
 	set     settings
 	dir     string
 	dataDir string
+	fsDir   string // the small filesystem holding dataDir, if any
 	cfgPath string
 	broker  *mqtttest.Broker
 	proxy   *netproxy.Proxy
@@ -125,6 +130,10 @@ func newEnv(t *testing.T, set settings) *env {
 	}
 	e := &env{t: t, set: set, dir: t.TempDir()}
 	e.dataDir = filepath.Join(e.dir, "data")
+	if set.smallFS > 0 {
+		e.fsDir = testfs.Mount(t, "ext4", set.smallFS)
+		e.dataDir = filepath.Join(e.fsDir, "data")
+	}
 	var err error
 	if set.cluster {
 		e.cluster = natstest.Start(t, 3)
