@@ -32,6 +32,7 @@ import (
 	"github.com/vigil-edge/vigil/agent/forward/dify"
 	"github.com/vigil-edge/vigil/agent/forward/dify/difytest"
 	"github.com/vigil-edge/vigil/agent/forward/forwardtest"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/buffer"
 )
@@ -275,7 +276,7 @@ func TestStorm(t *testing.T) {
 	if err := buf.RegisterConsumer("mqtt", record.LaneAdvice); err != nil {
 		t.Fatal(err)
 	}
-	logs := &forwardtest.LogBuffer{}
+	logs := &testkit.Buffer{}
 	ao, do := fastOptions(amp.HTTPURL(), dfy.BaseURL(), logs.Logger())
 	as := theAlerts(60)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -441,7 +442,7 @@ func TestKillAndRestart(t *testing.T) {
 		return difyStorm(r)
 	})
 
-	logs := &forwardtest.LogBuffer{}
+	logs := &testkit.Buffer{}
 	deadline := time.Now().Add(45 * time.Second)
 	for gen := 1; ; gen++ {
 		if gen > 10 || time.Now().After(deadline) {

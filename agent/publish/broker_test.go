@@ -9,6 +9,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/vigil-edge/vigil/agent/internal/mqtttest"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"github.com/vigil-edge/vigil/agent/record"
 )
 
@@ -60,7 +61,7 @@ func TestEmbeddedBrokerPubSub(t *testing.T) {
 		mqtttest.Publish(t, pub, "bus/sensor/1", q, false, []byte{'0' + q})
 	}
 	mqtttest.Publish(t, pub, "bus/retained", 1, true, []byte("kept"))
-	waitFor(t, 5*time.Second, "3 messages", func() bool { return len(got.get()) == 3 })
+	testkit.WaitFor(t, 5*time.Second, "3 messages", func() bool { return len(got.get()) == 3 })
 	for i, want := range []string{"0", "1", "kept"} {
 		if m := got.get()[i]; string(m.Payload()) != want {
 			t.Errorf("message %d: %q; want %q", i, m.Payload(), want)
@@ -72,7 +73,7 @@ func TestEmbeddedBrokerPubSub(t *testing.T) {
 	if tok := late2.Subscribe("bus/retained", 1, late.add); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatalf("subscribe: %v", tok.Error())
 	}
-	waitFor(t, 5*time.Second, "the retained message", func() bool { return len(late.get()) == 1 })
+	testkit.WaitFor(t, 5*time.Second, "the retained message", func() bool { return len(late.get()) == 1 })
 }
 
 // TestPublisherOnEmbeddedBroker runs the publisher against the embedded
@@ -86,10 +87,10 @@ func TestPublisherOnEmbeddedBroker(t *testing.T) {
 	}
 	buf := newMemBuffer(t)
 	p := startPublisher(t, buf, testOptions(eb.URL()))
-	waitFor(t, 10*time.Second, "connected", p.Connected)
+	testkit.WaitFor(t, 10*time.Second, "connected", p.Connected)
 	appendN(t, buf, record.LaneAlert, 0, 100, func(i int) []byte { return alertJSON("pump", i) })
-	waitFor(t, 10*time.Second, "100 alerts", func() bool { return len(got.get()) == 100 })
-	waitFor(t, 5*time.Second, "acknowledged", func() bool { return lag(buf, record.LaneAlert) == 0 })
+	testkit.WaitFor(t, 10*time.Second, "100 alerts", func() bool { return len(got.get()) == 100 })
+	testkit.WaitFor(t, 5*time.Second, "acknowledged", func() bool { return lag(buf, record.LaneAlert) == 0 })
 }
 
 func TestEmbeddedBrokerListenError(t *testing.T) {

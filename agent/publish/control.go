@@ -27,9 +27,7 @@ func (p *Publisher) healthLoop(ctx context.Context) {
 			continue
 		}
 		if err := p.PublishHealth(); err != nil {
-			if ok, n := p.healthLog.allow(time.Now(), time.Minute); ok {
-				p.log.Warn("health not published", "err", err, "suppressed", n)
-			}
+			p.healthLog.Warn("health not published", "err", err)
 		}
 	}
 }

@@ -101,28 +101,6 @@ func startPublisher(t testing.TB, buf Log, opts Options) *Publisher {
 	return p
 }
 
-// waitFor polls cond every millisecond until it holds, failing the test
-// after timeout.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	if err := poll(timeout, cond); err != nil {
-		t.Fatalf("waiting for %s: %v", what, err)
-	}
-}
-
-func poll(timeout time.Duration, cond func() bool) error {
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not done after %v", timeout)
-		}
-		<-tick.C
-	}
-	return nil
-}
-
 var testEpoch = time.Date(2025, 6, 1, 8, 0, 0, 0, time.UTC)
 
 // alertJSON is the stored form of alert n of stream.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/vigil-edge/vigil/agent/internal/mqttconn"
+	"github.com/vigil-edge/vigil/agent/internal/throttle"
 	"github.com/vigil-edge/vigil/buffer"
 )
 
@@ -500,16 +502,14 @@ func (s *session) skipInvalid(sl *sessLane, r buffer.Record, cause error) error 
 	}
 	sl.meta.acked.add(r.Seq)
 	sl.meta.invalid.Add(1)
-	if ok, n := s.p.invalidLog.allow(time.Now(), 10*time.Second); ok {
-		s.p.log.Error("record cannot be published, skipped", "lane", lane, "seq", r.Seq, "err", cause, "suppressed", n)
-	}
+	s.p.invalidLog.Log(slog.LevelError, "", "record cannot be published, skipped", "lane", lane, "seq", r.Seq, "err", cause)
 	return nil
 }
 
 // writer publishes the prepared messages, live ones first and alerts and
 // advice before scores, and the backlog at the replay pace.
 func (s *session) writer(ctx context.Context) {
-	bucket := newBucket(s.p.opts.ReplayRate, s.p.opts.ReplayBurst, time.Now())
+	bucket := throttle.NewBucket(throttle.PerSecond(s.p.opts.ReplayRate), s.p.opts.ReplayBurst)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -519,7 +519,7 @@ func (s *session) writer(ctx context.Context) {
 			continue
 		}
 		if s.replayPending() {
-			wait := bucket.take(time.Now())
+			wait := bucket.Take(time.Now())
 			if wait == 0 {
 				m, sl := s.next(false)
 				s.send(sl, m)

@@ -5,44 +5,14 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 )
 
-// fakeClock is a Clock on simulated time: Sleep advances it at once.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	slept  time.Duration
-	sleeps int
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if d > 0 {
-		c.now = c.now.Add(d)
-		c.slept += d
-		c.sleeps++
-	}
-	return nil
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
+// newFakeClock returns a clock on simulated time: sleeping on it advances
+// it at once.
+func newFakeClock() *testkit.FakeClock {
+	return testkit.NewAutoClock(time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC))
 }
 
 // fakeSink records what it is given. With capacity > 0, TryPut fails once
@@ -121,20 +91,6 @@ func (c *fakeCounter) Total() int {
 		t += n
 	}
 	return t
-}
-
-// waitFor polls cond until it holds, failing after timeout.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
 }
 
 // runAsync runs f on a goroutine and returns a function that waits for its

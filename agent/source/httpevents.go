@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/vigil-edge/vigil/agent/internal/throttle"
 )
 
 // EventsPath is where the daemon mounts HTTPEvents.
@@ -140,7 +142,7 @@ type HTTPEvents struct {
 	opts    HTTPEventsOptions
 	sink    Sink
 	log     *slog.Logger
-	rlog    *rateLog
+	rlog    *throttle.Log
 	dedup   *dedup
 	token   [32]byte // sha256 of the token
 	anyOrig bool
@@ -160,7 +162,7 @@ func NewHTTPEvents(opts HTTPEventsOptions, sink Sink) (*HTTPEvents, error) {
 		opts:    opts,
 		sink:    sink,
 		log:     log,
-		rlog:    newRateLog(log, 10*time.Second),
+		rlog:    throttle.NewLog(log, nil, 10*time.Second),
 		dedup:   newDedup(opts.DedupSize, opts.DedupWindow),
 		anyOrig: slices.Contains(opts.AllowedOrigins, "*"),
 	}

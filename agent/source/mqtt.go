@@ -16,6 +16,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/vigil-edge/vigil/agent/internal/mqttconn"
+	"github.com/vigil-edge/vigil/agent/internal/throttle"
 )
 
 // MQTTOptions configure an MQTT source. Start from DefaultMQTTOptions.
@@ -228,7 +229,7 @@ type MQTT struct {
 	opts     MQTTOptions
 	sink     Sink
 	log      *slog.Logger
-	rlog     *rateLog
+	rlog     *throttle.Log
 	clientID string
 
 	mu       sync.Mutex // guards dec (paho serializes handlers; this makes it explicit)
@@ -256,7 +257,7 @@ func NewMQTT(opts MQTTOptions, sink Sink) (*MQTT, error) {
 		opts:     opts,
 		sink:     sink,
 		log:      log,
-		rlog:     newRateLog(log, 10*time.Second),
+		rlog:     throttle.NewLog(log, nil, 10*time.Second),
 		clientID: "vigil-" + opts.Device + "-src-" + opts.Name,
 		exact:    map[string]string{},
 	}

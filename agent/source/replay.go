@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/vigil-edge/vigil/agent/internal/throttle"
 )
 
 // Replay formats.
@@ -120,7 +122,7 @@ type Replay struct {
 	opts     ReplayOptions
 	sink     Sink
 	log      *slog.Logger
-	rlog     *rateLog
+	rlog     *throttle.Log
 	dec      *PayloadDecoder
 	channels []string
 }
@@ -136,7 +138,7 @@ func NewReplay(opts ReplayOptions, sink Sink) (*Replay, error) {
 		return nil, errors.New("replay: nil sink")
 	}
 	log := opts.Logger.With("component", "source", "source", opts.Name)
-	r := &Replay{opts: opts, sink: sink, log: log, rlog: newRateLog(log, 10*time.Second)}
+	r := &Replay{opts: opts, sink: sink, log: log, rlog: throttle.NewLog(log, nil, 10*time.Second)}
 	if opts.Format == FormatJSONL {
 		if !opts.Payload.Events {
 			dec, err := NewPayloadDecoder(opts.Payload)

@@ -14,6 +14,7 @@ import (
 	"github.com/vigil-edge/vigil/agent/forward"
 	"github.com/vigil-edge/vigil/agent/forward/amplitude/amplitudetest"
 	"github.com/vigil-edge/vigil/agent/forward/forwardtest"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/buffer"
 )
@@ -76,15 +77,15 @@ type harness struct {
 	t    *testing.T
 	buf  *buffer.Memory
 	srv  *amplitudetest.Server
-	clk  *forwardtest.FakeClock
+	clk  *testkit.FakeClock
 	fw   *Forwarder
-	logs *forwardtest.LogBuffer
+	logs *testkit.Buffer
 	opts Options
 }
 
 func start(t *testing.T, sopts amplitudetest.Options, mut func(*Options)) *harness {
 	t.Helper()
-	h := &harness{t: t, buf: forwardtest.NewMemory(t), clk: forwardtest.NewFakeClock(t0), logs: &forwardtest.LogBuffer{}}
+	h := &harness{t: t, buf: forwardtest.NewMemory(t), clk: testkit.NewFakeClock(t0), logs: &testkit.Buffer{}}
 	if sopts.APIKey == "" {
 		sopts.APIKey = testKey
 	}
@@ -158,7 +159,7 @@ func (h *harness) until(what string, cond func() bool) {
 // idle waits until the forwarder waits on a timer, without moving time.
 func (h *harness) idle() {
 	h.t.Helper()
-	forwardtest.WaitFor(h.t, 10*time.Second, "the forwarder to wait", func() bool { return h.clk.Timers() > 0 })
+	testkit.WaitFor(h.t, 10*time.Second, "the forwarder to wait", func() bool { return h.clk.Timers() > 0 })
 }
 
 func (h *harness) acked(n int) func() bool {
@@ -371,7 +372,7 @@ func TestBatchAPI(t *testing.T) {
 func TestFlushBySizeAndInterval(t *testing.T) {
 	h := start(t, amplitudetest.Options{}, func(o *Options) { o.MaxBatch = 10; o.FlushInterval = 800 * time.Millisecond })
 	appendRecords(t, h.buf, record.LaneAlert, alerts(25, record.SeverityMajor)...)
-	forwardtest.WaitFor(t, 10*time.Second, "two full batches", func() bool { return len(h.srv.Requests()) == 2 })
+	testkit.WaitFor(t, 10*time.Second, "two full batches", func() bool { return len(h.srv.Requests()) == 2 })
 	h.idle()
 	if n := len(h.srv.Requests()); n != 2 || h.clk.Now() != t0 {
 		t.Fatalf("%d requests at %v: the partial batch went early", n, h.clk.Now())
@@ -396,7 +397,7 @@ func TestFlushBySizeAndInterval(t *testing.T) {
 func TestFullBatchGoesAtOnce(t *testing.T) {
 	h := start(t, amplitudetest.Options{}, func(o *Options) { o.MaxBatch = 10 })
 	appendRecords(t, h.buf, record.LaneAlert, alerts(10, record.SeverityMajor)...)
-	forwardtest.WaitFor(t, 10*time.Second, "acked without moving the clock", h.acked(10))
+	testkit.WaitFor(t, 10*time.Second, "acked without moving the clock", h.acked(10))
 	if h.clk.Now() != t0 {
 		t.Errorf("the clock moved to %v", h.clk.Now())
 	}
@@ -469,7 +470,7 @@ func TestRefusedWholeBatch(t *testing.T) {
 			if got := len(h.srv.Requests()); got != 4 {
 				t.Errorf("%d requests, want 4", got)
 			}
-			forwardtest.WaitFor(t, 5*time.Second, "ok", func() bool { return h.fw.Stats().State == forward.StateOK })
+			testkit.WaitFor(t, 5*time.Second, "ok", func() bool { return h.fw.Stats().State == forward.StateOK })
 			if s := h.fw.Stats(); s.LastError != "" {
 				t.Errorf("stats after recovery %+v", s)
 			}
@@ -719,7 +720,7 @@ func TestRestartResends(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- fw.Run(ctx) }()
-		forwardtest.WaitFor(t, 10*time.Second, "progress", func() bool { return stop(fw) })
+		testkit.WaitFor(t, 10*time.Second, "progress", func() bool { return stop(fw) })
 		cancel()
 		<-done
 	}
@@ -797,7 +798,7 @@ func BenchmarkThroughput(b *testing.B) {
 					b.Fatal(err)
 				}
 				n += chunk
-				forwardtest.WaitFor(b, time.Minute, "acked", func() bool { return fw.Stats().Acked >= uint64(n) })
+				testkit.WaitFor(b, time.Minute, "acked", func() bool { return fw.Stats().Acked >= uint64(n) })
 			}
 			b.ReportMetric(float64(n)/time.Since(start).Seconds(), "events/s")
 			b.ReportMetric(float64(len(srv.Requests()))/float64(b.N), "requests/op")
@@ -861,7 +862,7 @@ func BenchmarkLatency(b *testing.B) {
 		// Pace the arrivals (the load of the benchmark, not an assertion).
 		time.Sleep(time.Duration(rand.ExpFloat64() * float64(50*time.Millisecond)))
 	}
-	forwardtest.WaitFor(b, time.Minute, "all acked", func() bool { return fw.Stats().Acked >= uint64(i) })
+	testkit.WaitFor(b, time.Minute, "all acked", func() bool { return fw.Stats().Acked >= uint64(i) })
 	var lat []time.Duration
 	buf.mu.Lock()
 	for seq, t := range appended {

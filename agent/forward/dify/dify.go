@@ -58,6 +58,7 @@ import (
 	"github.com/vigil-edge/vigil/agent/config"
 	"github.com/vigil-edge/vigil/agent/forward"
 	"github.com/vigil-edge/vigil/agent/forward/internal/fwd"
+	"github.com/vigil-edge/vigil/agent/internal/throttle"
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/buffer"
 )
@@ -298,7 +299,7 @@ type Forwarder struct {
 	clock   forward.Clock
 	log     *slog.Logger
 	rlog    *fwd.RateLog
-	limiter *bucket
+	limiter *throttle.Bucket
 
 	running sync.Mutex // held by Run
 
@@ -341,7 +342,7 @@ func New(buf Buffer, opts Options) (*Forwarder, error) {
 	}
 	f.log = log.With("component", "forward/dify")
 	f.rlog = fwd.NewRateLog(f.log, f.clock, time.Minute)
-	f.limiter = newBucket(opts.RateLimit, opts.Burst, f.clock)
+	f.limiter = newBucket(opts.RateLimit, opts.Burst)
 	f.lastState = forward.StateOK
 	f.stats.Since = f.clock.Now()
 	return f, nil
@@ -885,7 +886,7 @@ func (f *Forwarder) process(ctx context.Context, j *job) (*record.Advice, *forwa
 				continue
 			}
 		}
-		if !f.limiter.wait(ctx) || !f.waitGate(ctx) {
+		if !f.limiter.Wait(ctx, f.clock) || !f.waitGate(ctx) {
 			return nil, nil
 		}
 		if j.journal == nil {
@@ -1168,55 +1169,13 @@ func (f *Forwarder) advice(a *record.Alert, r runResult) *record.Advice {
 	return adv
 }
 
-// bucket is a token bucket over the forwarder's clock.
-type bucket struct {
-	clock  forward.Clock
-	every  time.Duration // one token per every
-	burst  float64
-	mu     sync.Mutex
-	tokens float64
-	last   time.Time
-}
-
-// newBucket returns a bucket for rate, or nil for no limit.
-func newBucket(rate config.Rate, burst int, clock forward.Clock) *bucket {
+// newBucket returns a token bucket for rate, or nil for no limit.
+func newBucket(rate config.Rate, burst int) *throttle.Bucket {
 	if rate.Unlimited() {
 		return nil
 	}
 	if burst == 0 {
 		burst = rate.Count
 	}
-	return &bucket{clock: clock, every: rate.Interval(), burst: float64(burst), tokens: float64(burst)}
-}
-
-// take takes a token and returns 0, or returns how long until one is due.
-func (b *bucket) take() time.Duration {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	now := b.clock.Now()
-	if !b.last.IsZero() && now.After(b.last) {
-		b.tokens = min(b.burst, b.tokens+float64(now.Sub(b.last))/float64(b.every))
-	}
-	b.last = now
-	if b.tokens >= 1 {
-		b.tokens--
-		return 0
-	}
-	return time.Duration((1 - b.tokens) * float64(b.every))
-}
-
-// wait takes a token, waiting for one if needed; false if ctx ended.
-func (b *bucket) wait(ctx context.Context) bool {
-	if b == nil {
-		return ctx.Err() == nil
-	}
-	for {
-		d := b.take()
-		if d == 0 {
-			return true
-		}
-		if !fwd.Wait(ctx, b.clock, d, nil) {
-			return false
-		}
-	}
+	return throttle.NewBucket(rate.Interval(), burst)
 }

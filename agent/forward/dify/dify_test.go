@@ -20,6 +20,7 @@ import (
 	"github.com/vigil-edge/vigil/agent/forward"
 	"github.com/vigil-edge/vigil/agent/forward/dify/difytest"
 	"github.com/vigil-edge/vigil/agent/forward/forwardtest"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/buffer"
 )
@@ -69,16 +70,16 @@ type harness struct {
 	t    *testing.T
 	buf  *buffer.Memory
 	srv  *difytest.Server
-	clk  *forwardtest.FakeClock
+	clk  *testkit.FakeClock
 	fw   *Forwarder
-	logs *forwardtest.LogBuffer
+	logs *testkit.Buffer
 	opts Options
 	stop func()
 }
 
 func newHarness(t *testing.T, sopts difytest.Options, mut func(*Options)) *harness {
 	t.Helper()
-	h := &harness{t: t, buf: forwardtest.NewMemory(t), clk: forwardtest.NewFakeClock(t0), logs: &forwardtest.LogBuffer{}}
+	h := &harness{t: t, buf: forwardtest.NewMemory(t), clk: testkit.NewFakeClock(t0), logs: &testkit.Buffer{}}
 	if sopts.APIKey == "" {
 		sopts.APIKey = testKey
 	}
@@ -411,7 +412,7 @@ func TestPermanentErrors(t *testing.T) {
 			a := alert(0, record.SeverityMajor)
 			appendAlerts(t, h.buf, a)
 			h.until("handled", func() bool { return h.fw.Stats().DeadLettered == 1 })
-			forwardtest.WaitFor(t, 5*time.Second, "ack", func() bool { return h.unacked(record.LaneAlert) == 0 })
+			testkit.WaitFor(t, 5*time.Second, "ack", func() bool { return h.unacked(record.LaneAlert) == 0 })
 			dls := h.deadLetters()
 			if len(dls) != 1 || dls[0].Code != tc.code || dls[0].RecordID != a.ID || dls[0].Reason == "" || len(dls[0].Event) == 0 {
 				t.Errorf("dead letters %+v", dls)
@@ -438,7 +439,7 @@ func TestUnauthorized(t *testing.T) {
 	h.srv.Script(difytest.Fault{Status: 401}, difytest.Fault{Status: 401})
 	a := alert(0, record.SeverityMajor)
 	appendAlerts(t, h.buf, a)
-	forwardtest.WaitFor(t, 5*time.Second, "failing", func() bool { return h.fw.Stats().State == forward.StateFailing })
+	testkit.WaitFor(t, 5*time.Second, "failing", func() bool { return h.fw.Stats().State == forward.StateFailing })
 	if h.unacked(record.LaneAlert) != 1 || len(h.deadLetters()) != 0 {
 		t.Error("the alert must stay in the buffer, without a dead letter")
 	}
@@ -462,7 +463,7 @@ func TestUnauthorized(t *testing.T) {
 func TestWrongKeyIsNeverShown(t *testing.T) {
 	h := newHarness(t, difytest.Options{APIKey: "the-right-key"}, nil).start()
 	appendAlerts(t, h.buf, alert(0, record.SeverityMajor))
-	forwardtest.WaitFor(t, 5*time.Second, "failing", func() bool { return h.fw.Stats().State == forward.StateFailing })
+	testkit.WaitFor(t, 5*time.Second, "failing", func() bool { return h.fw.Stats().State == forward.StateFailing })
 	if resp := h.srv.Requests()[0]; resp.Status != 401 {
 		t.Fatalf("status %d", resp.Status)
 	}
@@ -487,7 +488,7 @@ func TestThrottled(t *testing.T) {
 			h.srv.Script(tc.fault)
 			a := alert(0, record.SeverityMajor)
 			appendAlerts(t, h.buf, a)
-			forwardtest.WaitFor(t, 5*time.Second, "throttled", func() bool { return h.fw.Stats().State == forward.StateThrottled })
+			testkit.WaitFor(t, 5*time.Second, "throttled", func() bool { return h.fw.Stats().State == forward.StateThrottled })
 			h.until("handled", h.acked(1))
 			oneRunEach(t, h.srv, a.ID)
 			reqs := h.srv.Requests()
@@ -625,7 +626,7 @@ func TestResumeAfterRestart(t *testing.T) {
 	h.srv.Script(difytest.Fault{Hang: true})
 	a := alert(0, record.SeverityMajor)
 	appendAlerts(t, h.buf, a)
-	forwardtest.WaitFor(t, 5*time.Second, "the run", func() bool { return len(h.srv.Runs()) == 1 })
+	testkit.WaitFor(t, 5*time.Second, "the run", func() bool { return len(h.srv.Runs()) == 1 })
 	h.stop()
 	if h.unacked(record.LaneAlert) != 1 || h.openJournal() != 1 {
 		t.Fatalf("after the stop: %d alerts, %d journal entries unacked, want 1 and 1", h.unacked(record.LaneAlert), h.openJournal())
@@ -718,7 +719,7 @@ func TestMaxConcurrency(t *testing.T) {
 	}}, func(o *Options) { o.MaxConcurrency = 2 }).start()
 	as := alerts(6)
 	appendAlerts(t, h.buf, as...)
-	forwardtest.WaitFor(t, 5*time.Second, "two runs in flight", func() bool { return cur.Load() == 2 })
+	testkit.WaitFor(t, 5*time.Second, "two runs in flight", func() bool { return cur.Load() == 2 })
 	close(release)
 	h.until("handled", h.acked(6))
 	if p := peak.Load(); p != 2 {
@@ -923,19 +924,19 @@ func TestDecodeRun(t *testing.T) {
 }
 
 func TestBucket(t *testing.T) {
-	clk := forwardtest.NewFakeClock(t0)
-	b := newBucket(config.Rate{Count: 6, Per: time.Minute}, 2, clk)
-	if first, second := b.take(), b.take(); first != 0 || second != 0 {
+	clk := testkit.NewFakeClock(t0)
+	b := newBucket(config.Rate{Count: 6, Per: time.Minute}, 2)
+	if first, second := b.Take(clk.Now()), b.Take(clk.Now()); first != 0 || second != 0 {
 		t.Fatal("burst of 2 not available")
 	}
-	if d := b.take(); d != 10*time.Second {
+	if d := b.Take(clk.Now()); d != 10*time.Second {
 		t.Errorf("third token in %v, want 10s", d)
 	}
 	clk.Advance(10 * time.Second)
-	if b.take() != 0 {
+	if b.Take(clk.Now()) != 0 {
 		t.Error("token not refilled after 10s")
 	}
-	if newBucket(config.Rate{}, 0, clk) != nil {
+	if newBucket(config.Rate{}, 0) != nil {
 		t.Error("unlimited rate has a bucket")
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 )
 
 // echoServer accepts connections on loopback and echoes what it reads.
@@ -90,20 +92,6 @@ func roundTrip(c net.Conn, msg string, timeout time.Duration) error {
 	return nil
 }
 
-// waitFor polls cond until it holds or the timeout ends.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
-}
-
 func TestForwards(t *testing.T) {
 	p := newProxy(t)
 	c := dial(t, p)
@@ -131,7 +119,7 @@ func TestHalfCloseReachesPeer(t *testing.T) {
 	if err != nil || string(got) != "bye" {
 		t.Fatalf("ReadAll = %q, %v; want \"bye\", nil", got, err)
 	}
-	waitFor(t, 5*time.Second, "the link to be released", func() bool { return p.Conns() == 0 })
+	testkit.WaitFor(t, 5*time.Second, "the link to be released", func() bool { return p.Conns() == 0 })
 }
 
 func TestCutDropsAndRefuses(t *testing.T) {
@@ -200,7 +188,7 @@ func TestCutDuringBlackholeDropsHeldConnections(t *testing.T) {
 	p := newProxy(t)
 	p.Blackhole()
 	c := dial(t, p)
-	waitFor(t, 5*time.Second, "the held connection", func() bool { return p.Conns() == 1 })
+	testkit.WaitFor(t, 5*time.Second, "the held connection", func() bool { return p.Conns() == 1 })
 	p.Cut()
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
