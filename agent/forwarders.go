@@ -134,7 +134,7 @@ func (d *daemon) setupForwarders(ctx context.Context) error {
 			return fmt.Errorf("dify.api_key_file: %w", err)
 		}
 		o := dify.DefaultOptions()
-		o.APIKey, o.User, o.RateLimit, o.Cooldown = key, cfg.DifyUser(), cfg.Dify.RateLimit, cfg.Dify.Cooldown
+		o.APIKey, o.User, o.RateLimit, o.Cooldown = key, cfg.DifyUser(), dify.Rate(cfg.Dify.RateLimit), cfg.Dify.Cooldown
 		setStr(&o.BaseURL, cfg.Dify.BaseURL)
 		setStr(&o.ResponseMode, cfg.Dify.ResponseMode)
 		setStr(&o.MinSeverity, cfg.Dify.MinSeverity)

@@ -48,10 +48,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vigil-edge/vigil/agent/config"
 	"github.com/vigil-edge/vigil/agent/forward"
 	"github.com/vigil-edge/vigil/agent/forward/internal/fwd"
 	"github.com/vigil-edge/vigil/agent/record"
+	"github.com/vigil-edge/vigil/agent/secret"
 	"github.com/vigil-edge/vigil/buffer"
 )
 
@@ -114,7 +114,7 @@ func Lanes() []string { return append([]string(nil), lanes...) }
 type Options struct {
 	// APIKey is the project's API key. It is a secret: it goes into the
 	// request body and nowhere else (never a log, an error or Stats).
-	APIKey config.Secret
+	APIKey secret.Secret
 	// Region picks the host when Endpoint is empty: "us" or "eu".
 	Region string
 	// API is APIHTTP (default) or APIBatch.

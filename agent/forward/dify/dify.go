@@ -55,11 +55,11 @@ import (
 	"text/template"
 	"time"
 
-	"github.com/vigil-edge/vigil/agent/config"
 	"github.com/vigil-edge/vigil/agent/forward"
 	"github.com/vigil-edge/vigil/agent/forward/internal/fwd"
 	"github.com/vigil-edge/vigil/agent/internal/throttle"
 	"github.com/vigil-edge/vigil/agent/record"
+	"github.com/vigil-edge/vigil/agent/secret"
 	"github.com/vigil-edge/vigil/buffer"
 )
 
@@ -112,14 +112,14 @@ type Options struct {
 	BaseURL string
 	// APIKey is the workflow app's key. It is a secret: it goes into the
 	// Authorization header and nowhere else.
-	APIKey config.Secret
+	APIKey secret.Secret
 	// ResponseMode is ModeBlocking or ModeStreaming.
 	ResponseMode string
 	// User is the end-user id sent with each run; empty means
 	// "vigil-<alert's device>".
 	User string
-	// Inputs maps workflow inputs to text/templates over
-	// config.TemplateData, with config.TemplateFuncs. The input alert_id
+	// Inputs maps workflow inputs to text/templates over TemplateData,
+	// with TemplateFuncs. The input alert_id
 	// (the alert's id) is always sent, whatever the templates say.
 	Inputs map[string]string
 	// MinSeverity is the lowest alert severity sent: warning, major or
@@ -131,7 +131,7 @@ type Options struct {
 	RequestTimeout time.Duration
 	// RateLimit is the most runs per period for the whole device; a zero
 	// Count means unlimited. Alerts wait for their turn; none is dropped.
-	RateLimit config.Rate
+	RateLimit Rate
 	// Burst is the token bucket's size; 0 means RateLimit.Count.
 	Burst int
 	// Cooldown is the least time, by the alerts' own timestamps, between
@@ -178,11 +178,11 @@ func DefaultOptions() Options {
 	return Options{
 		BaseURL:        "https://api.dify.ai/v1",
 		ResponseMode:   ModeBlocking,
-		Inputs:         config.Default().Dify.Inputs,
+		Inputs:         DefaultInputs(),
 		MinSeverity:    record.SeverityMajor,
 		Timeout:        100 * time.Second,
 		RequestTimeout: 15 * time.Second,
-		RateLimit:      config.Rate{Count: 6, Per: time.Minute},
+		RateLimit:      Rate{Count: 6, Per: time.Minute},
 		Cooldown:       5 * time.Minute,
 		MaxConcurrency: 2,
 		MaxPending:     64,
@@ -213,7 +213,7 @@ func (o *Options) validate() (map[string]*template.Template, error) {
 	if strings.ContainsFunc(o.User, func(r rune) bool { return r < ' ' }) {
 		bad("User", "has control characters")
 	}
-	tmpls, err := config.Dify{Inputs: o.Inputs}.ParseInputs()
+	tmpls, err := ParseInputs(o.Inputs)
 	if err != nil {
 		bad("Inputs", "%v", err)
 	}
@@ -1135,7 +1135,7 @@ func (f *Forwarder) inputs(a *record.Alert, seq uint64) (map[string]any, error) 
 	if end.IsZero() {
 		end = a.TS
 	}
-	data := config.TemplateData{
+	data := TemplateData{
 		ID: a.ID, Seq: seq, Device: a.Device, Stream: a.Stream, Kind: a.Kind, Key: a.Key,
 		Time: end, WindowStart: a.Window.Start, WindowEnd: a.Window.End,
 		Score: a.Score, Threshold: a.Threshold, Severity: a.Severity, Episode: a.Episode,
@@ -1169,8 +1169,44 @@ func (f *Forwarder) advice(a *record.Alert, r runResult) *record.Advice {
 	return adv
 }
 
+// Rate is a count per period; a zero Count means unlimited. The
+// configuration's rate (config.Rate, "6/min") converts to it.
+type Rate struct {
+	Count int
+	Per   time.Duration
+}
+
+// Unlimited reports whether the rate sets no limit.
+func (r Rate) Unlimited() bool { return r.Count == 0 }
+
+// Interval is the mean time between events at this rate (0 when unlimited).
+func (r Rate) Interval() time.Duration {
+	if r.Count == 0 {
+		return 0
+	}
+	return r.Per / time.Duration(r.Count)
+}
+
+// String writes the rate as the configuration reads it: 6/min, 10/s,
+// 3/30s, 0.
+func (r Rate) String() string {
+	if r.Count == 0 {
+		return "0"
+	}
+	unit := r.Per.String()
+	switch r.Per {
+	case time.Second:
+		unit = "s"
+	case time.Minute:
+		unit = "min"
+	case time.Hour:
+		unit = "h"
+	}
+	return fmt.Sprintf("%d/%s", r.Count, unit)
+}
+
 // newBucket returns a token bucket for rate, or nil for no limit.
-func newBucket(rate config.Rate, burst int) *throttle.Bucket {
+func newBucket(rate Rate, burst int) *throttle.Bucket {
 	if rate.Unlimited() {
 		return nil
 	}

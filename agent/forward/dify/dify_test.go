@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vigil-edge/vigil/agent/config"
 	"github.com/vigil-edge/vigil/agent/forward"
 	"github.com/vigil-edge/vigil/agent/forward/dify/difytest"
 	"github.com/vigil-edge/vigil/agent/forward/forwardtest"
@@ -91,7 +90,7 @@ func newHarness(t *testing.T, sopts difytest.Options, mut func(*Options)) *harne
 	opts.APIKey = testKey
 	opts.Clock = h.clk
 	opts.Logger = h.logs.Logger()
-	opts.RateLimit = config.Rate{}
+	opts.RateLimit = Rate{}
 	opts.Cooldown = 0
 	opts.Timeout = 2 * time.Second
 	if mut != nil {
@@ -273,7 +272,7 @@ func TestOptionsValidate(t *testing.T) {
 		{"MinSeverity", func(o *Options) { o.MinSeverity = "" }},
 		{"Timeout", func(o *Options) { o.Timeout = 0 }},
 		{"RequestTimeout", func(o *Options) { o.RequestTimeout = 0 }},
-		{"RateLimit", func(o *Options) { o.RateLimit = config.Rate{Count: 2} }},
+		{"RateLimit", func(o *Options) { o.RateLimit = Rate{Count: 2} }},
 		{"Cooldown", func(o *Options) { o.Cooldown = -time.Second }},
 		{"MaxConcurrency", func(o *Options) { o.MaxConcurrency = 0 }},
 		{"MaxPending", func(o *Options) { o.MaxPending = 1 }},
@@ -690,7 +689,7 @@ func TestStaleJournal(t *testing.T) {
 // least 90 s of (simulated) time; the bucket itself is TestBucket's.
 func TestRateLimit(t *testing.T) {
 	h := newHarness(t, difytest.Options{}, func(o *Options) {
-		o.RateLimit = config.Rate{Count: 2, Per: time.Minute}
+		o.RateLimit = Rate{Count: 2, Per: time.Minute}
 		o.Burst = 1
 		o.MaxConcurrency = 4
 	}).start()
@@ -925,7 +924,7 @@ func TestDecodeRun(t *testing.T) {
 
 func TestBucket(t *testing.T) {
 	clk := testkit.NewFakeClock(t0)
-	b := newBucket(config.Rate{Count: 6, Per: time.Minute}, 2)
+	b := newBucket(Rate{Count: 6, Per: time.Minute}, 2)
 	if first, second := b.Take(clk.Now()), b.Take(clk.Now()); first != 0 || second != 0 {
 		t.Fatal("burst of 2 not available")
 	}
@@ -936,7 +935,7 @@ func TestBucket(t *testing.T) {
 	if b.Take(clk.Now()) != 0 {
 		t.Error("token not refilled after 10s")
 	}
-	if newBucket(config.Rate{}, 0) != nil {
+	if newBucket(Rate{}, 0) != nil {
 		t.Error("unlimited rate has a bucket")
 	}
 }
