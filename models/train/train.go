@@ -554,28 +554,7 @@ func (t *trainer) meanLoss(windows [][]float64) float64 {
 // score is a window's anomaly score with the options' reduction, as
 // models.Model computes it from the exported model's output.
 func (t *trainer) score(x []float64) float64 {
-	y := t.net.forward(x)
-	c := len(t.opts.Channels)
-	w := len(x) / c
-	per := make([]float64, c)
-	for i := range x {
-		d := y[i] - x[i]
-		if t.opts.Reduction == models.ReduceMAE {
-			per[i%c] += math.Abs(d)
-		} else {
-			per[i%c] += d * d
-		}
-	}
-	total, top := 0.0, 0.0
-	for j := range per {
-		per[j] /= float64(w)
-		total += per[j]
-		top = max(top, per[j])
-	}
-	if t.opts.Reduction == models.ReduceMaxChannelMSE {
-		return top
-	}
-	return total / float64(c)
+	return models.ReconstructionScore(t.opts.Reduction, x, t.net.forward(x), make([]float64, len(t.opts.Channels)))
 }
 
 func (t *trainer) manifest(net *nn.Network, model []byte, th models.Threshold, sc scaler, samples [][]float64, rep *Report) *models.Manifest {
