@@ -11,6 +11,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/vigil-edge/vigil/agent/forward/dify"
 	"github.com/vigil-edge/vigil/agent/secret"
 )
 
@@ -203,15 +204,10 @@ type Rate struct {
 }
 
 // Unlimited reports whether the rate sets no limit.
-func (r Rate) Unlimited() bool { return r.Count == 0 }
+func (r Rate) Unlimited() bool { return dify.Rate(r).Unlimited() }
 
 // Interval is the mean time between events at this rate (0 when unlimited).
-func (r Rate) Interval() time.Duration {
-	if r.Count == 0 {
-		return 0
-	}
-	return r.Per / time.Duration(r.Count)
-}
+func (r Rate) Interval() time.Duration { return dify.Rate(r).Interval() }
 
 var rateUnits = map[string]time.Duration{
 	"s": time.Second, "sec": time.Second, "second": time.Second,
@@ -250,20 +246,7 @@ func ParseRate(s string) (Rate, error) {
 }
 
 // String formats the rate as ParseRate reads it.
-func (r Rate) String() string {
-	if r.Count == 0 {
-		return "0"
-	}
-	switch r.Per {
-	case time.Second:
-		return fmt.Sprintf("%d/s", r.Count)
-	case time.Minute:
-		return fmt.Sprintf("%d/min", r.Count)
-	case time.Hour:
-		return fmt.Sprintf("%d/h", r.Count)
-	}
-	return fmt.Sprintf("%d/%s", r.Count, formatDuration(r.Per))
-}
+func (r Rate) String() string { return dify.Rate(r).String() }
 
 // MarshalText writes the rate as String does.
 func (r Rate) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
