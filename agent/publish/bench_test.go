@@ -24,15 +24,7 @@ func benchPublisher(b *testing.B, buf Log, opts Options) (*Publisher, func()) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	return p, func() {
-		cancel()
-		if err := <-done; err != nil {
-			b.Errorf("Run: %v", err)
-		}
-	}
+	return p, testkit.Run(b, "Run", p.Run)
 }
 
 // BenchmarkPublish measures live publishing to mosquitto: each iteration

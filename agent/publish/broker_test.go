@@ -1,7 +1,6 @@
 package publish
 
 import (
-	"context"
 	"sync"
 	"testing"
 	"time"
@@ -19,15 +18,7 @@ func startEmbedded(t *testing.T) *EmbeddedBroker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- eb.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("embedded broker Run: %v", err)
-		}
-	})
+	testkit.Run(t, "embedded broker Run", eb.Run)
 	return eb
 }
 

@@ -183,21 +183,11 @@ func TestShutdownPublishesOfflineAndAcks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
+	stop := testkit.Run(t, "Run", p.Run)
 	testkit.WaitFor(t, 10*time.Second, "connected", p.Connected)
 	appendN(t, buf, record.LaneAlert, 0, 500, func(i int) []byte { return alertJSON("pump", i) })
 	testkit.WaitFor(t, 10*time.Second, "alerts acknowledged", func() bool { return lag(buf, record.LaneAlert) == 0 })
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("Run did not return")
-	}
+	stop()
 	msgs := status.WaitN(t, 2, 10*time.Second)
 	on, off := statusOf(t, msgs[0]), statusOf(t, msgs[1])
 	if on.State != "online" || off.State != "offline" || off.Reason != "shutdown" || off.BirthSeq != on.BirthSeq || off.Since.IsZero() {

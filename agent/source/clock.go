@@ -2,6 +2,7 @@ package source
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -40,6 +41,39 @@ func (p *pacer) wait(ctx context.Context, offset time.Duration) (reanchored bool
 		return true, ctx.Err()
 	}
 	return false, ctx.Err()
+}
+
+// defaults fills what every source's options share when unset: the system
+// clock, a counter that counts nothing (counter may be nil for sources
+// without one) and a logger that discards.
+func defaults(clock *Clock, counter *Counter, logger **slog.Logger) {
+	if *clock == nil {
+		*clock = SystemClock{}
+	}
+	if counter != nil && *counter == nil {
+		*counter = nopCounter{}
+	}
+	if *logger == nil {
+		*logger = discardLogger()
+	}
+}
+
+// checkSource checks what every source's constructor is given: the
+// options (validate also fills their defaults) and a sink; what names the
+// source in errors.
+func checkSource(what string, validate func() error, sink Sink) error {
+	if err := validate(); err != nil {
+		return fmt.Errorf("%s options: %w", what, err)
+	}
+	if sink == nil {
+		return fmt.Errorf("%s: nil sink", what)
+	}
+	return nil
+}
+
+// sourceLogger is a source's logger: it names the source.
+func sourceLogger(l *slog.Logger, name string) *slog.Logger {
+	return l.With("component", "source", "source", name)
 }
 
 // nopCounter is the Counter used when none is given.

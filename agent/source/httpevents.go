@@ -113,15 +113,7 @@ func (o *HTTPEventsOptions) validate() error {
 	if o.RetryAfter < 0 {
 		errs = append(errs, optErr("RetryAfter", "must be ≥ 0, got %v", o.RetryAfter))
 	}
-	if o.Clock == nil {
-		o.Clock = SystemClock{}
-	}
-	if o.Counter == nil {
-		o.Counter = nopCounter{}
-	}
-	if o.Logger == nil {
-		o.Logger = discardLogger()
-	}
+	defaults(&o.Clock, &o.Counter, &o.Logger)
 	return errors.Join(errs...)
 }
 
@@ -151,13 +143,10 @@ type HTTPEvents struct {
 
 // NewHTTPEvents returns the handler, putting accepted events into sink.
 func NewHTTPEvents(opts HTTPEventsOptions, sink Sink) (*HTTPEvents, error) {
-	if err := opts.validate(); err != nil {
-		return nil, fmt.Errorf("http events options: %w", err)
+	if err := checkSource("http events", opts.validate, sink); err != nil {
+		return nil, err
 	}
-	if sink == nil {
-		return nil, errors.New("http events: nil sink")
-	}
-	log := opts.Logger.With("component", "source", "source", opts.Name)
+	log := sourceLogger(opts.Logger, opts.Name)
 	h := &HTTPEvents{
 		opts:    opts,
 		sink:    sink,

@@ -155,15 +155,7 @@ func (o *MQTTOptions) validate() error {
 	if o.DedupWindow < 0 || o.DedupSize < 0 {
 		errs = append(errs, optErr("DedupWindow", "DedupWindow and DedupSize must be ≥ 0"))
 	}
-	if o.Clock == nil {
-		o.Clock = SystemClock{}
-	}
-	if o.Counter == nil {
-		o.Counter = nopCounter{}
-	}
-	if o.Logger == nil {
-		o.Logger = discardLogger()
-	}
+	defaults(&o.Clock, &o.Counter, &o.Logger)
 	return errors.Join(errs...)
 }
 
@@ -246,13 +238,10 @@ type streamPattern struct{ filter, stream string }
 
 // NewMQTT returns an MQTT source that puts its inputs into sink.
 func NewMQTT(opts MQTTOptions, sink Sink) (*MQTT, error) {
-	if err := opts.validate(); err != nil {
-		return nil, fmt.Errorf("mqtt source options: %w", err)
+	if err := checkSource("mqtt source", opts.validate, sink); err != nil {
+		return nil, err
 	}
-	if sink == nil {
-		return nil, errors.New("mqtt source: nil sink")
-	}
-	log := opts.Logger.With("component", "source", "source", opts.Name)
+	log := sourceLogger(opts.Logger, opts.Name)
 	m := &MQTT{
 		opts:     opts,
 		sink:     sink,

@@ -116,12 +116,7 @@ func (o *SimulatorOptions) validate() error {
 			errs = append(errs, err)
 		}
 	}
-	if o.Clock == nil {
-		o.Clock = SystemClock{}
-	}
-	if o.Logger == nil {
-		o.Logger = discardLogger()
-	}
+	defaults(&o.Clock, nil, &o.Logger)
 	return errors.Join(errs...)
 }
 
@@ -153,16 +148,13 @@ type Simulator struct {
 
 // NewSimulator returns a simulator that puts its samples into sink.
 func NewSimulator(opts SimulatorOptions, sink Sink) (*Simulator, error) {
-	if err := opts.validate(); err != nil {
-		return nil, fmt.Errorf("simulator options: %w", err)
-	}
-	if sink == nil {
-		return nil, errors.New("simulator: nil sink")
+	if err := checkSource("simulator", opts.validate, sink); err != nil {
+		return nil, err
 	}
 	return &Simulator{
 		opts: opts,
 		sink: sink,
-		log:  opts.Logger.With("component", "source", "source", opts.Name),
+		log:  sourceLogger(opts.Logger, opts.Name),
 	}, nil
 }
 

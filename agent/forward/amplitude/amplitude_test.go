@@ -111,16 +111,8 @@ func start(t *testing.T, sopts amplitudetest.Options, mut func(*Options)) *harne
 		t.Fatal(err)
 	}
 	h.fw = fw
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- fw.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		h.checkNoSecret()
-	})
+	t.Cleanup(h.checkNoSecret) // runs after Run stopped
+	testkit.Run(t, "Run", fw.Run)
 	return h
 }
 
@@ -717,12 +709,9 @@ func TestRestartResends(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- fw.Run(ctx) }()
+		halt := testkit.Go(fw.Run)
 		testkit.WaitFor(t, 10*time.Second, "progress", func() bool { return stop(fw) })
-		cancel()
-		<-done
+		_ = halt()
 	}
 	srv.Script(amplitudetest.Fault{Apply: true, Status: 500})
 	run(func(*Forwarder) bool { return len(srv.Requests()) >= 1 })
@@ -780,10 +769,8 @@ func BenchmarkThroughput(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- fw.Run(ctx) }()
-			defer func() { cancel(); <-done }()
+			defer testkit.Go(fw.Run)()
+			ctx := context.Background()
 			const chunk = 1000
 			data := make([][]byte, chunk)
 			i, n := 0, 0
@@ -844,10 +831,8 @@ func BenchmarkLatency(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- fw.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer testkit.Go(fw.Run)()
+	ctx := context.Background()
 	appended := map[uint64]time.Time{}
 	i := 0
 	for b.Loop() {

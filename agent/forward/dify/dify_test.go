@@ -109,19 +109,7 @@ func (h *harness) start() *harness {
 		h.t.Fatal(err)
 	}
 	h.fw = fw
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- fw.Run(ctx) }()
-	var once sync.Once
-	h.stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				h.t.Errorf("Run: %v", err)
-			}
-		})
-	}
-	h.t.Cleanup(h.stop)
+	h.stop = testkit.Run(h.t, "Run", fw.Run)
 	return h
 }
 

@@ -6,6 +6,7 @@ package testkit
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -83,4 +84,50 @@ func (b *Buffer) String() string {
 // Logger returns a debug-level text logger writing to b.
 func (b *Buffer) Logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// Go runs run on a goroutine with a context of its own and returns stop,
+// which cancels that context and returns run's error. stop may be called
+// more than once; later calls return the first result.
+func Go(run func(context.Context) error) (stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	var once sync.Once
+	var err error
+	return func() error {
+		once.Do(func() {
+			cancel()
+			err = <-done
+		})
+		return err
+	}
+}
+
+// StopTimeout bounds how long Run's stop waits for run to return.
+const StopTimeout = 15 * time.Second
+
+// Run runs run as Go does until the test ends (or stop is called), then
+// fails the test if run returned an error, naming it what, or did not
+// return within StopTimeout of its cancellation.
+func Run(tb testing.TB, what string, run func(context.Context) error) (stop func()) {
+	tb.Helper()
+	halt := Go(run)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			done := make(chan error, 1)
+			go func() { done <- halt() }()
+			select {
+			case err := <-done:
+				if err != nil {
+					tb.Errorf("%s: %v", what, err)
+				}
+			case <-time.After(StopTimeout):
+				tb.Errorf("%s did not return within %v of cancellation", what, StopTimeout)
+			}
+		})
+	}
+	tb.Cleanup(stop)
+	return stop
 }

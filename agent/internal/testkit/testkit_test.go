@@ -66,3 +66,18 @@ func TestBuffer(t *testing.T) {
 		t.Fatalf("buffer: %q", b.String())
 	}
 }
+
+func TestGoAndRun(t *testing.T) {
+	boom := errors.New("boom")
+	stop := Go(func(ctx context.Context) error { <-ctx.Done(); return boom })
+	if err := stop(); err != boom {
+		t.Fatalf("stop: %v", err)
+	}
+	if err := stop(); err != boom {
+		t.Fatalf("second stop: %v", err)
+	}
+	ran := make(chan struct{})
+	stopRun := Run(t, "runner", func(ctx context.Context) error { close(ran); <-ctx.Done(); return nil })
+	<-ran
+	stopRun()
+}
