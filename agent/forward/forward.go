@@ -24,6 +24,7 @@ import (
 
 	"github.com/vigil-edge/vigil/agent/internal/clock"
 	"github.com/vigil-edge/vigil/agent/internal/throttle"
+	"github.com/vigil-edge/vigil/buffer"
 )
 
 // LaneDeadLetter is the buffer lane where forwarders store dead letters
@@ -113,6 +114,27 @@ func (b BufferDeadLetters) StoreDeadLetter(ctx context.Context, d DeadLetter) er
 		return fmt.Errorf("store dead letter: %w", err)
 	}
 	return nil
+}
+
+// Buffer is what a forwarder needs of the buffer. *buffer.Badger and
+// *buffer.Memory have it.
+type Buffer interface {
+	Read(consumer, lane string, max int) ([]buffer.Record, error)
+	Ack(consumer, lane string, seqs ...uint64) error
+	Notify(lane string) <-chan struct{}
+	Append(ctx context.Context, lane string, data ...[]byte) ([]uint64, error)
+}
+
+// Register registers consumer on lanes if buf can (it has
+// RegisterConsumer), as a forwarder does when it starts.
+func Register(buf Buffer, consumer string, lanes ...string) error {
+	r, ok := buf.(interface {
+		RegisterConsumer(name string, lanes ...string) error
+	})
+	if !ok {
+		return nil
+	}
+	return r.RegisterConsumer(consumer, lanes...)
 }
 
 // Clock tells the time and makes timers. Forwarders take one so that tests

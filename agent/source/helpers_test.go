@@ -1,7 +1,9 @@
 package source
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"sync"
 	"testing"
 	"time"
@@ -108,4 +110,25 @@ func runAsync(f func() error) func(t testing.TB) error {
 			return nil
 		}
 	}
+}
+
+// checkDeterministic checks that write gives the same bytes twice for o
+// and other bytes for other (o with another seed); it returns o's bytes.
+func checkDeterministic[O any](t *testing.T, o, other O, write func(io.Writer, O) error) []byte {
+	t.Helper()
+	run := func(o O) []byte {
+		var b bytes.Buffer
+		if err := write(&b, o); err != nil {
+			t.Fatal(err)
+		}
+		return b.Bytes()
+	}
+	a := run(o)
+	if !bytes.Equal(a, run(o)) {
+		t.Fatal("same seed, different bytes")
+	}
+	if bytes.Equal(a, run(other)) {
+		t.Fatal("different seeds, same bytes")
+	}
+	return a
 }

@@ -47,7 +47,6 @@ import (
 	"github.com/vigil-edge/vigil/agent/forward"
 	"github.com/vigil-edge/vigil/agent/forward/internal/fwd"
 	"github.com/vigil-edge/vigil/agent/record"
-	"github.com/vigil-edge/vigil/buffer"
 )
 
 // Consumer is the forwarder's consumer name in the buffer.
@@ -84,17 +83,7 @@ const (
 // Buffer is what the forwarder needs of the buffer. *buffer.Badger and
 // *buffer.Memory have it. If the buffer also has RegisterConsumer, Run
 // registers the consumer on its lanes.
-type Buffer interface {
-	Read(consumer, lane string, max int) ([]buffer.Record, error)
-	Ack(consumer, lane string, seqs ...uint64) error
-	Notify(lane string) <-chan struct{}
-	Append(ctx context.Context, lane string, data ...[]byte) ([]uint64, error)
-}
-
-// registerer is the optional capability of registering a consumer.
-type registerer interface {
-	RegisterConsumer(name string, lanes ...string) error
-}
+type Buffer = forward.Buffer
 
 // lanes are the lanes the forwarder consumes, in the order it reads them.
 var lanes = []string{record.LaneAlert, record.LaneAdvice}
@@ -218,10 +207,8 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		return errors.New("amplitude: Run called twice")
 	}
 	defer f.running.Unlock()
-	if r, ok := f.buf.(registerer); ok {
-		if err := r.RegisterConsumer(Consumer, lanes...); err != nil {
-			return fmt.Errorf("amplitude: %w", err)
-		}
+	if err := forward.Register(f.buf, Consumer, lanes...); err != nil {
+		return fmt.Errorf("amplitude: %w", err)
 	}
 	if _, ok := f.dead.(forward.BufferDeadLetters); ok {
 		// An append of nothing fails for an unknown lane: find out now, not

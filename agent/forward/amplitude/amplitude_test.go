@@ -161,31 +161,11 @@ func (h *harness) acked(n int) func() bool {
 	}
 }
 
-func (h *harness) deadLetters() []forward.DeadLetter {
-	recs, err := h.buf.ReadFrom(forward.LaneDeadLetter, 0, 1000)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	var out []forward.DeadLetter
-	for _, r := range recs {
-		var d forward.DeadLetter
-		if err := json.Unmarshal(r.Data, &d); err != nil {
-			h.t.Fatal(err)
-		}
-		out = append(out, d)
-	}
-	return out
-}
+func (h *harness) deadLetters() []forward.DeadLetter { return forwardtest.DeadLetters(h.t, h.buf) }
 
 // unacked returns how many records of lane the forwarder has not
 // acknowledged.
-func (h *harness) unacked(lane string) int {
-	recs, err := h.buf.Read(Consumer, lane, 10000)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return len(recs)
-}
+func (h *harness) unacked(lane string) int { return forwardtest.Unacked(h.t, h.buf, Consumer, lane) }
 
 func ids(as []record.Alert) []string {
 	out := make([]string, len(as))
@@ -212,12 +192,10 @@ func exactlyOnce(t *testing.T, srv *amplitudetest.Server, want []string) {
 func TestOptionsValidate(t *testing.T) {
 	good := DefaultOptions()
 	good.APIKey, good.DeviceID = testKey, device
-	if _, err := New(forwardtest.NewMemory(t), good); err != nil {
-		t.Fatalf("defaults with key and device: %v", err)
-	}
-	for _, tc := range []struct {
-		field string
-		mut   func(*Options)
+	newFn := func(o Options) error { _, err := New(forwardtest.NewMemory(t), o); return err }
+	forwardtest.CheckOptionErrors(t, good, testKey, newFn, []struct {
+		Field string
+		Mut   func(*Options)
 	}{
 		{"APIKey", func(o *Options) { o.APIKey = "" }},
 		{"Region", func(o *Options) { o.Region = "asia" }},
@@ -236,17 +214,7 @@ func TestOptionsValidate(t *testing.T) {
 		{"Backoff.Initial", func(o *Options) { o.Backoff.Initial = 0 }},
 		{"ThrottlePause", func(o *Options) { o.ThrottlePause = 0 }},
 		{"FailingRetry", func(o *Options) { o.FailingRetry = 0 }},
-	} {
-		o := good
-		tc.mut(&o)
-		_, err := New(forwardtest.NewMemory(t), o)
-		if err == nil || !strings.Contains(err.Error(), "Options."+tc.field) {
-			t.Errorf("%s: got %v, want an error naming Options.%s", tc.field, err, tc.field)
-		}
-		if err != nil && strings.Contains(err.Error(), testKey) {
-			t.Errorf("%s: the error shows the API key: %v", tc.field, err)
-		}
-	}
+	})
 	o := good
 	o.API = APIBatch
 	o.MaxBatchBytes = 5_000_000

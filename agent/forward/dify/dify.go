@@ -57,7 +57,6 @@ import (
 	"github.com/vigil-edge/vigil/agent/forward/internal/fwd"
 	"github.com/vigil-edge/vigil/agent/internal/throttle"
 	"github.com/vigil-edge/vigil/agent/record"
-	"github.com/vigil-edge/vigil/buffer"
 )
 
 // Names in the buffer.
@@ -91,16 +90,7 @@ func AdviceID(alertID string) string { return "adv-" + alertID }
 // Buffer is what the forwarder needs of the buffer. *buffer.Badger and
 // *buffer.Memory have it. If the buffer also has RegisterConsumer, Run
 // registers the consumer on the alert and journal lanes.
-type Buffer interface {
-	Read(consumer, lane string, max int) ([]buffer.Record, error)
-	Ack(consumer, lane string, seqs ...uint64) error
-	Notify(lane string) <-chan struct{}
-	Append(ctx context.Context, lane string, data ...[]byte) ([]uint64, error)
-}
-
-type registerer interface {
-	RegisterConsumer(name string, lanes ...string) error
-}
+type Buffer = forward.Buffer
 
 // Stats is a snapshot of the forwarder's state and counters, for health
 // and /metrics. It holds no secret.
@@ -238,10 +228,8 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		return errors.New("dify: Run called twice")
 	}
 	defer f.running.Unlock()
-	if r, ok := f.buf.(registerer); ok {
-		if err := r.RegisterConsumer(Consumer, Lanes()...); err != nil {
-			return fmt.Errorf("dify: %w", err)
-		}
+	if err := forward.Register(f.buf, Consumer, Lanes()...); err != nil {
+		return fmt.Errorf("dify: %w", err)
 	}
 	if _, ok := f.dead.(forward.BufferDeadLetters); ok {
 		if _, err := f.buf.Append(ctx, forward.LaneDeadLetter); err != nil && ctx.Err() == nil {

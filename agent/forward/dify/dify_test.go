@@ -171,24 +171,9 @@ func (h *harness) advice() map[string]record.Advice {
 	return out
 }
 
-func (h *harness) deadLetters() []forward.DeadLetter {
-	recs, _ := h.buf.ReadFrom(forward.LaneDeadLetter, 0, 1000)
-	var out []forward.DeadLetter
-	for _, r := range recs {
-		var d forward.DeadLetter
-		json.Unmarshal(r.Data, &d)
-		out = append(out, d)
-	}
-	return out
-}
+func (h *harness) deadLetters() []forward.DeadLetter { return forwardtest.DeadLetters(h.t, h.buf) }
 
-func (h *harness) unacked(lane string) int {
-	recs, err := h.buf.Read(Consumer, lane, 10000)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return len(recs)
-}
+func (h *harness) unacked(lane string) int { return forwardtest.Unacked(h.t, h.buf, Consumer, lane) }
 
 // openJournal counts the journal's unacknowledged entries that are not
 // done entries (those are kept on purpose: see remember).
@@ -245,12 +230,10 @@ func oneRunEach(t *testing.T, srv *difytest.Server, ids ...string) {
 func TestOptionsValidate(t *testing.T) {
 	good := DefaultOptions()
 	good.APIKey = testKey
-	if _, err := New(forwardtest.NewMemory(t), good); err != nil {
-		t.Fatalf("defaults with a key: %v", err)
-	}
-	for _, tc := range []struct {
-		field string
-		mut   func(*Options)
+	newFn := func(o Options) error { _, err := New(forwardtest.NewMemory(t), o); return err }
+	forwardtest.CheckOptionErrors(t, good, testKey, newFn, []struct {
+		Field string
+		Mut   func(*Options)
 	}{
 		{"BaseURL", func(o *Options) { o.BaseURL = "dify.local" }},
 		{"APIKey", func(o *Options) { o.APIKey = "" }},
@@ -266,17 +249,7 @@ func TestOptionsValidate(t *testing.T) {
 		{"MaxPending", func(o *Options) { o.MaxPending = 1 }},
 		{"Backoff.Max", func(o *Options) { o.Backoff.Max = time.Millisecond }},
 		{"PollTimeout", func(o *Options) { o.PollTimeout = 0 }},
-	} {
-		o := good
-		tc.mut(&o)
-		_, err := New(forwardtest.NewMemory(t), o)
-		if err == nil || !strings.Contains(err.Error(), "Options."+tc.field) {
-			t.Errorf("%s: got %v, want an error naming Options.%s", tc.field, err, tc.field)
-		}
-		if err != nil && strings.Contains(err.Error(), testKey) {
-			t.Errorf("%s: the error shows the API key", tc.field)
-		}
-	}
+	})
 	if LaneJournal != forwardtest.Lanes()[3].Name {
 		t.Errorf("forwardtest's journal lane is not %s", LaneJournal)
 	}
