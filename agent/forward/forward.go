@@ -20,6 +20,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/internal/clock"
@@ -135,6 +137,41 @@ func Register(buf Buffer, consumer string, lanes ...string) error {
 		return nil
 	}
 	return r.RegisterConsumer(consumer, lanes...)
+}
+
+// Deps are what a forwarder is given besides its settings (embedded in its
+// Options); each has a default.
+type Deps struct {
+	// DeadLetters stores dead letters; nil means the buffer's lane
+	// LaneDeadLetter.
+	DeadLetters DeadLetterStore
+	// HTTPClient makes the requests; nil means a client with the
+	// forwarder's timeouts.
+	HTTPClient *http.Client
+	// Clock is the clock; nil means SystemClock.
+	Clock Clock
+	// Logger receives the forwarder's log; nil discards it.
+	Logger *slog.Logger
+}
+
+// WithDefaults fills what d leaves unset: dead letters in buf's lane
+// LaneDeadLetter, client, the system clock and a logger that discards; the
+// logger names component.
+func (d Deps) WithDefaults(buf Appender, client *http.Client, component string) Deps {
+	if d.DeadLetters == nil {
+		d.DeadLetters = BufferDeadLetters{Buffer: buf}
+	}
+	if d.HTTPClient == nil {
+		d.HTTPClient = client
+	}
+	if d.Clock == nil {
+		d.Clock = SystemClock{}
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	d.Logger = d.Logger.With("component", component)
+	return d
 }
 
 // Clock tells the time and makes timers. Forwarders take one so that tests

@@ -150,23 +150,10 @@ func New(buf Buffer, opts Options) (*Forwarder, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	f := &Forwarder{buf: buf, opts: opts, url: opts.URL(), dead: opts.DeadLetters, client: opts.HTTPClient, clock: opts.Clock}
+	d := opts.Deps.WithDefaults(buf, &http.Client{Timeout: opts.Timeout}, "forward/amplitude")
+	f := &Forwarder{buf: buf, opts: opts, url: opts.URL(), dead: d.DeadLetters, client: d.HTTPClient, clock: d.Clock, log: d.Logger}
 	f.keyJSON, _ = json.Marshal(opts.APIKey.Reveal())
 	f.overhead = len(f.body(nil))
-	if f.dead == nil {
-		f.dead = forward.BufferDeadLetters{Buffer: buf}
-	}
-	if f.client == nil {
-		f.client = &http.Client{Timeout: opts.Timeout}
-	}
-	if f.clock == nil {
-		f.clock = forward.SystemClock{}
-	}
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	f.log = log.With("component", "forward/amplitude")
 	f.rlog = fwd.NewRateLog(f.log, f.clock, time.Minute)
 	f.stats = Stats{State: forward.StateOK, Since: f.clock.Now()}
 	return f, nil

@@ -3,8 +3,6 @@ package amplitude
 import (
 	"errors"
 	"fmt"
-	"log/slog"
-	"net/http"
 	"net/url"
 	"time"
 
@@ -55,15 +53,9 @@ type Options struct {
 	FailingRetry time.Duration
 	// AppVersion is sent as app_version (Vigil's version); may be empty.
 	AppVersion string
-	// DeadLetters stores dead letters; nil means the buffer's lane
-	// forward.LaneDeadLetter.
-	DeadLetters forward.DeadLetterStore
-	// HTTPClient makes the requests; nil means a client with Timeout.
-	HTTPClient *http.Client
-	// Clock is the clock; nil means forward.SystemClock.
-	Clock forward.Clock
-	// Logger receives the forwarder's log; nil discards it.
-	Logger *slog.Logger
+	// Deps: dead letters, the HTTP client (default: a client with
+	// Timeout), the clock and the logger.
+	forward.Deps
 }
 
 // DefaultOptions returns the defaults: HTTP V2 API in the US region,

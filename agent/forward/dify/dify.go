@@ -159,25 +159,12 @@ func New(buf Buffer, opts Options) (*Forwarder, error) {
 	if err != nil {
 		return nil, err
 	}
+	d := opts.Deps.WithDefaults(buf, &http.Client{}, "forward/dify")
 	f := &Forwarder{
 		buf: buf, opts: opts, base: strings.TrimRight(opts.BaseURL, "/"), tmpls: tmpls,
-		dead: opts.DeadLetters, client: opts.HTTPClient, clock: opts.Clock,
+		dead: d.DeadLetters, client: d.HTTPClient, clock: d.Clock, log: d.Logger,
 		inflight: map[uint64]time.Time{}, opened: make(chan struct{}),
 	}
-	if f.dead == nil {
-		f.dead = forward.BufferDeadLetters{Buffer: buf}
-	}
-	if f.client == nil {
-		f.client = &http.Client{}
-	}
-	if f.clock == nil {
-		f.clock = forward.SystemClock{}
-	}
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	f.log = log.With("component", "forward/dify")
 	f.rlog = fwd.NewRateLog(f.log, f.clock, time.Minute)
 	f.limiter = newBucket(opts.RateLimit, opts.Burst)
 	f.lastState = forward.StateOK

@@ -3,8 +3,6 @@ package dify
 import (
 	"errors"
 	"fmt"
-	"log/slog"
-	"net/http"
 	"net/url"
 	"strings"
 	"text/template"
@@ -66,16 +64,10 @@ type Options struct {
 	// is when the forwarder stops waiting for it and stores a failed advice
 	// (it never starts a second run).
 	PollInterval, PollTimeout time.Duration
-	// DeadLetters stores dead letters; nil means the buffer's lane
-	// forward.LaneDeadLetter.
-	DeadLetters forward.DeadLetterStore
-	// HTTPClient makes the requests; nil means a default client (timeouts
-	// come from Timeout and RequestTimeout).
-	HTTPClient *http.Client
-	// Clock is the clock; nil means forward.SystemClock.
-	Clock forward.Clock
-	// Logger receives the forwarder's log; nil discards it.
-	Logger *slog.Logger
+	// Deps: dead letters, the HTTP client (default: a client whose
+	// timeouts come from Timeout and RequestTimeout), the clock and the
+	// logger.
+	forward.Deps
 }
 
 // DefaultOptions returns the defaults: Dify Cloud, blocking mode, the
