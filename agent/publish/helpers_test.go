@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigil-edge/vigil/agent/internal/netproxy"
 	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/buffer"
@@ -152,4 +153,23 @@ func decodeWire(topic string, payload []byte) (wire, error) {
 		return w, errors.New("message without id on " + topic)
 	}
 	return w, nil
+}
+
+// startConnected is startPublisher, then a wait for the connection.
+func startConnected(t testing.TB, buf Log, opts Options) *Publisher {
+	t.Helper()
+	p := startPublisher(t, buf, opts)
+	testkit.WaitFor(t, 10*time.Second, "connected", p.Connected)
+	return p
+}
+
+// newProxy returns a proxy to addr, closed at the end of the test.
+func newProxy(t testing.TB, addr string) *netproxy.Proxy {
+	t.Helper()
+	proxy, err := netproxy.New(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	return proxy
 }

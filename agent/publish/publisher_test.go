@@ -14,7 +14,6 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/vigil-edge/vigil/agent/internal/mqtttest"
-	"github.com/vigil-edge/vigil/agent/internal/netproxy"
 	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/buffer"
@@ -65,8 +64,7 @@ func TestPublishesEveryLane(t *testing.T) {
 	buf := newMemBuffer(t)
 	opts := testOptions(b.URL())
 	opts.Models = func() []string { return []string{"pump@3"} }
-	p := startPublisher(t, buf, opts)
-	testkit.WaitFor(t, 10*time.Second, "connected", p.Connected)
+	p := startConnected(t, buf, opts)
 
 	appendN(t, buf, record.LaneScore, 0, 3, func(i int) []byte { return scoreJSON("pump", i) })
 	appendN(t, buf, record.LaneAlert, 0, 2, func(i int) []byte { return alertJSON("pump", i) })
@@ -216,19 +214,14 @@ func TestLiveFirstAfterOutage(t *testing.T) {
 		n = 200_000
 	}
 	b := mqtttest.Start(t, mqtttest.Options{})
-	proxy, err := netproxy.New(b.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
+	proxy := newProxy(t, b.Addr())
 	alerts := mqtttest.Subscribe(t, b, "vigil/dev1/alerts/#", 1)
 	scores := mqtttest.Subscribe(t, b, "vigil/dev1/scores/#", 0)
 
 	buf := newMemBuffer(t)
 	opts := testOptions("tcp://" + proxy.Addr())
 	opts.ReplayRate = 2000
-	p := startPublisher(t, buf, opts)
-	testkit.WaitFor(t, 10*time.Second, "connected", p.Connected)
+	p := startConnected(t, buf, opts)
 
 	proxy.Cut()
 	testkit.WaitFor(t, 10*time.Second, "disconnected", func() bool { return !p.Connected() })
@@ -421,19 +414,14 @@ func TestBrokerRestart(t *testing.T) {
 	// until the test's subscriber is subscribed again after the restart;
 	// otherwise what it publishes first could reach a broker nobody
 	// listens to yet.
-	proxy, err := netproxy.New(b.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
+	proxy := newProxy(t, b.Addr())
 	sub := mqtttest.Subscribe(t, b, "vigil/dev1/alerts/#", 1)
 	status := mqtttest.Subscribe(t, b, "vigil/dev1/status", 1)
 	buf := newMemBuffer(t)
 	opts := testOptions("tcp://" + proxy.Addr())
 	opts.ReplayRate = 500
 	opts.ReplayBurst = 10
-	p := startPublisher(t, buf, opts)
-	testkit.WaitFor(t, 10*time.Second, "connected", p.Connected)
+	p := startConnected(t, buf, opts)
 
 	pr := startProducer(t, buf, 2*time.Millisecond)
 	testkit.WaitFor(t, 10*time.Second, "alerts flowing", func() bool { return sub.Len() >= 50 })
@@ -492,19 +480,14 @@ func TestNetworkCut(t *testing.T) {
 	for _, mode := range []string{"blackhole", "cut"} {
 		t.Run(mode, func(t *testing.T) {
 			b := mqtttest.Start(t, mqtttest.Options{})
-			proxy, err := netproxy.New(b.Addr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = proxy.Close() })
+			proxy := newProxy(t, b.Addr())
 			sub := mqtttest.Subscribe(t, b, "vigil/dev1/alerts/#", 1)
 			buf := newMemBuffer(t)
 			opts := testOptions("tcp://" + proxy.Addr())
 			opts.KeepAlive = time.Second
 			opts.PingTimeout = 500 * time.Millisecond
 			opts.ConnectTimeout = time.Second
-			p := startPublisher(t, buf, opts)
-			testkit.WaitFor(t, 10*time.Second, "connected", p.Connected)
+			p := startConnected(t, buf, opts)
 			pr := startProducer(t, buf, 2*time.Millisecond)
 			testkit.WaitFor(t, 10*time.Second, "alerts flowing", func() bool { return sub.Len() >= 50 })
 
@@ -692,17 +675,12 @@ func newPaho(t testing.TB, url string) paho.Client {
 // was still draining) are not sent again by the next connection's replay.
 func TestReplaySkipsWhatWasAcknowledged(t *testing.T) {
 	b := mqtttest.Start(t, mqtttest.Options{})
-	proxy, err := netproxy.New(b.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
+	proxy := newProxy(t, b.Addr())
 	sub := mqtttest.Subscribe(t, b, "vigil/dev1/alerts/#", 1)
 	buf := newMemBuffer(t)
 	opts := testOptions("tcp://" + proxy.Addr())
 	opts.ReplayRate, opts.ReplayBurst = 200, 1
-	p := startPublisher(t, buf, opts)
-	testkit.WaitFor(t, 10*time.Second, "connected", p.Connected)
+	p := startConnected(t, buf, opts)
 
 	proxy.Cut()
 	testkit.WaitFor(t, 10*time.Second, "disconnected", func() bool { return !p.Connected() })
