@@ -132,3 +132,17 @@ func checkDeterministic[O any](t *testing.T, o, other O, write func(io.Writer, O
 	}
 	return a
 }
+
+// runNew makes a source with newFn and runs it to its end, failing the
+// test on an error.
+func runNew[O any, S interface{ Run(context.Context) error }](t testing.TB, newFn func(O, Sink) (S, error), o O, sink Sink) S {
+	t.Helper()
+	src, err := newFn(o, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return src
+}

@@ -3,7 +3,6 @@ package source
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"testing"
@@ -99,13 +98,7 @@ func TestKioskRun(t *testing.T) {
 	o := DefaultKioskOptions()
 	o.Events, o.Clock, o.Faults, o.Speed = 200, clock, true, 2
 	start := clock.Now()
-	k, err := NewKioskSimulator(o, sink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := k.Run(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	runNew(t, NewKioskSimulator, o, sink)
 	ins := sink.Inputs()
 	if len(ins) != 200 {
 		t.Fatalf("%d inputs", len(ins))

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/vigil-edge/vigil/agent/internal/mqtttest"
 	"github.com/vigil-edge/vigil/agent/internal/testkit"
+	goldenfile "github.com/vigil-edge/vigil/internal/golden"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -54,15 +54,7 @@ func TestRenderGolden(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			got := tc.v.render("tcp://broker:1883", tc.connected, tc.dropped, t0)
 			golden := filepath.Join("testdata", tc.name+".golden")
-			if *update {
-				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create it)", err)
-			}
+			want := goldenfile.Want(t, golden, []byte(got), *update)
 			if got != string(want) {
 				t.Errorf("render differs from %s (run with -update to accept):\ngot:\n%s\nwant:\n%s", golden, got, want)
 			}
