@@ -460,6 +460,24 @@ func (v *validator) tls(t TLS, broker string, tlsBroker bool) {
 
 var sourceTypes = []string{SourceSimulator, SourceMQTT, SourceHTTP, SourceReplay}
 
+// uniqueName checks the name of list item p (kind's list, at index i):
+// required, of letters, digits, '.', '_' and '-', and not in names, where
+// it goes.
+func (v *validator) uniqueName(p, kind, name string, i int, names map[string]int) {
+	switch {
+	case name == "":
+		v.errf(p+".name", "required")
+	case !nameRE.MatchString(name):
+		v.errf(p+".name", "%q may only have letters, digits, '.', '_' and '-'", name)
+	default:
+		if j, dup := names[name]; dup {
+			v.errf(p+".name", "duplicate %s name %q (also %ss[%d])", kind, name, kind, j)
+		} else {
+			names[name] = i
+		}
+	}
+}
+
 func (v *validator) sources() {
 	c := v.c
 	names := map[string]int{}
@@ -467,18 +485,7 @@ func (v *validator) sources() {
 	for i := range c.Sources {
 		s := &c.Sources[i]
 		p := fmt.Sprintf("sources[%d]", i)
-		switch {
-		case s.Name == "":
-			v.errf(p+".name", "required")
-		case !nameRE.MatchString(s.Name):
-			v.errf(p+".name", "%q may only have letters, digits, '.', '_' and '-'", s.Name)
-		default:
-			if j, dup := names[s.Name]; dup {
-				v.errf(p+".name", "duplicate source name %q (also sources[%d])", s.Name, j)
-			} else {
-				names[s.Name] = i
-			}
-		}
+		v.uniqueName(p, "source", s.Name, i, names)
 		if s.Type == "" {
 			v.errf(p+".type", "required (want %s)", orList(sourceTypes))
 		} else if !slices.Contains(sourceTypes, s.Type) {
@@ -686,18 +693,7 @@ func (v *validator) streams() {
 	for i := range c.Streams {
 		st := &c.Streams[i]
 		p := fmt.Sprintf("streams[%d]", i)
-		switch {
-		case st.Name == "":
-			v.errf(p+".name", "required")
-		case !nameRE.MatchString(st.Name):
-			v.errf(p+".name", "%q may only have letters, digits, '.', '_' and '-'", st.Name)
-		default:
-			if j, dup := names[st.Name]; dup {
-				v.errf(p+".name", "duplicate stream name %q (also streams[%d])", st.Name, j)
-			} else {
-				names[st.Name] = i
-			}
-		}
+		v.uniqueName(p, "stream", st.Name, i, names)
 		kindOK := v.oneOf(p+".kind", st.Kind, KindSensor, KindBehaviour)
 		src := c.Source(st.Source)
 		switch {

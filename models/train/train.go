@@ -152,14 +152,13 @@ func (o *Options) validate() error {
 	if o.Version == "" {
 		bad("Options.Version is empty")
 	}
-	if o.Window < 1 {
-		bad("Options.Window is %d, want ≥ 1", o.Window)
-	}
-	if o.Hop < 1 {
-		bad("Options.Hop is %d, want ≥ 1", o.Hop)
-	}
-	if o.Stride < 1 {
-		bad("Options.Stride is %d, want ≥ 1", o.Stride)
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"Window", o.Window}, {"Hop", o.Hop}, {"Stride", o.Stride}} {
+		if f.v < 1 {
+			bad("Options.%s is %d, want ≥ 1", f.name, f.v)
+		}
 	}
 	switch o.Arch {
 	case Dense:
@@ -189,14 +188,13 @@ func (o *Options) validate() error {
 	if o.Reduction != models.ReduceMSE && o.Reduction != models.ReduceMAE && o.Reduction != models.ReduceMaxChannelMSE {
 		bad("Options.Reduction is %q, want %s, %s or %s", o.Reduction, models.ReduceMSE, models.ReduceMAE, models.ReduceMaxChannelMSE)
 	}
-	if o.Epochs < 1 {
-		bad("Options.Epochs is %d, want ≥ 1", o.Epochs)
-	}
-	if o.Patience < 0 {
-		bad("Options.Patience is %d, want ≥ 0", o.Patience)
-	}
-	if o.BatchSize < 1 {
-		bad("Options.BatchSize is %d, want ≥ 1", o.BatchSize)
+	for _, f := range []struct {
+		name   string
+		v, min int
+	}{{"Epochs", o.Epochs, 1}, {"Patience", o.Patience, 0}, {"BatchSize", o.BatchSize, 1}} {
+		if f.v < f.min {
+			bad("Options.%s is %d, want ≥ %d", f.name, f.v, f.min)
+		}
 	}
 	if !(o.LearningRate > 0) || math.IsInf(o.LearningRate, 0) {
 		bad("Options.LearningRate is %v, want a finite value > 0", o.LearningRate)
