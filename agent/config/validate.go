@@ -460,6 +460,21 @@ func (v *validator) tls(t TLS, broker string, tlsBroker bool) {
 
 var sourceTypes = []string{SourceSimulator, SourceMQTT, SourceHTTP, SourceReplay}
 
+// distinctNames checks the list at p of what's names: none empty, none
+// twice.
+func (v *validator) distinctNames(p, what string, names []string) {
+	seen := map[string]bool{}
+	for i, n := range names {
+		switch {
+		case n == "":
+			v.errf(fmt.Sprintf("%s[%d]", p, i), "empty %s name", what)
+		case seen[n]:
+			v.errf(fmt.Sprintf("%s[%d]", p, i), "%s %q is listed twice", what, n)
+		}
+		seen[n] = true
+	}
+}
+
 // uniqueName checks the name of list item p (kind's list, at index i):
 // required, of letters, digits, '.', '_' and '-', and not in names, where
 // it goes.
@@ -658,16 +673,7 @@ func (v *validator) replay(p string, s *Source) {
 		v.errf(p+".speed", "must not be negative, got %v", r.Speed)
 	}
 	v.timeFormat(p+".timestamp_format", r.TimestampFormat)
-	seen := map[string]bool{}
-	for i, col := range r.Columns {
-		switch {
-		case col == "":
-			v.errf(fmt.Sprintf("%s.columns[%d]", p, i), "empty column name")
-		case seen[col]:
-			v.errf(fmt.Sprintf("%s.columns[%d]", p, i), "column %q is listed twice", col)
-		}
-		seen[col] = true
-	}
+	v.distinctNames(p+".columns", "column", r.Columns)
 	reading := v.c.streamsOf(s.Name)
 	switch {
 	case r.Stream != "":
@@ -713,16 +719,7 @@ func (v *validator) streams() {
 		if st.Kind == KindBehaviour && len(st.Channels) > 0 {
 			v.errf(p+".channels", "only sensor streams have channels; behaviour features come from the manifest")
 		}
-		seen := map[string]bool{}
-		for j, ch := range st.Channels {
-			switch {
-			case ch == "":
-				v.errf(fmt.Sprintf("%s.channels[%d]", p, j), "empty channel name")
-			case seen[ch]:
-				v.errf(fmt.Sprintf("%s.channels[%d]", p, j), "channel %q is listed twice", ch)
-			}
-			seen[ch] = true
-		}
+		v.distinctNames(p+".channels", "channel", st.Channels)
 		switch {
 		case st.Model == "":
 			v.errf(p+".model", "required: a model name in models_dir")

@@ -138,8 +138,7 @@ func TestInvalidRecordIsSkipped(t *testing.T) {
 	b := mqtttest.Start(t, mqtttest.Options{})
 	sub := mqtttest.Subscribe(t, b, "vigil/dev1/alerts/#", 1)
 	buf := newMemBuffer(t)
-	p := startPublisher(t, buf, testOptions(b.URL()))
-	testkit.WaitFor(t, 10*time.Second, "connected", p.Connected)
+	p := startConnected(t, buf, testOptions(b.URL()))
 	appendN(t, buf, record.LaneAlert, 0, 3, func(i int) []byte {
 		if i == 1 {
 			return []byte(`not json`)
@@ -162,8 +161,7 @@ func TestTopicLevelsAreSanitized(t *testing.T) {
 	b := mqtttest.Start(t, mqtttest.Options{})
 	sub := mqtttest.Subscribe(t, b, "vigil/dev1/alerts/#", 1)
 	buf := newMemBuffer(t)
-	p := startPublisher(t, buf, testOptions(b.URL()))
-	testkit.WaitFor(t, 10*time.Second, "connected", p.Connected)
+	startConnected(t, buf, testOptions(b.URL()))
 	appendN(t, buf, record.LaneAlert, 0, 2, func(i int) []byte { return alertJSON([]string{"a/+#", ""}[i], i) })
 	msgs := sub.WaitN(t, 2, 10*time.Second)
 	if msgs[0].Topic != "vigil/dev1/alerts/a___" || msgs[1].Topic != "vigil/dev1/alerts/_" {
