@@ -24,20 +24,11 @@ const (
 	device  = "pump-01"
 )
 
-var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+var t0 = forwardtest.T0
 
 // alert returns alert number i of a sensor stream.
 func alert(i int, severity string) record.Alert {
-	end := t0.Add(time.Duration(i) * time.Second)
-	a := record.Alert{
-		TS: end, Device: device, Stream: "pump1", Kind: "sensor", Score: 0.93, Threshold: 0.5,
-		Severity: severity, Episode: fmt.Sprintf("ep-%d", i), State: "open",
-		Window:      record.Window{Start: end.Add(-6 * time.Second), End: end},
-		TopFeatures: []record.Feature{{Name: "a1", Share: 0.6}, {Name: "p1", Share: 0.3}},
-		Model:       "pump8@3",
-	}
-	a.ID = record.ID("alert", device, a.Stream, "", end, a.Model)
-	return a
+	return forwardtest.Alert(device, "pump1", i, severity)
 }
 
 // userAlert returns alert number i of a behaviour stream keyed by user.
@@ -50,17 +41,7 @@ func userAlert(i int, user string) record.Alert {
 
 func appendRecords[T any](t testing.TB, buf Buffer, lane string, recs ...T) {
 	t.Helper()
-	var data [][]byte
-	for _, r := range recs {
-		b, err := json.Marshal(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		data = append(data, b)
-	}
-	if _, err := buf.Append(context.Background(), lane, data...); err != nil {
-		t.Fatal(err)
-	}
+	forwardtest.Append(t, buf, lane, recs...)
 }
 
 func alerts(n int, severity string) []record.Alert {
@@ -178,15 +159,7 @@ func ids(as []record.Alert) []string {
 // exactlyOnce checks that the double ingested each id once and nothing else.
 func exactlyOnce(t *testing.T, srv *amplitudetest.Server, want []string) {
 	t.Helper()
-	got := srv.InsertIDs()
-	for _, id := range want {
-		if got[id] != 1 {
-			t.Errorf("insert_id %s ingested %d times, want 1", id, got[id])
-		}
-	}
-	if len(got) != len(want) {
-		t.Errorf("ingested %d distinct insert_ids, want %d", len(got), len(want))
-	}
+	forwardtest.ExactlyOnce(t, srv.InsertIDs(), want, "ingested insert_ids")
 }
 
 func TestOptionsValidate(t *testing.T) {

@@ -29,20 +29,11 @@ const (
 	device  = "pump-01"
 )
 
-var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+var t0 = forwardtest.T0
 
 // alert returns alert i, each on its own stream unless the test changes it.
 func alert(i int, severity string) record.Alert {
-	end := t0.Add(time.Duration(i) * time.Second)
-	a := record.Alert{
-		TS: end, Device: device, Stream: fmt.Sprintf("pump%d", i), Kind: "sensor", Score: 0.93, Threshold: 0.5,
-		Severity: severity, Episode: fmt.Sprintf("ep-%d", i), State: "open",
-		Window:      record.Window{Start: end.Add(-6 * time.Second), End: end},
-		TopFeatures: []record.Feature{{Name: "a1", Share: 0.6}, {Name: "p1", Share: 0.3}},
-		Model:       "pump8@3",
-	}
-	a.ID = record.ID("alert", device, a.Stream, "", end, a.Model)
-	return a
+	return forwardtest.Alert(device, fmt.Sprintf("pump%d", i), i, severity)
 }
 
 func alerts(n int) []record.Alert {
@@ -55,14 +46,7 @@ func alerts(n int) []record.Alert {
 
 func appendAlerts(t testing.TB, buf Buffer, as ...record.Alert) {
 	t.Helper()
-	var data [][]byte
-	for _, a := range as {
-		b, _ := json.Marshal(a)
-		data = append(data, b)
-	}
-	if _, err := buf.Append(context.Background(), record.LaneAlert, data...); err != nil {
-		t.Fatal(err)
-	}
+	forwardtest.Append(t, buf, record.LaneAlert, as...)
 }
 
 type harness struct {
@@ -216,15 +200,7 @@ func (h *harness) lookups() int {
 // that no other alert had any.
 func oneRunEach(t *testing.T, srv *difytest.Server, ids ...string) {
 	t.Helper()
-	got := srv.Succeeded()
-	for _, id := range ids {
-		if got[id] != 1 {
-			t.Errorf("alert %s: %d successful runs, want 1", id, got[id])
-		}
-	}
-	if len(got) != len(ids) {
-		t.Errorf("successful runs for %d alerts, want %d", len(got), len(ids))
-	}
+	forwardtest.ExactlyOnce(t, srv.Succeeded(), ids, "alerts with a successful run")
 }
 
 func TestOptionsValidate(t *testing.T) {

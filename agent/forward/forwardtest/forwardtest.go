@@ -4,9 +4,12 @@
 package forwardtest
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vigil-edge/vigil/agent/forward"
 	"github.com/vigil-edge/vigil/agent/record"
@@ -88,5 +91,53 @@ func CheckOptionErrors[O any](t *testing.T, good O, key string, newFn func(O) er
 		if err != nil && strings.Contains(err.Error(), key) {
 			t.Errorf("%s: the error shows the API key: %v", tc.Field, err)
 		}
+	}
+}
+
+// T0 is the forwarders' tests' start time.
+var T0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// Alert returns alert number i of device's sensor stream at severity: it
+// ended i seconds after T0.
+func Alert(device, stream string, i int, severity string) record.Alert {
+	end := T0.Add(time.Duration(i) * time.Second)
+	a := record.Alert{
+		TS: end, Device: device, Stream: stream, Kind: "sensor", Score: 0.93, Threshold: 0.5,
+		Severity: severity, Episode: fmt.Sprintf("ep-%d", i), State: "open",
+		Window:      record.Window{Start: end.Add(-6 * time.Second), End: end},
+		TopFeatures: []record.Feature{{Name: "a1", Share: 0.6}, {Name: "p1", Share: 0.3}},
+		Model:       "pump8@3",
+	}
+	a.ID = record.ID("alert", device, a.Stream, "", end, a.Model)
+	return a
+}
+
+// Append appends recs, each encoded as JSON, to lane.
+func Append[T any](tb testing.TB, buf forward.Buffer, lane string, recs ...T) {
+	tb.Helper()
+	var data [][]byte
+	for _, r := range recs {
+		b, err := json.Marshal(r)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		data = append(data, b)
+	}
+	if _, err := buf.Append(context.Background(), lane, data...); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// ExactlyOnce checks that counts holds each id of want once and no other
+// id; what says what was counted (e.g. "ingested insert_ids").
+func ExactlyOnce(t *testing.T, counts map[string]int, want []string, what string) {
+	t.Helper()
+	for _, id := range want {
+		if counts[id] != 1 {
+			t.Errorf("%s: %s counted %d times, want 1", what, id, counts[id])
+		}
+	}
+	if len(counts) != len(want) {
+		t.Errorf("%s: %d distinct ids, want %d", what, len(counts), len(want))
 	}
 }
