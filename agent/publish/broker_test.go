@@ -40,13 +40,19 @@ func (c *collector) get() []paho.Message {
 	return append([]paho.Message(nil), c.msgs...)
 }
 
+// subscribe subscribes cl to filter at QoS 1, collecting into c.
+func (c *collector) subscribe(t *testing.T, cl paho.Client, filter string) {
+	t.Helper()
+	if tok := cl.Subscribe(filter, 1, c.add); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+}
+
 func TestEmbeddedBrokerPubSub(t *testing.T) {
 	eb := startEmbedded(t)
 	sub := newPaho(t, eb.URL())
 	var got collector
-	if tok := sub.Subscribe("bus/#", 1, got.add); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatalf("subscribe: %v", tok.Error())
-	}
+	got.subscribe(t, sub, "bus/#")
 	pub := newPaho(t, eb.URL())
 	for _, q := range []byte{0, 1} {
 		mqtttest.Publish(t, pub, "bus/sensor/1", q, false, []byte{'0' + q})
@@ -61,9 +67,7 @@ func TestEmbeddedBrokerPubSub(t *testing.T) {
 	// A late subscriber gets the retained message.
 	var late collector
 	late2 := newPaho(t, eb.URL())
-	if tok := late2.Subscribe("bus/retained", 1, late.add); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatalf("subscribe: %v", tok.Error())
-	}
+	late.subscribe(t, late2, "bus/retained")
 	testkit.WaitFor(t, 5*time.Second, "the retained message", func() bool { return len(late.get()) == 1 })
 }
 
@@ -73,9 +77,7 @@ func TestPublisherOnEmbeddedBroker(t *testing.T) {
 	eb := startEmbedded(t)
 	sub := newPaho(t, eb.URL())
 	var got collector
-	if tok := sub.Subscribe("vigil/dev1/alerts/#", 1, got.add); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatalf("subscribe: %v", tok.Error())
-	}
+	got.subscribe(t, sub, "vigil/dev1/alerts/#")
 	buf := newMemBuffer(t)
 	p := startPublisher(t, buf, testOptions(eb.URL()))
 	testkit.WaitFor(t, 10*time.Second, "connected", p.Connected)

@@ -123,11 +123,7 @@ func TestHalfCloseReachesPeer(t *testing.T) {
 }
 
 func TestCutDropsAndRefuses(t *testing.T) {
-	p := newProxy(t)
-	c := dial(t, p)
-	if err := roundTrip(c, "before", 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	p, c := linked(t)
 	p.Cut()
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
@@ -150,11 +146,7 @@ func TestCutDropsAndRefuses(t *testing.T) {
 }
 
 func TestBlackholeHoldsThenDelivers(t *testing.T) {
-	p := newProxy(t)
-	c := dial(t, p)
-	if err := roundTrip(c, "before", 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	p, c := linked(t)
 	p.Blackhole()
 	p.Blackhole() // idempotent
 	if _, err := io.WriteString(c, "held"); err != nil {
@@ -270,4 +262,16 @@ func TestBadTarget(t *testing.T) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// linked returns a proxy and a connection through it that carried a first
+// round trip.
+func linked(t *testing.T) (*Proxy, net.Conn) {
+	t.Helper()
+	p := newProxy(t)
+	c := dial(t, p)
+	if err := roundTrip(c, "before", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return p, c
 }
