@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigil-edge/vigil/agent/internal/mqtttest"
 	"github.com/vigil-edge/vigil/agent/internal/netproxy"
 	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"github.com/vigil-edge/vigil/agent/record"
@@ -161,6 +162,14 @@ func startConnected(t testing.TB, buf Log, opts Options) *Publisher {
 	p := startPublisher(t, buf, opts)
 	testkit.WaitFor(t, 10*time.Second, "connected", p.Connected)
 	return p
+}
+
+// startBehindProxy starts a broker and a proxy to it (closed at the end
+// of the test), for the tests that cut the publisher's link.
+func startBehindProxy(t testing.TB) (*mqtttest.Broker, *netproxy.Proxy) {
+	t.Helper()
+	b := mqtttest.Start(t, mqtttest.Options{})
+	return b, newProxy(t, b.Addr())
 }
 
 // newProxy returns a proxy to addr, closed at the end of the test.

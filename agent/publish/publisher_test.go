@@ -211,8 +211,7 @@ func TestLiveFirstAfterOutage(t *testing.T) {
 	if testing.Short() || raceEnabled {
 		n = 200_000
 	}
-	b := mqtttest.Start(t, mqtttest.Options{})
-	proxy := newProxy(t, b.Addr())
+	b, proxy := startBehindProxy(t)
 	alerts := mqtttest.Subscribe(t, b, "vigil/dev1/alerts/#", 1)
 	scores := mqtttest.Subscribe(t, b, "vigil/dev1/scores/#", 0)
 
@@ -407,12 +406,11 @@ func received(sub *mqtttest.Subscriber, ids []string) func() bool {
 // within the live stream and within the replay, the backlog marked
 // replayed, and the retained status is "online" again right after.
 func TestBrokerRestart(t *testing.T) {
-	b := mqtttest.Start(t, mqtttest.Options{})
 	// The publisher goes through a proxy so that the test can hold it back
 	// until the test's subscriber is subscribed again after the restart;
 	// otherwise what it publishes first could reach a broker nobody
 	// listens to yet.
-	proxy := newProxy(t, b.Addr())
+	b, proxy := startBehindProxy(t)
 	sub := mqtttest.Subscribe(t, b, "vigil/dev1/alerts/#", 1)
 	status := mqtttest.Subscribe(t, b, "vigil/dev1/status", 1)
 	buf := newMemBuffer(t)
@@ -477,8 +475,7 @@ func TestBrokerRestart(t *testing.T) {
 func TestNetworkCut(t *testing.T) {
 	for _, mode := range []string{"blackhole", "cut"} {
 		t.Run(mode, func(t *testing.T) {
-			b := mqtttest.Start(t, mqtttest.Options{})
-			proxy := newProxy(t, b.Addr())
+			b, proxy := startBehindProxy(t)
 			sub := mqtttest.Subscribe(t, b, "vigil/dev1/alerts/#", 1)
 			buf := newMemBuffer(t)
 			opts := testOptions("tcp://" + proxy.Addr())
@@ -672,8 +669,7 @@ func newPaho(t testing.TB, url string) paho.Client {
 // an earlier connection (live records, sent while the backlog below them
 // was still draining) are not sent again by the next connection's replay.
 func TestReplaySkipsWhatWasAcknowledged(t *testing.T) {
-	b := mqtttest.Start(t, mqtttest.Options{})
-	proxy := newProxy(t, b.Addr())
+	b, proxy := startBehindProxy(t)
 	sub := mqtttest.Subscribe(t, b, "vigil/dev1/alerts/#", 1)
 	buf := newMemBuffer(t)
 	opts := testOptions("tcp://" + proxy.Addr())
