@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/internal/clock"
+	"github.com/vigil-edge/vigil/agent/internal/throttle"
 )
 
 // Clock tells the time and makes timers. The sources that pace their
@@ -71,9 +72,19 @@ func checkSource(what string, validate func() error, sink Sink) error {
 	return nil
 }
 
-// sourceLogger is a source's logger: it names the source.
-func sourceLogger(l *slog.Logger, name string) *slog.Logger {
-	return l.With("component", "source", "source", name)
+// core is what every source holds: its options, its sink, and its
+// loggers, which name it; rlog is rate-limited for the hot paths (bad
+// rows, full queues).
+type core[O any] struct {
+	opts O
+	sink Sink
+	log  *slog.Logger
+	rlog *throttle.Log
+}
+
+func newCore[O any](opts O, sink Sink, logger *slog.Logger, name string) core[O] {
+	log := logger.With("component", "source", "source", name)
+	return core[O]{opts: opts, sink: sink, log: log, rlog: throttle.NewLog(log, nil, 10*time.Second)}
 }
 
 // nopCounter is the Counter used when none is given.

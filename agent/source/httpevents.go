@@ -16,8 +16,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-
-	"github.com/vigil-edge/vigil/agent/internal/throttle"
 )
 
 // EventsPath is where the daemon mounts HTTPEvents.
@@ -131,10 +129,7 @@ func (o *HTTPEventsOptions) validate() error {
 // text/plain;charset=UTF-8 that navigator.sendBeacon sends for a string, or
 // have no content type.
 type HTTPEvents struct {
-	opts    HTTPEventsOptions
-	sink    Sink
-	log     *slog.Logger
-	rlog    *throttle.Log
+	core[HTTPEventsOptions]
 	dedup   *dedup
 	token   [32]byte // sha256 of the token
 	anyOrig bool
@@ -146,12 +141,8 @@ func NewHTTPEvents(opts HTTPEventsOptions, sink Sink) (*HTTPEvents, error) {
 	if err := checkSource("http events", opts.validate, sink); err != nil {
 		return nil, err
 	}
-	log := sourceLogger(opts.Logger, opts.Name)
 	h := &HTTPEvents{
-		opts:    opts,
-		sink:    sink,
-		log:     log,
-		rlog:    throttle.NewLog(log, nil, 10*time.Second),
+		core:    newCore(opts, sink, opts.Logger, opts.Name),
 		dedup:   newDedup(opts.DedupSize, opts.DedupWindow),
 		anyOrig: slices.Contains(opts.AllowedOrigins, "*"),
 	}

@@ -101,9 +101,7 @@ func (o *KioskOptions) validate() error {
 // and occasionally a struggling user who hits form_error three or more
 // times within a minute, clicks for help and may give up.
 type KioskSimulator struct {
-	opts KioskOptions
-	sink Sink
-	log  *slog.Logger
+	core[KioskOptions]
 }
 
 // NewKioskSimulator returns a kiosk simulator that puts its events into
@@ -112,7 +110,7 @@ func NewKioskSimulator(opts KioskOptions, sink Sink) (*KioskSimulator, error) {
 	if err := checkSource("kiosk simulator", opts.validate, sink); err != nil {
 		return nil, err
 	}
-	return &KioskSimulator{opts: opts, sink: sink, log: sourceLogger(opts.Logger, opts.Name)}, nil
+	return &KioskSimulator{core: newCore(opts, sink, opts.Logger, opts.Name)}, nil
 }
 
 // Name returns the source's name.

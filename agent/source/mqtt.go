@@ -16,7 +16,6 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/vigil-edge/vigil/agent/internal/mqttconn"
-	"github.com/vigil-edge/vigil/agent/internal/throttle"
 )
 
 // MQTTOptions configure an MQTT source. Start from DefaultMQTTOptions.
@@ -218,10 +217,7 @@ func topicMatches(filter, topic string) bool {
 // reconnects by itself and subscribes again in OnConnect. Tokens are only
 // ever waited on with a timeout.
 type MQTT struct {
-	opts     MQTTOptions
-	sink     Sink
-	log      *slog.Logger
-	rlog     *throttle.Log
+	core[MQTTOptions]
 	clientID string
 
 	mu       sync.Mutex // guards dec (paho serializes handlers; this makes it explicit)
@@ -241,12 +237,8 @@ func NewMQTT(opts MQTTOptions, sink Sink) (*MQTT, error) {
 	if err := checkSource("mqtt source", opts.validate, sink); err != nil {
 		return nil, err
 	}
-	log := sourceLogger(opts.Logger, opts.Name)
 	m := &MQTT{
-		opts:     opts,
-		sink:     sink,
-		log:      log,
-		rlog:     throttle.NewLog(log, nil, 10*time.Second),
+		core:     newCore(opts, sink, opts.Logger, opts.Name),
 		clientID: "vigil-" + opts.Device + "-src-" + opts.Name,
 		exact:    map[string]string{},
 	}

@@ -13,8 +13,6 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-
-	"github.com/vigil-edge/vigil/agent/internal/throttle"
 )
 
 // Replay formats.
@@ -111,10 +109,7 @@ func (o *ReplayOptions) validate() error {
 // losing rows. Bad rows are dropped, counted and logged (rate-limited) with
 // their line numbers.
 type Replay struct {
-	opts     ReplayOptions
-	sink     Sink
-	log      *slog.Logger
-	rlog     *throttle.Log
+	core[ReplayOptions]
 	dec      *PayloadDecoder
 	channels []string
 }
@@ -126,8 +121,7 @@ func NewReplay(opts ReplayOptions, sink Sink) (*Replay, error) {
 	if err := checkSource("replay", opts.validate, sink); err != nil {
 		return nil, err
 	}
-	log := sourceLogger(opts.Logger, opts.Name)
-	r := &Replay{opts: opts, sink: sink, log: log, rlog: throttle.NewLog(log, nil, 10*time.Second)}
+	r := &Replay{core: newCore(opts, sink, opts.Logger, opts.Name)}
 	if opts.Format == FormatJSONL {
 		if !opts.Payload.Events {
 			dec, err := NewPayloadDecoder(opts.Payload)

@@ -141,9 +141,7 @@ func (o *SimulatorOptions) plan() faultPlan {
 // move together with the pump's speed and the valve; the motor temperature
 // follows the load), sensor resolution, and injectable faults.
 type Simulator struct {
-	opts SimulatorOptions
-	sink Sink
-	log  *slog.Logger
+	core[SimulatorOptions]
 }
 
 // NewSimulator returns a simulator that puts its samples into sink.
@@ -151,11 +149,7 @@ func NewSimulator(opts SimulatorOptions, sink Sink) (*Simulator, error) {
 	if err := checkSource("simulator", opts.validate, sink); err != nil {
 		return nil, err
 	}
-	return &Simulator{
-		opts: opts,
-		sink: sink,
-		log:  sourceLogger(opts.Logger, opts.Name),
-	}, nil
+	return &Simulator{core: newCore(opts, sink, opts.Logger, opts.Name)}, nil
 }
 
 // Name returns the source's name.
