@@ -1,12 +1,26 @@
 package config
 
 import (
+	"iter"
 	"reflect"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 )
+
+// keyFields yields each field of struct type t that is a key, and its key;
+// the field's index in t is f.Index[0].
+func keyFields(t reflect.Type) iter.Seq2[reflect.StructField, string] {
+	return func(yield func(reflect.StructField, string) bool) {
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			if name := yamlName(f); name != "" && !yield(f, name) {
+				return
+			}
+		}
+	}
+}
 
 // yamlName is a field's key, or "" for fields that are not keys.
 func yamlName(f reflect.StructField) string {
@@ -50,14 +64,8 @@ func isLeaf(t reflect.Type) bool {
 // element type (see elemDefault); an absent type block stays nil.
 func applyDefaults(n *yaml.Node, v, def reflect.Value, budget *int) {
 	n = deref(n, 0)
-	t := v.Type()
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		name := yamlName(f)
-		if name == "" {
-			continue
-		}
-		fv, fd := v.Field(i), def.Field(i)
+	for f, name := range keyFields(v.Type()) {
+		fv, fd := v.Field(f.Index[0]), def.Field(f.Index[0])
 		child := lookup(n, name, 0, budget)
 		if child == nil {
 			if f.Type.Kind() != reflect.Pointer {
