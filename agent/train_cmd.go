@@ -1,13 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -187,16 +184,6 @@ func featureNames(f *models.Features) []string {
 	return out
 }
 
-// jsonEvent is one line of an events JSONL file.
-type jsonEvent struct {
-	ID         string         `json:"event_id"`
-	Name       string         `json:"event_name"`
-	Timestamp  any            `json:"timestamp"`
-	UserID     string         `json:"user_id"`
-	Properties map[string]any `json:"properties"`
-	Anomaly    *float64       `json:"anomaly"`
-}
-
 // featurizeEvents reads normal events (those not labelled "anomaly": 1) and
 // returns the feature vectors a behaviour stream would compute from them, in
 // time order.
@@ -212,41 +199,25 @@ func featurizeEvents(path string, feats *models.Features) ([][]float64, error) {
 	}
 	users := map[string]*stream.Behaviour{}
 	var rows []timed
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	line := 0
-	for sc.Scan() {
-		line++
-		if strings.TrimSpace(sc.Text()) == "" {
-			continue
+	err = source.ReadEventLines(f, func(ev source.Event, anomalous bool) error {
+		if anomalous {
+			return nil
 		}
-		var je jsonEvent
-		if err := json.Unmarshal(sc.Bytes(), &je); err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
-		}
-		if je.Anomaly != nil && *je.Anomaly != 0 {
-			continue
-		}
-		t, err := eventTime(je.Timestamp)
-		if err != nil {
-			return nil, fmt.Errorf("%s:%d: timestamp: %w", path, line, err)
-		}
-		if je.Name == "" || je.UserID == "" {
-			return nil, fmt.Errorf("%s:%d: event_name and user_id are required", path, line)
-		}
-		b := users[je.UserID]
+		b := users[ev.UserID]
 		if b == nil {
+			var err error
 			if b, err = stream.NewBehaviour(feats); err != nil {
-				return nil, err
+				return err
 			}
-			users[je.UserID] = b
+			users[ev.UserID] = b
 		}
 		row := make([]float64, len(feats.List))
-		if b.Add(&source.Event{ID: je.ID, Name: je.Name, Time: t, UserID: je.UserID, Properties: je.Properties}, row) {
-			rows = append(rows, timed{t, row})
+		if b.Add(&ev, row) {
+			rows = append(rows, timed{ev.Time, row})
 		}
-	}
-	if err := sc.Err(); err != nil {
+		return nil
+	})
+	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	sort.SliceStable(rows, func(i, j int) bool { return rows[i].t.Before(rows[j].t) })
@@ -258,18 +229,4 @@ func featurizeEvents(path string, feats *models.Features) ([][]float64, error) {
 		return nil, errors.New(path + ": no normal events")
 	}
 	return out, nil
-}
-
-// eventTime parses an RFC 3339 string or a number of Unix milliseconds.
-func eventTime(v any) (time.Time, error) {
-	switch x := v.(type) {
-	case string:
-		return time.Parse(time.RFC3339Nano, x)
-	case float64:
-		if math.IsNaN(x) || math.IsInf(x, 0) {
-			return time.Time{}, errors.New("not finite")
-		}
-		return time.UnixMilli(int64(x)).UTC(), nil
-	}
-	return time.Time{}, fmt.Errorf("want an RFC 3339 string or Unix milliseconds, got %v", v)
 }

@@ -483,27 +483,38 @@ func reduceReconstruction(reduction string, in, out []float32, window, channels 
 		} else {
 			ch = make([]float64, channels) // only for > 64 channels without contrib
 		}
-		clear(ch)
-		for i := range x {
-			d := float64(y[i]) - float64(x[i])
-			if reduction == ReduceMAE {
-				ch[i%channels] += math.Abs(d)
-			} else {
-				ch[i%channels] += d * d
-			}
-		}
-		total, top := 0.0, 0.0
-		for c := range ch {
-			ch[c] /= float64(window)
-			total += ch[c]
-			top = max(top, ch[c])
-		}
-		if reduction == ReduceMaxChannelMSE {
-			scores[w] = top
+		scores[w] = ReconstructionScore(reduction, x, y, ch)
+	}
+}
+
+// ReconstructionScore is one window's anomaly score from its
+// reconstruction, by reduction (ReduceMSE, ReduceMAE or
+// ReduceMaxChannelMSE): x is the window and y its reconstruction, both
+// window×channels values, time-major; ch (one per channel) receives each
+// channel's mean error. The model scores with it and the trainer computes
+// its thresholds with it, so both reduce alike.
+func ReconstructionScore[T float32 | float64](reduction string, x, y []T, ch []float64) float64 {
+	channels := len(ch)
+	window := len(x) / channels
+	clear(ch)
+	for i := range x {
+		d := float64(y[i]) - float64(x[i])
+		if reduction == ReduceMAE {
+			ch[i%channels] += math.Abs(d)
 		} else {
-			scores[w] = total / float64(channels)
+			ch[i%channels] += d * d
 		}
 	}
+	total, top := 0.0, 0.0
+	for c := range ch {
+		ch[c] /= float64(window)
+		total += ch[c]
+		top = max(top, ch[c])
+	}
+	if reduction == ReduceMaxChannelMSE {
+		return top
+	}
+	return total / float64(channels)
 }
 
 func reduceScores(reduction string, out []float32, size int, scores []float64) {

@@ -284,3 +284,34 @@ func TestModelClose(t *testing.T) {
 		t.Errorf("Close() = %v, scorer closed %v", err, s.closed)
 	}
 }
+
+// TestReconstructionScore: the one score reduction, over float32 (the
+// model's output) and float64 (the trainer's), gives the same scores and
+// per-channel errors.
+func TestReconstructionScore(t *testing.T) {
+	// Two time steps of two channels: errors (1, 2) then (3, 0).
+	x := []float64{0, 0, 0, 0}
+	y := []float64{1, -2, 3, 0}
+	for _, c := range []struct {
+		reduction string
+		score     float64
+		ch        []float64
+	}{
+		{ReduceMSE, (5 + 2) / 2.0, []float64{5, 2}},
+		{ReduceMAE, (2 + 1) / 2.0, []float64{2, 1}},
+		{ReduceMaxChannelMSE, 5, []float64{5, 2}},
+	} {
+		ch64, ch32 := make([]float64, 2), []float64{9, 9}
+		s64 := ReconstructionScore(c.reduction, x, y, ch64)
+		x32, y32 := []float32{0, 0, 0, 0}, []float32{1, -2, 3, 0}
+		s32 := ReconstructionScore(c.reduction, x32, y32, ch32)
+		if s64 != c.score || s32 != c.score {
+			t.Errorf("%s: scores %v (float64) and %v (float32), want %v", c.reduction, s64, s32, c.score)
+		}
+		for i := range c.ch {
+			if ch64[i] != c.ch[i] || ch32[i] != c.ch[i] {
+				t.Errorf("%s: channel errors %v and %v, want %v", c.reduction, ch64, ch32, c.ch)
+			}
+		}
+	}
+}

@@ -29,6 +29,9 @@ package config
 
 import (
 	"time"
+
+	"github.com/vigil-edge/vigil/agent/forward/amplitude"
+	"github.com/vigil-edge/vigil/agent/forward/dify"
 )
 
 // Config is Vigil's whole configuration. The yaml tag of each field is its key;
@@ -333,17 +336,11 @@ type Dify struct {
 	Inputs          map[string]string `yaml:"inputs" doc:"workflow input → text/template over the alert (see TemplateData); an input must contain {{.ID}} (file only)"`
 }
 
-// Amplitude hosts and paths.
-const (
-	amplitudeUSHost = "https://api2.amplitude.com"
-	amplitudeEUHost = "https://api.eu.amplitude.com"
-	amplitudeHTTP   = "/2/httpapi"
-	amplitudeBatch  = "/batch"
-)
-
 // Default returns the default configuration. It is not valid as it is: the
 // device id has no default.
 func Default() *Config {
+	// The forwarders own their defaults.
+	amp, dfy := amplitude.DefaultOptions(), dify.DefaultOptions()
 	return &Config{
 		DataDir:   "/var/lib/vigil",
 		ModelsDir: "models",
@@ -391,28 +388,25 @@ func Default() *Config {
 		Health: Health{Interval: 10 * time.Second},
 		Amplitude: Amplitude{
 			Enabled:         Auto,
-			Region:          "us",
-			API:             "http",
-			MinSeverity:     "warning",
-			FlushInterval:   time.Second,
-			MaxBatch:        100,
-			Timeout:         10 * time.Second,
-			MaxRetryBackoff: 5 * time.Minute,
+			Region:          amp.Region,
+			API:             string(amp.API),
+			MinSeverity:     amp.MinSeverity,
+			FlushInterval:   amp.FlushInterval,
+			MaxBatch:        amp.MaxBatch,
+			Timeout:         amp.Timeout,
+			MaxRetryBackoff: amp.Backoff.Max,
 		},
 		Dify: Dify{
 			Enabled:         Auto,
-			BaseURL:         "https://api.dify.ai/v1",
-			MinSeverity:     "major",
-			ResponseMode:    "blocking",
-			Timeout:         100 * time.Second,
-			RateLimit:       Rate{Count: 6, Per: time.Minute},
-			Cooldown:        5 * time.Minute,
-			MaxConcurrency:  2,
-			MaxRetryBackoff: 5 * time.Minute,
-			Inputs: map[string]string{
-				"alert_id": "{{.ID}}",
-				"summary":  `{{.Severity}} anomaly on {{.Device}}/{{.Stream}}{{if .Key}} ({{.Key}}){{end}} at {{.Time.Format "2006-01-02T15:04:05Z07:00"}}: score {{printf "%.3g" .Score}}, threshold {{printf "%.3g" .Threshold}}; top features: {{join .TopFeatures ", "}}`,
-			},
+			BaseURL:         dfy.BaseURL,
+			MinSeverity:     dfy.MinSeverity,
+			ResponseMode:    dfy.ResponseMode,
+			Timeout:         dfy.Timeout,
+			RateLimit:       Rate(dfy.RateLimit),
+			Cooldown:        dfy.Cooldown,
+			MaxConcurrency:  dfy.MaxConcurrency,
+			MaxRetryBackoff: dfy.Backoff.Max,
+			Inputs:          dfy.Inputs,
 		},
 	}
 }

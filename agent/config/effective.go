@@ -1,7 +1,6 @@
 package config
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +10,9 @@ import (
 	"strings"
 	"text/template"
 	"time"
+
+	"github.com/vigil-edge/vigil/agent/forward/amplitude"
+	"github.com/vigil-edge/vigil/agent/forward/dify"
 )
 
 // The methods in this file give the values that follow from other keys
@@ -175,19 +177,10 @@ func (d Dify) ReadAPIKey() (Secret, error) { return readSecret(d.APIKey, d.APIKe
 func (a Amplitude) On() bool { return a.Enabled.Resolve(a.APIKey != "" || a.APIKeyFile != "") }
 
 // URL is the endpoint to post to: amplitude.endpoint, else the host of the
-// region with the path of the api (HTTP V2 /2/httpapi or Batch /batch).
+// region with the path of the api (HTTP V2 /2/httpapi or Batch /batch), as
+// the forwarder computes it.
 func (a Amplitude) URL() string {
-	if a.Endpoint != "" {
-		return a.Endpoint
-	}
-	host := amplitudeUSHost
-	if a.Region == "eu" {
-		host = amplitudeEUHost
-	}
-	if a.API == "batch" {
-		return host + amplitudeBatch
-	}
-	return host + amplitudeHTTP
+	return amplitude.Options{Endpoint: a.Endpoint, Region: a.Region, API: amplitude.API(a.API)}.URL()
 }
 
 // On reports whether the Dify forwarder runs: enabled true, or auto with an
@@ -202,57 +195,18 @@ func (c *Config) DifyUser() string {
 	return "vigil-" + c.DeviceID
 }
 
-// TemplateData is what a dify.inputs template sees: {{.ID}}, {{.Score}},
-// {{join .TopFeatures ", "}}. The Dify forwarder fills it from the alert.
-type TemplateData struct {
-	ID           string    // alert id, stable across replays
-	Seq          uint64    // sequence number in the alert lane
-	Device       string    // device_id
-	Stream       string    // stream name
-	Kind         string    // sensor or behaviour
-	Key          string    // behaviour streams: the key's value (e.g. the user id)
-	Time         time.Time // end of the window that raised the alert
-	WindowStart  time.Time
-	WindowEnd    time.Time
-	Score        float64
-	Threshold    float64
-	Severity     string // warning, major or critical
-	Episode      string // episode id; updates of one episode share it
-	Model        string
-	ModelVersion string
-	TopFeatures  []string // the most contributing channels or features, highest first
-	Replayed     bool
-}
+// TemplateData is what a dify.inputs template sees (see dify.TemplateData).
+type TemplateData = dify.TemplateData
 
 // TemplateFuncs are the functions dify.inputs templates may call besides
-// text/template's own: join (strings.Join) and json (JSON encoding).
-func TemplateFuncs() template.FuncMap {
-	return template.FuncMap{
-		"join": strings.Join,
-		"json": func(v any) (string, error) {
-			b, err := json.Marshal(v)
-			return string(b), err
-		},
-	}
-}
+// text/template's own (see dify.TemplateFuncs).
+func TemplateFuncs() template.FuncMap { return dify.TemplateFuncs() }
 
 // ParseInputs parses dify.inputs into templates, as validation did. A missing
 // field is an error at execution.
-func (d Dify) ParseInputs() (map[string]*template.Template, error) {
-	out := make(map[string]*template.Template, len(d.Inputs))
-	for _, k := range sortedKeys(d.Inputs) {
-		t, err := parseInput(k, d.Inputs[k])
-		if err != nil {
-			return nil, fmt.Errorf("dify.inputs.%s: %w", k, err)
-		}
-		out[k] = t
-	}
-	return out, nil
-}
+func (d Dify) ParseInputs() (map[string]*template.Template, error) { return dify.ParseInputs(d.Inputs) }
 
-func parseInput(name, text string) (*template.Template, error) {
-	return template.New(name).Funcs(TemplateFuncs()).Option("missingkey=error").Parse(text)
-}
+func parseInput(name, text string) (*template.Template, error) { return dify.ParseInput(name, text) }
 
 // sampleAlertID is the id in the sample alert that validation renders each
 // input with.

@@ -50,15 +50,9 @@ func Keys() []Key {
 }
 
 func walkKeys(v reflect.Value, prefix string, inList bool, ks *[]Key) {
-	t := v.Type()
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		name := yamlName(f)
-		if name == "" {
-			continue
-		}
+	for f, name := range keyFields(v.Type()) {
 		path := joinPath(prefix, name)
-		fv := v.Field(i)
+		fv := v.Field(f.Index[0])
 		ft := f.Type
 		switch {
 		case ft.Kind() == reflect.Struct && !isLeaf(ft):

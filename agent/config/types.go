@@ -3,7 +3,6 @@ package config
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"math"
 	"strconv"
 	"strings"
@@ -11,46 +10,13 @@ import (
 	"unicode"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/vigil-edge/vigil/agent/forward/dify"
+	"github.com/vigil-edge/vigil/agent/secret"
 )
 
-// redacted is what a Secret prints instead of its value.
-const redacted = "[redacted]"
-
-// Secret is a string that never prints: String, Format, MarshalText (and so
-// JSON and YAML) and LogValue all give "[redacted]" for a non-empty secret and
-// "" for an empty one, so logs can still tell "unset" from "set". Reveal
-// returns the value; call it only where the secret is sent.
-type Secret string
-
-// Reveal returns the secret's value.
-func (s Secret) Reveal() string { return string(s) }
-
-// String returns "[redacted]", or "" for an empty secret.
-func (s Secret) String() string {
-	if s == "" {
-		return ""
-	}
-	return redacted
-}
-
-// GoString keeps %#v from printing the value.
-func (s Secret) GoString() string { return strconv.Quote(s.String()) }
-
-// Format makes every fmt verb, %x and %q included, print the redacted form.
-func (s Secret) Format(f fmt.State, verb rune) {
-	if verb == 'q' {
-		fmt.Fprint(f, strconv.Quote(s.String()))
-		return
-	}
-	fmt.Fprint(f, s.String())
-}
-
-// MarshalText gives the redacted form, so encoding/json and yaml.v3 never
-// write the value.
-func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
-
-// LogValue implements slog.LogValuer.
-func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+// Secret is a string that never prints (see agent/secret).
+type Secret = secret.Secret
 
 // ByteSize is a number of bytes. In the file and in the environment it is a
 // plain non-negative integer (bytes) or a number with a unit: B, KB, MB, GB,
@@ -238,15 +204,10 @@ type Rate struct {
 }
 
 // Unlimited reports whether the rate sets no limit.
-func (r Rate) Unlimited() bool { return r.Count == 0 }
+func (r Rate) Unlimited() bool { return dify.Rate(r).Unlimited() }
 
 // Interval is the mean time between events at this rate (0 when unlimited).
-func (r Rate) Interval() time.Duration {
-	if r.Count == 0 {
-		return 0
-	}
-	return r.Per / time.Duration(r.Count)
-}
+func (r Rate) Interval() time.Duration { return dify.Rate(r).Interval() }
 
 var rateUnits = map[string]time.Duration{
 	"s": time.Second, "sec": time.Second, "second": time.Second,
@@ -285,20 +246,7 @@ func ParseRate(s string) (Rate, error) {
 }
 
 // String formats the rate as ParseRate reads it.
-func (r Rate) String() string {
-	if r.Count == 0 {
-		return "0"
-	}
-	switch r.Per {
-	case time.Second:
-		return fmt.Sprintf("%d/s", r.Count)
-	case time.Minute:
-		return fmt.Sprintf("%d/min", r.Count)
-	case time.Hour:
-		return fmt.Sprintf("%d/h", r.Count)
-	}
-	return fmt.Sprintf("%d/%s", r.Count, formatDuration(r.Per))
-}
+func (r Rate) String() string { return dify.Rate(r).String() }
 
 // MarshalText writes the rate as String does.
 func (r Rate) MarshalText() ([]byte, error) { return []byte(r.String()), nil }

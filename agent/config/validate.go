@@ -495,6 +495,39 @@ func (v *validator) tls(t TLS, broker string, tlsBroker bool) {
 
 var sourceTypes = []string{SourceSimulator, SourceMQTT, SourceHTTP, SourceReplay}
 
+// distinctNames checks the list at p of what's names: none empty, none
+// twice.
+func (v *validator) distinctNames(p, what string, names []string) {
+	seen := map[string]bool{}
+	for i, n := range names {
+		switch {
+		case n == "":
+			v.errf(fmt.Sprintf("%s[%d]", p, i), "empty %s name", what)
+		case seen[n]:
+			v.errf(fmt.Sprintf("%s[%d]", p, i), "%s %q is listed twice", what, n)
+		}
+		seen[n] = true
+	}
+}
+
+// uniqueName checks the name of list item p (kind's list, at index i):
+// required, of letters, digits, '.', '_' and '-', and not in names, where
+// it goes.
+func (v *validator) uniqueName(p, kind, name string, i int, names map[string]int) {
+	switch {
+	case name == "":
+		v.errf(p+".name", "required")
+	case !nameRE.MatchString(name):
+		v.errf(p+".name", "%q may only have letters, digits, '.', '_' and '-'", name)
+	default:
+		if j, dup := names[name]; dup {
+			v.errf(p+".name", "duplicate %s name %q (also %ss[%d])", kind, name, kind, j)
+		} else {
+			names[name] = i
+		}
+	}
+}
+
 func (v *validator) sources() {
 	c := v.c
 	names := map[string]int{}
@@ -502,18 +535,7 @@ func (v *validator) sources() {
 	for i := range c.Sources {
 		s := &c.Sources[i]
 		p := fmt.Sprintf("sources[%d]", i)
-		switch {
-		case s.Name == "":
-			v.errf(p+".name", "required")
-		case !nameRE.MatchString(s.Name):
-			v.errf(p+".name", "%q may only have letters, digits, '.', '_' and '-'", s.Name)
-		default:
-			if j, dup := names[s.Name]; dup {
-				v.errf(p+".name", "duplicate source name %q (also sources[%d])", s.Name, j)
-			} else {
-				names[s.Name] = i
-			}
-		}
+		v.uniqueName(p, "source", s.Name, i, names)
 		if s.Type == "" {
 			v.errf(p+".type", "required (want %s)", orList(sourceTypes))
 		} else if !slices.Contains(sourceTypes, s.Type) {
@@ -764,16 +786,7 @@ func (v *validator) replay(p string, s *Source) {
 		v.errf(p+".speed", "must not be negative, got %v", r.Speed)
 	}
 	v.timeFormat(p+".timestamp_format", r.TimestampFormat)
-	seen := map[string]bool{}
-	for i, col := range r.Columns {
-		switch {
-		case col == "":
-			v.errf(fmt.Sprintf("%s.columns[%d]", p, i), "empty column name")
-		case seen[col]:
-			v.errf(fmt.Sprintf("%s.columns[%d]", p, i), "column %q is listed twice", col)
-		}
-		seen[col] = true
-	}
+	v.distinctNames(p+".columns", "column", r.Columns)
 	reading := v.c.streamsOf(s.Name)
 	switch {
 	case r.Stream != "":
@@ -799,18 +812,7 @@ func (v *validator) streams() {
 	for i := range c.Streams {
 		st := &c.Streams[i]
 		p := fmt.Sprintf("streams[%d]", i)
-		switch {
-		case st.Name == "":
-			v.errf(p+".name", "required")
-		case !nameRE.MatchString(st.Name):
-			v.errf(p+".name", "%q may only have letters, digits, '.', '_' and '-'", st.Name)
-		default:
-			if j, dup := names[st.Name]; dup {
-				v.errf(p+".name", "duplicate stream name %q (also streams[%d])", st.Name, j)
-			} else {
-				names[st.Name] = i
-			}
-		}
+		v.uniqueName(p, "stream", st.Name, i, names)
 		kindOK := v.oneOf(p+".kind", st.Kind, KindSensor, KindBehaviour)
 		src := c.Source(st.Source)
 		switch {
@@ -830,16 +832,7 @@ func (v *validator) streams() {
 		if st.Kind == KindBehaviour && len(st.Channels) > 0 {
 			v.errf(p+".channels", "only sensor streams have channels; behaviour features come from the manifest")
 		}
-		seen := map[string]bool{}
-		for j, ch := range st.Channels {
-			switch {
-			case ch == "":
-				v.errf(fmt.Sprintf("%s.channels[%d]", p, j), "empty channel name")
-			case seen[ch]:
-				v.errf(fmt.Sprintf("%s.channels[%d]", p, j), "channel %q is listed twice", ch)
-			}
-			seen[ch] = true
-		}
+		v.distinctNames(p+".channels", "channel", st.Channels)
 		switch {
 		case st.Model == "":
 			v.errf(p+".model", "required: a model name in models_dir")

@@ -72,7 +72,7 @@ func (d *Daemon) setupForwarders() error {
 			return fmt.Errorf("dify.api_key_file: %w", err)
 		}
 		o := dify.DefaultOptions()
-		o.APIKey, o.User, o.RateLimit, o.Cooldown = key, cfg.DifyUser(), cfg.Dify.RateLimit, cfg.Dify.Cooldown
+		o.APIKey, o.User, o.RateLimit, o.Cooldown = key, cfg.DifyUser(), dify.Rate(cfg.Dify.RateLimit), cfg.Dify.Cooldown
 		setStr(&o.BaseURL, cfg.Dify.BaseURL)
 		setStr(&o.ResponseMode, cfg.Dify.ResponseMode)
 		setStr(&o.MinSeverity, cfg.Dify.MinSeverity)

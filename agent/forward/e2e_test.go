@@ -25,14 +25,15 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/vigil-edge/vigil/agent/config"
 	"github.com/vigil-edge/vigil/agent/forward"
 	"github.com/vigil-edge/vigil/agent/forward/amplitude"
 	"github.com/vigil-edge/vigil/agent/forward/amplitude/amplitudetest"
 	"github.com/vigil-edge/vigil/agent/forward/dify"
 	"github.com/vigil-edge/vigil/agent/forward/dify/difytest"
 	"github.com/vigil-edge/vigil/agent/forward/forwardtest"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"github.com/vigil-edge/vigil/agent/record"
+	"github.com/vigil-edge/vigil/agent/secret"
 	"github.com/vigil-edge/vigil/buffer"
 )
 
@@ -80,16 +81,16 @@ func eligible(as []record.Alert) []record.Alert {
 // on the real clock.
 func fastOptions(ampURL, difyURL string, log *slog.Logger) (amplitude.Options, dify.Options) {
 	ao := amplitude.DefaultOptions()
-	ao.APIKey, ao.DeviceID, ao.Endpoint, ao.Logger = config.Secret(ampKey), device, ampURL, log
+	ao.APIKey, ao.DeviceID, ao.Endpoint, ao.Logger = secret.Secret(ampKey), device, ampURL, log
 	ao.FlushInterval = 20 * time.Millisecond
 	ao.MaxBatch = 10
 	ao.Timeout = 500 * time.Millisecond
 	ao.Backoff = forward.Backoff{Initial: 5 * time.Millisecond, Max: 100 * time.Millisecond}
 	ao.ThrottlePause = 50 * time.Millisecond
 	do := dify.DefaultOptions()
-	do.APIKey, do.BaseURL, do.Logger = config.Secret(difyKey), difyURL, log
+	do.APIKey, do.BaseURL, do.Logger = secret.Secret(difyKey), difyURL, log
 	do.ResponseMode = dify.ModeStreaming
-	do.RateLimit = config.Rate{}
+	do.RateLimit = dify.Rate{}
 	do.Cooldown = 0
 	do.Timeout = 500 * time.Millisecond
 	do.RequestTimeout = 500 * time.Millisecond
@@ -275,7 +276,7 @@ func TestStorm(t *testing.T) {
 	if err := buf.RegisterConsumer("mqtt", record.LaneAdvice); err != nil {
 		t.Fatal(err)
 	}
-	logs := &forwardtest.LogBuffer{}
+	logs := &testkit.Buffer{}
 	ao, do := fastOptions(amp.HTTPURL(), dfy.BaseURL(), logs.Logger())
 	as := theAlerts(60)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -441,7 +442,7 @@ func TestKillAndRestart(t *testing.T) {
 		return difyStorm(r)
 	})
 
-	logs := &forwardtest.LogBuffer{}
+	logs := &testkit.Buffer{}
 	deadline := time.Now().Add(45 * time.Second)
 	for gen := 1; ; gen++ {
 		if gen > 10 || time.Now().After(deadline) {

@@ -20,8 +20,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
+	"log/slog"
+	"net/http"
 	"time"
+
+	"github.com/vigil-edge/vigil/agent/internal/clock"
+	"github.com/vigil-edge/vigil/agent/internal/throttle"
+	"github.com/vigil-edge/vigil/buffer"
 )
 
 // LaneDeadLetter is the buffer lane where forwarders store dead letters
@@ -113,68 +118,74 @@ func (b BufferDeadLetters) StoreDeadLetter(ctx context.Context, d DeadLetter) er
 	return nil
 }
 
-// Clock tells the time and makes timers. Forwarders take one so that tests
-// run them on simulated time.
-type Clock interface {
-	Now() time.Time
-	NewTimer(d time.Duration) Timer
+// Buffer is what a forwarder needs of the buffer. *buffer.Badger and
+// *buffer.Memory have it.
+type Buffer interface {
+	Read(consumer, lane string, max int) ([]buffer.Record, error)
+	Ack(consumer, lane string, seqs ...uint64) error
+	Notify(lane string) <-chan struct{}
+	Append(ctx context.Context, lane string, data ...[]byte) ([]uint64, error)
 }
+
+// Register registers consumer on lanes if buf can (it has
+// RegisterConsumer), as a forwarder does when it starts.
+func Register(buf Buffer, consumer string, lanes ...string) error {
+	r, ok := buf.(interface {
+		RegisterConsumer(name string, lanes ...string) error
+	})
+	if !ok {
+		return nil
+	}
+	return r.RegisterConsumer(consumer, lanes...)
+}
+
+// Deps are what a forwarder is given besides its settings (embedded in its
+// Options); each has a default.
+type Deps struct {
+	// DeadLetters stores dead letters; nil means the buffer's lane
+	// LaneDeadLetter.
+	DeadLetters DeadLetterStore
+	// HTTPClient makes the requests; nil means a client with the
+	// forwarder's timeouts.
+	HTTPClient *http.Client
+	// Clock is the clock; nil means SystemClock.
+	Clock Clock
+	// Logger receives the forwarder's log; nil discards it.
+	Logger *slog.Logger
+}
+
+// WithDefaults fills what d leaves unset: dead letters in buf's lane
+// LaneDeadLetter, client, the system clock and a logger that discards; the
+// logger names component.
+func (d Deps) WithDefaults(buf Appender, client *http.Client, component string) Deps {
+	if d.DeadLetters == nil {
+		d.DeadLetters = BufferDeadLetters{Buffer: buf}
+	}
+	if d.HTTPClient == nil {
+		d.HTTPClient = client
+	}
+	if d.Clock == nil {
+		d.Clock = SystemClock{}
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	d.Logger = d.Logger.With("component", component)
+	return d
+}
+
+// Clock tells the time and makes timers. Forwarders take one so that tests
+// run them on simulated time. It is the agent's one clock (see
+// agent/internal/clock).
+type Clock = clock.Clock
 
 // Timer is the part of *time.Timer a forwarder uses.
-type Timer interface {
-	C() <-chan time.Time
-	Stop() bool
-}
+type Timer = clock.Timer
 
 // SystemClock is the real clock.
-type SystemClock struct{}
-
-// Now returns time.Now().
-func (SystemClock) Now() time.Time { return time.Now() }
-
-// NewTimer returns a real timer.
-func (SystemClock) NewTimer(d time.Duration) Timer { return sysTimer{time.NewTimer(d)} }
-
-type sysTimer struct{ t *time.Timer }
-
-func (t sysTimer) C() <-chan time.Time { return t.t.C }
-func (t sysTimer) Stop() bool          { return t.t.Stop() }
+type SystemClock = clock.System
 
 // Backoff is a capped, jittered exponential backoff: attempt n (from 1)
-// waits a random time in [d/2, d] where d = min(Initial·2^(n-1), Max).
-type Backoff struct {
-	// Initial is the delay before the first retry (before jitter).
-	Initial time.Duration
-	// Max caps the delay.
-	Max time.Duration
-}
-
-// Delay returns the wait before retry number attempt (1 for the first).
-func (b Backoff) Delay(attempt int) time.Duration {
-	if attempt < 1 {
-		attempt = 1
-	}
-	d := b.Initial
-	for i := 1; i < attempt && d < b.Max; i++ {
-		d *= 2
-	}
-	if d > b.Max {
-		d = b.Max
-	}
-	if d <= 1 {
-		return d
-	}
-	half := d / 2
-	return half + rand.N(d-half+1)
-}
-
-// Validate reports what is wrong with b, naming the field under prefix.
-func (b Backoff) Validate(prefix string) error {
-	switch {
-	case b.Initial <= 0:
-		return fmt.Errorf("%s.Initial: must be positive, got %v", prefix, b.Initial)
-	case b.Max < b.Initial:
-		return fmt.Errorf("%s.Max: must be at least Initial (%v), got %v", prefix, b.Initial, b.Max)
-	}
-	return nil
-}
+// waits a random time in [d/2, d] where d = min(Initial·2^(n-1), Max). It
+// is the agent's one backoff (see agent/internal/throttle).
+type Backoff = throttle.Backoff

@@ -2,8 +2,10 @@ package pipeline
 
 import (
 	"context"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/vigil-edge/vigil/agent/detect"
 	"github.com/vigil-edge/vigil/agent/source"
@@ -135,7 +137,7 @@ func TestAdoptKeepsLearningSamples(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, func() bool { return p2.Stats().Streams["pump"].State == StateScoring })
+	testkit.WaitFor(t, 10*time.Second, "the adopted stream to score", func() bool { return p2.Stats().Streams["pump"].State == StateScoring })
 	p2.CloseInput()
 	if err := <-done; err != nil {
 		t.Fatal(err)

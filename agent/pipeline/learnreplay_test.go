@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"os"
 	"path/filepath"
 	"slices"
@@ -287,4 +288,11 @@ func TestHeldSamplesAreScoredWithoutFurtherInput(t *testing.T) {
 		release()
 		waitFor(t, func() bool { return p.Stats().Scores == 8 }) // 10 samples, window 3
 	})
+}
+
+// waitFor waits up to 10 s for cond (testkit.WaitFor with this package's
+// usual timeout).
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	testkit.WaitFor(t, 10*time.Second, "the condition", cond)
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/detect"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/agent/source"
 )
@@ -328,7 +329,7 @@ func TestLearningStreamTrainsThenScores(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, func() bool { return p.Stats().Streams["pump"].State == StateScoring })
+	testkit.WaitFor(t, 10*time.Second, "the condition", func() bool { return p.Stats().Streams["pump"].State == StateScoring })
 	for i := 10; i < 15; i++ {
 		x := samples(1, func(int) []float64 { return []float64{1, 1} })[0]
 		x.Time = t0.Add(time.Duration(i) * time.Second)
@@ -453,17 +454,6 @@ func TestNewRejectsBadSpecs(t *testing.T) {
 		if _, err := New(o); err == nil {
 			t.Errorf("%s: no error", name)
 		}
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(time.Millisecond) // polling, not a timed assertion
 	}
 }
 

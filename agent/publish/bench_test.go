@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/internal/mqtttest"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"github.com/vigil-edge/vigil/agent/record"
 )
 
@@ -23,15 +24,7 @@ func benchPublisher(b *testing.B, buf Log, opts Options) (*Publisher, func()) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	return p, func() {
-		cancel()
-		if err := <-done; err != nil {
-			b.Errorf("Run: %v", err)
-		}
-	}
+	return p, testkit.Run(b, "Run", p.Run)
 }
 
 // BenchmarkPublish measures live publishing to mosquitto: each iteration
@@ -47,7 +40,7 @@ func BenchmarkPublish(b *testing.B) {
 			opts.CommandsEnabled = false
 			p, stop := benchPublisher(b, buf, opts)
 			defer stop()
-			waitFor(b, 10*time.Second, "connected", p.Connected)
+			testkit.WaitFor(b, 10*time.Second, "connected", p.Connected)
 			data := alertJSON("pump", 1)
 			ctx := context.Background()
 			b.ReportAllocs()
@@ -59,7 +52,7 @@ func BenchmarkPublish(b *testing.B) {
 				}
 				n++
 			}
-			waitFor(b, 60*time.Second, "all published", func() bool { return p.Stats().Lanes["alert"].Published >= uint64(n) })
+			testkit.WaitFor(b, 60*time.Second, "all published", func() bool { return p.Stats().Lanes["alert"].Published >= uint64(n) })
 			b.ReportMetric(float64(n)/time.Since(start).Seconds(), "msgs/s")
 			// allocs/op misses what the publisher does after the loop.
 			b.ReportMetric(float64(mallocCount()-mallocs)/float64(n), "allocs/msg")
@@ -89,7 +82,7 @@ func BenchmarkDrain(b *testing.B) {
 				b.StartTimer()
 				start, m0 := time.Now(), mallocCount()
 				p, stop := benchPublisher(b, buf, opts)
-				waitFor(b, 5*time.Minute, "the backlog drained", func() bool { return p.Stats().Lanes["score"].Published >= uint64(n) })
+				testkit.WaitFor(b, 5*time.Minute, "the backlog drained", func() bool { return p.Stats().Lanes["score"].Published >= uint64(n) })
 				total += time.Since(start)
 				mallocs += mallocCount() - m0
 				b.StopTimer()
@@ -114,7 +107,7 @@ func BenchmarkAlertLatency(b *testing.B) {
 	opts.CommandsEnabled = false
 	p, stop := benchPublisher(b, buf, opts)
 	defer stop()
-	waitFor(b, 10*time.Second, "connected", p.Connected)
+	testkit.WaitFor(b, 10*time.Second, "connected", p.Connected)
 	ctx := context.Background()
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()

@@ -1,7 +1,6 @@
 package publish
 
 import (
-	"context"
 	"sync"
 	"testing"
 	"time"
@@ -9,6 +8,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/vigil-edge/vigil/agent/internal/mqtttest"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"github.com/vigil-edge/vigil/agent/record"
 )
 
@@ -18,15 +18,7 @@ func startEmbedded(t *testing.T) *EmbeddedBroker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- eb.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("embedded broker Run: %v", err)
-		}
-	})
+	testkit.Run(t, "embedded broker Run", eb.Run)
 	return eb
 }
 
@@ -48,19 +40,25 @@ func (c *collector) get() []paho.Message {
 	return append([]paho.Message(nil), c.msgs...)
 }
 
+// subscribe subscribes cl to filter at QoS 1, collecting into c.
+func (c *collector) subscribe(t *testing.T, cl paho.Client, filter string) {
+	t.Helper()
+	if tok := cl.Subscribe(filter, 1, c.add); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+}
+
 func TestEmbeddedBrokerPubSub(t *testing.T) {
 	eb := startEmbedded(t)
 	sub := newPaho(t, eb.URL())
 	var got collector
-	if tok := sub.Subscribe("bus/#", 1, got.add); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatalf("subscribe: %v", tok.Error())
-	}
+	got.subscribe(t, sub, "bus/#")
 	pub := newPaho(t, eb.URL())
 	for _, q := range []byte{0, 1} {
 		mqtttest.Publish(t, pub, "bus/sensor/1", q, false, []byte{'0' + q})
 	}
 	mqtttest.Publish(t, pub, "bus/retained", 1, true, []byte("kept"))
-	waitFor(t, 5*time.Second, "3 messages", func() bool { return len(got.get()) == 3 })
+	testkit.WaitFor(t, 5*time.Second, "3 messages", func() bool { return len(got.get()) == 3 })
 	for i, want := range []string{"0", "1", "kept"} {
 		if m := got.get()[i]; string(m.Payload()) != want {
 			t.Errorf("message %d: %q; want %q", i, m.Payload(), want)
@@ -69,10 +67,8 @@ func TestEmbeddedBrokerPubSub(t *testing.T) {
 	// A late subscriber gets the retained message.
 	var late collector
 	late2 := newPaho(t, eb.URL())
-	if tok := late2.Subscribe("bus/retained", 1, late.add); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatalf("subscribe: %v", tok.Error())
-	}
-	waitFor(t, 5*time.Second, "the retained message", func() bool { return len(late.get()) == 1 })
+	late.subscribe(t, late2, "bus/retained")
+	testkit.WaitFor(t, 5*time.Second, "the retained message", func() bool { return len(late.get()) == 1 })
 }
 
 // TestPublisherOnEmbeddedBroker runs the publisher against the embedded
@@ -81,15 +77,13 @@ func TestPublisherOnEmbeddedBroker(t *testing.T) {
 	eb := startEmbedded(t)
 	sub := newPaho(t, eb.URL())
 	var got collector
-	if tok := sub.Subscribe("vigil/dev1/alerts/#", 1, got.add); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatalf("subscribe: %v", tok.Error())
-	}
+	got.subscribe(t, sub, "vigil/dev1/alerts/#")
 	buf := newMemBuffer(t)
 	p := startPublisher(t, buf, testOptions(eb.URL()))
-	waitFor(t, 10*time.Second, "connected", p.Connected)
+	testkit.WaitFor(t, 10*time.Second, "connected", p.Connected)
 	appendN(t, buf, record.LaneAlert, 0, 100, func(i int) []byte { return alertJSON("pump", i) })
-	waitFor(t, 10*time.Second, "100 alerts", func() bool { return len(got.get()) == 100 })
-	waitFor(t, 5*time.Second, "acknowledged", func() bool { return lag(buf, record.LaneAlert) == 0 })
+	testkit.WaitFor(t, 10*time.Second, "100 alerts", func() bool { return len(got.get()) == 100 })
+	testkit.WaitFor(t, 5*time.Second, "acknowledged", func() bool { return lag(buf, record.LaneAlert) == 0 })
 }
 
 func TestEmbeddedBrokerListenError(t *testing.T) {

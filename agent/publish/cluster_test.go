@@ -3,6 +3,7 @@ package publish
 import (
 	"context"
 	"fmt"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"sync"
 	"testing"
 	"time"
@@ -103,8 +104,8 @@ func TestClusterFailover(t *testing.T) {
 	}
 	delivered := func(n int) func() bool { return func() bool { return len(sub.ids()) >= n } }
 
-	waitFor(t, 60*time.Second, "the publisher on node 1", connectedTo(c.Node(0).URL()))
-	waitFor(t, 60*time.Second, "alerts flowing", delivered(50))
+	testkit.WaitFor(t, 60*time.Second, "the publisher on node 1", connectedTo(c.Node(0).URL()))
+	testkit.WaitFor(t, 60*time.Second, "alerts flowing", delivered(50))
 
 	type row struct {
 		scenario  string
@@ -115,10 +116,10 @@ func TestClusterFailover(t *testing.T) {
 	// next one in the list.
 	t0 := time.Now()
 	c.Node(0).Kill()
-	waitFor(t, 60*time.Second, "a failover to node 2", connectedTo(c.Node(1).URL()))
+	testkit.WaitFor(t, 60*time.Second, "a failover to node 2", connectedTo(c.Node(1).URL()))
 	rows = append(rows, row{"kill n1", time.Since(t0)})
 	n := len(sub.ids())
-	waitFor(t, 60*time.Second, "alerts flowing through node 2", delivered(n+50))
+	testkit.WaitFor(t, 60*time.Second, "alerts flowing through node 2", delivered(n+50))
 
 	// 2. Kill that one too: the last node has no JetStream quorum, so no
 	// node takes the session until the others are back; the publisher
@@ -129,7 +130,7 @@ func TestClusterFailover(t *testing.T) {
 	c.Node(1).Start()
 	c.WaitReady(90 * time.Second)
 	elected := time.Since(t0)
-	waitFor(t, 90*time.Second, "the publisher back on the cluster", func() bool { return p.Stats().Connected })
+	testkit.WaitFor(t, 90*time.Second, "the publisher back on the cluster", func() bool { return p.Stats().Connected })
 	rows = append(rows, row{fmt.Sprintf("kill n2 too, both back (quorum back after %v)", elected.Round(time.Millisecond)), time.Since(t0)})
 
 	// 3. Partition the node in use from the publisher: its proxy stops
@@ -147,17 +148,17 @@ func TestClusterFailover(t *testing.T) {
 	n = len(sub.ids())
 	t0 = time.Now()
 	part.Proxy().Blackhole()
-	waitFor(t, 60*time.Second, "a failover away from the partitioned node", func() bool {
+	testkit.WaitFor(t, 60*time.Second, "a failover away from the partitioned node", func() bool {
 		s := p.Stats()
 		return s.Connected && s.Broker != cur
 	})
 	rows = append(rows, row{"partition " + part.Name(), time.Since(t0)})
-	waitFor(t, 60*time.Second, "alerts flowing after the partition", delivered(n+50))
+	testkit.WaitFor(t, 60*time.Second, "alerts flowing after the partition", delivered(n+50))
 	part.Proxy().Restore()
 
 	stopLoad()
 	<-loadDone
-	waitFor(t, 90*time.Second, fmt.Sprintf("all %d accepted alerts at the subscriber", appended), delivered(appended))
+	testkit.WaitFor(t, 90*time.Second, fmt.Sprintf("all %d accepted alerts at the subscriber", appended), delivered(appended))
 
 	// Invariants.
 	ids := sub.ids()

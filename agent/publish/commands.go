@@ -167,14 +167,7 @@ func DecodeCommand(name string, payload []byte) (Command, error) {
 		}
 	}
 	if decoded["id"] {
-		switch {
-		case cmd.ID == "":
-			errs = append(errs, errors.New(`field "id": must not be empty`))
-		case len(cmd.ID) > maxIDLen:
-			errs = append(errs, fmt.Errorf(`field "id": longer than %d bytes`, maxIDLen))
-		case strings.ContainsFunc(cmd.ID, unicode.IsControl):
-			errs = append(errs, errors.New(`field "id": must not contain control characters`))
-		}
+		errs = appendTextErr(errs, "id", cmd.ID, maxIDLen)
 	}
 	if decoded["requester"] {
 		switch {
@@ -185,14 +178,7 @@ func DecodeCommand(name string, payload []byte) (Command, error) {
 		}
 	}
 	if decoded["stream"] {
-		switch {
-		case cmd.Stream == "":
-			errs = append(errs, errors.New(`field "stream": must not be empty`))
-		case len(cmd.Stream) > maxStreamLen:
-			errs = append(errs, fmt.Errorf(`field "stream": longer than %d bytes`, maxStreamLen))
-		case strings.ContainsFunc(cmd.Stream, unicode.IsControl):
-			errs = append(errs, errors.New(`field "stream": must not contain control characters`))
-		}
+		errs = appendTextErr(errs, "stream", cmd.Stream, maxStreamLen)
 	}
 	if decoded["threshold"] && (!(cmd.Threshold > 0) || math.IsInf(cmd.Threshold, 0)) {
 		errs = append(errs, fmt.Errorf(`field "threshold": must be a positive number, got %v`, cmd.Threshold))
@@ -270,4 +256,19 @@ func requestFields(payload []byte) (id, requester string) {
 		return nil
 	})
 	return id, requester
+}
+
+// appendTextErr appends what is wrong with the text field name of a
+// command, if anything: empty, longer than maxLen bytes, or with control
+// characters.
+func appendTextErr(errs []error, name, v string, maxLen int) []error {
+	switch {
+	case v == "":
+		return append(errs, fmt.Errorf("field %q: must not be empty", name))
+	case len(v) > maxLen:
+		return append(errs, fmt.Errorf("field %q: longer than %d bytes", name, maxLen))
+	case strings.ContainsFunc(v, unicode.IsControl):
+		return append(errs, fmt.Errorf("field %q: must not contain control characters", name))
+	}
+	return errs
 }

@@ -27,9 +27,7 @@ func (p *Publisher) healthLoop(ctx context.Context) {
 			continue
 		}
 		if err := p.PublishHealth(); err != nil {
-			if ok, n := p.healthLog.allow(time.Now(), time.Minute); ok {
-				p.log.Warn("health not published", "err", err, "suppressed", n)
-			}
+			p.healthLog.Warn("health not published", "err", err)
 		}
 	}
 }
@@ -111,7 +109,7 @@ func (p *Publisher) onCommand(_ mqtt.Client, m mqtt.Message) {
 		// A flood of commands must not flood the log too: one line per
 		// 10 s, with how many it stands for.
 		total := p.cmdDropped.Add(1)
-		if ok, n := p.cmdDropLog.allow(p.now(), 10*time.Second); ok {
+		if ok, n := p.cmdDropLog.Allow(""); ok {
 			p.log.Warn("command dropped: too many queued", "command", name, "id", requestID(m.Payload()), "suppressed", n, "dropped_total", total)
 		}
 	}

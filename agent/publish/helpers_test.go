@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigil-edge/vigil/agent/internal/mqtttest"
+	"github.com/vigil-edge/vigil/agent/internal/netproxy"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/buffer"
 )
@@ -84,43 +87,8 @@ func startPublisher(t testing.TB, buf Log, opts Options) *Publisher {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Errorf("Run did not return within 15s of cancellation")
-		}
-	})
+	testkit.Run(t, "Run", p.Run)
 	return p
-}
-
-// waitFor polls cond every millisecond until it holds, failing the test
-// after timeout.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	if err := poll(timeout, cond); err != nil {
-		t.Fatalf("waiting for %s: %v", what, err)
-	}
-}
-
-func poll(timeout time.Duration, cond func() bool) error {
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not done after %v", timeout)
-		}
-		<-tick.C
-	}
-	return nil
 }
 
 var testEpoch = time.Date(2025, 6, 1, 8, 0, 0, 0, time.UTC)
@@ -186,4 +154,31 @@ func decodeWire(topic string, payload []byte) (wire, error) {
 		return w, errors.New("message without id on " + topic)
 	}
 	return w, nil
+}
+
+// startConnected is startPublisher, then a wait for the connection.
+func startConnected(t testing.TB, buf Log, opts Options) *Publisher {
+	t.Helper()
+	p := startPublisher(t, buf, opts)
+	testkit.WaitFor(t, 10*time.Second, "connected", p.Connected)
+	return p
+}
+
+// startBehindProxy starts a broker and a proxy to it (closed at the end
+// of the test), for the tests that cut the publisher's link.
+func startBehindProxy(t testing.TB) (*mqtttest.Broker, *netproxy.Proxy) {
+	t.Helper()
+	b := mqtttest.Start(t, mqtttest.Options{})
+	return b, newProxy(t, b.Addr())
+}
+
+// newProxy returns a proxy to addr, closed at the end of the test.
+func newProxy(t testing.TB, addr string) *netproxy.Proxy {
+	t.Helper()
+	proxy, err := netproxy.New(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	return proxy
 }

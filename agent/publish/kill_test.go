@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/internal/mqtttest"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/buffer"
 )
@@ -65,7 +66,7 @@ func TestKillChild(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
 	if before > 0 {
-		if err := poll(10*time.Second, p.Connected); err != nil {
+		if err := testkit.Poll(10*time.Second, p.Connected); err != nil {
 			t.Fatal("not connected")
 		}
 		appendN(t, buf, record.LaneAlert, before, total-before, func(i int) []byte { return alertJSON("pump", i) })
@@ -79,7 +80,7 @@ func TestKillChild(t *testing.T) {
 // child is a running child process.
 type child struct {
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *testkit.Buffer
 	done chan struct{}
 }
 
@@ -89,7 +90,7 @@ func startChild(t *testing.T, dir, broker string, total int, rate float64) *chil
 	cmd.Env = append(os.Environ(),
 		envChildDir+"="+dir, envChildBroker+"="+broker,
 		envChildTotal+"="+strconv.Itoa(total), envChildRate+"="+strconv.FormatFloat(rate, 'f', -1, 64))
-	c := &child{cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
+	c := &child{cmd: cmd, out: &testkit.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = c.out, c.out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -128,14 +129,14 @@ func TestKill(t *testing.T) {
 	const first, total = 2000, 2100
 
 	c1 := startChild(t, dir, b.URL(), first, 2000)
-	waitFor(t, 30*time.Second, "part of the backlog published", func() bool { return alerts.Len() >= 300 })
+	testkit.WaitFor(t, 30*time.Second, "part of the backlog published", func() bool { return alerts.Len() >= 300 })
 	if err := c1.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	c1.wait(t)
 	killedAt := alerts.Len()
 	// The broker sees the connection drop and publishes the Last Will.
-	waitFor(t, 10*time.Second, "the Last Will", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the Last Will", func() bool {
 		st, ok := lastStatus(t, status)
 		return ok && st.State == "offline"
 	})
@@ -148,7 +149,7 @@ func TestKill(t *testing.T) {
 	}
 
 	c2 := startChild(t, dir, b.URL(), total, 0)
-	waitFor(t, 30*time.Second, "online again", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "online again", func() bool {
 		st, ok := lastStatus(t, status)
 		return ok && st.State == "online" && st.BirthSeq == 2
 	})
@@ -156,7 +157,7 @@ func TestKill(t *testing.T) {
 	for i := range ids {
 		ids[i] = fmt.Sprintf("a-pump-%06d", i)
 	}
-	waitFor(t, 60*time.Second, "every alert", received(alerts, ids))
+	testkit.WaitFor(t, 60*time.Second, "every alert", received(alerts, ids))
 	// Copies of an alert are the same record: same id, seq and content but
 	// for the replayed flag.
 	payloads := map[string][]byte{}
@@ -182,12 +183,12 @@ func TestKill(t *testing.T) {
 	checkDelivery(t, alerts.Messages(), ids)
 
 	// A clean stop publishes "offline" with reason shutdown.
-	waitFor(t, 10*time.Second, "the child's appends", func() bool { return strings.Contains(c2.out.String(), "appended") })
+	testkit.WaitFor(t, 10*time.Second, "the child's appends", func() bool { return strings.Contains(c2.out.String(), "appended") })
 	if err := c2.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	c2.wait(t)
-	waitFor(t, 10*time.Second, "the clean offline", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the clean offline", func() bool {
 		st, ok := lastStatus(t, status)
 		return ok && st.State == "offline" && st.Reason == "shutdown" && st.BirthSeq == 2
 	})

@@ -92,41 +92,6 @@ func TestBirthStore(t *testing.T) {
 	}
 }
 
-func TestTokenBucket(t *testing.T) {
-	t0 := time.Unix(0, 0)
-	b := newBucket(10, 2, t0) // 10/s, burst 2
-	for i := range 2 {
-		if w := b.take(t0); w != 0 {
-			t.Fatalf("take %d of the burst waits %v", i, w)
-		}
-	}
-	if w := b.take(t0); w != 100*time.Millisecond {
-		t.Fatalf("empty bucket: wait %v; want 100ms", w)
-	}
-	if w := b.take(t0.Add(50 * time.Millisecond)); w != 50*time.Millisecond {
-		t.Fatalf("half a token: wait %v; want 50ms", w)
-	}
-	if w := b.take(t0.Add(100 * time.Millisecond)); w != 0 {
-		t.Fatalf("a token later: wait %v", w)
-	}
-	// Idle time refills up to the burst only.
-	later := t0.Add(time.Hour)
-	for i := range 2 {
-		if w := b.take(later); w != 0 {
-			t.Fatalf("after idling, take %d waits %v", i, w)
-		}
-	}
-	if w := b.take(later); w == 0 {
-		t.Fatal("burst exceeded after idling")
-	}
-	unlimited := newBucket(0, 0, t0)
-	for range 1000 {
-		if unlimited.take(t0) != 0 {
-			t.Fatal("rate 0 waits")
-		}
-	}
-}
-
 // TestWriterPriority checks the order in which the writer takes prepared
 // messages: live before replay, and alerts, advice, scores in that order.
 func TestWriterPriority(t *testing.T) {

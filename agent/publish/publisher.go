@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/vigil-edge/vigil/agent/internal/clock"
+	"github.com/vigil-edge/vigil/agent/internal/throttle"
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/buffer"
 )
@@ -83,9 +84,18 @@ type Publisher struct {
 	broker    string // the broker of the current or last connection
 	failovers uint64 // connections to another broker than the last one
 
-	invalidLog, healthLog rateLimit
-	cmdDropLog            rateLimit // commands dropped from a full queue
+	invalidLog, healthLog *throttle.Log
+	cmdDropLog            *throttle.Log // commands dropped from a full queue
 }
+
+// nowClock is a clock whose Now is the publisher's Options.Now (tests move
+// it); its timers are the system's.
+type nowClock struct {
+	clock.System
+	now func() time.Time
+}
+
+func (c nowClock) Now() time.Time { return c.now() }
 
 // New checks opts and returns a publisher over buf. Nothing connects until
 // [Publisher.Run].
@@ -112,6 +122,8 @@ func New(buf Log, opts Options) (*Publisher, error) {
 		p.log = slog.New(slog.DiscardHandler)
 	}
 	p.log = p.log.With("component", "mqtt")
+	p.invalidLog, p.healthLog = throttle.NewLog(p.log, nil, 10*time.Second), throttle.NewLog(p.log, nil, time.Minute)
+	p.cmdDropLog = throttle.NewLog(p.log, nowClock{clock.System{}, p.now}, 10*time.Second)
 	if p.now == nil {
 		p.now = time.Now
 	}
@@ -160,7 +172,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 	}
 	defer wg.Wait()
 
-	bo := backoff{min: p.opts.ReconnectMin, max: p.opts.ReconnectMax}
+	bo, attempt := throttle.Backoff{Initial: p.opts.ReconnectMin, Max: p.opts.ReconnectMax}, 0
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -176,9 +188,10 @@ func (p *Publisher) Run(ctx context.Context) error {
 			p.log.Warn("mqtt connection ended", "err", err)
 		}
 		if connected {
-			bo.reset()
+			attempt = 0
 		}
-		timer.Reset(bo.next())
+		attempt++
+		timer.Reset(bo.Delay(attempt))
 		select {
 		case <-timer.C:
 		case <-ctx.Done():
@@ -298,48 +311,6 @@ func (p *Publisher) Stats() Stats {
 		st.Lanes[l.name] = ls
 	}
 	return st
-}
-
-// backoff is a capped, jittered exponential backoff.
-type backoff struct {
-	min, max time.Duration
-	cur      time.Duration
-}
-
-func (b *backoff) reset() { b.cur = 0 }
-
-// next returns the next delay: the nominal delay doubles from min up to
-// max, and the delay returned is drawn uniformly from its upper half.
-func (b *backoff) next() time.Duration {
-	if b.cur == 0 {
-		b.cur = b.min
-	} else {
-		b.cur = min(2*b.cur, b.max)
-	}
-	half := b.cur / 2
-	return half + rand.N(b.cur-half+1)
-}
-
-// rateLimit lets a hot path log at most once per interval and counts what
-// it suppressed.
-type rateLimit struct {
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
-
-// allow reports whether to log now and how many were suppressed since the
-// last time.
-func (r *rateLimit) allow(now time.Time, every time.Duration) (bool, int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !r.last.IsZero() && now.Sub(r.last) < every {
-		r.suppressed++
-		return false, 0
-	}
-	n := r.suppressed
-	r.last, r.suppressed = now, 0
-	return true, n
 }
 
 // allowed reports whether command name is allowed by Options.AllowCommands.

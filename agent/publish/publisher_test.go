@@ -14,7 +14,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/vigil-edge/vigil/agent/internal/mqtttest"
-	"github.com/vigil-edge/vigil/agent/internal/netproxy"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/buffer"
 )
@@ -64,8 +64,7 @@ func TestPublishesEveryLane(t *testing.T) {
 	buf := newMemBuffer(t)
 	opts := testOptions(b.URL())
 	opts.Models = func() []string { return []string{"pump@3"} }
-	p := startPublisher(t, buf, opts)
-	waitFor(t, 10*time.Second, "connected", p.Connected)
+	p := startConnected(t, buf, opts)
 
 	appendN(t, buf, record.LaneScore, 0, 3, func(i int) []byte { return scoreJSON("pump", i) })
 	appendN(t, buf, record.LaneAlert, 0, 2, func(i int) []byte { return alertJSON("pump", i) })
@@ -127,7 +126,7 @@ func TestPublishesEveryLane(t *testing.T) {
 		t.Errorf("alert on the wire %+v; want %+v", a, stored)
 	}
 	for _, lane := range []string{record.LaneScore, record.LaneAlert, record.LaneAdvice} {
-		waitFor(t, 5*time.Second, lane+" acknowledged", func() bool { return lag(buf, lane) == 0 })
+		testkit.WaitFor(t, 5*time.Second, lane+" acknowledged", func() bool { return lag(buf, lane) == 0 })
 	}
 	s := p.Stats()
 	if !s.Connected || s.Connects != 1 || s.BirthSeq != 1 || s.Lanes["score"].Published != 3 || s.Lanes["alert"].Published != 2 || s.Lanes["advice"].Published != 1 {
@@ -139,8 +138,7 @@ func TestInvalidRecordIsSkipped(t *testing.T) {
 	b := mqtttest.Start(t, mqtttest.Options{})
 	sub := mqtttest.Subscribe(t, b, "vigil/dev1/alerts/#", 1)
 	buf := newMemBuffer(t)
-	p := startPublisher(t, buf, testOptions(b.URL()))
-	waitFor(t, 10*time.Second, "connected", p.Connected)
+	p := startConnected(t, buf, testOptions(b.URL()))
 	appendN(t, buf, record.LaneAlert, 0, 3, func(i int) []byte {
 		if i == 1 {
 			return []byte(`not json`)
@@ -153,7 +151,7 @@ func TestInvalidRecordIsSkipped(t *testing.T) {
 			t.Fatalf("message %d: %+v, %v; want id %s", i, w, err, want)
 		}
 	}
-	waitFor(t, 5*time.Second, "all acknowledged", func() bool { return lag(buf, record.LaneAlert) == 0 })
+	testkit.WaitFor(t, 5*time.Second, "all acknowledged", func() bool { return lag(buf, record.LaneAlert) == 0 })
 	if n := p.Stats().Lanes["alert"].Invalid; n != 1 {
 		t.Fatalf("Invalid = %d; want 1", n)
 	}
@@ -163,8 +161,7 @@ func TestTopicLevelsAreSanitized(t *testing.T) {
 	b := mqtttest.Start(t, mqtttest.Options{})
 	sub := mqtttest.Subscribe(t, b, "vigil/dev1/alerts/#", 1)
 	buf := newMemBuffer(t)
-	p := startPublisher(t, buf, testOptions(b.URL()))
-	waitFor(t, 10*time.Second, "connected", p.Connected)
+	startConnected(t, buf, testOptions(b.URL()))
 	appendN(t, buf, record.LaneAlert, 0, 2, func(i int) []byte { return alertJSON([]string{"a/+#", ""}[i], i) })
 	msgs := sub.WaitN(t, 2, 10*time.Second)
 	if msgs[0].Topic != "vigil/dev1/alerts/a___" || msgs[1].Topic != "vigil/dev1/alerts/_" {
@@ -182,21 +179,11 @@ func TestShutdownPublishesOfflineAndAcks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	waitFor(t, 10*time.Second, "connected", p.Connected)
+	stop := testkit.Run(t, "Run", p.Run)
+	testkit.WaitFor(t, 10*time.Second, "connected", p.Connected)
 	appendN(t, buf, record.LaneAlert, 0, 500, func(i int) []byte { return alertJSON("pump", i) })
-	waitFor(t, 10*time.Second, "alerts acknowledged", func() bool { return lag(buf, record.LaneAlert) == 0 })
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("Run did not return")
-	}
+	testkit.WaitFor(t, 10*time.Second, "alerts acknowledged", func() bool { return lag(buf, record.LaneAlert) == 0 })
+	stop()
 	msgs := status.WaitN(t, 2, 10*time.Second)
 	on, off := statusOf(t, msgs[0]), statusOf(t, msgs[1])
 	if on.State != "online" || off.State != "offline" || off.Reason != "shutdown" || off.BirthSeq != on.BirthSeq || off.Since.IsZero() {
@@ -208,7 +195,7 @@ func TestShutdownPublishesOfflineAndAcks(t *testing.T) {
 
 	// A second run over the same state directory is the next birth.
 	p2 := startPublisher(t, buf, opts)
-	waitFor(t, 10*time.Second, "reconnected", p2.Connected)
+	testkit.WaitFor(t, 10*time.Second, "reconnected", p2.Connected)
 	msgs = status.WaitN(t, 3, 10*time.Second)
 	if st := statusOf(t, msgs[2]); st.State != "online" || st.BirthSeq != on.BirthSeq+1 {
 		t.Fatalf("status of the second run %+v; want online with birth_seq %d", st, on.BirthSeq+1)
@@ -224,32 +211,26 @@ func TestLiveFirstAfterOutage(t *testing.T) {
 	if testing.Short() || raceEnabled {
 		n = 200_000
 	}
-	b := mqtttest.Start(t, mqtttest.Options{})
-	proxy, err := netproxy.New(b.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
+	b, proxy := startBehindProxy(t)
 	alerts := mqtttest.Subscribe(t, b, "vigil/dev1/alerts/#", 1)
 	scores := mqtttest.Subscribe(t, b, "vigil/dev1/scores/#", 0)
 
 	buf := newMemBuffer(t)
 	opts := testOptions("tcp://" + proxy.Addr())
 	opts.ReplayRate = 2000
-	p := startPublisher(t, buf, opts)
-	waitFor(t, 10*time.Second, "connected", p.Connected)
+	p := startConnected(t, buf, opts)
 
 	proxy.Cut()
-	waitFor(t, 10*time.Second, "disconnected", func() bool { return !p.Connected() })
+	testkit.WaitFor(t, 10*time.Second, "disconnected", func() bool { return !p.Connected() })
 	appendN(t, buf, record.LaneScore, 0, n, func(i int) []byte { return scoreJSON("pump", i) })
 	appendN(t, buf, record.LaneAlert, 0, 3, func(i int) []byte { return alertJSON("pump", i) }) // backlog alerts
 	proxy.Restore()
-	waitFor(t, 10*time.Second, "reconnected", p.Connected)
+	testkit.WaitFor(t, 10*time.Second, "reconnected", p.Connected)
 
 	appended := time.Now()
 	appendN(t, buf, record.LaneAlert, 1000, 1, func(i int) []byte { return alertJSON("pump", i) }) // live
 	var live time.Duration
-	waitFor(t, 10*time.Second, "the live alert", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the live alert", func() bool {
 		for _, m := range alerts.Messages() {
 			if bytes.Contains(m.Payload, []byte("a-pump-001000")) {
 				live = m.Received.Sub(appended)
@@ -425,38 +406,32 @@ func received(sub *mqtttest.Subscriber, ids []string) func() bool {
 // within the live stream and within the replay, the backlog marked
 // replayed, and the retained status is "online" again right after.
 func TestBrokerRestart(t *testing.T) {
-	b := mqtttest.Start(t, mqtttest.Options{})
 	// The publisher goes through a proxy so that the test can hold it back
 	// until the test's subscriber is subscribed again after the restart;
 	// otherwise what it publishes first could reach a broker nobody
 	// listens to yet.
-	proxy, err := netproxy.New(b.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
+	b, proxy := startBehindProxy(t)
 	sub := mqtttest.Subscribe(t, b, "vigil/dev1/alerts/#", 1)
 	status := mqtttest.Subscribe(t, b, "vigil/dev1/status", 1)
 	buf := newMemBuffer(t)
 	opts := testOptions("tcp://" + proxy.Addr())
 	opts.ReplayRate = 500
 	opts.ReplayBurst = 10
-	p := startPublisher(t, buf, opts)
-	waitFor(t, 10*time.Second, "connected", p.Connected)
+	p := startConnected(t, buf, opts)
 
 	pr := startProducer(t, buf, 2*time.Millisecond)
-	waitFor(t, 10*time.Second, "alerts flowing", func() bool { return sub.Len() >= 50 })
+	testkit.WaitFor(t, 10*time.Second, "alerts flowing", func() bool { return sub.Len() >= 50 })
 
 	proxy.Cut() // held back until the subscriber is back
 	b.Stop()
-	waitFor(t, 10*time.Second, "disconnected", func() bool { return !p.Connected() })
+	testkit.WaitFor(t, 10*time.Second, "disconnected", func() bool { return !p.Connected() })
 	downAt := pr.Len()
-	waitFor(t, 10*time.Second, "a backlog", func() bool { return pr.Len() >= downAt+200 })
+	testkit.WaitFor(t, 10*time.Second, "a backlog", func() bool { return pr.Len() >= downAt+200 })
 	b.Start()
 	// The subscriber reconnects and subscribes again by itself; a probe
 	// tells when it has.
 	probe := mqtttest.Connect(t, b)
-	waitFor(t, 20*time.Second, "the subscriber back", func() bool {
+	testkit.WaitFor(t, 20*time.Second, "the subscriber back", func() bool {
 		mqtttest.Publish(t, probe, "vigil/dev1/alerts/probe", 1, false, []byte("probe"))
 		for _, m := range sub.Messages() {
 			if m.Topic == "vigil/dev1/alerts/probe" {
@@ -467,7 +442,7 @@ func TestBrokerRestart(t *testing.T) {
 	})
 	freshStatus := mqtttest.Subscribe(t, b, "vigil/dev1/status", 1)
 	proxy.Restore()
-	waitFor(t, 10*time.Second, "reconnected", p.Connected)
+	testkit.WaitFor(t, 10*time.Second, "reconnected", p.Connected)
 	// Right after the reconnection the retained status is online again,
 	// with the next birth number (the broker lost its retained messages).
 	msgs := freshStatus.WaitN(t, 1, 5*time.Second)
@@ -475,13 +450,13 @@ func TestBrokerRestart(t *testing.T) {
 		t.Fatalf("status after the restart %+v; want online, birth_seq 2", st)
 	}
 	upAt := pr.Len()
-	waitFor(t, 10*time.Second, "live alerts after the restart", func() bool { return pr.Len() >= upAt+100 })
+	testkit.WaitFor(t, 10*time.Second, "live alerts after the restart", func() bool { return pr.Len() >= upAt+100 })
 	ids := pr.Stop()
-	waitFor(t, 30*time.Second, "every alert", received(sub, ids))
+	testkit.WaitFor(t, 30*time.Second, "every alert", received(sub, ids))
 	if replayed := checkDelivery(t, sub.Messages(), ids); replayed < 200 {
 		t.Errorf("%d alerts replayed; want at least the 200 appended during the outage", replayed)
 	}
-	waitFor(t, 5*time.Second, "all acknowledged", func() bool { return lag(buf, record.LaneAlert) == 0 })
+	testkit.WaitFor(t, 5*time.Second, "all acknowledged", func() bool { return lag(buf, record.LaneAlert) == 0 })
 	if st, _ := lastStatus(t, status); st.State != "online" {
 		t.Errorf("last status seen by the long-lived subscriber: %+v", st)
 	}
@@ -500,22 +475,16 @@ func TestBrokerRestart(t *testing.T) {
 func TestNetworkCut(t *testing.T) {
 	for _, mode := range []string{"blackhole", "cut"} {
 		t.Run(mode, func(t *testing.T) {
-			b := mqtttest.Start(t, mqtttest.Options{})
-			proxy, err := netproxy.New(b.Addr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = proxy.Close() })
+			b, proxy := startBehindProxy(t)
 			sub := mqtttest.Subscribe(t, b, "vigil/dev1/alerts/#", 1)
 			buf := newMemBuffer(t)
 			opts := testOptions("tcp://" + proxy.Addr())
 			opts.KeepAlive = time.Second
 			opts.PingTimeout = 500 * time.Millisecond
 			opts.ConnectTimeout = time.Second
-			p := startPublisher(t, buf, opts)
-			waitFor(t, 10*time.Second, "connected", p.Connected)
+			p := startConnected(t, buf, opts)
 			pr := startProducer(t, buf, 2*time.Millisecond)
-			waitFor(t, 10*time.Second, "alerts flowing", func() bool { return sub.Len() >= 50 })
+			testkit.WaitFor(t, 10*time.Second, "alerts flowing", func() bool { return sub.Len() >= 50 })
 
 			start := time.Now()
 			if mode == "blackhole" {
@@ -523,7 +492,7 @@ func TestNetworkCut(t *testing.T) {
 			} else {
 				proxy.Cut()
 			}
-			waitFor(t, 10*time.Second, "the loss detected", func() bool { return !p.Connected() })
+			testkit.WaitFor(t, 10*time.Second, "the loss detected", func() bool { return !p.Connected() })
 			detected := time.Since(start)
 			t.Logf("%s detected after %v (keep-alive %v, ping timeout %v)", mode, detected, opts.KeepAlive, opts.PingTimeout)
 			// paho checks every quarter of the keep-alive: it pings once
@@ -534,19 +503,19 @@ func TestNetworkCut(t *testing.T) {
 				t.Errorf("%s detected after %v; want within %v", mode, detected, limit)
 			}
 			downAt := pr.Len()
-			waitFor(t, 10*time.Second, "a backlog", func() bool { return pr.Len() >= downAt+100 })
+			testkit.WaitFor(t, 10*time.Second, "a backlog", func() bool { return pr.Len() >= downAt+100 })
 			proxy.Restore()
-			waitFor(t, 10*time.Second, "reconnected", p.Connected)
+			testkit.WaitFor(t, 10*time.Second, "reconnected", p.Connected)
 			upAt := pr.Len()
-			waitFor(t, 10*time.Second, "live alerts", func() bool { return pr.Len() >= upAt+50 })
+			testkit.WaitFor(t, 10*time.Second, "live alerts", func() bool { return pr.Len() >= upAt+50 })
 			ids := pr.Stop()
-			waitFor(t, 30*time.Second, "every alert", received(sub, ids))
+			testkit.WaitFor(t, 30*time.Second, "every alert", received(sub, ids))
 			checkDelivery(t, sub.Messages(), ids)
-			waitFor(t, 10*time.Second, "all acknowledged", func() bool { return lag(buf, record.LaneAlert) == 0 })
+			testkit.WaitFor(t, 10*time.Second, "all acknowledged", func() bool { return lag(buf, record.LaneAlert) == 0 })
 			// Connections made during the blackhole reach the broker late
 			// and may take the client id over for a moment; the publisher
 			// reconnects and the retained status ends online.
-			waitFor(t, 15*time.Second, "retained status online", func() bool {
+			testkit.WaitFor(t, 15*time.Second, "retained status online", func() bool {
 				return p.Connected() && retainedStatus(t, b).State == "online"
 			})
 		})
@@ -609,12 +578,12 @@ func TestCommands(t *testing.T) {
 	opts.Commands = fc
 	opts.AllowCommands = []string{CmdSetThreshold, CmdRebirth, CmdStatus}
 	p := startPublisher(t, buf(t), opts)
-	waitFor(t, 10*time.Second, "connected", p.Connected)
+	testkit.WaitFor(t, 10*time.Second, "connected", p.Connected)
 	status.WaitN(t, 1, 10*time.Second)
 	// The subscription to cmd/+ follows the connection closely; wait for
 	// a first command to be answered before the rest.
 	c := mqtttest.Connect(t, b)
-	waitFor(t, 10*time.Second, "the first reply", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the first reply", func() bool {
 		mqtttest.Publish(t, c, "vigil/dev1/cmd/status", 1, false, []byte(`{"id":"ping"}`))
 		return replies.Len() > 0
 	})
@@ -630,7 +599,7 @@ func TestCommands(t *testing.T) {
 		mqtttest.Publish(t, c, "vigil/dev1/cmd/"+s.name, 1, false, []byte(s.payload))
 	}
 	var msgs []mqtttest.Message // the replies to send, without those to the probes
-	waitFor(t, 10*time.Second, "the replies", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the replies", func() bool {
 		msgs = msgs[:0]
 		for _, m := range replies.Messages() {
 			if !bytes.Contains(m.Payload, []byte(`"id":"ping"`)) {
@@ -673,12 +642,12 @@ func TestCommandsDisabled(t *testing.T) {
 	opts := testOptions(b.URL())
 	opts.CommandsEnabled = false
 	p := startPublisher(t, buf(t), opts)
-	waitFor(t, 10*time.Second, "connected", p.Connected)
+	testkit.WaitFor(t, 10*time.Second, "connected", p.Connected)
 	// A reference client subscribes after the publisher: once the broker
 	// logged its subscription, it would have logged the publisher's.
 	ref := mqtttest.Subscribe(t, b, "reference/topic", 1)
 	_ = ref
-	waitFor(t, 10*time.Second, "the reference subscription logged", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the reference subscription logged", func() bool {
 		return strings.Contains(b.Logs(), "reference/topic")
 	})
 	if strings.Contains(b.Logs(), "cmd/+") {
@@ -700,34 +669,28 @@ func newPaho(t testing.TB, url string) paho.Client {
 // an earlier connection (live records, sent while the backlog below them
 // was still draining) are not sent again by the next connection's replay.
 func TestReplaySkipsWhatWasAcknowledged(t *testing.T) {
-	b := mqtttest.Start(t, mqtttest.Options{})
-	proxy, err := netproxy.New(b.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
+	b, proxy := startBehindProxy(t)
 	sub := mqtttest.Subscribe(t, b, "vigil/dev1/alerts/#", 1)
 	buf := newMemBuffer(t)
 	opts := testOptions("tcp://" + proxy.Addr())
 	opts.ReplayRate, opts.ReplayBurst = 200, 1
-	p := startPublisher(t, buf, opts)
-	waitFor(t, 10*time.Second, "connected", p.Connected)
+	p := startConnected(t, buf, opts)
 
 	proxy.Cut()
-	waitFor(t, 10*time.Second, "disconnected", func() bool { return !p.Connected() })
+	testkit.WaitFor(t, 10*time.Second, "disconnected", func() bool { return !p.Connected() })
 	appendN(t, buf, record.LaneAlert, 0, 400, func(i int) []byte { return alertJSON("pump", i) }) // backlog: 2 s at 200/s
 	proxy.Restore()
-	waitFor(t, 10*time.Second, "reconnected", p.Connected)
+	testkit.WaitFor(t, 10*time.Second, "reconnected", p.Connected)
 	appendN(t, buf, record.LaneAlert, 400, 20, func(i int) []byte { return alertJSON("pump", i) }) // live
 	live := make([]string, 20)
 	for i := range live {
 		live[i] = fmt.Sprintf("a-pump-%06d", 400+i)
 	}
-	waitFor(t, 10*time.Second, "the live alerts", received(sub, live))
+	testkit.WaitFor(t, 10*time.Second, "the live alerts", received(sub, live))
 	// Published counts replayed records too, and the backlog's replay
 	// interleaves with the live ones: wait for 20 live acknowledgements, or
 	// a live alert still in flight at the cut is legitimately sent twice.
-	waitFor(t, 10*time.Second, "the live alerts acknowledged", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the live alerts acknowledged", func() bool {
 		l := p.Stats().Lanes["alert"]
 		return l.Published-l.Replayed >= 20
 	})
@@ -735,13 +698,13 @@ func TestReplaySkipsWhatWasAcknowledged(t *testing.T) {
 		t.Fatal("the backlog drained already; the test proves nothing")
 	}
 	proxy.Cut()
-	waitFor(t, 10*time.Second, "disconnected", func() bool { return !p.Connected() })
+	testkit.WaitFor(t, 10*time.Second, "disconnected", func() bool { return !p.Connected() })
 	proxy.Restore()
 	all := make([]string, 420)
 	for i := range all {
 		all[i] = fmt.Sprintf("a-pump-%06d", i)
 	}
-	waitFor(t, 30*time.Second, "every alert", received(sub, all))
+	testkit.WaitFor(t, 30*time.Second, "every alert", received(sub, all))
 	count := map[string]int{}
 	for _, m := range sub.Messages() {
 		w, err := decodeWire(m.Topic, m.Payload)
@@ -778,7 +741,7 @@ func TestRetainedCommandsAreNotRun(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- p.Run(ctx) }()
-		waitFor(t, 10*time.Second, "connected", p.Connected)
+		testkit.WaitFor(t, 10*time.Second, "connected", p.Connected)
 		msgs := replies.WaitN(t, conn, 10*time.Second)
 		var rep Reply
 		if err := json.Unmarshal(msgs[conn-1].Payload, &rep); err != nil {

@@ -1,36 +1,17 @@
 package publish
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/internal/mqtttest"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"github.com/vigil-edge/vigil/agent/record"
 )
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestMutualTLS runs mosquitto with a TLS listener that requires client
 // certificates from a throwaway CA, and publishes through it; then checks
@@ -46,7 +27,7 @@ func TestMutualTLS(t *testing.T) {
 		opts := testOptions(b.URL())
 		opts.TLS = TLSOptions{CAFile: certs.CAFile, CertFile: certs.ClientCertFile, KeyFile: certs.ClientKeyFile}
 		p := startPublisher(t, buf, opts)
-		waitFor(t, 10*time.Second, "connected over mutual TLS", p.Connected)
+		testkit.WaitFor(t, 10*time.Second, "connected over mutual TLS", p.Connected)
 		appendN(t, buf, record.LaneAlert, 0, 5, func(i int) []byte { return alertJSON("pump", i) })
 		sub.WaitN(t, 5, 10*time.Second)
 	})
@@ -76,7 +57,7 @@ func TestMutualTLS(t *testing.T) {
 			opts := testOptions(b.URL())
 			opts.TLS = tc.tls
 			p := startPublisher(t, newMemBuffer(t), opts)
-			waitFor(t, 10*time.Second, "a connection error", func() bool { return p.Stats().LastError != "" })
+			testkit.WaitFor(t, 10*time.Second, "a connection error", func() bool { return p.Stats().LastError != "" })
 			msg := p.Stats().LastError
 			for _, w := range tc.want {
 				if !strings.Contains(msg, w) {
@@ -103,22 +84,22 @@ func TestMutualTLS(t *testing.T) {
 func TestPassword(t *testing.T) {
 	const secret = "s3cret-Pa55w0rd"
 	b := mqtttest.Start(t, mqtttest.Options{Users: map[string]string{"vigil": secret}})
-	var logs syncBuffer
+	var logs testkit.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
 	opts := testOptions(b.URL())
 	opts.Username, opts.Password, opts.Logger = "vigil", secret, logger
 	p := startPublisher(t, newMemBuffer(t), opts)
-	waitFor(t, 10*time.Second, "connected with the password", p.Connected)
+	testkit.WaitFor(t, 10*time.Second, "connected with the password", p.Connected)
 
 	bad := testOptions(b.URL())
 	bad.Username, bad.Password, bad.Logger, bad.ClientID = "vigil", secret+"x", logger, "vigil-other"
 	q := startPublisher(t, newMemBuffer(t), bad)
-	waitFor(t, 10*time.Second, "a refusal", func() bool { return q.Stats().LastError != "" })
+	testkit.WaitFor(t, 10*time.Second, "a refusal", func() bool { return q.Stats().LastError != "" })
 	if msg := q.Stats().LastError; !strings.Contains(msg, "not Authorized") || !strings.Contains(msg, "username and password") {
 		t.Errorf("error %q does not say the credentials were refused", msg)
 	}
-	waitFor(t, 10*time.Second, "the failure logged", func() bool { return strings.Contains(logs.String(), "not Authorized") })
+	testkit.WaitFor(t, 10*time.Second, "the failure logged", func() bool { return strings.Contains(logs.String(), "not Authorized") })
 	if strings.Contains(logs.String(), "s3cret") {
 		t.Fatalf("the password was logged:\n%s", logs.String())
 	}

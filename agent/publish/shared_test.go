@@ -2,6 +2,7 @@ package publish
 
 import (
 	"fmt"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"testing"
 	"time"
 
@@ -22,7 +23,7 @@ func TestSharedSubscriptionConsumers(t *testing.T) {
 	startPublisher(t, buf, testOptions(b.URL()))
 	const n = 200
 	appendN(t, buf, record.LaneAlert, 0, n, func(i int) []byte { return alertJSON("pump", i) })
-	waitFor(t, 30*time.Second, "every alert at one of the consumers", func() bool { return c1.Len()+c2.Len() >= n })
+	testkit.WaitFor(t, 30*time.Second, "every alert at one of the consumers", func() bool { return c1.Len()+c2.Len() >= n })
 
 	seen := map[string]int{}
 	for _, sub := range []*mqtttest.Subscriber{c1, c2} {

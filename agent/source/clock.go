@@ -2,41 +2,22 @@ package source
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
-	"sync"
 	"time"
+
+	"github.com/vigil-edge/vigil/agent/internal/clock"
+	"github.com/vigil-edge/vigil/agent/internal/throttle"
 )
 
-// Clock tells the time and waits. The sources that pace their output (the
-// simulators and replay) take one, so that tests can run them on simulated
-// time without sleeping.
-type Clock interface {
-	Now() time.Time
-	// Sleep waits for d, or until ctx ends; it then returns ctx's error.
-	// A d ≤ 0 returns at once.
-	Sleep(ctx context.Context, d time.Duration) error
-}
+// Clock tells the time and makes timers. The sources that pace their
+// output (the simulators and replay) take one, so that tests can run them
+// on simulated time without sleeping. It is the agent's one clock (see
+// agent/internal/clock).
+type Clock = clock.Clock
 
 // SystemClock is the real clock.
-type SystemClock struct{}
-
-// Now returns time.Now().
-func (SystemClock) Now() time.Time { return time.Now() }
-
-// Sleep waits for d or until ctx ends.
-func (SystemClock) Sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
+type SystemClock = clock.System
 
 // pacer releases item i at anchor + offset(i) on its clock. When the source
 // falls more than maxLag behind (a stalled sink, a suspended device), it
@@ -54,13 +35,56 @@ func (p *pacer) wait(ctx context.Context, offset time.Duration) (reanchored bool
 	due := p.anchor.Add(offset + p.shift)
 	d := due.Sub(p.clock.Now())
 	if d > 0 {
-		return false, p.clock.Sleep(ctx, d)
+		return false, clock.Sleep(ctx, p.clock, d)
 	}
 	if p.maxLag > 0 && -d > p.maxLag {
 		p.shift += -d
 		return true, ctx.Err()
 	}
 	return false, ctx.Err()
+}
+
+// defaults fills what every source's options share when unset: the system
+// clock, a counter that counts nothing (counter may be nil for sources
+// without one) and a logger that discards.
+func defaults(clock *Clock, counter *Counter, logger **slog.Logger) {
+	if *clock == nil {
+		*clock = SystemClock{}
+	}
+	if counter != nil && *counter == nil {
+		*counter = nopCounter{}
+	}
+	if *logger == nil {
+		*logger = discardLogger()
+	}
+}
+
+// checkSource checks what every source's constructor is given: the
+// options (validate also fills their defaults) and a sink; what names the
+// source in errors.
+func checkSource(what string, validate func() error, sink Sink) error {
+	if err := validate(); err != nil {
+		return fmt.Errorf("%s options: %w", what, err)
+	}
+	if sink == nil {
+		return fmt.Errorf("%s: nil sink", what)
+	}
+	return nil
+}
+
+// core is what every source holds: its options, its sink, and its
+// loggers, which name it; rlog is rate-limited for the hot paths (bad
+// rows, full queues).
+type core[O any] struct {
+	opts O
+	sink Sink
+	log  *slog.Logger
+	rlog *throttle.Log
+}
+
+func newCore[O any](opts O, sink Sink, logger *slog.Logger, name string) core[O] {
+	log := logger.With("component", "source", "source", name)
+	return core[O]{opts: opts, sink: sink, log: log, rlog: throttle.NewLog(log, nil, 10*time.Second)}
 }
 
 // nopCounter is the Counter used when none is given.
@@ -70,37 +94,3 @@ func (nopCounter) Drop(string, DropReason, int) {}
 
 // discardLogger is the logger used when none is given.
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
-
-// rateLog logs at most one message per interval and reports how many it
-// suppressed in between, for the hot paths (bad rows, full queues).
-type rateLog struct {
-	log   *slog.Logger
-	every time.Duration
-
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
-
-func newRateLog(log *slog.Logger, every time.Duration) *rateLog {
-	return &rateLog{log: log, every: every}
-}
-
-// Warn logs msg at warning level unless a message was logged less than the
-// interval ago.
-func (r *rateLog) Warn(msg string, args ...any) {
-	now := time.Now()
-	r.mu.Lock()
-	if !r.last.IsZero() && now.Sub(r.last) < r.every {
-		r.suppressed++
-		r.mu.Unlock()
-		return
-	}
-	n := r.suppressed
-	r.last, r.suppressed = now, 0
-	r.mu.Unlock()
-	if n > 0 {
-		args = append(args, "suppressed", n)
-	}
-	r.log.Warn(msg, args...)
-}

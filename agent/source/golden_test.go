@@ -4,10 +4,11 @@ import (
 	"crypto/sha256"
 	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/vigil-edge/vigil/internal/golden"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -28,15 +29,7 @@ func TestGeneratorsGolden(t *testing.T) {
 	}
 	got := fmt.Sprintf("simulator.csv 5000 rows, demo faults, seed 1: %x\nkiosk.jsonl 2000 events, seed 1: %x\n", sh.Sum(nil), kh.Sum(nil))
 	path := filepath.Join("testdata", "generators.golden")
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
+	want := golden.Want(t, path, []byte(got), *update)
 	if got != strings.ReplaceAll(string(want), "\r\n", "\n") {
 		t.Fatalf("the simulators' output changed:\n got %s\nwant %s\nIf intended: go test ./agent/source -run Golden -update, and retrain the default models.", got, want)
 	}

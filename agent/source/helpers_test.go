@@ -1,48 +1,20 @@
 package source
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 )
 
-// fakeClock is a Clock on simulated time: Sleep advances it at once.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	slept  time.Duration
-	sleeps int
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if d > 0 {
-		c.now = c.now.Add(d)
-		c.slept += d
-		c.sleeps++
-	}
-	return nil
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
+// newFakeClock returns a clock on simulated time: sleeping on it advances
+// it at once.
+func newFakeClock() *testkit.FakeClock {
+	return testkit.NewAutoClock(time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC))
 }
 
 // fakeSink records what it is given. With capacity > 0, TryPut fails once
@@ -123,20 +95,6 @@ func (c *fakeCounter) Total() int {
 	return t
 }
 
-// waitFor polls cond until it holds, failing after timeout.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
-}
-
 // runAsync runs f on a goroutine and returns a function that waits for its
 // result.
 func runAsync(f func() error) func(t testing.TB) error {
@@ -152,4 +110,39 @@ func runAsync(f func() error) func(t testing.TB) error {
 			return nil
 		}
 	}
+}
+
+// checkDeterministic checks that write gives the same bytes twice for o
+// and other bytes for other (o with another seed); it returns o's bytes.
+func checkDeterministic[O any](t *testing.T, o, other O, write func(io.Writer, O) error) []byte {
+	t.Helper()
+	run := func(o O) []byte {
+		var b bytes.Buffer
+		if err := write(&b, o); err != nil {
+			t.Fatal(err)
+		}
+		return b.Bytes()
+	}
+	a := run(o)
+	if !bytes.Equal(a, run(o)) {
+		t.Fatal("same seed, different bytes")
+	}
+	if bytes.Equal(a, run(other)) {
+		t.Fatal("different seeds, same bytes")
+	}
+	return a
+}
+
+// runNew makes a source with newFn and runs it to its end, failing the
+// test on an error.
+func runNew[O any, S interface{ Run(context.Context) error }](t testing.TB, newFn func(O, Sink) (S, error), o O, sink Sink) S {
+	t.Helper()
+	src, err := newFn(o, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return src
 }

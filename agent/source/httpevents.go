@@ -126,15 +126,7 @@ func (o *HTTPEventsOptions) validate() error {
 	if o.RetryAfter < 0 {
 		errs = append(errs, optErr("RetryAfter", "must be ≥ 0, got %v", o.RetryAfter))
 	}
-	if o.Clock == nil {
-		o.Clock = SystemClock{}
-	}
-	if o.Counter == nil {
-		o.Counter = nopCounter{}
-	}
-	if o.Logger == nil {
-		o.Logger = discardLogger()
-	}
+	defaults(&o.Clock, &o.Counter, &o.Logger)
 	return errors.Join(errs...)
 }
 
@@ -155,10 +147,7 @@ func (o *HTTPEventsOptions) validate() error {
 // text/plain;charset=UTF-8 that navigator.sendBeacon sends for a string, or
 // have no content type.
 type HTTPEvents struct {
-	opts    HTTPEventsOptions
-	sink    Sink
-	log     *slog.Logger
-	rlog    *rateLog
+	core[HTTPEventsOptions]
 	dedup   *dedup
 	token   [32]byte // sha256 of the token
 	anyOrig bool
@@ -170,18 +159,11 @@ type HTTPEvents struct {
 
 // NewHTTPEvents returns the handler, putting accepted events into sink.
 func NewHTTPEvents(opts HTTPEventsOptions, sink Sink) (*HTTPEvents, error) {
-	if err := opts.validate(); err != nil {
-		return nil, fmt.Errorf("http events options: %w", err)
+	if err := checkSource("http events", opts.validate, sink); err != nil {
+		return nil, err
 	}
-	if sink == nil {
-		return nil, errors.New("http events: nil sink")
-	}
-	log := opts.Logger.With("component", "source", "source", opts.Name)
 	h := &HTTPEvents{
-		opts:    opts,
-		sink:    sink,
-		log:     log,
-		rlog:    newRateLog(log, 10*time.Second),
+		core:    newCore(opts, sink, opts.Logger, opts.Name),
 		dedup:   newDedup(opts.DedupSize, opts.DedupWindow),
 		anyOrig: slices.Contains(opts.AllowedOrigins, "*"),
 	}

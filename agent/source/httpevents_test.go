@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 )
 
 type httpCase struct {
@@ -54,7 +56,7 @@ func decodeResp(t *testing.T, w *httptest.ResponseRecorder) eventsResponse {
 	return r
 }
 
-func newHTTPEvents(t *testing.T, edit func(*HTTPEventsOptions)) (*HTTPEvents, *fakeSink, *fakeCounter, *fakeClock) {
+func newHTTPEvents(t *testing.T, edit func(*HTTPEventsOptions)) (*HTTPEvents, *fakeSink, *fakeCounter, *testkit.FakeClock) {
 	t.Helper()
 	sink, counter, clock := &fakeSink{}, &fakeCounter{}, newFakeClock()
 	o := DefaultHTTPEventsOptions()

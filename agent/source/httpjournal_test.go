@@ -2,6 +2,7 @@ package source
 
 import (
 	"context"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"path/filepath"
 	"testing"
 	"time"
@@ -23,7 +24,7 @@ func TestHTTPEventsJournalReplayDeduplicatesPerUser(t *testing.T) {
 				t.Error(err)
 			}
 		})
-		waitFor(t, 10*time.Second, "the journal to be replayed", h.replayed.Load)
+		testkit.WaitFor(t, 10*time.Second, "the journal to be replayed", h.replayed.Load)
 	}
 
 	first, _, _, _ := newHTTPEvents(t, journalled)

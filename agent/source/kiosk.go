@@ -91,12 +91,7 @@ func (o *KioskOptions) validate() error {
 	if !(o.StruggleRate >= 0 && o.StruggleRate <= 1) {
 		errs = append(errs, optErr("StruggleRate", "must be in [0, 1], got %v", o.StruggleRate))
 	}
-	if o.Clock == nil {
-		o.Clock = SystemClock{}
-	}
-	if o.Logger == nil {
-		o.Logger = discardLogger()
-	}
+	defaults(&o.Clock, nil, &o.Logger)
 	return errors.Join(errs...)
 }
 
@@ -106,21 +101,16 @@ func (o *KioskOptions) validate() error {
 // and occasionally a struggling user who hits form_error three or more
 // times within a minute, clicks for help and may give up.
 type KioskSimulator struct {
-	opts KioskOptions
-	sink Sink
-	log  *slog.Logger
+	core[KioskOptions]
 }
 
 // NewKioskSimulator returns a kiosk simulator that puts its events into
 // sink.
 func NewKioskSimulator(opts KioskOptions, sink Sink) (*KioskSimulator, error) {
-	if err := opts.validate(); err != nil {
-		return nil, fmt.Errorf("kiosk simulator options: %w", err)
+	if err := checkSource("kiosk simulator", opts.validate, sink); err != nil {
+		return nil, err
 	}
-	if sink == nil {
-		return nil, errors.New("kiosk simulator: nil sink")
-	}
-	return &KioskSimulator{opts: opts, sink: sink, log: opts.Logger.With("component", "source", "source", opts.Name)}, nil
+	return &KioskSimulator{core: newCore(opts, sink, opts.Logger, opts.Name)}, nil
 }
 
 // Name returns the source's name.

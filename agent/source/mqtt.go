@@ -211,15 +211,7 @@ func (o *MQTTOptions) validate() error {
 	if o.DedupWindow < 0 || o.DedupSize < 0 {
 		errs = append(errs, optErr("DedupWindow", "DedupWindow and DedupSize must be ≥ 0"))
 	}
-	if o.Clock == nil {
-		o.Clock = SystemClock{}
-	}
-	if o.Counter == nil {
-		o.Counter = nopCounter{}
-	}
-	if o.Logger == nil {
-		o.Logger = discardLogger()
-	}
+	defaults(&o.Clock, &o.Counter, &o.Logger)
 	return errors.Join(errs...)
 }
 
@@ -277,10 +269,7 @@ func topicMatches(filter, topic string) bool {
 // reconnects by itself and subscribes again in OnConnect. Tokens are only
 // ever waited on with a timeout.
 type MQTT struct {
-	opts     MQTTOptions
-	sink     Sink
-	log      *slog.Logger
-	rlog     *rateLog
+	core[MQTTOptions]
 	clientID string
 
 	mu       sync.Mutex // guards dec (paho serializes handlers; this makes it explicit)
@@ -306,18 +295,11 @@ type streamPattern struct{ filter, stream string }
 
 // NewMQTT returns an MQTT source that puts its inputs into sink.
 func NewMQTT(opts MQTTOptions, sink Sink) (*MQTT, error) {
-	if err := opts.validate(); err != nil {
-		return nil, fmt.Errorf("mqtt source options: %w", err)
+	if err := checkSource("mqtt source", opts.validate, sink); err != nil {
+		return nil, err
 	}
-	if sink == nil {
-		return nil, errors.New("mqtt source: nil sink")
-	}
-	log := opts.Logger.With("component", "source", "source", opts.Name)
 	m := &MQTT{
-		opts:     opts,
-		sink:     sink,
-		log:      log,
-		rlog:     newRateLog(log, 10*time.Second),
+		core:     newCore(opts, sink, opts.Logger, opts.Name),
 		clientID: "vigil-" + opts.Device + "-src-" + opts.Name,
 		exact:    map[string]string{},
 

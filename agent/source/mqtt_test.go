@@ -13,6 +13,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/vigil-edge/vigil/agent/internal/mqtttest"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 )
 
 func TestTopicMatches(t *testing.T) {
@@ -187,7 +188,7 @@ func TestMQTTIntegration(t *testing.T) {
 	})
 	runMQTT(t, m)
 	runMQTT(t, byField)
-	mqtttest.WaitFor(t, 10*time.Second, "the sources to subscribe", func() bool { return m.Connected() && byField.Connected() })
+	testkit.WaitFor(t, 10*time.Second, "the sources to subscribe", func() bool { return m.Connected() && byField.Connected() })
 
 	pub := mqtttest.Connect(t, b)
 	mqtttest.Publish(t, pub, "plant/a/pump", 1, false, []byte(benchPayload))
@@ -199,8 +200,8 @@ func TestMQTTIntegration(t *testing.T) {
 	mqtttest.Publish(t, pub, "fleet/1", 1, false, []byte(`{"dev":"pump-42",`+benchPayload[1:]))
 	mqtttest.Publish(t, pub, "fleet/2", 1, false, []byte(benchPayload)) // no dev field
 
-	waitFor(t, 10*time.Second, "3 inputs and 2 drops", func() bool { return sink.Len() == 3 && counter.Total() == 2 })
-	waitFor(t, 10*time.Second, "the by-field input", func() bool { return fsink.Len() == 1 })
+	testkit.WaitFor(t, 10*time.Second, "3 inputs and 2 drops", func() bool { return sink.Len() == 3 && counter.Total() == 2 })
+	testkit.WaitFor(t, 10*time.Second, "the by-field input", func() bool { return fsink.Len() == 1 })
 	var streams []string
 	for _, in := range sink.Inputs() {
 		streams = append(streams, in.Stream)
@@ -219,7 +220,7 @@ func TestMQTTIntegration(t *testing.T) {
 		t.Errorf("by field: stream %q", in.Stream)
 	}
 	if byField.opts.Counter.(*fakeCounter).Get(DropMissing) != 1 {
-		waitFor(t, 5*time.Second, "the missing dev field drop", func() bool {
+		testkit.WaitFor(t, 5*time.Second, "the missing dev field drop", func() bool {
 			return byField.opts.Counter.(*fakeCounter).Get(DropMissing) == 1
 		})
 	}
@@ -227,12 +228,12 @@ func TestMQTTIntegration(t *testing.T) {
 	// Outage: the broker goes away and comes back on the same port; the
 	// source reconnects and subscribes again by itself.
 	b.Stop()
-	waitFor(t, 10*time.Second, "the source to notice", func() bool { return !m.Connected() })
+	testkit.WaitFor(t, 10*time.Second, "the source to notice", func() bool { return !m.Connected() })
 	b.Start()
-	waitFor(t, 15*time.Second, "the source to resubscribe", m.Connected)
+	testkit.WaitFor(t, 15*time.Second, "the source to resubscribe", m.Connected)
 	pub2 := mqtttest.Connect(t, b)
 	mqtttest.Publish(t, pub2, "plant/c/pump", 1, false, []byte(benchPayload))
-	waitFor(t, 10*time.Second, "the input after the outage", func() bool { return sink.Len() == 4 })
+	testkit.WaitFor(t, 10*time.Second, "the input after the outage", func() bool { return sink.Len() == 4 })
 }
 
 // TestMQTTPersistentSession checks the documented CleanSession false
@@ -246,7 +247,7 @@ func TestMQTTPersistentSession(t *testing.T) {
 	}
 	m, sink, _ := newTestMQTT(t, edit)
 	stop := runMQTT(t, m)
-	mqtttest.WaitFor(t, 10*time.Second, "the source to subscribe", m.Connected)
+	testkit.WaitFor(t, 10*time.Second, "the source to subscribe", m.Connected)
 	stop()
 
 	pub := mqtttest.Connect(t, b)
@@ -256,7 +257,7 @@ func TestMQTTPersistentSession(t *testing.T) {
 	m2, _, _ := newTestMQTT(t, edit)
 	m2.sink = sink // same sink, new run of the same client id
 	runMQTT(t, m2)
-	waitFor(t, 10*time.Second, "the queued messages", func() bool { return sink.Len() == 3 })
+	testkit.WaitFor(t, 10*time.Second, "the queued messages", func() bool { return sink.Len() == 3 })
 }
 
 func TestMQTTTLSAndPassword(t *testing.T) {
@@ -276,9 +277,9 @@ func TestMQTTTLSAndPassword(t *testing.T) {
 				o.Username, o.Password = b.Credentials()
 			})
 			runMQTT(t, m)
-			mqtttest.WaitFor(t, 10*time.Second, "the source to subscribe", m.Connected)
+			testkit.WaitFor(t, 10*time.Second, "the source to subscribe", m.Connected)
 			mqtttest.Publish(t, mqtttest.Connect(t, b), "plant/x", 1, false, []byte(benchPayload))
-			waitFor(t, 10*time.Second, "the input", func() bool { return sink.Len() == 1 })
+			testkit.WaitFor(t, 10*time.Second, "the input", func() bool { return sink.Len() == 1 })
 		})
 	}
 }
@@ -350,7 +351,7 @@ func BenchmarkMQTTThroughput(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	wait := runAsync(func() error { return m.Run(ctx) })
 	defer func() { cancel(); wait(b) }()
-	mqtttest.WaitFor(b, 10*time.Second, "the source to subscribe", m.Connected)
+	testkit.WaitFor(b, 10*time.Second, "the source to subscribe", m.Connected)
 	pub := mqtttest.Connect(b, broker)
 	p := []byte(benchPayload)
 	const batch = 1000
@@ -411,7 +412,7 @@ func TestMQTTRetainedMessages(t *testing.T) {
 				// A live message after the retained ones: once it is in,
 				// the retained ones were handled (paho keeps the order).
 				mqtttest.Publish(t, pub, "plant/p3/pump", 1, false, live)
-				waitFor(t, 10*time.Second, "the live message", func() bool {
+				testkit.WaitFor(t, 10*time.Second, "the live message", func() bool {
 					n := 0
 					for _, in := range sink.Inputs() {
 						if in.Time.Equal(time.UnixMilli(1718000001000)) {
@@ -441,7 +442,7 @@ func TestMQTTRetainedMessages(t *testing.T) {
 // A sample stamped further ahead of the clock than MaxFuture is dropped as
 // future: taken, it would make every later sample of its stream late.
 func TestMQTTSampleFromTheFuture(t *testing.T) {
-	clock := &fakeClock{now: time.UnixMilli(1718000000123).Add(-time.Minute)}
+	clock := testkit.NewFakeClock(time.UnixMilli(1718000000123).Add(-time.Minute))
 	m, sink, counter := newTestMQTT(t, func(o *MQTTOptions) { o.Clock = clock })
 	future := strings.Replace(benchPayload, "1718000000123", "32503680000000", 1) // year 3000
 	m.handle("plant/p1/pump", []byte(future), false)

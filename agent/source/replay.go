@@ -99,15 +99,7 @@ func (o *ReplayOptions) validate() error {
 	if o.Format == FormatJSONL && !o.Payload.Events && o.Payload.TimeField == "" {
 		errs = append(errs, optErr("Payload.TimeField", "required to replay JSONL samples"))
 	}
-	if o.Clock == nil {
-		o.Clock = SystemClock{}
-	}
-	if o.Counter == nil {
-		o.Counter = nopCounter{}
-	}
-	if o.Logger == nil {
-		o.Logger = discardLogger()
-	}
+	defaults(&o.Clock, &o.Counter, &o.Logger)
 	return errors.Join(errs...)
 }
 
@@ -117,10 +109,7 @@ func (o *ReplayOptions) validate() error {
 // losing rows. Bad rows are dropped, counted and logged (rate-limited) with
 // their line numbers.
 type Replay struct {
-	opts     ReplayOptions
-	sink     Sink
-	log      *slog.Logger
-	rlog     *rateLog
+	core[ReplayOptions]
 	dec      *PayloadDecoder
 	channels []string
 }
@@ -129,14 +118,10 @@ type Replay struct {
 // be read at all, or lacks a requested column, fails here) and returns the
 // replay.
 func NewReplay(opts ReplayOptions, sink Sink) (*Replay, error) {
-	if err := opts.validate(); err != nil {
-		return nil, fmt.Errorf("replay options: %w", err)
+	if err := checkSource("replay", opts.validate, sink); err != nil {
+		return nil, err
 	}
-	if sink == nil {
-		return nil, errors.New("replay: nil sink")
-	}
-	log := opts.Logger.With("component", "source", "source", opts.Name)
-	r := &Replay{opts: opts, sink: sink, log: log, rlog: newRateLog(log, 10*time.Second)}
+	r := &Replay{core: newCore(opts, sink, opts.Logger, opts.Name)}
 	if opts.Format == FormatJSONL {
 		if !opts.Payload.Events {
 			dec, err := NewPayloadDecoder(opts.Payload)

@@ -63,13 +63,7 @@ func TestReplaySpeeds(t *testing.T) {
 		sink := &fakeSink{}
 		o := DefaultReplayOptions()
 		o.Path, o.Speed, o.Clock, o.Stream = path, tt.speed, clock, "skab"
-		r, err := NewReplay(o, sink)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := r.Run(context.Background()); err != nil {
-			t.Fatal(err)
-		}
+		runNew(t, NewReplay, o, sink)
 		if got := clock.Now().Sub(start); got != tt.took {
 			t.Errorf("speed %v: took %v of clock time, want %v", tt.speed, got, tt.took)
 		}
@@ -137,13 +131,7 @@ func TestReplayBadRows(t *testing.T) {
 	o := DefaultReplayOptions()
 	o.Path, o.Speed, o.Counter = path, 0, counter
 	o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-	r, err := NewReplay(o, sink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Run(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	runNew(t, NewReplay, o, sink)
 	if sink.Len() != 2 {
 		t.Fatalf("%d inputs, want 2", sink.Len())
 	}
@@ -208,13 +196,7 @@ not json
 	o.Path, o.Clock, o.Counter, o.MaxLineBytes = path, clock, counter, 200
 	o.Payload = PayloadOptions{Fields: map[string]string{"b": "m.b", "a": "m.a"}, Channels: []string{"a", "b"}, TimeField: "ts", StreamField: "dev"}
 	start := clock.Now()
-	r, err := NewReplay(o, sink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Run(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	runNew(t, NewReplay, o, sink)
 	ins := sink.Inputs()
 	want := [][]float64{{1, 2}, {3, 4}, {7, 8}, {11, 12}}
 	if len(ins) != len(want) {
@@ -251,13 +233,7 @@ func TestReplayEventsJSONL(t *testing.T) {
 	sink, counter := &fakeSink{}, &fakeCounter{}
 	o := DefaultReplayOptions()
 	o.Path, o.Speed, o.Payload.Events, o.Payload.StreamField, o.Counter = path, 0, true, "kiosk_id", counter
-	r, err := NewReplay(o, sink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Run(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	runNew(t, NewReplay, o, sink)
 	ins := sink.Inputs()
 	if len(ins) != 102 || counter.Get(DropMissing) != 2 {
 		t.Fatalf("%d inputs, drops %v", len(ins), counter.n)

@@ -116,12 +116,7 @@ func (o *SimulatorOptions) validate() error {
 			errs = append(errs, err)
 		}
 	}
-	if o.Clock == nil {
-		o.Clock = SystemClock{}
-	}
-	if o.Logger == nil {
-		o.Logger = discardLogger()
-	}
+	defaults(&o.Clock, nil, &o.Logger)
 	return errors.Join(errs...)
 }
 
@@ -146,24 +141,15 @@ func (o *SimulatorOptions) plan() faultPlan {
 // move together with the pump's speed and the valve; the motor temperature
 // follows the load), sensor resolution, and injectable faults.
 type Simulator struct {
-	opts SimulatorOptions
-	sink Sink
-	log  *slog.Logger
+	core[SimulatorOptions]
 }
 
 // NewSimulator returns a simulator that puts its samples into sink.
 func NewSimulator(opts SimulatorOptions, sink Sink) (*Simulator, error) {
-	if err := opts.validate(); err != nil {
-		return nil, fmt.Errorf("simulator options: %w", err)
+	if err := checkSource("simulator", opts.validate, sink); err != nil {
+		return nil, err
 	}
-	if sink == nil {
-		return nil, errors.New("simulator: nil sink")
-	}
-	return &Simulator{
-		opts: opts,
-		sink: sink,
-		log:  opts.Logger.With("component", "source", "source", opts.Name),
-	}, nil
+	return &Simulator{core: newCore(opts, sink, opts.Logger, opts.Name)}, nil
 }
 
 // Name returns the source's name.

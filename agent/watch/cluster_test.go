@@ -1,6 +1,7 @@
 package watch
 
 import (
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +17,7 @@ import (
 func TestWatchThroughCluster(t *testing.T) {
 	c := natstest.Start(t, 3)
 	dev := mqtttest.ConnectWith(t, c.Node(2).ClientOptions("device"))
-	var out syncBuffer
+	var out testkit.Buffer
 	opts := DefaultOptions()
 	opts.Broker, opts.JSON, opts.Out = strings.Join(c.URLs(), ","), true, &out
 	defer func() {

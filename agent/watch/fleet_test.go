@@ -2,6 +2,7 @@ package watch
 
 import (
 	"fmt"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"os"
 	"path/filepath"
 	"strings"
@@ -187,7 +188,7 @@ func TestControlCharactersEscaped(t *testing.T) {
 
 func TestFilterOptions(t *testing.T) {
 	o := DefaultOptions()
-	o.Broker, o.Out = "tcp://127.0.0.1:1", &syncBuffer{}
+	o.Broker, o.Out = "tcp://127.0.0.1:1", &testkit.Buffer{}
 	o.Mode, o.Filter = "wide", Filter{Devices: "[", States: []string{"asleep"}}
 	err := o.validate()
 	for _, w := range []string{"Options.Mode", "Options.Filter.Devices", "Options.Filter.States"} {

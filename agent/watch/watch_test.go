@@ -2,39 +2,20 @@ package watch
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
-	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/internal/mqtttest"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
+	goldenfile "github.com/vigil-edge/vigil/internal/golden"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
-
-// syncBuffer is a bytes.Buffer safe for the watcher and the test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 var (
 	t0 = time.Date(2025, 6, 1, 8, 0, 0, 0, time.UTC)
@@ -73,15 +54,7 @@ func TestRenderGolden(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			got := tc.v.render("tcp://broker:1883", tc.connected, tc.dropped, t0)
 			golden := filepath.Join("testdata", tc.name+".golden")
-			if *update {
-				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create it)", err)
-			}
+			want := goldenfile.Want(t, golden, []byte(got), *update)
 			if got != string(want) {
 				t.Errorf("render differs from %s (run with -update to accept):\ngot:\n%s\nwant:\n%s", golden, got, want)
 			}
@@ -133,7 +106,7 @@ func TestWatchJSON(t *testing.T) {
 	b := mqtttest.Start(t, mqtttest.Options{})
 	c := mqtttest.Connect(t, b)
 	mqtttest.Publish(t, c, "vigil/pump-7/status", 1, true, []byte(statusOnline)) // retained, before the watcher
-	var out syncBuffer
+	var out testkit.Buffer
 	opts := DefaultOptions()
 	opts.Broker, opts.JSON, opts.Out = b.URL(), true, &out
 	runWatch(t, opts)
@@ -145,12 +118,12 @@ func TestWatchJSON(t *testing.T) {
 		}
 		return strings.Split(s, "\n")
 	}
-	waitFor(t, 10*time.Second, "the retained status", func() bool { return len(lines()) >= 1 })
+	testkit.WaitFor(t, 10*time.Second, "the retained status", func() bool { return len(lines()) >= 1 })
 	mqtttest.Publish(t, c, "vigil/pump-7/health", 0, false, []byte(health))
 	mqtttest.Publish(t, c, "vigil/pump-7/alerts/pump", 1, false, []byte(alert2))
 	mqtttest.Publish(t, c, "vigil/pump-7/scores/pump", 0, false, []byte(`{"score":1}`)) // not watched
 	mqtttest.Publish(t, c, "vigil/kiosk-2/status", 1, false, []byte(statusOffline))
-	waitFor(t, 10*time.Second, "4 lines", func() bool { return len(lines()) >= 4 })
+	testkit.WaitFor(t, 10*time.Second, "4 lines", func() bool { return len(lines()) >= 4 })
 
 	var got []Event
 	sc := bufio.NewScanner(strings.NewReader(out.String()))
@@ -186,14 +159,14 @@ func TestWatchJSON(t *testing.T) {
 func TestWatchTerminal(t *testing.T) {
 	b := mqtttest.Start(t, mqtttest.Options{})
 	c := mqtttest.Connect(t, b)
-	var out syncBuffer
+	var out testkit.Buffer
 	opts := DefaultOptions()
 	opts.Broker, opts.Out, opts.Refresh = b.URL(), &out, 20*time.Millisecond
 	runWatch(t, opts)
-	waitFor(t, 10*time.Second, "a first frame", func() bool { return strings.Contains(out.String(), "no device has published yet") })
+	testkit.WaitFor(t, 10*time.Second, "a first frame", func() bool { return strings.Contains(out.String(), "no device has published yet") })
 	mqtttest.Publish(t, c, "vigil/pump-7/status", 1, false, []byte(statusOnline))
 	mqtttest.Publish(t, c, "vigil/pump-7/alerts/pump", 1, false, []byte(alert2))
-	waitFor(t, 10*time.Second, "the device and its alert", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the device and its alert", func() bool {
 		s := out.String()
 		frame := s[strings.LastIndex(s, clearScreen):]
 		return strings.Contains(frame, "pump-7  ONLINE") && strings.Contains(frame, "critical")
@@ -211,15 +184,10 @@ func TestWatchOptions(t *testing.T) {
 		}
 	}
 	opts := DefaultOptions()
-	opts.Broker, opts.Out, opts.ConnectTimeout = "tcp://127.0.0.1:1", &syncBuffer{}, time.Second
+	opts.Broker, opts.Out, opts.ConnectTimeout = "tcp://127.0.0.1:1", &testkit.Buffer{}, time.Second
 	if err := Watch(context.Background(), opts); err == nil || !strings.Contains(err.Error(), "connect to tcp://127.0.0.1:1") {
 		t.Errorf("unreachable broker: %v", err)
 	}
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	mqtttest.WaitFor(t, timeout, what, cond)
 }
 
 // TestRenderEscapesHostileText: a user id (alert key), a device id, a

@@ -5,13 +5,14 @@ import (
 	"encoding/binary"
 	"flag"
 	"math"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	flatbuffers "github.com/google/flatbuffers/go"
+
+	"github.com/vigil-edge/vigil/internal/golden"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -430,15 +431,7 @@ func TestMarshalGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join("testdata", "golden_conv.tflite")
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
+	want := golden.Want(t, path, got, *update)
 	if !bytes.Equal(got, want) {
 		t.Fatalf("Marshal output (%d bytes) differs from %s (%d bytes); if the change is intended, run go test -update", len(got), path, len(want))
 	}

@@ -478,13 +478,7 @@ func (w *writer) finish(input, output int32, description string) []byte {
 	opsVec := tableVector(b, ops)
 	sgName := b.CreateString("main")
 	// table SubGraph { tensors; inputs; outputs; operators; name }
-	b.StartObject(5)
-	b.PrependUOffsetTSlot(0, tensorsVec, 0)
-	b.PrependUOffsetTSlot(1, inputsVec, 0)
-	b.PrependUOffsetTSlot(2, outputsVec, 0)
-	b.PrependUOffsetTSlot(3, opsVec, 0)
-	b.PrependUOffsetTSlot(4, sgName, 0)
-	subgraph := b.EndObject()
+	subgraph := offsetTable(b, tensorsVec, inputsVec, outputsVec, opsVec, sgName)
 
 	// Operator codes: deprecated_builtin_code (a byte, for readers before
 	// the extended codes) and builtin_code (int32) both hold the code.
@@ -507,11 +501,20 @@ func (w *writer) finish(input, output int32, description string) []byte {
 	//   buffers; ... }
 	b.StartObject(5)
 	b.PrependUint32Slot(0, schemaVersion, 0)
-	b.PrependUOffsetTSlot(1, codesVec, 0)
-	b.PrependUOffsetTSlot(2, subgraphsVec, 0)
-	b.PrependUOffsetTSlot(3, desc, 0)
-	b.PrependUOffsetTSlot(4, buffersVec, 0)
+	for i, off := range []flatbuffers.UOffsetT{codesVec, subgraphsVec, desc, buffersVec} {
+		b.PrependUOffsetTSlot(i+1, off, 0)
+	}
 	model := b.EndObject()
 	b.FinishWithFileIdentifier(model, []byte("TFL3"))
 	return slices.Clone(b.FinishedBytes())
+}
+
+// offsetTable writes a table whose fields are the offsets offs, in slot
+// order, and returns it.
+func offsetTable(b *flatbuffers.Builder, offs ...flatbuffers.UOffsetT) flatbuffers.UOffsetT {
+	b.StartObject(len(offs))
+	for i, off := range offs {
+		b.PrependUOffsetTSlot(i, off, 0)
+	}
+	return b.EndObject()
 }

@@ -166,14 +166,13 @@ func (o *Options) validate() error {
 	if o.Version == "" {
 		bad("Options.Version is empty")
 	}
-	if o.Window < 1 {
-		bad("Options.Window is %d, want ≥ 1", o.Window)
-	}
-	if o.Hop < 1 {
-		bad("Options.Hop is %d, want ≥ 1", o.Hop)
-	}
-	if o.Stride < 1 {
-		bad("Options.Stride is %d, want ≥ 1", o.Stride)
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"Window", o.Window}, {"Hop", o.Hop}, {"Stride", o.Stride}} {
+		if f.v < 1 {
+			bad("Options.%s is %d, want ≥ 1", f.name, f.v)
+		}
 	}
 	switch o.Arch {
 	case Dense:
@@ -203,14 +202,13 @@ func (o *Options) validate() error {
 	if o.Reduction != models.ReduceMSE && o.Reduction != models.ReduceMAE && o.Reduction != models.ReduceMaxChannelMSE {
 		bad("Options.Reduction is %q, want %s, %s or %s", o.Reduction, models.ReduceMSE, models.ReduceMAE, models.ReduceMaxChannelMSE)
 	}
-	if o.Epochs < 1 {
-		bad("Options.Epochs is %d, want ≥ 1", o.Epochs)
-	}
-	if o.Patience < 0 {
-		bad("Options.Patience is %d, want ≥ 0", o.Patience)
-	}
-	if o.BatchSize < 1 {
-		bad("Options.BatchSize is %d, want ≥ 1", o.BatchSize)
+	for _, f := range []struct {
+		name   string
+		v, min int
+	}{{"Epochs", o.Epochs, 1}, {"Patience", o.Patience, 0}, {"BatchSize", o.BatchSize, 1}} {
+		if f.v < f.min {
+			bad("Options.%s is %d, want ≥ %d", f.name, f.v, f.min)
+		}
 	}
 	if !(o.LearningRate > 0) || math.IsInf(o.LearningRate, 0) {
 		bad("Options.LearningRate is %v, want a finite value > 0", o.LearningRate)
@@ -617,29 +615,10 @@ func float32s(windows [][]float64) []float32 {
 	return out
 }
 
-// reduce is the options' reduction of a window x and its reconstruction y.
+// reduce is the options' reduction of a window x and its reconstruction y:
+// the model's own (models.ReconstructionScore).
 func (t *trainer) reduce(x, y []float64) float64 {
-	c := len(t.opts.Channels)
-	w := len(x) / c
-	per := make([]float64, c)
-	for i := range x {
-		d := y[i] - x[i]
-		if t.opts.Reduction == models.ReduceMAE {
-			per[i%c] += math.Abs(d)
-		} else {
-			per[i%c] += d * d
-		}
-	}
-	total, top := 0.0, 0.0
-	for j := range per {
-		per[j] /= float64(w)
-		total += per[j]
-		top = max(top, per[j])
-	}
-	if t.opts.Reduction == models.ReduceMaxChannelMSE {
-		return top
-	}
-	return total / float64(c)
+	return models.ReconstructionScore(t.opts.Reduction, x, y, make([]float64, len(t.opts.Channels)))
 }
 
 func (t *trainer) manifest(net *nn.Network, model []byte, th models.Threshold, sc scaler, samples [][]float64, rep *Report) *models.Manifest {

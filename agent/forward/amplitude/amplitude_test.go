@@ -14,6 +14,7 @@ import (
 	"github.com/vigil-edge/vigil/agent/forward"
 	"github.com/vigil-edge/vigil/agent/forward/amplitude/amplitudetest"
 	"github.com/vigil-edge/vigil/agent/forward/forwardtest"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/buffer"
 )
@@ -23,20 +24,11 @@ const (
 	device  = "pump-01"
 )
 
-var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+var t0 = forwardtest.T0
 
 // alert returns alert number i of a sensor stream.
 func alert(i int, severity string) record.Alert {
-	end := t0.Add(time.Duration(i) * time.Second)
-	a := record.Alert{
-		TS: end, Device: device, Stream: "pump1", Kind: "sensor", Score: 0.93, Threshold: 0.5,
-		Severity: severity, Episode: fmt.Sprintf("ep-%d", i), State: "open",
-		Window:      record.Window{Start: end.Add(-6 * time.Second), End: end},
-		TopFeatures: []record.Feature{{Name: "a1", Share: 0.6}, {Name: "p1", Share: 0.3}},
-		Model:       "pump8@3",
-	}
-	a.ID = record.ID("alert", device, a.Stream, "", end, a.Model)
-	return a
+	return forwardtest.Alert(device, "pump1", i, severity)
 }
 
 // userAlert returns alert number i of a behaviour stream keyed by user.
@@ -49,17 +41,7 @@ func userAlert(i int, user string) record.Alert {
 
 func appendRecords[T any](t testing.TB, buf Buffer, lane string, recs ...T) {
 	t.Helper()
-	var data [][]byte
-	for _, r := range recs {
-		b, err := json.Marshal(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		data = append(data, b)
-	}
-	if _, err := buf.Append(context.Background(), lane, data...); err != nil {
-		t.Fatal(err)
-	}
+	forwardtest.Append(t, buf, lane, recs...)
 }
 
 func alerts(n int, severity string) []record.Alert {
@@ -76,15 +58,15 @@ type harness struct {
 	t    *testing.T
 	buf  *buffer.Memory
 	srv  *amplitudetest.Server
-	clk  *forwardtest.FakeClock
+	clk  *testkit.FakeClock
 	fw   *Forwarder
-	logs *forwardtest.LogBuffer
+	logs *testkit.Buffer
 	opts Options
 }
 
 func start(t *testing.T, sopts amplitudetest.Options, mut func(*Options)) *harness {
 	t.Helper()
-	h := &harness{t: t, buf: forwardtest.NewMemory(t), clk: forwardtest.NewFakeClock(t0), logs: &forwardtest.LogBuffer{}}
+	h := &harness{t: t, buf: forwardtest.NewMemory(t), clk: testkit.NewFakeClock(t0), logs: &testkit.Buffer{}}
 	if sopts.APIKey == "" {
 		sopts.APIKey = testKey
 	}
@@ -110,16 +92,8 @@ func start(t *testing.T, sopts amplitudetest.Options, mut func(*Options)) *harne
 		t.Fatal(err)
 	}
 	h.fw = fw
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- fw.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		h.checkNoSecret()
-	})
+	t.Cleanup(h.checkNoSecret) // runs after Run stopped
+	testkit.Run(t, "Run", fw.Run)
 	return h
 }
 
@@ -158,7 +132,7 @@ func (h *harness) until(what string, cond func() bool) {
 // idle waits until the forwarder waits on a timer, without moving time.
 func (h *harness) idle() {
 	h.t.Helper()
-	forwardtest.WaitFor(h.t, 10*time.Second, "the forwarder to wait", func() bool { return h.clk.Timers() > 0 })
+	testkit.WaitFor(h.t, 10*time.Second, "the forwarder to wait", func() bool { return h.clk.Timers() > 0 })
 }
 
 func (h *harness) acked(n int) func() bool {
@@ -168,31 +142,11 @@ func (h *harness) acked(n int) func() bool {
 	}
 }
 
-func (h *harness) deadLetters() []forward.DeadLetter {
-	recs, err := h.buf.ReadFrom(forward.LaneDeadLetter, 0, 1000)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	var out []forward.DeadLetter
-	for _, r := range recs {
-		var d forward.DeadLetter
-		if err := json.Unmarshal(r.Data, &d); err != nil {
-			h.t.Fatal(err)
-		}
-		out = append(out, d)
-	}
-	return out
-}
+func (h *harness) deadLetters() []forward.DeadLetter { return forwardtest.DeadLetters(h.t, h.buf) }
 
 // unacked returns how many records of lane the forwarder has not
 // acknowledged.
-func (h *harness) unacked(lane string) int {
-	recs, err := h.buf.Read(Consumer, lane, 10000)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return len(recs)
-}
+func (h *harness) unacked(lane string) int { return forwardtest.Unacked(h.t, h.buf, Consumer, lane) }
 
 func ids(as []record.Alert) []string {
 	out := make([]string, len(as))
@@ -205,26 +159,16 @@ func ids(as []record.Alert) []string {
 // exactlyOnce checks that the double ingested each id once and nothing else.
 func exactlyOnce(t *testing.T, srv *amplitudetest.Server, want []string) {
 	t.Helper()
-	got := srv.InsertIDs()
-	for _, id := range want {
-		if got[id] != 1 {
-			t.Errorf("insert_id %s ingested %d times, want 1", id, got[id])
-		}
-	}
-	if len(got) != len(want) {
-		t.Errorf("ingested %d distinct insert_ids, want %d", len(got), len(want))
-	}
+	forwardtest.ExactlyOnce(t, srv.InsertIDs(), want, "ingested insert_ids")
 }
 
 func TestOptionsValidate(t *testing.T) {
 	good := DefaultOptions()
 	good.APIKey, good.DeviceID = testKey, device
-	if _, err := New(forwardtest.NewMemory(t), good); err != nil {
-		t.Fatalf("defaults with key and device: %v", err)
-	}
-	for _, tc := range []struct {
-		field string
-		mut   func(*Options)
+	newFn := func(o Options) error { _, err := New(forwardtest.NewMemory(t), o); return err }
+	forwardtest.CheckOptionErrors(t, good, testKey, newFn, []struct {
+		Field string
+		Mut   func(*Options)
 	}{
 		{"APIKey", func(o *Options) { o.APIKey = "" }},
 		{"Region", func(o *Options) { o.Region = "asia" }},
@@ -244,17 +188,7 @@ func TestOptionsValidate(t *testing.T) {
 		{"Backoff.Initial", func(o *Options) { o.Backoff.Initial = 0 }},
 		{"ThrottlePause", func(o *Options) { o.ThrottlePause = 0 }},
 		{"FailingRetry", func(o *Options) { o.FailingRetry = 0 }},
-	} {
-		o := good
-		tc.mut(&o)
-		_, err := New(forwardtest.NewMemory(t), o)
-		if err == nil || !strings.Contains(err.Error(), "Options."+tc.field) {
-			t.Errorf("%s: got %v, want an error naming Options.%s", tc.field, err, tc.field)
-		}
-		if err != nil && strings.Contains(err.Error(), testKey) {
-			t.Errorf("%s: the error shows the API key: %v", tc.field, err)
-		}
-	}
+	})
 	o := good
 	o.API = APIBatch
 	o.MaxBatchBytes = 5_000_000
@@ -372,7 +306,7 @@ func TestBatchAPI(t *testing.T) {
 func TestFlushBySizeAndInterval(t *testing.T) {
 	h := start(t, amplitudetest.Options{}, func(o *Options) { o.MaxBatch = 10; o.FlushInterval = 800 * time.Millisecond })
 	appendRecords(t, h.buf, record.LaneAlert, alerts(25, record.SeverityMajor)...)
-	forwardtest.WaitFor(t, 10*time.Second, "two full batches", func() bool { return len(h.srv.Requests()) == 2 })
+	testkit.WaitFor(t, 10*time.Second, "two full batches", func() bool { return len(h.srv.Requests()) == 2 })
 	h.idle()
 	if n := len(h.srv.Requests()); n != 2 || h.clk.Now() != t0 {
 		t.Fatalf("%d requests at %v: the partial batch went early", n, h.clk.Now())
@@ -397,7 +331,7 @@ func TestFlushBySizeAndInterval(t *testing.T) {
 func TestFullBatchGoesAtOnce(t *testing.T) {
 	h := start(t, amplitudetest.Options{}, func(o *Options) { o.MaxBatch = 10 })
 	appendRecords(t, h.buf, record.LaneAlert, alerts(10, record.SeverityMajor)...)
-	forwardtest.WaitFor(t, 10*time.Second, "acked without moving the clock", h.acked(10))
+	testkit.WaitFor(t, 10*time.Second, "acked without moving the clock", h.acked(10))
 	if h.clk.Now() != t0 {
 		t.Errorf("the clock moved to %v", h.clk.Now())
 	}
@@ -470,7 +404,7 @@ func TestRefusedWholeBatch(t *testing.T) {
 			if got := len(h.srv.Requests()); got != 4 {
 				t.Errorf("%d requests, want 4", got)
 			}
-			forwardtest.WaitFor(t, 5*time.Second, "ok", func() bool { return h.fw.Stats().State == forward.StateOK })
+			testkit.WaitFor(t, 5*time.Second, "ok", func() bool { return h.fw.Stats().State == forward.StateOK })
 			if s := h.fw.Stats(); s.LastError != "" {
 				t.Errorf("stats after recovery %+v", s)
 			}
@@ -717,12 +651,9 @@ func TestRestartResends(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- fw.Run(ctx) }()
-		forwardtest.WaitFor(t, 10*time.Second, "progress", func() bool { return stop(fw) })
-		cancel()
-		<-done
+		halt := testkit.Go(fw.Run)
+		testkit.WaitFor(t, 10*time.Second, "progress", func() bool { return stop(fw) })
+		_ = halt()
 	}
 	srv.Script(amplitudetest.Fault{Apply: true, Status: 500})
 	run(func(*Forwarder) bool { return len(srv.Requests()) >= 1 })
@@ -780,10 +711,8 @@ func BenchmarkThroughput(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- fw.Run(ctx) }()
-			defer func() { cancel(); <-done }()
+			defer testkit.Go(fw.Run)()
+			ctx := context.Background()
 			const chunk = 1000
 			data := make([][]byte, chunk)
 			i, n := 0, 0
@@ -798,7 +727,7 @@ func BenchmarkThroughput(b *testing.B) {
 					b.Fatal(err)
 				}
 				n += chunk
-				forwardtest.WaitFor(b, time.Minute, "acked", func() bool { return fw.Stats().Acked >= uint64(n) })
+				testkit.WaitFor(b, time.Minute, "acked", func() bool { return fw.Stats().Acked >= uint64(n) })
 			}
 			b.ReportMetric(float64(n)/time.Since(start).Seconds(), "events/s")
 			b.ReportMetric(float64(len(srv.Requests()))/float64(b.N), "requests/op")
@@ -844,10 +773,8 @@ func BenchmarkLatency(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- fw.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer testkit.Go(fw.Run)()
+	ctx := context.Background()
 	appended := map[uint64]time.Time{}
 	i := 0
 	for b.Loop() {
@@ -862,7 +789,7 @@ func BenchmarkLatency(b *testing.B) {
 		// Pace the arrivals (the load of the benchmark, not an assertion).
 		time.Sleep(time.Duration(rand.ExpFloat64() * float64(50*time.Millisecond)))
 	}
-	forwardtest.WaitFor(b, time.Minute, "all acked", func() bool { return fw.Stats().Acked >= uint64(i) })
+	testkit.WaitFor(b, time.Minute, "all acked", func() bool { return fw.Stats().Acked >= uint64(i) })
 	var lat []time.Duration
 	buf.mu.Lock()
 	for seq, t := range appended {

@@ -2,7 +2,8 @@ package amplitude
 
 import (
 	"encoding/json"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -83,12 +84,12 @@ func (r response) rejected(n int) map[int]string {
 			reasons[i] = append(reasons[i], why)
 		}
 	}
-	for _, f := range sortedKeys(r.InvalidFields) {
+	for _, f := range slices.Sorted(maps.Keys(r.InvalidFields)) {
 		for _, i := range r.InvalidFields[f] {
 			add(i, "invalid field "+f)
 		}
 	}
-	for _, f := range sortedKeys(r.MissingFields) {
+	for _, f := range slices.Sorted(maps.Keys(r.MissingFields)) {
 		for _, i := range r.MissingFields[f] {
 			add(i, "missing field "+f)
 		}
@@ -101,13 +102,4 @@ func (r response) rejected(n int) map[int]string {
 		out[i] = strings.Join(rs, ", ")
 	}
 	return out
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -16,10 +16,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vigil-edge/vigil/agent/config"
 	"github.com/vigil-edge/vigil/agent/forward"
 	"github.com/vigil-edge/vigil/agent/forward/dify/difytest"
 	"github.com/vigil-edge/vigil/agent/forward/forwardtest"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/buffer"
 )
@@ -29,20 +29,11 @@ const (
 	device  = "pump-01"
 )
 
-var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+var t0 = forwardtest.T0
 
 // alert returns alert i, each on its own stream unless the test changes it.
 func alert(i int, severity string) record.Alert {
-	end := t0.Add(time.Duration(i) * time.Second)
-	a := record.Alert{
-		TS: end, Device: device, Stream: fmt.Sprintf("pump%d", i), Kind: "sensor", Score: 0.93, Threshold: 0.5,
-		Severity: severity, Episode: fmt.Sprintf("ep-%d", i), State: "open",
-		Window:      record.Window{Start: end.Add(-6 * time.Second), End: end},
-		TopFeatures: []record.Feature{{Name: "a1", Share: 0.6}, {Name: "p1", Share: 0.3}},
-		Model:       "pump8@3",
-	}
-	a.ID = record.ID("alert", device, a.Stream, "", end, a.Model)
-	return a
+	return forwardtest.Alert(device, fmt.Sprintf("pump%d", i), i, severity)
 }
 
 func alerts(n int) []record.Alert {
@@ -55,30 +46,23 @@ func alerts(n int) []record.Alert {
 
 func appendAlerts(t testing.TB, buf Buffer, as ...record.Alert) {
 	t.Helper()
-	var data [][]byte
-	for _, a := range as {
-		b, _ := json.Marshal(a)
-		data = append(data, b)
-	}
-	if _, err := buf.Append(context.Background(), record.LaneAlert, data...); err != nil {
-		t.Fatal(err)
-	}
+	forwardtest.Append(t, buf, record.LaneAlert, as...)
 }
 
 type harness struct {
 	t    *testing.T
 	buf  *buffer.Memory
 	srv  *difytest.Server
-	clk  *forwardtest.FakeClock
+	clk  *testkit.FakeClock
 	fw   *Forwarder
-	logs *forwardtest.LogBuffer
+	logs *testkit.Buffer
 	opts Options
 	stop func()
 }
 
 func newHarness(t *testing.T, sopts difytest.Options, mut func(*Options)) *harness {
 	t.Helper()
-	h := &harness{t: t, buf: forwardtest.NewMemory(t), clk: forwardtest.NewFakeClock(t0), logs: &forwardtest.LogBuffer{}}
+	h := &harness{t: t, buf: forwardtest.NewMemory(t), clk: testkit.NewFakeClock(t0), logs: &testkit.Buffer{}}
 	if sopts.APIKey == "" {
 		sopts.APIKey = testKey
 	}
@@ -90,7 +74,7 @@ func newHarness(t *testing.T, sopts difytest.Options, mut func(*Options)) *harne
 	opts.APIKey = testKey
 	opts.Clock = h.clk
 	opts.Logger = h.logs.Logger()
-	opts.RateLimit = config.Rate{}
+	opts.RateLimit = Rate{}
 	opts.Cooldown = 0
 	opts.Timeout = 2 * time.Second
 	if mut != nil {
@@ -109,19 +93,7 @@ func (h *harness) start() *harness {
 		h.t.Fatal(err)
 	}
 	h.fw = fw
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- fw.Run(ctx) }()
-	var once sync.Once
-	h.stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				h.t.Errorf("Run: %v", err)
-			}
-		})
-	}
-	h.t.Cleanup(h.stop)
+	h.stop = testkit.Run(h.t, "Run", fw.Run)
 	return h
 }
 
@@ -183,24 +155,9 @@ func (h *harness) advice() map[string]record.Advice {
 	return out
 }
 
-func (h *harness) deadLetters() []forward.DeadLetter {
-	recs, _ := h.buf.ReadFrom(forward.LaneDeadLetter, 0, 1000)
-	var out []forward.DeadLetter
-	for _, r := range recs {
-		var d forward.DeadLetter
-		json.Unmarshal(r.Data, &d)
-		out = append(out, d)
-	}
-	return out
-}
+func (h *harness) deadLetters() []forward.DeadLetter { return forwardtest.DeadLetters(h.t, h.buf) }
 
-func (h *harness) unacked(lane string) int {
-	recs, err := h.buf.Read(Consumer, lane, 10000)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return len(recs)
-}
+func (h *harness) unacked(lane string) int { return forwardtest.Unacked(h.t, h.buf, Consumer, lane) }
 
 // openJournal counts the journal's unacknowledged entries that are not
 // done entries (those are kept on purpose: see remember).
@@ -243,26 +200,16 @@ func (h *harness) lookups() int {
 // that no other alert had any.
 func oneRunEach(t *testing.T, srv *difytest.Server, ids ...string) {
 	t.Helper()
-	got := srv.Succeeded()
-	for _, id := range ids {
-		if got[id] != 1 {
-			t.Errorf("alert %s: %d successful runs, want 1", id, got[id])
-		}
-	}
-	if len(got) != len(ids) {
-		t.Errorf("successful runs for %d alerts, want %d", len(got), len(ids))
-	}
+	forwardtest.ExactlyOnce(t, srv.Succeeded(), ids, "alerts with a successful run")
 }
 
 func TestOptionsValidate(t *testing.T) {
 	good := DefaultOptions()
 	good.APIKey = testKey
-	if _, err := New(forwardtest.NewMemory(t), good); err != nil {
-		t.Fatalf("defaults with a key: %v", err)
-	}
-	for _, tc := range []struct {
-		field string
-		mut   func(*Options)
+	newFn := func(o Options) error { _, err := New(forwardtest.NewMemory(t), o); return err }
+	forwardtest.CheckOptionErrors(t, good, testKey, newFn, []struct {
+		Field string
+		Mut   func(*Options)
 	}{
 		{"BaseURL", func(o *Options) { o.BaseURL = "dify.local" }},
 		{"APIKey", func(o *Options) { o.APIKey = "" }},
@@ -273,23 +220,13 @@ func TestOptionsValidate(t *testing.T) {
 		{"MinConfidence", func(o *Options) { o.MinConfidence = -0.1 }},
 		{"Timeout", func(o *Options) { o.Timeout = 0 }},
 		{"RequestTimeout", func(o *Options) { o.RequestTimeout = 0 }},
-		{"RateLimit", func(o *Options) { o.RateLimit = config.Rate{Count: 2} }},
+		{"RateLimit", func(o *Options) { o.RateLimit = Rate{Count: 2} }},
 		{"Cooldown", func(o *Options) { o.Cooldown = -time.Second }},
 		{"MaxConcurrency", func(o *Options) { o.MaxConcurrency = 0 }},
 		{"MaxPending", func(o *Options) { o.MaxPending = 1 }},
 		{"Backoff.Max", func(o *Options) { o.Backoff.Max = time.Millisecond }},
 		{"PollTimeout", func(o *Options) { o.PollTimeout = 0 }},
-	} {
-		o := good
-		tc.mut(&o)
-		_, err := New(forwardtest.NewMemory(t), o)
-		if err == nil || !strings.Contains(err.Error(), "Options."+tc.field) {
-			t.Errorf("%s: got %v, want an error naming Options.%s", tc.field, err, tc.field)
-		}
-		if err != nil && strings.Contains(err.Error(), testKey) {
-			t.Errorf("%s: the error shows the API key", tc.field)
-		}
-	}
+	})
 	if LaneJournal != forwardtest.Lanes()[3].Name {
 		t.Errorf("forwardtest's journal lane is not %s", LaneJournal)
 	}
@@ -412,7 +349,7 @@ func TestPermanentErrors(t *testing.T) {
 			a := alert(0, record.SeverityMajor)
 			appendAlerts(t, h.buf, a)
 			h.until("handled", func() bool { return h.fw.Stats().DeadLettered == 1 })
-			forwardtest.WaitFor(t, 5*time.Second, "ack", func() bool { return h.unacked(record.LaneAlert) == 0 })
+			testkit.WaitFor(t, 5*time.Second, "ack", func() bool { return h.unacked(record.LaneAlert) == 0 })
 			dls := h.deadLetters()
 			if len(dls) != 1 || dls[0].Code != tc.code || dls[0].RecordID != a.ID || dls[0].Reason == "" || len(dls[0].Event) == 0 {
 				t.Errorf("dead letters %+v", dls)
@@ -439,7 +376,7 @@ func TestUnauthorized(t *testing.T) {
 	h.srv.Script(difytest.Fault{Status: 401}, difytest.Fault{Status: 401})
 	a := alert(0, record.SeverityMajor)
 	appendAlerts(t, h.buf, a)
-	forwardtest.WaitFor(t, 5*time.Second, "failing", func() bool { return h.fw.Stats().State == forward.StateFailing })
+	testkit.WaitFor(t, 5*time.Second, "failing", func() bool { return h.fw.Stats().State == forward.StateFailing })
 	if h.unacked(record.LaneAlert) != 1 || len(h.deadLetters()) != 0 {
 		t.Error("the alert must stay in the buffer, without a dead letter")
 	}
@@ -463,7 +400,7 @@ func TestUnauthorized(t *testing.T) {
 func TestWrongKeyIsNeverShown(t *testing.T) {
 	h := newHarness(t, difytest.Options{APIKey: "the-right-key"}, nil).start()
 	appendAlerts(t, h.buf, alert(0, record.SeverityMajor))
-	forwardtest.WaitFor(t, 5*time.Second, "failing", func() bool { return h.fw.Stats().State == forward.StateFailing })
+	testkit.WaitFor(t, 5*time.Second, "failing", func() bool { return h.fw.Stats().State == forward.StateFailing })
 	if resp := h.srv.Requests()[0]; resp.Status != 401 {
 		t.Fatalf("status %d", resp.Status)
 	}
@@ -488,7 +425,7 @@ func TestThrottled(t *testing.T) {
 			h.srv.Script(tc.fault)
 			a := alert(0, record.SeverityMajor)
 			appendAlerts(t, h.buf, a)
-			forwardtest.WaitFor(t, 5*time.Second, "throttled", func() bool { return h.fw.Stats().State == forward.StateThrottled })
+			testkit.WaitFor(t, 5*time.Second, "throttled", func() bool { return h.fw.Stats().State == forward.StateThrottled })
 			h.until("handled", h.acked(1))
 			oneRunEach(t, h.srv, a.ID)
 			reqs := h.srv.Requests()
@@ -626,7 +563,7 @@ func TestResumeAfterRestart(t *testing.T) {
 	h.srv.Script(difytest.Fault{Hang: true})
 	a := alert(0, record.SeverityMajor)
 	appendAlerts(t, h.buf, a)
-	forwardtest.WaitFor(t, 5*time.Second, "the run", func() bool { return len(h.srv.Runs()) == 1 })
+	testkit.WaitFor(t, 5*time.Second, "the run", func() bool { return len(h.srv.Runs()) == 1 })
 	h.stop()
 	if h.unacked(record.LaneAlert) != 1 || h.openJournal() != 1 {
 		t.Fatalf("after the stop: %d alerts, %d journal entries unacked, want 1 and 1", h.unacked(record.LaneAlert), h.openJournal())
@@ -690,7 +627,7 @@ func TestStaleJournal(t *testing.T) {
 // least 90 s of (simulated) time; the bucket itself is TestBucket's.
 func TestRateLimit(t *testing.T) {
 	h := newHarness(t, difytest.Options{}, func(o *Options) {
-		o.RateLimit = config.Rate{Count: 2, Per: time.Minute}
+		o.RateLimit = Rate{Count: 2, Per: time.Minute}
 		o.Burst = 1
 		o.MaxConcurrency = 4
 	}).start()
@@ -719,7 +656,7 @@ func TestMaxConcurrency(t *testing.T) {
 	}}, func(o *Options) { o.MaxConcurrency = 2 }).start()
 	as := alerts(6)
 	appendAlerts(t, h.buf, as...)
-	forwardtest.WaitFor(t, 5*time.Second, "two runs in flight", func() bool { return cur.Load() == 2 })
+	testkit.WaitFor(t, 5*time.Second, "two runs in flight", func() bool { return cur.Load() == 2 })
 	close(release)
 	h.until("handled", h.acked(6))
 	if p := peak.Load(); p != 2 {
@@ -924,19 +861,19 @@ func TestDecodeRun(t *testing.T) {
 }
 
 func TestBucket(t *testing.T) {
-	clk := forwardtest.NewFakeClock(t0)
-	b := newBucket(config.Rate{Count: 6, Per: time.Minute}, 2, clk)
-	if first, second := b.take(), b.take(); first != 0 || second != 0 {
+	clk := testkit.NewFakeClock(t0)
+	b := newBucket(Rate{Count: 6, Per: time.Minute}, 2)
+	if first, second := b.Take(clk.Now()), b.Take(clk.Now()); first != 0 || second != 0 {
 		t.Fatal("burst of 2 not available")
 	}
-	if d := b.take(); d != 10*time.Second {
+	if d := b.Take(clk.Now()); d != 10*time.Second {
 		t.Errorf("third token in %v, want 10s", d)
 	}
 	clk.Advance(10 * time.Second)
-	if b.take() != 0 {
+	if b.Take(clk.Now()) != 0 {
 		t.Error("token not refilled after 10s")
 	}
-	if newBucket(config.Rate{}, 0, clk) != nil {
+	if newBucket(Rate{}, 0) != nil {
 		t.Error("unlimited rate has a bucket")
 	}
 }

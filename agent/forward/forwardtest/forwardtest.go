@@ -1,13 +1,13 @@
-// Package forwardtest holds what the forwarders' tests share: a fake clock
-// that a test advances by hand, a waitFor helper, a log capture for secret
-// checks, and an in-memory buffer with the lanes the forwarders use.
+// Package forwardtest holds what the forwarders' tests share beyond the
+// agent's test kit (agent/internal/testkit): an in-memory buffer with the
+// lanes the forwarders use.
 package forwardtest
 
 import (
-	"bytes"
-	"log/slog"
-	"sort"
-	"sync"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,132 +41,103 @@ func NewMemory(tb testing.TB) *buffer.Memory {
 	return b
 }
 
-// WaitFor polls cond until it holds, failing the test after timeout.
-func WaitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
+// DeadLetters returns the dead letters stored in buf's lane
+// forward.LaneDeadLetter.
+func DeadLetters(tb testing.TB, buf *buffer.Memory) []forward.DeadLetter {
 	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", timeout, what)
+	recs, err := buf.ReadFrom(forward.LaneDeadLetter, 0, 1000)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var out []forward.DeadLetter
+	for _, r := range recs {
+		var d forward.DeadLetter
+		if err := json.Unmarshal(r.Data, &d); err != nil {
+			tb.Fatal(err)
 		}
-		time.Sleep(time.Millisecond) // polling, not a timed assertion
+		out = append(out, d)
 	}
+	return out
 }
 
-// FakeClock is a forward.Clock whose time moves only when the test says.
-type FakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []*fakeTimer
-}
-
-// NewFakeClock returns a clock reading start.
-func NewFakeClock(start time.Time) *FakeClock { return &FakeClock{now: start} }
-
-// Now returns the clock's time.
-func (c *FakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-// NewTimer returns a timer that fires when the clock reaches now+d.
-func (c *FakeClock) NewTimer(d time.Duration) forward.Timer {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &fakeTimer{c: c, when: c.now.Add(d), ch: make(chan time.Time, 1)}
-	if d <= 0 {
-		t.ch <- c.now
-		return t
+// Unacked returns how many records of lane consumer has not acknowledged.
+func Unacked(tb testing.TB, buf *buffer.Memory, consumer, lane string) int {
+	tb.Helper()
+	recs, err := buf.Read(consumer, lane, 10000)
+	if err != nil {
+		tb.Fatal(err)
 	}
-	c.timers = append(c.timers, t)
-	return t
+	return len(recs)
 }
 
-// Advance moves the clock by d and fires the timers that are due.
-func (c *FakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	c.fire()
-}
-
-// AdvanceToNext moves the clock to the earliest pending timer and fires
-// it; it returns how far the clock moved, or false without timers.
-func (c *FakeClock) AdvanceToNext() (time.Duration, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.timers) == 0 {
-		return 0, false
+// CheckOptionErrors checks that newFn accepts good and refuses each case's
+// change of it (Mut) with an error naming Options.<Field> and never
+// showing key.
+func CheckOptionErrors[O any](t *testing.T, good O, key string, newFn func(O) error, cases []struct {
+	Field string
+	Mut   func(*O)
+}) {
+	t.Helper()
+	if err := newFn(good); err != nil {
+		t.Fatalf("good options: %v", err)
 	}
-	sort.Slice(c.timers, func(i, j int) bool { return c.timers[i].when.Before(c.timers[j].when) })
-	d := max(c.timers[0].when.Sub(c.now), 0)
-	c.now = c.now.Add(d)
-	c.fire()
-	return d, true
-}
-
-// Timers returns the number of pending timers.
-func (c *FakeClock) Timers() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.timers)
-}
-
-func (c *FakeClock) fire() {
-	kept := c.timers[:0]
-	for _, t := range c.timers {
-		if t.when.After(c.now) {
-			kept = append(kept, t)
-			continue
+	for _, tc := range cases {
+		o := good
+		tc.Mut(&o)
+		err := newFn(o)
+		if err == nil || !strings.Contains(err.Error(), "Options."+tc.Field) {
+			t.Errorf("%s: got %v, want an error naming Options.%s", tc.Field, err, tc.Field)
 		}
-		t.ch <- c.now
-	}
-	clear(c.timers[len(kept):])
-	c.timers = kept
-}
-
-type fakeTimer struct {
-	c    *FakeClock
-	when time.Time
-	ch   chan time.Time
-}
-
-func (t *fakeTimer) C() <-chan time.Time { return t.ch }
-
-func (t *fakeTimer) Stop() bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	for i, x := range t.c.timers {
-		if x == t {
-			t.c.timers = append(t.c.timers[:i], t.c.timers[i+1:]...)
-			return true
+		if err != nil && strings.Contains(err.Error(), key) {
+			t.Errorf("%s: the error shows the API key: %v", tc.Field, err)
 		}
 	}
-	return false
 }
 
-// LogBuffer collects a logger's output, safe for concurrent use.
-type LogBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+// T0 is the forwarders' tests' start time.
+var T0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// Alert returns alert number i of device's sensor stream at severity: it
+// ended i seconds after T0.
+func Alert(device, stream string, i int, severity string) record.Alert {
+	end := T0.Add(time.Duration(i) * time.Second)
+	a := record.Alert{
+		TS: end, Device: device, Stream: stream, Kind: "sensor", Score: 0.93, Threshold: 0.5,
+		Severity: severity, Episode: fmt.Sprintf("ep-%d", i), State: "open",
+		Window:      record.Window{Start: end.Add(-6 * time.Second), End: end},
+		TopFeatures: []record.Feature{{Name: "a1", Share: 0.6}, {Name: "p1", Share: 0.3}},
+		Model:       "pump8@3",
+	}
+	a.ID = record.ID("alert", device, a.Stream, "", end, a.Model)
+	return a
 }
 
-// Write appends p.
-func (l *LogBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
+// Append appends recs, each encoded as JSON, to lane.
+func Append[T any](tb testing.TB, buf forward.Buffer, lane string, recs ...T) {
+	tb.Helper()
+	var data [][]byte
+	for _, r := range recs {
+		b, err := json.Marshal(r)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		data = append(data, b)
+	}
+	if _, err := buf.Append(context.Background(), lane, data...); err != nil {
+		tb.Fatal(err)
+	}
 }
 
-// String returns everything written so far.
-func (l *LogBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-// Logger returns a debug-level text logger writing to l.
-func (l *LogBuffer) Logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+// ExactlyOnce checks that counts holds each id of want once and no other
+// id; what says what was counted (e.g. "ingested insert_ids").
+func ExactlyOnce(t *testing.T, counts map[string]int, want []string, what string) {
+	t.Helper()
+	for _, id := range want {
+		if counts[id] != 1 {
+			t.Errorf("%s: %s counted %d times, want 1", what, id, counts[id])
+		}
+	}
+	if len(counts) != len(want) {
+		t.Errorf("%s: %d distinct ids, want %d", what, len(counts), len(want))
+	}
 }

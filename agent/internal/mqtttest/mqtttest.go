@@ -19,7 +19,6 @@ package mqtttest
 import (
 	"bytes"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -33,6 +32,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 )
 
 // Paths where mosquitto's binaries are looked for (then $PATH).
@@ -392,26 +393,8 @@ func (b *Broker) Logs() string {
 	return b.logs.String()
 }
 
-// WaitFor polls cond every few milliseconds until it is true, failing the
-// test with what after timeout. It is the tests' alternative to sleeping.
+// WaitFor is testkit.WaitFor, for the tests that use mqtttest.
 func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	if err := poll(timeout, cond); err != nil {
-		t.Fatalf("timed out after %v waiting for %s", timeout, what)
-	}
-}
-
-var errTimeout = errors.New("timeout")
-
-func poll(timeout time.Duration, cond func() bool) error {
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			return errTimeout
-		}
-		<-tick.C
-	}
-	return nil
+	testkit.WaitFor(t, timeout, what, cond)
 }

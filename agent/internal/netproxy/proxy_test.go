@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 )
 
 // echoServer accepts connections on loopback and echoes what it reads.
@@ -90,20 +92,6 @@ func roundTrip(c net.Conn, msg string, timeout time.Duration) error {
 	return nil
 }
 
-// waitFor polls cond until it holds or the timeout ends.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
-}
-
 func TestForwards(t *testing.T) {
 	p := newProxy(t)
 	c := dial(t, p)
@@ -131,15 +119,11 @@ func TestHalfCloseReachesPeer(t *testing.T) {
 	if err != nil || string(got) != "bye" {
 		t.Fatalf("ReadAll = %q, %v; want \"bye\", nil", got, err)
 	}
-	waitFor(t, 5*time.Second, "the link to be released", func() bool { return p.Conns() == 0 })
+	testkit.WaitFor(t, 5*time.Second, "the link to be released", func() bool { return p.Conns() == 0 })
 }
 
 func TestCutDropsAndRefuses(t *testing.T) {
-	p := newProxy(t)
-	c := dial(t, p)
-	if err := roundTrip(c, "before", 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	p, c := linked(t)
 	p.Cut()
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
@@ -162,11 +146,7 @@ func TestCutDropsAndRefuses(t *testing.T) {
 }
 
 func TestBlackholeHoldsThenDelivers(t *testing.T) {
-	p := newProxy(t)
-	c := dial(t, p)
-	if err := roundTrip(c, "before", 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	p, c := linked(t)
 	p.Blackhole()
 	p.Blackhole() // idempotent
 	if _, err := io.WriteString(c, "held"); err != nil {
@@ -200,7 +180,7 @@ func TestCutDuringBlackholeDropsHeldConnections(t *testing.T) {
 	p := newProxy(t)
 	p.Blackhole()
 	c := dial(t, p)
-	waitFor(t, 5*time.Second, "the held connection", func() bool { return p.Conns() == 1 })
+	testkit.WaitFor(t, 5*time.Second, "the held connection", func() bool { return p.Conns() == 1 })
 	p.Cut()
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
@@ -282,4 +262,16 @@ func TestBadTarget(t *testing.T) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// linked returns a proxy and a connection through it that carried a first
+// round trip.
+func linked(t *testing.T) (*Proxy, net.Conn) {
+	t.Helper()
+	p := newProxy(t)
+	c := dial(t, p)
+	if err := roundTrip(c, "before", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return p, c
 }

@@ -19,14 +19,14 @@ import (
 	"fmt"
 	"io"
 	"mime"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 )
 
 // Paths of the two APIs.
@@ -135,25 +135,20 @@ type Event struct {
 
 // Server is a running double. Its methods are safe for concurrent use.
 type Server struct {
-	// URL is the base URL, e.g. http://127.0.0.1:port; post to URL+PathHTTP
-	// or URL+PathBatch.
-	URL string
+	// FaultServer holds URL, the base URL (e.g. http://127.0.0.1:port;
+	// post to URL+PathHTTP or URL+PathBatch), the requests and the script
+	// of faults.
+	testkit.FaultServer[Request, Fault]
 
 	opts Options
-	srv  *httptest.Server
-	done chan struct{}
-	once sync.Once
 
-	mu       sync.Mutex
-	script   []Fault
-	faultFn  func(Request) *Fault
-	requests []Request
-	events   []Event
-	seen     map[string]time.Time // dedup key (global and per device) → ingest time
-	swept    time.Time            // when seen was last swept of expired keys
-	dups     int
-	recent   map[string][]time.Time // "d:"/"u:" id → ingest times (throttle)
-	daily    map[string]int         // day + id → events
+	mu     sync.Mutex
+	events []Event
+	seen   map[string]time.Time // dedup key (global and per device) → ingest time
+	swept  time.Time            // when seen was last swept of expired keys
+	dups   int
+	recent map[string][]time.Time // "d:"/"u:" id → ingest times (throttle)
+	daily  map[string]int         // day + id → events
 }
 
 // NewServer starts a double on a loopback port.
@@ -164,19 +159,9 @@ func NewServer(opts Options) *Server {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	s := &Server{opts: opts, done: make(chan struct{}), seen: map[string]time.Time{}, recent: map[string][]time.Time{}, daily: map[string]int{}}
-	s.srv = httptest.NewServer(s)
-	s.URL = s.srv.URL
+	s := &Server{opts: opts, seen: map[string]time.Time{}, recent: map[string][]time.Time{}, daily: map[string]int{}}
+	s.Start(s)
 	return s
-}
-
-// Close stops the server, releasing hung requests.
-func (s *Server) Close() {
-	s.once.Do(func() {
-		close(s.done)
-		s.srv.CloseClientConnections()
-		s.srv.Close()
-	})
 }
 
 // HTTPURL is the URL of the HTTP V2 API.
@@ -184,29 +169,6 @@ func (s *Server) HTTPURL() string { return s.URL + PathHTTP }
 
 // BatchURL is the URL of the Batch API.
 func (s *Server) BatchURL() string { return s.URL + PathBatch }
-
-// Script queues faults for the next requests, one each, in order.
-func (s *Server) Script(faults ...Fault) {
-	s.mu.Lock()
-	s.script = append(s.script, faults...)
-	s.mu.Unlock()
-}
-
-// SetFaultFunc sets a function asked for a fault for each request when
-// the script is empty; it returns nil to answer normally. It is called with
-// the server's lock held: it must not call the server's methods.
-func (s *Server) SetFaultFunc(fn func(Request) *Fault) {
-	s.mu.Lock()
-	s.faultFn = fn
-	s.mu.Unlock()
-}
-
-// Requests returns the requests received so far.
-func (s *Server) Requests() []Request {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]Request(nil), s.requests...)
-}
 
 // Events returns the ingested events, without the duplicates dropped by
 // insert_id.
@@ -241,38 +203,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		limit = batchMaxBody
 	}
 	body, _ := io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
-	s.mu.Lock()
-	req := Request{N: len(s.requests) + 1, At: s.opts.Now(), Path: r.URL.Path, Header: r.Header.Clone(), Body: body, InsertIDs: insertIDs(body)}
-	var fault *Fault
-	if len(s.script) > 0 {
-		fault = &s.script[0]
-		s.script = s.script[1:]
-	} else if s.faultFn != nil {
-		fault = s.faultFn(req)
-	}
-	req.Fault = fault != nil
-	s.requests = append(s.requests, req)
-	n := req.N
-	s.mu.Unlock()
-
-	status := s.serve(w, r, body, fault)
-	s.mu.Lock()
-	s.requests[n-1].Status = status
-	s.mu.Unlock()
+	n, fault := s.Receive(func(n int) Request {
+		return Request{N: n, At: s.opts.Now(), Path: r.URL.Path, Header: r.Header.Clone(), Body: body, InsertIDs: insertIDs(body)}
+	}, true, func(req *Request, faulted bool) { req.Fault = faulted })
+	status := s.serve(w, r, n, body, fault)
+	s.Answered(n, func(req *Request) { req.Status = status })
 }
 
 // serve answers and returns the status, 0 when it answered nothing.
-func (s *Server) serve(w http.ResponseWriter, r *http.Request, body []byte, fault *Fault) int {
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, n int, body []byte, fault *Fault) int {
 	if fault != nil {
 		switch {
 		case fault.Reset:
-			reset(w)
+			testkit.ResetConn(w)
 			return 0
 		case fault.Hang:
-			select {
-			case <-r.Context().Done():
-			case <-s.done:
-			}
+			s.Hang(r)
 			return 0
 		case !fault.Apply:
 			return s.answerFault(w, fault, body)
@@ -280,23 +226,20 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, body []byte, faul
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		return reply(w, http.StatusMethodNotAllowed, map[string]any{"code": 405, "error": "Method not allowed"})
+		return testkit.ReplyJSON(w, http.StatusMethodNotAllowed, map[string]any{"code": 405, "error": "Method not allowed"})
 	}
 	if r.URL.Path != PathHTTP && r.URL.Path != PathBatch {
-		return reply(w, http.StatusNotFound, map[string]any{"code": 404, "error": "Not found"})
+		return testkit.ReplyJSON(w, http.StatusNotFound, map[string]any{"code": 404, "error": "Not found"})
 	}
 	status, answer, accepted := s.check(r, body)
 	if status != http.StatusOK {
-		return reply(w, status, answer)
+		return testkit.ReplyJSON(w, status, answer)
 	}
 	if st, ans := s.ingest(r.URL.Path, accepted); st != http.StatusOK {
-		return reply(w, st, ans)
+		return testkit.ReplyJSON(w, st, ans)
 	}
 	if s.opts.AfterIngest != nil {
-		s.mu.Lock()
-		req := s.requests[len(s.requests)-1]
-		s.mu.Unlock()
-		s.opts.AfterIngest(req)
+		s.opts.AfterIngest(s.Request(n))
 	}
 	if fault != nil {
 		st := fault.Status
@@ -305,36 +248,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, body []byte, faul
 		}
 		return s.answerFault(w, &Fault{Status: st, Body: fault.Body, RetryAfter: fault.RetryAfter}, body)
 	}
-	return reply(w, http.StatusOK, map[string]any{
+	return testkit.ReplyJSON(w, http.StatusOK, map[string]any{
 		"code": 200, "events_ingested": len(accepted), "payload_size_bytes": len(body),
 		"server_upload_time": s.opts.Now().UnixMilli(),
 	})
-}
-
-// reset closes the connection under the handler, with a TCP reset when it
-// can.
-func reset(w http.ResponseWriter) {
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		panic(http.ErrAbortHandler)
-	}
-	conn, _, err := hj.Hijack()
-	if err != nil {
-		panic(http.ErrAbortHandler)
-	}
-	if tc, ok := conn.(*net.TCPConn); ok {
-		tc.SetLinger(0)
-	}
-	conn.Close()
-}
-
-func reply(w http.ResponseWriter, status int, body any) int {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	if body != nil {
-		json.NewEncoder(w).Encode(body)
-	}
-	return status
 }
 
 // answerFault writes the documented answer for a forced status.
@@ -367,9 +284,9 @@ func (s *Server) answerFault(w http.ResponseWriter, f *Fault, body []byte) int {
 			m["silenced_events"] = f.SilencedEvents
 			m["silenced_devices"] = f.SilencedDevices
 		}
-		return reply(w, 400, m)
+		return testkit.ReplyJSON(w, 400, m)
 	case http.StatusRequestEntityTooLarge:
-		return reply(w, 413, map[string]any{"code": 413, "error": "Payload too large"})
+		return testkit.ReplyJSON(w, 413, map[string]any{"code": 413, "error": "Payload too large"})
 	case http.StatusTooManyRequests:
 		td, tu, te := f.ThrottledDevices, f.ThrottledUsers, f.ThrottledEvents
 		if td == nil && tu == nil && te == nil && f.QuotaDevices == nil && f.QuotaUsers == nil {
@@ -392,7 +309,7 @@ func (s *Server) answerFault(w http.ResponseWriter, f *Fault, body []byte) int {
 			"exceeded_daily_quota_devices": f.QuotaDevices, "exceeded_daily_quota_users": f.QuotaUsers} {
 			m[k] = v
 		}
-		return reply(w, 429, m)
+		return testkit.ReplyJSON(w, 429, m)
 	}
 	// 5xx and anything else: no documented body.
 	w.WriteHeader(f.Status)
@@ -719,5 +636,5 @@ func insertIDs(body []byte) []string {
 func (s *Server) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return fmt.Sprintf("amplitudetest %s: %d requests, %d events, %d duplicates", s.URL, len(s.requests), len(s.events), s.dups)
+	return fmt.Sprintf("amplitudetest %s: %d requests, %d events, %d duplicates", s.URL, len(s.Requests()), len(s.events), s.dups)
 }

@@ -19,14 +19,14 @@ import (
 	"fmt"
 	"io"
 	"mime"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 )
 
 // Options configures a Server.
@@ -119,21 +119,17 @@ type Request struct {
 
 // Server is a running double. Its methods are safe for concurrent use.
 type Server struct {
-	// URL is the server's root; the API base is URL + "/v1".
-	URL string
+	// FaultServer holds URL, the server's root (the API base is URL +
+	// "/v1"), the requests and the script of faults; the script serves
+	// POST /workflows/run only.
+	testkit.FaultServer[Request, Fault]
 
 	opts Options
-	srv  *httptest.Server
-	done chan struct{}
-	once sync.Once
 
-	mu       sync.Mutex
-	script   []Fault
-	faultFn  func(Request) *Fault
-	requests []Request
-	runs     []*Run
-	byID     map[string]*Run
-	seq      int
+	mu   sync.Mutex
+	runs []*Run
+	byID map[string]*Run
+	seq  int
 }
 
 // NewServer starts a double on a loopback port.
@@ -152,46 +148,13 @@ func NewServer(opts Options) *Server {
 			}
 		}
 	}
-	s := &Server{opts: opts, done: make(chan struct{}), byID: map[string]*Run{}}
-	s.srv = httptest.NewServer(s)
-	s.URL = s.srv.URL
+	s := &Server{opts: opts, byID: map[string]*Run{}}
+	s.Start(s)
 	return s
 }
 
 // BaseURL is the API base to configure a client with.
 func (s *Server) BaseURL() string { return s.URL + "/v1" }
-
-// Close stops the server, releasing hung requests.
-func (s *Server) Close() {
-	s.once.Do(func() {
-		close(s.done)
-		s.srv.CloseClientConnections()
-		s.srv.Close()
-	})
-}
-
-// Script queues faults for the next POST /workflows/run requests.
-func (s *Server) Script(faults ...Fault) {
-	s.mu.Lock()
-	s.script = append(s.script, faults...)
-	s.mu.Unlock()
-}
-
-// SetFaultFunc sets a function asked for a fault for every request when
-// the script has none for it; nil answers normally. It is called with the
-// server's lock held: it must not call the server's methods.
-func (s *Server) SetFaultFunc(fn func(Request) *Fault) {
-	s.mu.Lock()
-	s.faultFn = fn
-	s.mu.Unlock()
-}
-
-// Requests returns the requests received so far.
-func (s *Server) Requests() []Request {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]Request(nil), s.requests...)
-}
 
 // Runs returns copies of the recorded runs, oldest first.
 func (s *Server) Runs() []Run {
@@ -231,21 +194,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 10<<20))
 	path := strings.TrimPrefix(r.URL.Path, "/v1")
 	isRun := r.Method == http.MethodPost && path == "/workflows/run"
-	s.mu.Lock()
-	req := Request{N: len(s.requests) + 1, At: s.opts.Now(), Method: r.Method, Path: path, Query: r.URL.RawQuery, Header: r.Header.Clone(), Body: body}
-	var fault *Fault
-	if isRun && len(s.script) > 0 {
-		fault = &s.script[0]
-		s.script = s.script[1:]
-	} else if s.faultFn != nil {
-		fault = s.faultFn(req)
-	}
-	s.requests = append(s.requests, req)
-	s.mu.Unlock()
+	n, fault := s.Receive(func(n int) Request {
+		return Request{N: n, At: s.opts.Now(), Method: r.Method, Path: path, Query: r.URL.RawQuery, Header: r.Header.Clone(), Body: body}
+	}, isRun, nil)
 	status := s.serve(w, r, path, body, fault)
-	s.mu.Lock()
-	s.requests[req.N-1].Status = status
-	s.mu.Unlock()
+	s.Answered(n, func(req *Request) { req.Status = status })
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, path string, body []byte, fault *Fault) int {
@@ -253,7 +206,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, path string, body
 		return st
 	}
 	if fault != nil && fault.ResetBefore {
-		reset(w)
+		testkit.ResetConn(w)
 		return 0
 	}
 	if fault != nil && fault.Status != 0 && !fault.AfterRecord && (r.Method != http.MethodPost || path != "/workflows/run") {
@@ -267,9 +220,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, path string, body
 	case r.Method == http.MethodGet && strings.HasPrefix(path, "/workflows/run/"):
 		return s.getRun(w, strings.TrimPrefix(path, "/workflows/run/"))
 	case r.Method == http.MethodPost && strings.HasPrefix(path, "/workflows/tasks/") && strings.HasSuffix(path, "/stop"):
-		return reply(w, 200, map[string]any{"result": "success"})
+		return testkit.ReplyJSON(w, 200, map[string]any{"result": "success"})
 	}
-	return reply(w, 404, map[string]any{"code": "not_found", "message": "The requested URL was not found on the server.", "status": 404})
+	return testkit.ReplyJSON(w, 404, map[string]any{"code": "not_found", "message": "The requested URL was not found on the server.", "status": 404})
 }
 
 // auth checks the Bearer key.
@@ -278,17 +231,17 @@ func (s *Server) auth(w http.ResponseWriter, r *http.Request) int {
 	scheme, key, ok := strings.Cut(h, " ")
 	if !ok || scheme != "Bearer" {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="api"`)
-		return reply(w, 401, map[string]any{"code": "unauthorized", "message": "Authorization header must be provided and start with 'Bearer'", "status": 401})
+		return testkit.ReplyJSON(w, 401, map[string]any{"code": "unauthorized", "message": "Authorization header must be provided and start with 'Bearer'", "status": 401})
 	}
 	if key != s.opts.APIKey {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="api"`)
-		return reply(w, 401, map[string]any{"code": "unauthorized", "message": "Access token is invalid", "status": 401})
+		return testkit.ReplyJSON(w, 401, map[string]any{"code": "unauthorized", "message": "Access token is invalid", "status": 401})
 	}
 	return 0
 }
 
 func invalid(w http.ResponseWriter, msg string) int {
-	return reply(w, 400, map[string]any{"code": "invalid_param", "message": msg, "status": 400})
+	return testkit.ReplyJSON(w, 400, map[string]any{"code": "invalid_param", "message": msg, "status": 400})
 }
 
 // runWorkflow validates and answers POST /workflows/run.
@@ -345,18 +298,18 @@ func (s *Server) runWorkflow(w http.ResponseWriter, r *http.Request, body []byte
 	case f.Status != 0:
 		return s.errorReply(w, &f)
 	case f.ResetAfter:
-		reset(w)
+		testkit.ResetConn(w)
 		return 0
 	case f.Hang:
 		if mode == "streaming" {
 			return s.stream(w, r, run, nil, true)
 		}
-		s.hang(r)
+		s.Hang(r)
 		return 0
 	case mode == "streaming":
 		return s.stream(w, r, run, f.StreamError, false)
 	}
-	return reply(w, 200, map[string]any{"workflow_run_id": run.ID, "task_id": run.TaskID, "data": s.runData(run)})
+	return testkit.ReplyJSON(w, 200, map[string]any{"workflow_run_id": run.ID, "task_id": run.TaskID, "data": s.runData(run)})
 }
 
 // record stores a new run with the outcome the fault says.
@@ -445,7 +398,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, run *Run, serr *
 	ev["data"] = map[string]any{"id": run.ID, "workflow_id": "wf-vigil-advice", "sequence_number": 1, "created_at": run.CreatedAt.Unix()}
 	send(ev)
 	if hang {
-		s.hang(r)
+		s.Hang(r)
 		return 0
 	}
 	io.WriteString(w, "event: ping"+nl+nl)
@@ -468,13 +421,6 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, run *Run, serr *
 	return 200
 }
 
-func (s *Server) hang(r *http.Request) {
-	select {
-	case <-r.Context().Done():
-	case <-s.done:
-	}
-}
-
 // errorReply answers a fault's status with Dify's error body.
 func (s *Server) errorReply(w http.ResponseWriter, f *Fault) int {
 	code, msg := f.Code, f.Message
@@ -494,7 +440,7 @@ func (s *Server) errorReply(w http.ResponseWriter, f *Fault) int {
 	if f.RetryAfter != "" {
 		w.Header().Set("Retry-After", f.RetryAfter)
 	}
-	return reply(w, f.Status, map[string]any{"code": code, "message": msg, "status": f.Status})
+	return testkit.ReplyJSON(w, f.Status, map[string]any{"code": code, "message": msg, "status": f.Status})
 }
 
 // getRun answers GET /workflows/run/{id}.
@@ -513,9 +459,9 @@ func (s *Server) getRun(w http.ResponseWriter, id string) int {
 	}
 	s.mu.Unlock()
 	if !ok {
-		return reply(w, 404, map[string]any{"code": "not_found", "message": "Workflow run not found", "status": 404})
+		return testkit.ReplyJSON(w, 404, map[string]any{"code": "not_found", "message": "Workflow run not found", "status": 404})
 	}
-	return reply(w, 200, data)
+	return testkit.ReplyJSON(w, 200, data)
 }
 
 // logs answers GET /workflows/logs: runs whose inputs or outputs contain
@@ -568,30 +514,7 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) int {
 	if data == nil {
 		data = []map[string]any{}
 	}
-	return reply(w, 200, map[string]any{"page": page, "limit": limit, "total": total, "has_more": to < total, "data": data})
-}
-
-func reply(w http.ResponseWriter, status int, body any) int {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(body)
-	return status
-}
-
-// reset closes the connection under the handler, with a TCP reset.
-func reset(w http.ResponseWriter) {
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		panic(http.ErrAbortHandler)
-	}
-	conn, _, err := hj.Hijack()
-	if err != nil {
-		panic(http.ErrAbortHandler)
-	}
-	if tc, ok := conn.(*net.TCPConn); ok {
-		tc.SetLinger(0)
-	}
-	conn.Close()
+	return testkit.ReplyJSON(w, 200, map[string]any{"page": page, "limit": limit, "total": total, "has_more": to < total, "data": data})
 }
 
 // splitJSON cuts a JSON text after each comma outside strings, so that the

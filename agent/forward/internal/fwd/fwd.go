@@ -8,11 +8,11 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
 	"github.com/vigil-edge/vigil/agent/forward"
+	"github.com/vigil-edge/vigil/agent/internal/throttle"
 )
 
 // RetryAfter parses a Retry-After header: delay-seconds or an HTTP date.
@@ -43,48 +43,12 @@ func RetryAfter(h http.Header, now time.Time) (time.Duration, bool) {
 }
 
 // RateLog logs a message of a given key at most once per interval, and
-// says how many it suppressed in between.
-type RateLog struct {
-	log   *slog.Logger
-	clock forward.Clock
-	every time.Duration
-
-	mu   sync.Mutex
-	last map[string]time.Time
-	supp map[string]int
-}
+// says how many it suppressed in between (see agent/internal/throttle).
+type RateLog = throttle.Log
 
 // NewRateLog returns a RateLog over log.
 func NewRateLog(log *slog.Logger, clock forward.Clock, every time.Duration) *RateLog {
-	return &RateLog{log: log, clock: clock, every: every, last: map[string]time.Time{}, supp: map[string]int{}}
-}
-
-// Log logs msg at level unless a message with the same key was logged less
-// than the interval ago.
-func (r *RateLog) Log(level slog.Level, key, msg string, args ...any) {
-	now := r.clock.Now()
-	r.mu.Lock()
-	if last, ok := r.last[key]; ok && now.Sub(last) < r.every {
-		r.supp[key]++
-		r.mu.Unlock()
-		return
-	}
-	n := r.supp[key]
-	r.last[key], r.supp[key] = now, 0
-	r.mu.Unlock()
-	if n > 0 {
-		args = append(args, "suppressed", n)
-	}
-	r.log.Log(context.Background(), level, msg, args...)
-}
-
-// Reset forgets key, so that its next message is logged at once (used when
-// a state ends, so that the next failure is loud again).
-func (r *RateLog) Reset(key string) {
-	r.mu.Lock()
-	delete(r.last, key)
-	delete(r.supp, key)
-	r.mu.Unlock()
+	return throttle.NewLog(log, clock, every)
 }
 
 // Redact replaces every occurrence of secret in s with "[redacted]"; an
