@@ -258,7 +258,7 @@ func (e *env) clusterNode(ctx context.Context, not int) (int, error) {
 			return false
 		}
 		for i := range e.cluster.Size() {
-			if v, _ := m.sum("vigil_mqtt_broker_info", fmt.Sprintf("broker=%q", e.cluster.Node(i).URL())); v > 0 && i != not {
+			if v, _ := m.sum("vigil_mqtt_connected", fmt.Sprintf("broker=%q", e.cluster.Node(i).URL())); v > 0 && i != not {
 				node = i
 				return true
 			}
