@@ -120,6 +120,7 @@ type Badger struct {
 	reclaiming      int64         // bytes the running reclaim is giving back
 	reclaimDone     chan struct{} // closed when the running reclaim ends
 	orphans         map[string][][]byte
+	written         map[string]uint64 // records per lane written since the last fsync round (see Sync)
 
 	writeMu sync.Mutex // held while writing to Badger, and to force a flush
 

@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/vigil-edge/vigil/agent/publish"
-	"github.com/vigil-edge/vigil/agent/record"
 )
 
 // remoteCommands carries out the MQTT remote commands on the daemon.
@@ -28,12 +27,7 @@ func (c remoteCommands) SetThreshold(ctx context.Context, stream string, thresho
 }
 
 func (c remoteCommands) Flush(ctx context.Context) (string, error) {
-	st := c.d.buf.Stats()
-	var parts []string
-	for _, lane := range []string{record.LaneScore, record.LaneAlert, record.LaneAdvice} {
-		parts = append(parts, fmt.Sprintf("%s %d", lane, st.Lanes[lane].Records))
-	}
-	return "buffer durable; records held: " + strings.Join(parts, ", "), nil
+	return c.d.flush(ctx)
 }
 
 func (c remoteCommands) Status(ctx context.Context) (string, error) {
