@@ -150,7 +150,7 @@ type EmbeddedBroker struct {
 // Commands configures remote commands on <prefix>/<device_id>/cmd/<name>.
 type Commands struct {
 	Enabled bool     `yaml:"enabled" doc:"accept commands over MQTT"`
-	Allow   []string `yaml:"allow" doc:"commands accepted: reload, set-threshold, rebirth, flush, status"`
+	Allow   []string `yaml:"allow" doc:"commands accepted: reload, set-threshold, rebirth, flush, status, relearn, reset"`
 }
 
 // Health configures the health heartbeat.
@@ -406,7 +406,7 @@ func defaultStream() Stream {
 }
 
 // commandNames are the remote commands Vigil knows.
-var commandNames = []string{"reload", "set-threshold", "rebirth", "flush", "status"}
+var commandNames = []string{"reload", "set-threshold", "rebirth", "flush", "status", "relearn", "reset"}
 
 // learnArchs are the architectures a stream can learn.
 var learnArchs = []string{"dense"}

@@ -20,10 +20,7 @@ func (c remoteCommands) Reload(ctx context.Context) (string, error) {
 }
 
 func (c remoteCommands) SetThreshold(ctx context.Context, stream string, threshold float64) (string, error) {
-	if err := c.d.current().pipe.SetThreshold(ctx, stream, threshold); err != nil {
-		return "", err
-	}
-	return fmt.Sprintf("stream %s: threshold %g", stream, threshold), nil
+	return c.d.setThreshold(ctx, stream, threshold)
 }
 
 func (c remoteCommands) Flush(ctx context.Context) (string, error) {
@@ -39,6 +36,9 @@ func (c remoteCommands) Status(ctx context.Context) (string, error) {
 	sort.Strings(streams)
 	msg := fmt.Sprintf("up %.0fs, %d inputs, %d scores, %d alerts, %d drops; streams: %s",
 		s.UptimeS, s.Pipeline.Inputs, s.Pipeline.Scores, s.Pipeline.Alerts, s.Pipeline.DropTotal(), strings.Join(streams, ", "))
+	if eff := c.d.effectiveSummary(); eff != "" {
+		msg += "; in force: " + eff
+	}
 	if r := c.d.sup.restartSummary(); len(r) > 0 {
 		msg += "; restarted: " + strings.Join(r, ", ")
 	}

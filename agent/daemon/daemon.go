@@ -106,9 +106,11 @@ type Daemon struct {
 	gen    *generation
 	events http.Handler // the current generation's POST /v1/events
 
-	ready     chan struct{}
-	addr      string
-	reloadReq chan chan error
+	ready      chan struct{}
+	addr       string
+	reloadReq  chan chan error
+	rebuildReq chan chan error // rebuild the generation from the running config (settings.go)
+	settings   *settingsStore  // data_dir/settings.json
 
 	consumers []consumer
 	embedded  *publish.EmbeddedBroker // the embedded broker, if any
@@ -148,7 +150,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		opts: opts, log: opts.Logger, cfg: cfg,
 		sup:       newSupervisor(opts.Logger, opts.Restart, opts.WrapPart),
 		ready:     make(chan struct{}),
-		reloadReq: make(chan chan error),
+		reloadReq: make(chan chan error), rebuildReq: make(chan chan error),
 	}, nil
 }
 
@@ -196,6 +198,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.log.Error("closing the buffer", "err", err)
 		}
 	}()
+	d.settings = d.openSettings(d.cfg.DataDir)
 	if err := d.startEmbeddedBroker(); err != nil {
 		return err
 	}
@@ -209,6 +212,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		Buffer:     buf.Stats,
 		Forwarders: map[string]func() health.Forwarder{},
 		Parts:      d.sup.parts,
+		Extra:      map[string]func() any{"streams": func() any { return d.effective() }},
 	})
 	d.mu.Lock()
 	d.reporter = reporter
@@ -292,6 +296,8 @@ loop:
 			}
 		case reply := <-d.reloadReq:
 			d.reload(ctx, reply)
+		case reply := <-d.rebuildReq:
+			d.rebuild(ctx, reply)
 		}
 	}
 	if runErr != nil {
@@ -356,24 +362,7 @@ func (d *Daemon) reload(ctx context.Context, reply chan error) {
 		if restart := restartOnly(d.cfg, cfg); len(restart) > 0 {
 			return &RestartError{Keys: restart}
 		}
-		gen, err := d.newGeneration(cfg)
-		if err != nil {
-			return err
-		}
-		old := d.current()
-		old.stop()
-		// Streams whose model and detector settings did not change keep
-		// their state (open episodes, windows, learning samples), and the
-		// counters carry on.
-		if kept := gen.pipe.Adopt(old.pipe); len(kept) > 0 {
-			d.log.Info("reload: streams keep their state", "streams", strings.Join(kept, ", "))
-		}
-		d.swap(gen)
-		gen.start(ctx, d.sup)
-		d.mu.Lock()
-		d.cfg = cfg
-		d.mu.Unlock()
-		return nil
+		return d.replace(ctx, cfg)
 	}()
 	if err != nil {
 		d.log.Error("reload failed; the previous config and models keep running", "err", err)
@@ -383,6 +372,29 @@ func (d *Daemon) reload(ctx context.Context, reply chan error) {
 	if reply != nil {
 		reply <- err
 	}
+}
+
+// replace builds a generation from cfg and swaps it in for the running one;
+// on error the running one carries on.
+func (d *Daemon) replace(ctx context.Context, cfg *config.Config) error {
+	gen, err := d.newGeneration(cfg)
+	if err != nil {
+		return err
+	}
+	old := d.current()
+	old.stop()
+	// Streams whose model and detector settings did not change keep
+	// their state (open episodes, windows, learning samples), and the
+	// counters carry on.
+	if kept := gen.pipe.Adopt(old.pipe); len(kept) > 0 {
+		d.log.Info("reload: streams keep their state", "streams", strings.Join(kept, ", "))
+	}
+	d.swap(gen)
+	gen.start(ctx, d.sup)
+	d.mu.Lock()
+	d.cfg = cfg
+	d.mu.Unlock()
+	return nil
 }
 
 func (d *Daemon) current() *generation {

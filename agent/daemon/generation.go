@@ -68,12 +68,20 @@ func (d *Daemon) newGeneration(cfg *config.Config) (_ *generation, err error) {
 				Bands: detect.Bands{Warning: sc.Severity.Warning, Major: sc.Severity.Major, Critical: sc.Severity.Critical}},
 		}
 		path := filepath.Join(cfg.ModelsDir, sc.Model)
-		if sc.Learn.Samples > 0 {
+		over := d.settings.get(sc.Name) // what commands changed (settings.go)
+		if over.Threshold > 0 {
+			spec.Threshold = over.Threshold
+		}
+		learn := sc.Learn.Samples
+		if over.LearnSamples > 0 {
+			learn = over.LearnSamples
+		}
+		if learn > 0 {
 			// A model this device learnt before is used again after a restart.
 			if _, err := os.Stat(filepath.Join(learnDir, sc.Name+".json")); err == nil {
 				path = filepath.Join(learnDir, sc.Name)
 			} else {
-				spec.Learn = sc.Learn.Samples
+				spec.Learn = learn
 				path = ""
 			}
 		}

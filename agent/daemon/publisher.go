@@ -53,6 +53,7 @@ func (d *Daemon) setupPublisher() error {
 	o.HealthInterval = cfg.Health.Interval
 	o.Health = func() any { return d.reporter.Snapshot() }
 	o.Commands = remoteCommands{d}
+	o.Handlers = d.handlers()
 	o.CommandsEnabled = cfg.MQTT.Commands.Enabled
 	o.AllowCommands = cfg.MQTT.Commands.Allow
 	o.Logger = d.log

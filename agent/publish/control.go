@@ -140,6 +140,14 @@ func (p *Publisher) execute(ctx context.Context, name string, payload []byte) (r
 		}
 		log.Info("command", "id", rep.ID, "ok", rep.OK, "message", rep.Message)
 	}()
+	if h := p.handler(name); h != nil {
+		if !p.allowed(name) {
+			return Reply{ID: requestID(payload), Message: fmt.Sprintf("command %q is not allowed on this device", name)}
+		}
+		hctx, cancel := context.WithTimeout(ctx, p.opts.CommandTimeout)
+		defer cancel()
+		return h(hctx, payload)
+	}
 	if !slices.Contains(CommandNames, name) {
 		return Reply{ID: requestID(payload), Message: fmt.Sprintf("unknown command %q (known: %s)", name, strings.Join(CommandNames, ", "))}
 	}

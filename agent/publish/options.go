@@ -146,6 +146,8 @@ type Options struct {
 	// Commands handles the remote commands; nil answers every command but
 	// rebirth with an error.
 	Commands Commands
+	// Handlers carries out further commands by name (see CommandHandler).
+	Handlers map[string]CommandHandler
 	// CommandsEnabled subscribes to <prefix>/<device>/cmd/+. When false no
 	// command is even received.
 	CommandsEnabled bool
@@ -337,7 +339,7 @@ func (o *Options) validate() error {
 		bad("HealthInterval", "must not be negative, got %v", o.HealthInterval)
 	}
 	for _, c := range o.AllowCommands {
-		if !slices.Contains(CommandNames, c) {
+		if !slices.Contains(CommandNames, c) && o.Handlers[c] == nil {
 			bad("AllowCommands", "unknown command %q (known: %s)", c, strings.Join(CommandNames, ", "))
 		}
 	}
