@@ -33,6 +33,7 @@ func commands() []command {
 		{"version", "print the version of vigil and of its TFLite runtime", runVersion},
 		{"run", "run the agent: score the configured streams into the buffer, publish and forward", runRun},
 		{"check-config", "report every problem of a config file with its key path", runCheckConfig},
+		{"model", "model signing: keygen, sign (see vigil model)", runModel},
 		{"train", "fit an autoencoder to normal data and write NAME.tflite and NAME.json", runTrain},
 		{"watch", "live view of every Vigil device under an MQTT topic prefix", cli.Watch},
 		{"simulate", "write simulated pump samples (CSV) or kiosk events (JSONL)", cli.Simulate},

@@ -47,6 +47,7 @@ type Config struct {
 	Streams   []Stream  `yaml:"streams" doc:"what is scored: each stream reads one source with one model (file only)"`
 	Amplitude Amplitude `yaml:"amplitude"`
 	Dify      Dify      `yaml:"dify"`
+	Models    Models    `yaml:"models"`
 
 	// where records, per key path, where its value came from ("line 12",
 	// "VIGIL_MQTT_BROKER"), so problems can point at it.
@@ -151,6 +152,13 @@ type EmbeddedBroker struct {
 type Commands struct {
 	Enabled bool     `yaml:"enabled" doc:"accept commands over MQTT"`
 	Allow   []string `yaml:"allow" doc:"commands accepted: reload, set-threshold, rebirth, flush, status, relearn, reset"`
+}
+
+// Models configures the models that reach the device over MQTT
+// (deploy-model): whose signatures it trusts.
+type Models struct {
+	TrustedKeys   []string `yaml:"trusted_keys" conf:"keys" doc:"ed25519 public keys whose signature a deployed model must carry: each the base64 line of a NAME.pub (vigil model keygen), or @path to such a file"`
+	AllowUnsigned bool     `yaml:"allow_unsigned" doc:"accept a deployed model that is unsigned or signed by a key not trusted (a signature that does not verify is refused regardless)"`
 }
 
 // Health configures the health heartbeat.

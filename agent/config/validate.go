@@ -66,6 +66,7 @@ func (c *Config) Validate() (errs, warns Problems) {
 	v.streams()
 	v.amplitude()
 	v.dify()
+	v.models()
 	return v.errs, v.warns
 }
 
