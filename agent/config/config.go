@@ -151,7 +151,7 @@ type EmbeddedBroker struct {
 // Commands configures remote commands on <prefix>/<device_id>/cmd/<name>.
 type Commands struct {
 	Enabled bool     `yaml:"enabled" doc:"accept commands over MQTT"`
-	Allow   []string `yaml:"allow" doc:"commands accepted: reload, set-threshold, rebirth, flush, status, relearn, reset"`
+	Allow   []string `yaml:"allow" doc:"commands accepted: reload, set-threshold, rebirth, flush, status, relearn, reset, deploy-model"`
 }
 
 // Models configures the models that reach the device over MQTT
@@ -414,7 +414,7 @@ func defaultStream() Stream {
 }
 
 // commandNames are the remote commands Vigil knows.
-var commandNames = []string{"reload", "set-threshold", "rebirth", "flush", "status", "relearn", "reset"}
+var commandNames = []string{"reload", "set-threshold", "rebirth", "flush", "status", "relearn", "reset", "deploy-model"}
 
 // learnArchs are the architectures a stream can learn.
 var learnArchs = []string{"dense"}

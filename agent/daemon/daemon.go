@@ -111,6 +111,7 @@ type Daemon struct {
 	reloadReq  chan chan error
 	rebuildReq chan chan error // rebuild the generation from the running config (settings.go)
 	settings   *settingsStore  // data_dir/settings.json
+	deploy     *deployer       // deploy-model (deploy.go)
 
 	consumers []consumer
 	embedded  *publish.EmbeddedBroker // the embedded broker, if any
@@ -146,12 +147,14 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	if err := opts.Restart.Validate("Options.Restart"); err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
-	return &Daemon{
+	d := &Daemon{
 		opts: opts, log: opts.Logger, cfg: cfg,
 		sup:       newSupervisor(opts.Logger, opts.Restart, opts.WrapPart),
 		ready:     make(chan struct{}),
 		reloadReq: make(chan chan error), rebuildReq: make(chan chan error),
-	}, nil
+	}
+	d.deploy = &deployer{d: d}
+	return d, nil
 }
 
 // Ready is closed once the daemon serves: its HTTP server listens (Addr is
@@ -212,7 +215,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		Buffer:     buf.Stats,
 		Forwarders: map[string]func() health.Forwarder{},
 		Parts:      d.sup.parts,
-		Extra:      map[string]func() any{"streams": func() any { return d.effective() }},
+		Extra: map[string]func() any{"streams": func() any { return d.effective() },
+			"deployments": func() any { return d.deploy.deployments() }},
 	})
 	d.mu.Lock()
 	d.reporter = reporter

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -75,6 +76,11 @@ func (d *Daemon) newGeneration(cfg *config.Config) (_ *generation, err error) {
 		learn := sc.Learn.Samples
 		if over.LearnSamples > 0 {
 			learn = over.LearnSamples
+		}
+		if over.Model != "" {
+			// A deployed model (deploy.go) serves instead of learning.
+			name, _, _ := strings.Cut(over.Model, "@")
+			path, learn = filepath.Join(cfg.DataDir, "models", over.Model, name), 0
 		}
 		if learn > 0 {
 			// A model this device learnt before is used again after a restart.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 )
@@ -36,6 +37,10 @@ type streamSettings struct {
 	// RelearnAt, for a stream whose config learns nothing.
 	LearnSamples int       `json:"learn_samples,omitempty"`
 	RelearnAt    time.Time `json:"relearn_at,omitzero"`
+	// Model, when set, is the deployed model NAME@VERSION the stream serves
+	// (data_dir/models/NAME@VERSION/NAME), deployed at ModelAt.
+	Model   string    `json:"model,omitempty"`
+	ModelAt time.Time `json:"model_at,omitzero"`
 }
 
 func (s streamSettings) zero() bool { return s == streamSettings{} }
@@ -92,6 +97,9 @@ func decodeSettings(b []byte) (settingsDoc, error) {
 	for name, st := range doc.Streams {
 		if st.Threshold < 0 || st.LearnSamples < 0 {
 			return doc, fmt.Errorf("stream %q: negative value", name)
+		}
+		if n, v, ok := strings.Cut(st.Model, "@"); st.Model != "" && (!ok || n == "" || v == "" || strings.ContainsAny(st.Model, `/\`) || strings.Contains(st.Model, "..")) {
+			return doc, fmt.Errorf("stream %q: model %q is not NAME@VERSION", name, st.Model)
 		}
 	}
 	return doc, nil

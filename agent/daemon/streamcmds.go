@@ -32,6 +32,7 @@ func (d *Daemon) handlers() map[string]publish.CommandHandler {
 			}
 			return reply(r.ID)(d.relearn(ctx, r.Stream, r.Samples))
 		},
+		cmdDeploy: d.deploy.handle,
 		cmdReset: func(ctx context.Context, payload []byte) publish.Reply {
 			r, err := fleet.DecodeReset(payload)
 			if err != nil {
@@ -55,6 +56,7 @@ func reply(id string) func(string, error) publish.Reply {
 // decoded is moved aside (and logged): the device runs on its config's
 // values rather than not at all.
 func (d *Daemon) openSettings(dataDir string) *settingsStore {
+	cleanLandings(filepath.Join(dataDir, "models"))
 	s, err := loadSettings(dataDir)
 	if err == nil {
 		return s
@@ -240,6 +242,10 @@ func (d *Daemon) effective() map[string]Effective {
 			if !over.RelearnAt.IsZero() {
 				e.SetAt = over.RelearnAt.Format(time.RFC3339)
 			}
+		}
+		if over.Model != "" {
+			e.ModelFrom, e.ThresholdFrom = "deployment", "deployment"
+			e.SetAt = over.ModelAt.Format(time.RFC3339)
 		}
 		if sc.Threshold > 0 {
 			e.ThresholdFrom = "config"

@@ -1,0 +1,233 @@
+package daemon
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vigil-edge/vigil/agent/fleet"
+	"github.com/vigil-edge/vigil/agent/internal/mqtttest"
+	"github.com/vigil-edge/vigil/models"
+)
+
+const deployTopic = "vigil/test-device-01/cmd/deploy-model"
+
+// newVersion writes pump8 as version v into a new directory, padded to
+// size bytes when size > 0 (the padding makes a model TFLite would not run,
+// for a model no stream serves), signed by key unless it is nil.
+func newVersion(t *testing.T, v string, key ed25519.PrivateKey, name string, size int) string {
+	t.Helper()
+	m, tfl, err := models.ReadFiles(filepath.Join(repoModels, "pump8"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Version = v
+	if size > len(tfl) {
+		tfl = append(tfl, make([]byte, size-len(tfl))...)
+	}
+	dir := t.TempDir()
+	if err := models.Save(dir, name, tfl, m); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, name)
+	if key != nil {
+		if _, err := models.SignFiles(path, key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return path
+}
+
+// commandsReady waits until the daemon answers commands over the broker.
+func commandsReady(t *testing.T, b *mqtttest.Broker) {
+	t.Helper()
+	sub := mqtttest.Subscribe(t, b, "vigil/test-device-01/cmd/status/reply", 1)
+	c := mqtttest.Connect(t, b)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.Now().Add(60 * time.Second)
+	for sub.Len() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the daemon does not answer commands")
+		}
+		c.Publish("vigil/test-device-01/cmd/status", 1, false, []byte(`{"id":"ping"}`))
+		<-tick.C
+	}
+}
+
+func sender(t *testing.T, b *mqtttest.Broker) *fleet.Sender {
+	return &fleet.Sender{Client: mqtttest.Connect(t, b), Topic: deployTopic, Timeout: 20 * time.Second}
+}
+
+func deploy(t *testing.T, s *fleet.Sender, path string) (fleet.Result, error) {
+	t.Helper()
+	man, sig, tfl, err := fleet.ReadModel(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := models.DecodeManifest(man)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	return s.Deploy(ctx, m.Name, m.Version, man, sig, tfl)
+}
+
+func deployConfig(t *testing.T, b *mqtttest.Broker, pub ed25519.PublicKey) (cfgPath, dataDir string) {
+	t.Helper()
+	return testConfig(t, 300, fmt.Sprintf("mqtt: {broker: %q, keepalive: 5s}\nmodels: {trusted_keys: [%q]}\n", b.URL(), models.EncodePublicKey(pub)))
+}
+
+// TestDeployModelOverMQTT (issue 18 item 1): a signed model larger than
+// the broker's message_size_limit reaches the device in chunks through a
+// real mosquitto; a chunk corrupted in flight is refused and sent again;
+// the model lands in data_dir/models/NAME@VERSION with the sha256 the
+// manifest pins, serves the stream whose config names it, and still does
+// after a restart.
+func TestDeployModelOverMQTT(t *testing.T) {
+	if testing.Short() {
+		t.Skip("mosquitto: not in -short")
+	}
+	b := mqtttest.Start(t, mqtttest.Options{ExtraConfig: "message_size_limit 100000\n"})
+	pub, priv, _ := models.GenerateKey()
+	cfgPath, dataDir := deployConfig(t, b, pub)
+	d, stop := startDaemon(t, cfgPath)
+	commandsReady(t, b)
+	path := newVersion(t, "2", priv, "pump8", 0)
+	if fi, _ := os.Stat(path + ".tflite"); fi.Size() <= 100000 {
+		t.Fatalf("the model (%d bytes) fits in one message", fi.Size())
+	}
+	s := sender(t, b)
+	corrupted := 0
+	s.Mangle = func(i, attempt int, data []byte) []byte {
+		if i == 2 && attempt == 0 {
+			corrupted++
+			data[10] ^= 0xff
+		}
+		return data
+	}
+	res, err := deploy(t, s, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if corrupted != 1 || res.Refused != 1 {
+		t.Errorf("corrupted %d chunks, device refused %d; want 1 and 1", corrupted, res.Refused)
+	}
+	if !strings.Contains(res.Message, "serving stream pump1") {
+		t.Fatalf("commit: %q", res.Message)
+	}
+	landed, _ := os.ReadFile(filepath.Join(dataDir, "models", "pump8@2", "pump8.tflite"))
+	orig, _ := os.ReadFile(path + ".tflite")
+	if sha256.Sum256(landed) != sha256.Sum256(orig) {
+		t.Fatal("the landed model differs from the one sent")
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, "deploy", "pump8@2")); !os.IsNotExist(err) {
+		t.Errorf("the transfer directory is left behind: %v", err)
+	}
+	if e := d.effective()["pump1"]; e.Model != "pump8@2" || e.ModelFrom != "deployment" {
+		t.Fatalf("after deploy: %+v", e)
+	}
+	if got := d.Health().Extra["deployments"].(map[string]string)["pump8@2"]; got != "serving pump1" {
+		t.Errorf("health deployments: %q", got)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	d2, _ := startDaemon(t, cfgPath)
+	if e := d2.effective()["pump1"]; e.Model != "pump8@2" || e.ModelFrom != "deployment" {
+		t.Fatalf("after restart: %+v", e)
+	}
+}
+
+// TestDeployModelRefusesUnsignedAndUntrusted: an unsigned model and one
+// signed by another key are refused at begin, each saying why, and
+// nothing lands; the configured model keeps serving.
+func TestDeployModelRefusesUnsignedAndUntrusted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("mosquitto: not in -short")
+	}
+	b := mqtttest.Start(t, mqtttest.Options{})
+	pub, _, _ := models.GenerateKey()
+	_, other, _ := models.GenerateKey()
+	cfgPath, dataDir := deployConfig(t, b, pub)
+	d, _ := startDaemon(t, cfgPath)
+	commandsReady(t, b)
+	before := d.effective()["pump1"].Model
+	for _, tt := range []struct {
+		name, want string
+		key        ed25519.PrivateKey
+	}{
+		{"unsigned", "refused: model is unsigned", nil},
+		{"another key", "refused: model is signed by a key that is not trusted", other},
+	} {
+		_, err := deploy(t, sender(t, b), newVersion(t, "3", tt.key, "pump8", 0))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want %q", tt.name, err, tt.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, "models", "pump8@3")); !os.IsNotExist(err) {
+		t.Errorf("a refused model landed: %v", err)
+	}
+	if e := d.effective()["pump1"]; e.Model != before || e.ModelFrom != "config" {
+		t.Fatalf("after refusals: %+v", e)
+	}
+}
+
+// TestDeployModelResumesAfterRestart: a transfer interrupted after three
+// chunks, then a restart of the device, resumes: only the missing chunks
+// are sent. The 1 MB model serves no stream (its name is no stream's), so
+// it lands without being loaded.
+func TestDeployModelResumesAfterRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("mosquitto: not in -short")
+	}
+	b := mqtttest.Start(t, mqtttest.Options{})
+	pub, priv, _ := models.GenerateKey()
+	cfgPath, dataDir := deployConfig(t, b, pub)
+	_, stop := startDaemon(t, cfgPath)
+	commandsReady(t, b)
+	// A whole 1 MB transfer first, timed (loopback, fsync per landing).
+	start := time.Now()
+	if res, err := deploy(t, sender(t, b), newVersion(t, "6", priv, "big", 1<<20)); err != nil || res.Sent != 16 {
+		t.Fatalf("1 MB deployment: %+v, %v", res, err)
+	}
+	t.Logf("deployed 1 MB (16 chunks of 64 KiB, window 4) in %v", time.Since(start))
+	path := newVersion(t, "7", priv, "big", 1<<20)
+	s := sender(t, b)
+	s.Limit = 3
+	if _, err := deploy(t, s, path); !fleet.IsStopped(err) {
+		t.Fatalf("interrupted transfer: %v", err)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	d2, _ := startDaemon(t, cfgPath)
+	commandsReady(t, b)
+	if got := d2.Health().Extra["deployments"].(map[string]string)["big@7"]; got != "receiving: 3 of 16 chunks" {
+		t.Errorf("health after restart: %q", got)
+	}
+	start = time.Now()
+	res, err := deploy(t, sender(t, b), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("resumed: %d chunks of 64 KiB in %v", res.Sent, time.Since(start))
+	if res.Sent != 13 {
+		t.Errorf("sent %d chunks after the restart, want the 13 missing", res.Sent)
+	}
+	if !strings.Contains(res.Message, "no stream's config names model big") {
+		t.Errorf("commit: %q", res.Message)
+	}
+	b1, _ := os.ReadFile(filepath.Join(dataDir, "models", "big@7", "big.tflite"))
+	b2, _ := os.ReadFile(path + ".tflite")
+	if len(b1) != 1<<20 || string(b1) != string(b2) {
+		t.Fatal("the landed model differs from the one sent")
+	}
+}
