@@ -231,3 +231,80 @@ func TestDeployModelResumesAfterRestart(t *testing.T) {
 		t.Fatal("the landed model differs from the one sent")
 	}
 }
+
+// TestDeployCrashStates: what a crash leaves at each step of a commit
+// (a landing cut short; a model landed but not yet recorded as serving)
+// keeps the previous model serving after a restart, and commit completes
+// the deployment afterwards.
+func TestDeployCrashStates(t *testing.T) {
+	pub, priv, _ := models.GenerateKey()
+	cfgPath, dataDir := testConfig(t, 200, fmt.Sprintf("models: {trusted_keys: [%q]}\n", models.EncodePublicKey(pub)))
+	path := newVersion(t, "5", priv, "pump8", 0)
+	man, sig, tfl, _ := fleet.ReadModel(path)
+	call := func(d *Daemon, m fleet.Deploy) string {
+		t.Helper()
+		m.ID, m.Name, m.Version = "x", "pump8", "5"
+		rep := d.deploy.handle(context.Background(), m.Encode())
+		if !rep.OK {
+			t.Fatalf("%s: %s", m.Op, rep.Message)
+		}
+		return rep.Message
+	}
+	sum := sha256.Sum256(tfl)
+	begin := fleet.Deploy{Op: fleet.OpBegin, Manifest: man, Signature: sig, Size: int64(len(tfl)), ChunkSize: fleet.DefaultChunk}
+	begin.SHA256 = fmt.Sprintf("%x", sum)
+
+	d, stop := startDaemon(t, cfgPath)
+	configured := d.effective()["pump1"].Model
+	call(d, begin)
+	for i := range begin.Chunks() {
+		data := tfl[i*fleet.DefaultChunk : min((i+1)*fleet.DefaultChunk, len(tfl))]
+		cs := sha256.Sum256(data)
+		call(d, fleet.Deploy{Op: fleet.OpChunk, Index: i, SHA256: fmt.Sprintf("%x", cs), Data: data})
+	}
+	// Crash 1: a landing cut short leaves a temporary directory.
+	partial := filepath.Join(dataDir, "models", ".landing-123")
+	os.MkdirAll(partial, 0o755)
+	os.WriteFile(filepath.Join(partial, "pump8.tflite"), tfl[:1000], 0o644)
+	stop()
+	d, stop = startDaemon(t, cfgPath)
+	if _, err := os.Stat(partial); !os.IsNotExist(err) {
+		t.Fatalf("the cut-short landing is left: %v", err)
+	}
+	if e := d.effective()["pump1"]; e.Model != configured {
+		t.Fatalf("after crash 1: %+v", e)
+	}
+	if msg := call(d, fleet.Deploy{Op: fleet.OpStatus}); !strings.HasSuffix(msg, "missing: ") {
+		t.Fatalf("status after crash 1: %q", msg)
+	}
+	// Crash 2: the model landed, settings do not name it yet.
+	dir := filepath.Join(dataDir, "deploy", "pump8@5")
+	st, err := readDeployState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.deploy.land(dir, st, filepath.Join(dataDir, "models", "pump8@5")); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	d, _ = startDaemon(t, cfgPath)
+	if e := d.effective()["pump1"]; e.Model != configured || e.ModelFrom != "config" {
+		t.Fatalf("after crash 2: %+v", e)
+	}
+	if msg := call(d, fleet.Deploy{Op: fleet.OpCommit}); !strings.Contains(msg, "serving stream pump1") {
+		t.Fatalf("commit after crash 2: %q", msg)
+	}
+	if e := d.effective()["pump1"]; e.Model != "pump8@5" || e.ModelFrom != "deployment" {
+		t.Fatalf("after commit: %+v", e)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("transfer left: %v", err)
+	}
+	// reset returns to the configured model; the deployed one stays on disk.
+	if rep := command(t, d, cmdReset, `{"id":"r","stream":"pump1"}`); !rep.OK || d.effective()["pump1"].Model != configured {
+		t.Fatalf("reset: %+v, %+v", rep, d.effective()["pump1"])
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, "models", "pump8@5", "pump8.tflite")); err != nil {
+		t.Fatal(err)
+	}
+}
