@@ -35,6 +35,7 @@ func commands() []command {
 		{"check-config", "report every problem of a config file with its key path", runCheckConfig},
 		{"model", "model signing: keygen, sign (see vigil model)", runModel},
 		{"train", "fit an autoencoder to normal data and write NAME.tflite and NAME.json", runTrain},
+		{"fleet", "manage devices over MQTT: deploy a signed model, show their models and thresholds", runFleet},
 		{"watch", "live view of every Vigil device under an MQTT topic prefix", cli.Watch},
 		{"simulate", "write simulated pump samples (CSV) or kiosk events (JSONL)", cli.Simulate},
 		{"eval", "run the SKAB benchmark protocol on labelled data through learning, TFLite and the detector", cli.Eval},

@@ -305,6 +305,12 @@ func (dp *deployer) commit(ctx context.Context, ref string) (string, error) {
 		return fmt.Sprintf("%s: landed in %s; no stream's config names model %s, so nothing serves it", ref, dest, name), nil
 	}
 	dp.outcome(ref, "serving "+strings.Join(streams, ", "))
+	if p := d.publisher; p != nil {
+		// The retained status names the serving models: publish it anew.
+		if err := p.Rebirth(); err != nil {
+			d.log.Warn("deploy-model: republishing the status", "err", err)
+		}
+	}
 	return fmt.Sprintf("%s: landed in %s and serving stream %s", ref, dest, strings.Join(streams, ", ")), nil
 }
 
