@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -173,6 +174,7 @@ func runFleetDeploy(ctx context.Context, args []string, stdout, stderr io.Writer
 	canary := fs.String("canary", "", "deploy to N devices (or P% of them) first and go on only if all of them serve the model")
 	chunk := fs.Int("chunk-size", fleet.DefaultChunk, "chunk size in bytes before base64; keep base64 of it under the broker's message size limit")
 	parallel := fs.Int("parallel", 4, "devices deployed to at once")
+	keyFile := fs.String("key", "", "private key (vigil model keygen) to sign the commands with; devices require it for deploy-model by default")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -191,6 +193,16 @@ func runFleetDeploy(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	if sig == nil {
 		fmt.Fprintf(stderr, "warning: %s is unsigned: devices refuse it unless models.allow_unsigned is set\n", *model)
+	}
+	var key ed25519.PrivateKey
+	if *keyFile != "" {
+		b, err := os.ReadFile(*keyFile)
+		if err != nil {
+			return err
+		}
+		if key, err = models.ParsePrivateKey(string(b)); err != nil {
+			return fmt.Errorf("%s: %w", *keyFile, err)
+		}
 	}
 	cl, err := c.connect()
 	if err != nil {
@@ -224,7 +236,7 @@ func runFleetDeploy(ctx context.Context, args []string, stdout, stderr io.Writer
 			wg.Go(func() {
 				sem <- struct{}{}
 				defer func() { <-sem }()
-				s := &fleet.Sender{Client: cl, Topic: c.prefix + "/" + dev + "/cmd/deploy-model", ChunkSize: *chunk,
+				s := &fleet.Sender{Client: cl, Topic: c.prefix + "/" + dev + "/cmd/deploy-model", ChunkSize: *chunk, Key: key,
 					Progress: func(stored, total int) {
 						out.line(fleetLine{Device: dev, State: "receiving", Stored: stored, Chunks: total})
 					}}

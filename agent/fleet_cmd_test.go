@@ -128,7 +128,7 @@ func TestFleetDeployAndStatus(t *testing.T) {
 	}
 	var stdout, stderr bytes.Buffer
 	code := dispatch(context.Background(), []string{"fleet", "deploy", "--broker", b.URL(), "--model", filepath.Join(dir, "pump8"),
-		"--devices", "fleet-dev-*", "--canary", "1", "--json", "--wait", "500ms"}, &stdout, &stderr)
+		"--devices", "fleet-dev-*", "--canary", "1", "--json", "--wait", "500ms", "--key", keys + ".key"}, &stdout, &stderr)
 	if code != 0 {
 		t.Fatalf("fleet deploy: exit %d\n%s\n%s", code, stdout.String(), stderr.String())
 	}
@@ -170,7 +170,7 @@ func TestFleetDeployAndStatus(t *testing.T) {
 	dispatch(context.Background(), []string{"model", "sign", filepath.Join(dir, "pump8"), "--key", other + ".key"}, &out, &out)
 	stdout.Reset()
 	code = dispatch(context.Background(), []string{"fleet", "deploy", "--broker", b.URL(), "--model", filepath.Join(dir, "pump8"),
-		"--devices", "fleet-dev-*", "--canary", "1", "--json", "--wait", "500ms"}, &stdout, &stderr)
+		"--devices", "fleet-dev-*", "--canary", "1", "--json", "--wait", "500ms", "--key", keys + ".key"}, &stdout, &stderr)
 	if code != 1 || !strings.Contains(stdout.String(), "not trusted") || !strings.Contains(stdout.String(), "not attempted: a canary failed") {
 		t.Fatalf("deploy signed by another key: exit %d\n%s", code, stdout.String())
 	}

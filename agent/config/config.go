@@ -152,6 +152,9 @@ type EmbeddedBroker struct {
 type Commands struct {
 	Enabled bool     `yaml:"enabled" doc:"accept commands over MQTT"`
 	Allow   []string `yaml:"allow" doc:"commands accepted: reload, set-threshold, rebirth, flush, status, relearn, reset, deploy-model"`
+	// RequireSignature lists the commands that must come signed by a key
+	// of models.trusted_keys (see agent/fleet, signed.go).
+	RequireSignature []string `yaml:"require_signature" doc:"commands that must carry an ed25519 signature by a key of models.trusted_keys over payload, time and nonce (vigil fleet signs with --key); stale and replayed ones are refused"`
 }
 
 // Models configures the models that reach the device over MQTT
@@ -358,7 +361,7 @@ func Default() *Config {
 			MaxInflight:    256,
 			ReplayRate:     2000,
 			ReconnectMax:   10 * time.Second,
-			Commands:       Commands{Enabled: true, Allow: append([]string(nil), commandNames...)},
+			Commands:       Commands{Enabled: true, Allow: append([]string(nil), commandNames...), RequireSignature: []string{"deploy-model"}},
 		},
 		Health: Health{Interval: 10 * time.Second},
 		Amplitude: Amplitude{

@@ -424,6 +424,11 @@ func (v *validator) mqtt() {
 		}
 		seen[name] = true
 	}
+	for i, name := range m.Commands.RequireSignature {
+		if !slices.Contains(commandNames, name) {
+			v.errf(fmt.Sprintf("mqtt.commands.require_signature[%d]", i), "unknown command %q (known: %s)", name, strings.Join(commandNames, ", "))
+		}
+	}
 }
 
 func (v *validator) tls(t TLS, broker string, tlsBroker bool) {

@@ -112,6 +112,7 @@ type Daemon struct {
 	rebuildReq chan chan error // rebuild the generation from the running config (settings.go)
 	settings   *settingsStore  // data_dir/settings.json
 	deploy     *deployer       // deploy-model (deploy.go)
+	auth       *cmdAuth        // signed commands (cmdauth.go)
 
 	consumers []consumer
 	embedded  *publish.EmbeddedBroker // the embedded broker, if any

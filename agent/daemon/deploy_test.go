@@ -61,8 +61,10 @@ func commandsReady(t *testing.T, b *mqtttest.Broker) {
 	}
 }
 
-func sender(t *testing.T, b *mqtttest.Broker) *fleet.Sender {
-	return &fleet.Sender{Client: mqtttest.Connect(t, b), Topic: deployTopic, Timeout: 20 * time.Second}
+// sender signs its commands with key (deploy-model must be signed by
+// default).
+func sender(t *testing.T, b *mqtttest.Broker, key ed25519.PrivateKey) *fleet.Sender {
+	return &fleet.Sender{Client: mqtttest.Connect(t, b), Topic: deployTopic, Timeout: 20 * time.Second, Key: key}
 }
 
 func deploy(t *testing.T, s *fleet.Sender, path string) (fleet.Result, error) {
@@ -104,7 +106,7 @@ func TestDeployModelOverMQTT(t *testing.T) {
 	if fi, _ := os.Stat(path + ".tflite"); fi.Size() <= 100000 {
 		t.Fatalf("the model (%d bytes) fits in one message", fi.Size())
 	}
-	s := sender(t, b)
+	s := sender(t, b, priv)
 	corrupted := 0
 	s.Mangle = func(i, attempt int, data []byte) []byte {
 		if i == 2 && attempt == 0 {
@@ -154,7 +156,7 @@ func TestDeployModelRefusesUnsignedAndUntrusted(t *testing.T) {
 		t.Skip("mosquitto: not in -short")
 	}
 	b := mqtttest.Start(t, mqtttest.Options{})
-	pub, _, _ := models.GenerateKey()
+	pub, priv, _ := models.GenerateKey()
 	_, other, _ := models.GenerateKey()
 	cfgPath, dataDir := deployConfig(t, b, pub)
 	d, _ := startDaemon(t, cfgPath)
@@ -167,10 +169,14 @@ func TestDeployModelRefusesUnsignedAndUntrusted(t *testing.T) {
 		{"unsigned", "refused: model is unsigned", nil},
 		{"another key", "refused: model is signed by a key that is not trusted", other},
 	} {
-		_, err := deploy(t, sender(t, b), newVersion(t, "3", tt.key, "pump8", 0))
+		_, err := deploy(t, sender(t, b, priv), newVersion(t, "3", tt.key, "pump8", 0))
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: %v, want %q", tt.name, err, tt.want)
 		}
+	}
+	// deploy-model must be signed by default (mqtt.commands.require_signature).
+	if _, err := deploy(t, sender(t, b, nil), newVersion(t, "3", priv, "pump8", 0)); err == nil || !strings.Contains(err.Error(), "must be signed") {
+		t.Errorf("unsigned commands: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(dataDir, "models", "pump8@3")); !os.IsNotExist(err) {
 		t.Errorf("a refused model landed: %v", err)
@@ -195,12 +201,12 @@ func TestDeployModelResumesAfterRestart(t *testing.T) {
 	commandsReady(t, b)
 	// A whole 1 MB transfer first, timed (loopback, fsync per landing).
 	start := time.Now()
-	if res, err := deploy(t, sender(t, b), newVersion(t, "6", priv, "big", 1<<20)); err != nil || res.Sent != 16 {
+	if res, err := deploy(t, sender(t, b, priv), newVersion(t, "6", priv, "big", 1<<20)); err != nil || res.Sent != 16 {
 		t.Fatalf("1 MB deployment: %+v, %v", res, err)
 	}
 	t.Logf("deployed 1 MB (16 chunks of 64 KiB, window 4) in %v", time.Since(start))
 	path := newVersion(t, "7", priv, "big", 1<<20)
-	s := sender(t, b)
+	s := sender(t, b, priv)
 	s.Limit = 3
 	if _, err := deploy(t, s, path); !fleet.IsStopped(err) {
 		t.Fatalf("interrupted transfer: %v", err)
@@ -214,7 +220,7 @@ func TestDeployModelResumesAfterRestart(t *testing.T) {
 		t.Errorf("health after restart: %q", got)
 	}
 	start = time.Now()
-	res, err := deploy(t, sender(t, b), path)
+	res, err := deploy(t, sender(t, b, priv), path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -57,6 +57,7 @@ func reply(id string) func(string, error) publish.Reply {
 // values rather than not at all.
 func (d *Daemon) openSettings(dataDir string) *settingsStore {
 	cleanLandings(filepath.Join(dataDir, "models"))
+	d.auth = loadCmdAuth(d, dataDir)
 	s, err := loadSettings(dataDir)
 	if err == nil {
 		return s

@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -45,6 +46,9 @@ type Sender struct {
 	// Limit, if > 0, stops after sending that many chunks (tests: an
 	// interrupted transfer).
 	Limit int
+	// Key, if set, signs every message (signed commands: the device's
+	// mqtt.commands.require_signature lists deploy-model by default).
+	Key ed25519.PrivateKey
 
 	mu      sync.Mutex
 	waiting map[string]chan Reply
@@ -241,7 +245,15 @@ func (s *Sender) publish(m Deploy) (string, chan Reply, error) {
 	ch := make(chan Reply, 1)
 	s.waiting[m.ID] = ch
 	s.mu.Unlock()
-	tok := s.Client.Publish(s.Topic, 1, false, m.Encode())
+	payload := m.Encode()
+	if s.Key != nil {
+		// <prefix>/<device>/cmd/<name>
+		parts := strings.Split(s.Topic, "/")
+		if len(parts) >= 3 {
+			payload = SignCommand(s.Key, parts[len(parts)-3], parts[len(parts)-1], payload, time.Now())
+		}
+	}
+	tok := s.Client.Publish(s.Topic, 1, false, payload)
 	if !tok.WaitTimeout(s.Timeout) || tok.Error() != nil {
 		s.forget(m.ID)
 		return "", nil, fmt.Errorf("publish %s: %v", m.Op, tok.Error())

@@ -140,6 +140,16 @@ func (p *Publisher) execute(ctx context.Context, name string, payload []byte) (r
 		}
 		log.Info("command", "id", rep.ID, "ok", rep.OK, "message", rep.Message)
 	}()
+	if v := p.opts.Verify; v != nil && (p.handler(name) != nil || slices.Contains(CommandNames, name)) {
+		inner, err := v(name, payload)
+		if err != nil {
+			if inner != nil {
+				payload = inner // a refused envelope's command, for its id
+			}
+			return Reply{ID: requestID(payload), Message: err.Error()}
+		}
+		payload = inner
+	}
 	if h := p.handler(name); h != nil {
 		if !p.allowed(name) {
 			return Reply{ID: requestID(payload), Message: fmt.Sprintf("command %q is not allowed on this device", name)}

@@ -21,3 +21,9 @@ func (p *Publisher) handler(name string) CommandHandler {
 	}
 	return p.opts.Handlers[name]
 }
+
+// CommandVerifier checks a command's payload before it is decoded (the
+// daemon's signed commands): it returns the payload to decode (a signed
+// envelope's inner payload), or an error that becomes the reply (with the
+// id of the payload returned beside it, if any).
+type CommandVerifier func(name string, payload []byte) ([]byte, error)

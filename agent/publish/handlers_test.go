@@ -2,6 +2,7 @@ package publish
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 )
@@ -43,5 +44,36 @@ func TestExecuteHandlers(t *testing.T) {
 	opts.AllowCommands = []string{"relearn", "nope"}
 	if _, err := New(newMemBuffer(t), opts); err == nil {
 		t.Fatal("AllowCommands with an unknown command accepted")
+	}
+}
+
+// TestExecuteVerify: Options.Verify sees every known command first; what
+// it returns is decoded; its refusal is the reply, with the id of the
+// payload it returned.
+func TestExecuteVerify(t *testing.T) {
+	fc := &fakeCommands{}
+	opts := testOptions("tcp://127.0.0.1:1")
+	opts.Commands = fc
+	opts.Verify = func(name string, payload []byte) ([]byte, error) {
+		switch string(payload) {
+		case "wrapped":
+			return []byte(`{"id":"in"}`), nil
+		case "refused":
+			return []byte(`{"id":"in2"}`), errors.New("refused: replayed command")
+		}
+		return payload, nil
+	}
+	p, err := New(newMemBuffer(t), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep := p.execute(context.Background(), "status", []byte("wrapped")); !rep.OK || rep.ID != "in" {
+		t.Fatalf("wrapped: %+v", rep)
+	}
+	if rep := p.execute(context.Background(), "reload", []byte("refused")); rep.OK || rep.ID != "in2" || rep.Message != "refused: replayed command" {
+		t.Fatalf("refused: %+v", rep)
+	}
+	if calls := fc.Calls(); len(calls) != 1 || calls[0] != "status" {
+		t.Fatalf("calls %q", calls)
 	}
 }

@@ -148,6 +148,8 @@ type Options struct {
 	Commands Commands
 	// Handlers carries out further commands by name (see CommandHandler).
 	Handlers map[string]CommandHandler
+	// Verify, if set, checks every known command's payload first.
+	Verify CommandVerifier
 	// CommandsEnabled subscribes to <prefix>/<device>/cmd/+. When false no
 	// command is even received.
 	CommandsEnabled bool
