@@ -151,7 +151,7 @@ type EmbeddedBroker struct {
 // Commands configures remote commands on <prefix>/<device_id>/cmd/<name>.
 type Commands struct {
 	Enabled bool     `yaml:"enabled" doc:"accept commands over MQTT"`
-	Allow   []string `yaml:"allow" doc:"commands accepted: reload, set-threshold, rebirth, flush, status, relearn, reset, deploy-model"`
+	Allow   []string `yaml:"allow" doc:"commands accepted: reload, set-threshold, rebirth, flush, status, relearn, reset, deploy-model, rollback"`
 	// RequireSignature lists the commands that must come signed by a key
 	// of models.trusted_keys (see agent/fleet, signed.go).
 	RequireSignature []string `yaml:"require_signature" doc:"commands that must carry an ed25519 signature by a key of models.trusted_keys over payload, time and nonce (vigil fleet signs with --key); stale and replayed ones are refused"`
@@ -417,7 +417,7 @@ func defaultStream() Stream {
 }
 
 // commandNames are the remote commands Vigil knows.
-var commandNames = []string{"reload", "set-threshold", "rebirth", "flush", "status", "relearn", "reset", "deploy-model"}
+var commandNames = []string{"reload", "set-threshold", "rebirth", "flush", "status", "relearn", "reset", "deploy-model", "rollback"}
 
 // learnArchs are the architectures a stream can learn.
 var learnArchs = []string{"dense"}

@@ -393,6 +393,9 @@ func (dp *deployer) activate(ctx context.Context, name, ref string) ([]string, e
 		streams = append(streams, sc.Name)
 		prev[sc.Name] = d.settings.get(sc.Name)
 		if err := d.settings.update(sc.Name, func(s *streamSettings) {
+			if s.Model != ref {
+				s.Previous = s.Model
+			}
 			s.Model, s.ModelAt = ref, time.Now().UTC()
 		}); err != nil {
 			return nil, err

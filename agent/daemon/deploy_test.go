@@ -314,3 +314,66 @@ func TestDeployCrashStates(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// deployDirect deploys the model at path through the deploy-model handler
+// (as the publisher would run it, without a broker).
+func deployDirect(t *testing.T, d *Daemon, path, version string) string {
+	t.Helper()
+	man, sig, tfl, err := fleet.ReadModel(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last string
+	call := func(m fleet.Deploy) {
+		t.Helper()
+		m.ID, m.Name, m.Version = "x", "pump8", version
+		rep := d.deploy.handle(context.Background(), m.Encode())
+		if !rep.OK {
+			t.Fatalf("%s: %s", m.Op, rep.Message)
+		}
+		last = rep.Message
+	}
+	sum := sha256.Sum256(tfl)
+	begin := fleet.Deploy{Op: fleet.OpBegin, Manifest: man, Signature: sig, Size: int64(len(tfl)), ChunkSize: fleet.DefaultChunk, SHA256: fmt.Sprintf("%x", sum)}
+	call(begin)
+	for i := range begin.Chunks() {
+		data := tfl[i*fleet.DefaultChunk : min((i+1)*fleet.DefaultChunk, len(tfl))]
+		cs := sha256.Sum256(data)
+		call(fleet.Deploy{Op: fleet.OpChunk, Index: i, SHA256: fmt.Sprintf("%x", cs), Data: data})
+	}
+	call(fleet.Deploy{Op: fleet.OpCommit})
+	return last
+}
+
+// TestRollbackReturnsToThePreviousModel: after two deployments, rollback
+// serves the first deployed model again, then the configured one; the
+// choice survives a restart; with nothing deployed, rollback says so.
+func TestRollbackReturnsToThePreviousModel(t *testing.T) {
+	pub, priv, _ := models.GenerateKey()
+	cfgPath, _ := testConfig(t, 200, fmt.Sprintf("models: {trusted_keys: [%q]}\n", models.EncodePublicKey(pub)))
+	d, stop := startDaemon(t, cfgPath)
+	configured := d.effective()["pump1"].Model
+	deployDirect(t, d, newVersion(t, "5", priv, "pump8", 0), "5")
+	deployDirect(t, d, newVersion(t, "6", priv, "pump8", 0), "6")
+	if e := d.effective()["pump1"]; e.Model != "pump8@6" {
+		t.Fatalf("after two deployments: %+v", e)
+	}
+	rep := command(t, d, cmdRollback, `{"id":"b1","stream":"pump1"}`)
+	if !rep.OK || !strings.Contains(rep.Message, "rolled back from pump8@6 to pump8@5 (deployment)") {
+		t.Fatalf("rollback: %+v", rep)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	d, _ = startDaemon(t, cfgPath)
+	if e := d.effective()["pump1"]; e.Model != "pump8@5" || e.ModelFrom != "deployment" {
+		t.Fatalf("after restart: %+v", e)
+	}
+	rep = command(t, d, cmdRollback, `{"id":"b2","stream":"pump1"}`)
+	if !rep.OK || d.effective()["pump1"].Model != configured || d.effective()["pump1"].ModelFrom != "config" {
+		t.Fatalf("second rollback: %+v, %+v", rep, d.effective()["pump1"])
+	}
+	if rep := command(t, d, cmdRollback, `{"id":"b3","stream":"pump1"}`); rep.OK || !strings.Contains(rep.Message, "nothing to roll back") {
+		t.Fatalf("third rollback: %+v", rep)
+	}
+}

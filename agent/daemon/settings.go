@@ -41,6 +41,9 @@ type streamSettings struct {
 	// (data_dir/models/NAME@VERSION/NAME), deployed at ModelAt.
 	Model   string    `json:"model,omitempty"`
 	ModelAt time.Time `json:"model_at,omitzero"`
+	// Previous is the deployed model Model replaced ("" for the config's
+	// model), which rollback returns to.
+	Previous string `json:"previous,omitempty"`
 }
 
 func (s streamSettings) zero() bool { return s == streamSettings{} }
@@ -98,8 +101,10 @@ func decodeSettings(b []byte) (settingsDoc, error) {
 		if st.Threshold < 0 || st.LearnSamples < 0 {
 			return doc, fmt.Errorf("stream %q: negative value", name)
 		}
-		if n, v, ok := strings.Cut(st.Model, "@"); st.Model != "" && (!ok || n == "" || v == "" || strings.ContainsAny(st.Model, `/\`) || strings.Contains(st.Model, "..")) {
-			return doc, fmt.Errorf("stream %q: model %q is not NAME@VERSION", name, st.Model)
+		for _, m := range []string{st.Model, st.Previous} {
+			if n, v, ok := strings.Cut(m, "@"); m != "" && (!ok || n == "" || v == "" || strings.ContainsAny(m, `/\`) || strings.Contains(m, "..")) {
+				return doc, fmt.Errorf("stream %q: model %q is not NAME@VERSION", name, m)
+			}
 		}
 	}
 	return doc, nil

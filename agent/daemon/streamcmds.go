@@ -18,8 +18,9 @@ import (
 
 // Command names of the commands beyond the publisher's own.
 const (
-	cmdRelearn = "relearn"
-	cmdReset   = "reset"
+	cmdRelearn  = "relearn"
+	cmdReset    = "reset"
+	cmdRollback = "rollback"
 )
 
 // handlers are the daemon's commands beyond publish.CommandNames.
@@ -33,6 +34,13 @@ func (d *Daemon) handlers() map[string]publish.CommandHandler {
 			return reply(r.ID)(d.relearn(ctx, r.Stream, r.Samples))
 		},
 		cmdDeploy: d.deploy.handle,
+		cmdRollback: func(ctx context.Context, payload []byte) publish.Reply {
+			r, err := fleet.DecodeReset(payload) // the same fields: id, stream
+			if err != nil {
+				return publish.Reply{ID: fleet.RequestID(payload), Message: "invalid rollback command: " + err.Error()}
+			}
+			return reply(r.ID)(d.rollback(ctx, r.Stream))
+		},
 		cmdReset: func(ctx context.Context, payload []byte) publish.Reply {
 			r, err := fleet.DecodeReset(payload)
 			if err != nil {
@@ -143,6 +151,34 @@ func (d *Daemon) reset(ctx context.Context, stream string) (string, error) {
 	e := d.effective()[stream]
 	return fmt.Sprintf("stream %s: back to the config's values (model %s from %s, threshold %g from %s)",
 		stream, orNone(e.Model), e.ModelFrom, e.Threshold, e.ThresholdFrom), nil
+}
+
+// rollback makes a stream serve the model its last deployment replaced
+// (the config's, or an earlier deployed one, still on disk).
+func (d *Daemon) rollback(ctx context.Context, stream string) (string, error) {
+	if d.config().Stream(stream) == nil {
+		return "", fmt.Errorf("unknown stream %q", stream)
+	}
+	before := d.settings.get(stream)
+	if before.Model == "" {
+		return "", fmt.Errorf("stream %s serves no deployed model: nothing to roll back", stream)
+	}
+	if err := d.settings.update(stream, func(s *streamSettings) {
+		s.Model, s.Previous, s.ModelAt = before.Previous, "", time.Now().UTC()
+		if s.Model == "" {
+			s.ModelAt = time.Time{}
+		}
+	}); err != nil {
+		return "", fmt.Errorf("stream %s: rollback not stored: %w", stream, err)
+	}
+	if err := d.rebuildNow(ctx); err != nil {
+		if uerr := d.settings.update(stream, func(s *streamSettings) { *s = before }); uerr != nil {
+			d.log.Error("rollback: restoring the settings", "stream", stream, "err", uerr)
+		}
+		return "", fmt.Errorf("stream %s: rollback failed, %s keeps serving: %w", stream, before.Model, err)
+	}
+	e := d.effective()[stream]
+	return fmt.Sprintf("stream %s: rolled back from %s to %s (%s)", stream, before.Model, orNone(e.Model), e.ModelFrom), nil
 }
 
 func orNone(s string) string {
