@@ -65,6 +65,15 @@ func (v *validator) models() {
 		}
 		seen[enc] = i
 	}
+	sh := v.c.Models.Shadow
+	v.atLeast("models.shadow.windows", sh.Windows, 0)
+	v.nonNegative("models.shadow.duration", sh.Duration)
+	if v.finite("models.shadow.max_alert_rate", sh.MaxAlertRate) && (sh.MaxAlertRate < 0 || sh.MaxAlertRate > 1) {
+		v.errf("models.shadow.max_alert_rate", "must be within [0, 1], got %v", sh.MaxAlertRate)
+	}
+	if v.finite("models.shadow.max_alert_ratio", sh.MaxAlertRatio) && sh.MaxAlertRatio < 0 {
+		v.errf("models.shadow.max_alert_ratio", "must not be negative, got %v", sh.MaxAlertRatio)
+	}
 	if v.c.Models.AllowUnsigned {
 		v.warnf("models.allow_unsigned", "deployed models are accepted without a trusted signature")
 	}

@@ -113,6 +113,10 @@ type Daemon struct {
 	settings   *settingsStore  // data_dir/settings.json
 	deploy     *deployer       // deploy-model (deploy.go)
 	auth       *cmdAuth        // signed commands (cmdauth.go)
+	runCtx     context.Context // Run's context, for the shadow verdicts
+	shadowMu   sync.Mutex
+	shadows    map[string]*shadowRun // stream → its shadow run (shadow.go)
+	promoteMu  sync.Mutex
 
 	consumers []consumer
 	embedded  *publish.EmbeddedBroker // the embedded broker, if any
@@ -192,6 +196,7 @@ func (d *Daemon) Health() health.Snapshot {
 // failure ends it (see the package doc).
 func (d *Daemon) Run(ctx context.Context) error {
 	d.started = time.Now()
+	d.runCtx = ctx
 	buf, err := openBuffer(d.cfg, d.log)
 	if err != nil {
 		return err
@@ -217,7 +222,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		Forwarders: map[string]func() health.Forwarder{},
 		Parts:      d.sup.parts,
 		Extra: map[string]func() any{"streams": func() any { return d.effective() },
-			"deployments": func() any { return d.deploy.deployments() }},
+			"deployments": func() any { return d.deploy.deployments() },
+			"shadow":      func() any { return d.shadowState() }},
 	})
 	d.mu.Lock()
 	d.reporter = reporter

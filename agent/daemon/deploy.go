@@ -304,6 +304,10 @@ func (dp *deployer) commit(ctx context.Context, ref string) (string, error) {
 		dp.outcome(ref, "landed; no stream's config names model "+name)
 		return fmt.Sprintf("%s: landed in %s; no stream's config names model %s, so nothing serves it", ref, dest, name), nil
 	}
+	if shadowOn(d.config().Models.Shadow) {
+		c := d.config().Models.Shadow
+		return fmt.Sprintf("%s: landed in %s; shadow run on stream %s (verdict after %d windows or %v)", ref, dest, strings.Join(streams, ", "), c.Windows, c.Duration), nil
+	}
 	dp.outcome(ref, "serving "+strings.Join(streams, ", "))
 	if p := d.publisher; p != nil {
 		// The retained status names the serving models: publish it anew.
@@ -393,6 +397,10 @@ func (dp *deployer) activate(ctx context.Context, name, ref string) ([]string, e
 		streams = append(streams, sc.Name)
 		prev[sc.Name] = d.settings.get(sc.Name)
 		if err := d.settings.update(sc.Name, func(s *streamSettings) {
+			if shadowOn(d.config().Models.Shadow) {
+				s.Shadow, s.ShadowAt = ref, time.Now().UTC()
+				return
+			}
 			if s.Model != ref {
 				s.Previous = s.Model
 			}
@@ -403,6 +411,10 @@ func (dp *deployer) activate(ctx context.Context, name, ref string) ([]string, e
 	}
 	if len(streams) == 0 {
 		return nil, nil
+	}
+	if shadowOn(d.config().Models.Shadow) {
+		// Before the rebuild: the verdict may come before it returns.
+		dp.outcome(ref, "shadow on "+strings.Join(streams, ", "))
 	}
 	if err := d.rebuildNow(ctx); err != nil {
 		for s, p := range prev {

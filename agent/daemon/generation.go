@@ -101,6 +101,14 @@ func (d *Daemon) newGeneration(cfg *config.Config) (_ *generation, err error) {
 				return nil, fmt.Errorf("streams[%d] %s: %w", i, sc.Name, err)
 			}
 			spec.Model = pipemodel.Adapt(m)
+			if over.Shadow != "" {
+				if t, sm, err := d.shadowTee(cfg, sc, spec, over); err != nil {
+					d.log.Warn("shadow model not run", "stream", sc.Name, "model", over.Shadow, "err", err)
+				} else {
+					g.models = append(g.models, sm)
+					spec.Model = t
+				}
+			}
 			if sc.Kind == config.KindBehaviour {
 				feats := m.Manifest().Features
 				if _, err := stream.NewBehaviour(feats); err != nil {

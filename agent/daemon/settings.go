@@ -44,6 +44,10 @@ type streamSettings struct {
 	// Previous is the deployed model Model replaced ("" for the config's
 	// model), which rollback returns to.
 	Previous string `json:"previous,omitempty"`
+	// Shadow, when set, is the deployed model NAME@VERSION in its shadow
+	// run since ShadowAt (shadow.go).
+	Shadow   string    `json:"shadow,omitempty"`
+	ShadowAt time.Time `json:"shadow_at,omitzero"`
 }
 
 func (s streamSettings) zero() bool { return s == streamSettings{} }
@@ -101,7 +105,7 @@ func decodeSettings(b []byte) (settingsDoc, error) {
 		if st.Threshold < 0 || st.LearnSamples < 0 {
 			return doc, fmt.Errorf("stream %q: negative value", name)
 		}
-		for _, m := range []string{st.Model, st.Previous} {
+		for _, m := range []string{st.Model, st.Previous, st.Shadow} {
 			if n, v, ok := strings.Cut(m, "@"); m != "" && (!ok || n == "" || v == "" || strings.ContainsAny(m, `/\`) || strings.Contains(m, "..")) {
 				return doc, fmt.Errorf("stream %q: model %q is not NAME@VERSION", name, m)
 			}

@@ -18,6 +18,7 @@ import (
 
 // Command names of the commands beyond the publisher's own.
 const (
+	cmdPromote  = "promote"
 	cmdRelearn  = "relearn"
 	cmdReset    = "reset"
 	cmdRollback = "rollback"
@@ -34,6 +35,13 @@ func (d *Daemon) handlers() map[string]publish.CommandHandler {
 			return reply(r.ID)(d.relearn(ctx, r.Stream, r.Samples))
 		},
 		cmdDeploy: d.deploy.handle,
+		cmdPromote: func(ctx context.Context, payload []byte) publish.Reply {
+			r, err := fleet.DecodeReset(payload) // the same fields: id, stream
+			if err != nil {
+				return publish.Reply{ID: fleet.RequestID(payload), Message: "invalid promote command: " + err.Error()}
+			}
+			return reply(r.ID)(d.promote(ctx, r.Stream, "by command"))
+		},
 		cmdRollback: func(ctx context.Context, payload []byte) publish.Reply {
 			r, err := fleet.DecodeReset(payload) // the same fields: id, stream
 			if err != nil {
@@ -160,6 +168,9 @@ func (d *Daemon) rollback(ctx context.Context, stream string) (string, error) {
 		return "", fmt.Errorf("unknown stream %q", stream)
 	}
 	before := d.settings.get(stream)
+	if before.Shadow != "" {
+		return d.dropShadow(ctx, stream, "by command")
+	}
 	if before.Model == "" {
 		return "", fmt.Errorf("stream %s serves no deployed model: nothing to roll back", stream)
 	}
