@@ -174,6 +174,8 @@ func runFleetDeploy(ctx context.Context, args []string, stdout, stderr io.Writer
 	canary := fs.String("canary", "", "deploy to N devices (or P% of them) first and go on only if all of them serve the model")
 	chunk := fs.Int("chunk-size", fleet.DefaultChunk, "chunk size in bytes before base64; keep base64 of it under the broker's message size limit")
 	parallel := fs.Int("parallel", 4, "devices deployed to at once")
+	poll := fs.Duration("poll", 2*time.Second, "how often to ask a device in its shadow run for its verdict")
+	verdictTimeout := fs.Duration("verdict-timeout", 2*time.Hour, "longest wait for a shadow run's verdict")
 	keyFile := fs.String("key", "", "private key (vigil model keygen) to sign the commands with; devices require it for deploy-model by default")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -246,6 +248,9 @@ func runFleetDeploy(ctx context.Context, args []string, stdout, stderr io.Writer
 				switch {
 				case err != nil:
 					l.State, l.Reason = "failed", err.Error()
+				case strings.Contains(res.Message, "shadow run on stream"):
+					out.line(fleetLine{Device: dev, State: "shadow", Reason: res.Message})
+					l.State, l.Reason = waitVerdict(ctx, s, m.Name, m.Version, *poll, *verdictTimeout)
 				case !strings.Contains(res.Message, "serving stream"):
 					l.State = "failed" // landed but no stream serves it
 				}
@@ -273,6 +278,35 @@ func runFleetDeploy(ctx context.Context, args []string, stdout, stderr io.Writer
 		return fmt.Errorf("%d devices do not serve %s@%s", failed, m.Name, m.Version)
 	}
 	return nil
+}
+
+// waitVerdict polls a device in its shadow run until the verdict: it
+// returns the final state (serving, rolled-back or failed) and the reason.
+func waitVerdict(ctx context.Context, s *fleet.Sender, name, version string, poll, limit time.Duration) (string, string) {
+	deadline := time.Now().Add(limit)
+	tick := time.NewTicker(poll)
+	defer tick.Stop()
+	for {
+		o, err := s.Outcome(ctx, name, version)
+		switch {
+		case err != nil:
+			return "failed", err.Error()
+		case strings.HasPrefix(o, "serving"):
+			return "serving", o
+		case strings.HasPrefix(o, "rolled-back"):
+			return "rolled-back", o
+		case strings.HasPrefix(o, "failed"), strings.HasPrefix(o, "landed"):
+			return "failed", o
+		}
+		if time.Now().After(deadline) {
+			return "failed", fmt.Sprintf("no shadow verdict within %v (%s)", limit, o)
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return "failed", ctx.Err().Error()
+		}
+	}
 }
 
 // canaryCount reads --canary: N or P% of total; 0 for none.

@@ -22,6 +22,12 @@ import (
 // startDevice runs a daemon in-process as device id, on broker b,
 // trusting pub.
 func startDevice(t *testing.T, b *mqtttest.Broker, id, pub string) *daemon.Daemon {
+	return startDeviceWith(t, b, id, pub, false)
+}
+
+// startDeviceWith: with shadow, the device runs deployments in shadow for
+// 30 windows, fed by a simulator.
+func startDeviceWith(t *testing.T, b *mqtttest.Broker, id, pub string, shadow bool) *daemon.Daemon {
 	t.Helper()
 	dir := t.TempDir()
 	csvPath := filepath.Join(dir, "pump.csv")
@@ -43,14 +49,15 @@ http: {listen: "127.0.0.1:0"}
 inference: {workers: 1}
 buffer: {kind: memory}
 mqtt: {broker: %q, keepalive: 5s}
-models: {trusted_keys: [%q]}
+models: {trusted_keys: [%q]%s}
 sources:
   - name: pump
     type: replay
     replay: {path: %s, speed: 0, columns: [Accelerometer1RMS, Accelerometer2RMS, Current, Pressure, Temperature, Thermocouple, Voltage, Volume Flow RateRMS]}
+  - {name: sim, type: simulator, simulator: {rate: 400, seed: 5}}
 streams:
-  - {name: pump1, source: pump, model: pump8, max_lateness: 0s}
-`, id, filepath.Join(dir, "data"), modelsDir, b.URL(), pub, csvPath)), 0o644)
+  - {name: pump1, source: %s, model: pump8, max_lateness: 0s}
+`, id, filepath.Join(dir, "data"), modelsDir, b.URL(), pub, shadowCfg(shadow), csvPath, srcName(shadow))), 0o644)
 	cfg, err := config.Load(cfgPath, func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatal(err)
@@ -173,5 +180,100 @@ func TestFleetDeployAndStatus(t *testing.T) {
 		"--devices", "fleet-dev-*", "--canary", "1", "--json", "--wait", "500ms", "--key", keys + ".key"}, &stdout, &stderr)
 	if code != 1 || !strings.Contains(stdout.String(), "not trusted") || !strings.Contains(stdout.String(), "not attempted: a canary failed") {
 		t.Fatalf("deploy signed by another key: exit %d\n%s", code, stdout.String())
+	}
+}
+
+func shadowCfg(on bool) string {
+	if on {
+		return ", shadow: {windows: 30, max_alert_rate: 0.2}"
+	}
+	return ""
+}
+
+func srcName(shadow bool) string {
+	if shadow {
+		return "sim"
+	}
+	return "pump"
+}
+
+// waitOnline waits until n devices published an online status.
+func waitOnline(t *testing.T, b *mqtttest.Broker, n int) {
+	t.Helper()
+	sub := mqtttest.Subscribe(t, b, "vigil/+/status", 1)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		online := map[string]bool{}
+		for _, msg := range sub.Messages() {
+			if strings.Contains(string(msg.Payload), `"state":"online"`) {
+				online[msg.Topic] = true
+			}
+		}
+		if len(online) >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("devices not online")
+		}
+		sub.WaitN(t, sub.Len()+1, 30*time.Second)
+	}
+}
+
+// TestFleetDeployWaitsForShadowVerdicts (issue 18 item 6): with the shadow
+// run on, fleet deploy waits for each device's verdict: a sane model is
+// promoted on both devices (exit 0); a model over its threshold on every
+// window is rolled back on the canary, and the deployment stops there
+// (exit 1, the other device not attempted) while the devices keep serving
+// the promoted model.
+func TestFleetDeployWaitsForShadowVerdicts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("mosquitto: not in -short")
+	}
+	b := mqtttest.Start(t, mqtttest.Options{})
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "fleet")
+	var out bytes.Buffer
+	if code := dispatch(context.Background(), []string{"model", "keygen", "--out", keys}, &out, &out); code != 0 {
+		t.Fatal(out.String())
+	}
+	pub, _ := os.ReadFile(keys + ".pub")
+	devs := []*daemon.Daemon{
+		startDeviceWith(t, b, "shadow-dev-1", strings.TrimSpace(string(pub)), true),
+		startDeviceWith(t, b, "shadow-dev-2", strings.TrimSpace(string(pub)), true),
+	}
+	waitOnline(t, b, 2)
+	m, tfl, err := models.ReadFiles("../models/pump8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deployVersion := func(version string, threshold float64) (int, string) {
+		m.Version = version
+		if threshold > 0 {
+			m.Threshold.Value = threshold
+		}
+		if err := models.Save(dir, "pump8", tfl, m); err != nil {
+			t.Fatal(err)
+		}
+		if code := dispatch(context.Background(), []string{"model", "sign", filepath.Join(dir, "pump8"), "--key", keys + ".key"}, &out, &out); code != 0 {
+			t.Fatal(out.String())
+		}
+		var stdout, stderr bytes.Buffer
+		code := dispatch(context.Background(), []string{"fleet", "deploy", "--broker", b.URL(), "--model", filepath.Join(dir, "pump8"),
+			"--devices", "shadow-dev-*", "--canary", "1", "--json", "--wait", "500ms", "--poll", "100ms", "--key", keys + ".key"}, &stdout, &stderr)
+		return code, stdout.String() + stderr.String()
+	}
+	code, got := deployVersion("2", 0)
+	if code != 0 || strings.Count(got, `"state":"shadow"`) != 2 || strings.Count(got, `"state":"serving"`) != 2 {
+		t.Fatalf("sane model: exit %d\n%s", code, got)
+	}
+	code, got = deployVersion("3", 1e-12)
+	if code != 1 || !strings.Contains(got, `"device":"shadow-dev-1","state":"rolled-back"`) || !strings.Contains(got, `"device":"shadow-dev-2","state":"failed","reason":"not attempted: a canary failed"`) {
+		t.Fatalf("model over threshold everywhere: exit %d\n%s", code, got)
+	}
+	for i, d := range devs {
+		b, _ := json.Marshal(d.Health().Extra["streams"])
+		if !strings.Contains(string(b), `"model":"pump8@2"`) {
+			t.Errorf("device %d after the rollback: %s", i+1, b)
+		}
 	}
 }

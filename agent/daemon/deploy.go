@@ -251,9 +251,16 @@ func missingChunks(dir string, n int) []int {
 	return out
 }
 
-// status says which chunks are missing: "...; missing: 3,5-9" (fleet.ParseMissing).
+// status says which chunks are missing: "...; missing: 3,5-9"
+// (fleet.ParseMissing); for a model that landed, its outcome:
+// "NAME@VERSION: outcome: serving pump1" (fleet.Outcome).
 func (dp *deployer) status(ref string) (string, error) {
 	dir, st, err := dp.transfer(ref)
+	if errors.Is(err, errAlreadyLanded) {
+		if o := dp.landedOutcome(ref); o != "" {
+			return ref + ": outcome: " + o, nil
+		}
+	}
 	if err != nil {
 		return "", err
 	}
@@ -425,6 +432,33 @@ func (dp *deployer) activate(ctx context.Context, name, ref string) ([]string, e
 		return nil, err
 	}
 	return streams, nil
+}
+
+// landedOutcome is the outcome of a landed model: the last one recorded,
+// or what the settings say after a restart.
+func (dp *deployer) landedOutcome(ref string) string {
+	dp.mu.Lock()
+	o := dp.outcomes[ref]
+	dp.mu.Unlock()
+	if o != "" {
+		return o
+	}
+	var shadow, serving []string
+	for _, sc := range dp.d.config().Streams {
+		switch s := dp.d.settings.get(sc.Name); ref {
+		case s.Shadow:
+			shadow = append(shadow, sc.Name)
+		case s.Model:
+			serving = append(serving, sc.Name)
+		}
+	}
+	switch {
+	case len(shadow) > 0:
+		return "shadow on " + strings.Join(shadow, ", ")
+	case len(serving) > 0:
+		return "serving " + strings.Join(serving, ", ")
+	}
+	return "landed, serving nothing"
 }
 
 // deployments is health's view of the transfers and their outcomes.

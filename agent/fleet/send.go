@@ -81,26 +81,41 @@ func ReadModel(path string) (manifest, sig, tflite []byte, err error) {
 // Deploy sends the model (name and version as its manifest says) and
 // commits it. It returns the device's refusal as an error.
 func (s *Sender) Deploy(ctx context.Context, name, version string, manifest, sig, tflite []byte) (Result, error) {
-	var res Result
 	if s.ChunkSize == 0 {
 		s.ChunkSize = DefaultChunk
 	}
 	if s.Window <= 0 {
 		s.Window = 4
 	}
+	if err := s.subscribe(); err != nil {
+		return Result{}, err
+	}
+	defer s.Client.Unsubscribe(s.Topic + "/reply")
+	return s.deploy(ctx, name, version, manifest, sig, tflite)
+}
+
+// subscribe starts matching replies (Deploy and Outcome do it).
+func (s *Sender) subscribe() error {
 	if s.Timeout <= 0 {
 		s.Timeout = 30 * time.Second
 	}
-	var nonce [6]byte
-	rand.Read(nonce[:])
-	s.prefix = "d" + hex.EncodeToString(nonce[:]) + "-"
-	s.waiting = map[string]chan Reply{}
+	s.mu.Lock()
+	if s.waiting == nil {
+		var nonce [6]byte
+		rand.Read(nonce[:])
+		s.prefix = "d" + hex.EncodeToString(nonce[:]) + "-"
+		s.waiting = map[string]chan Reply{}
+	}
+	s.mu.Unlock()
 	tok := s.Client.Subscribe(s.Topic+"/reply", 1, s.onReply)
 	if !tok.WaitTimeout(s.Timeout) || tok.Error() != nil {
-		return res, fmt.Errorf("subscribe to %s/reply: %v", s.Topic, tok.Error())
+		return fmt.Errorf("subscribe to %s/reply: %v", s.Topic, tok.Error())
 	}
-	defer s.Client.Unsubscribe(s.Topic + "/reply")
+	return nil
+}
 
+func (s *Sender) deploy(ctx context.Context, name, version string, manifest, sig, tflite []byte) (Result, error) {
+	var res Result
 	sum := sha256.Sum256(tflite)
 	base := Deploy{Name: name, Version: version}
 	begin := base
@@ -141,6 +156,25 @@ func (s *Sender) Deploy(ctx context.Context, name, version string, manifest, sig
 	}
 	res.Message = rep.Message
 	return res, nil
+}
+
+// Outcome asks the device for the outcome of a landed model (the status
+// op): "shadow on ...", "serving ...", "rolled-back on ...", "failed: ...".
+func (s *Sender) Outcome(ctx context.Context, name, version string) (string, error) {
+	if err := s.subscribe(); err != nil {
+		return "", err
+	}
+	defer s.Client.Unsubscribe(s.Topic + "/reply")
+	st := Deploy{Op: OpStatus, Name: name, Version: version}
+	rep, err := s.call(ctx, st)
+	if err != nil {
+		return "", err
+	}
+	_, o, ok := strings.Cut(rep.Message, ": outcome: ")
+	if !ok {
+		return "", fmt.Errorf("status: %s", rep.Message)
+	}
+	return o, nil
 }
 
 // errStopped is returned when Limit stopped the transfer.
