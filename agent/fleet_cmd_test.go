@@ -9,11 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/config"
 	"github.com/vigil-edge/vigil/agent/daemon"
+	"github.com/vigil-edge/vigil/agent/fleet"
 	"github.com/vigil-edge/vigil/agent/internal/mqtttest"
 	"github.com/vigil-edge/vigil/agent/source"
 	"github.com/vigil-edge/vigil/models"
@@ -276,4 +278,54 @@ func TestFleetDeployWaitsForShadowVerdicts(t *testing.T) {
 			t.Errorf("device %d after the rollback: %s", i+1, b)
 		}
 	}
+}
+
+// TestDeployTenDevicesFigure measures a 1 MB deployment to 10 devices over
+// loopback (in-process devices, one mosquitto, signed commands, 64 KiB
+// chunks, all devices at once). It logs the time and asserts only that
+// every device landed the model. Run it with VIGIL_FLEET_FIGURES=1.
+func TestDeployTenDevicesFigure(t *testing.T) {
+	if os.Getenv("VIGIL_FLEET_FIGURES") == "" {
+		t.Skip("a measurement: set VIGIL_FLEET_FIGURES=1")
+	}
+	b := mqtttest.Start(t, mqtttest.Options{})
+	pub, priv, _ := models.GenerateKey()
+	var devs []string
+	for i := range 10 {
+		id := fmt.Sprintf("fig-dev-%02d", i)
+		startDevice(t, b, id, models.EncodePublicKey(pub))
+		devs = append(devs, id)
+	}
+	waitOnline(t, b, 10)
+	m, tfl, _ := models.ReadFiles("../models/pump8")
+	m.Version = "big"
+	tfl = append(tfl, make([]byte, (1<<20)-len(tfl))...)
+	dir := t.TempDir()
+	if err := models.Save(dir, "big", tfl, m); err != nil {
+		t.Fatal(err)
+	}
+	models.SignFiles(filepath.Join(dir, "big"), priv)
+	man, sig, data, _ := fleet.ReadModel(filepath.Join(dir, "big"))
+	c := mqtttest.Connect(t, b)
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make([]error, len(devs))
+	for i, dev := range devs {
+		wg.Go(func() {
+			s := &fleet.Sender{Client: c, Topic: "vigil/" + dev + "/cmd/deploy-model", Key: priv}
+			res, err := s.Deploy(context.Background(), "big", "big", man, sig, data)
+			if err == nil && !strings.Contains(res.Message, "landed") {
+				err = fmt.Errorf("commit: %s", res.Message)
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	took := time.Since(start)
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("%s: %v", devs[i], err)
+		}
+	}
+	t.Logf("1 MB model (16 chunks of 64 KiB) to 10 devices over loopback: %v", took)
 }

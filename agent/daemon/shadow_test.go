@@ -51,7 +51,9 @@ func TestShadowPromotesOrRollsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	deployDirect(t, d, filepath.Join(dir, "pump8"), "6")
+	committed := time.Now()
 	waitFor(t, 60*time.Second, func() bool { return strings.HasPrefix(d.deploy.deployments()["pump8@6"], "rolled-back") })
+	t.Logf("rolled back %v after the commit (40 windows of shadow at 40 windows/s)", time.Since(committed).Round(time.Millisecond))
 	if got := d.deploy.deployments()["pump8@6"]; !strings.Contains(got, "rolled-back on pump1 (automatic") || !strings.Contains(got, "100.0% over threshold") {
 		t.Errorf("outcome: %q", got)
 	}
