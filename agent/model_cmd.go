@@ -8,8 +8,12 @@ import (
 	"github.com/vigil-edge/vigil/agent/modeltool"
 )
 
-// runModel is `vigil model inspect|init|calibrate` (see agent/modeltool).
+// runModel is `vigil model inspect|init|calibrate` (see agent/modeltool)
+// and `vigil model keygen|sign` (model signing, modelsign_cmd.go).
 func runModel(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if ok, err := modelSignCommand(ctx, args, stdout, stderr); ok {
+		return err
+	}
 	return toolErr(modeltool.Model(ctx, args, stdout, stderr))
 }
 

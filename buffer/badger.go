@@ -128,6 +128,7 @@ type Badger struct {
 	damage          []string                            // what was found damaged at open, and done
 	skipped         map[*lane[struct{}]]map[uint64]bool // damaged records skipped at open
 	gone            map[*lane[struct{}]][]seqRange      // seqs reported lost or damaged (synced.go)
+	written         map[string]uint64                   // records per lane written since the last fsync round (see Sync)
 
 	writeMu sync.Mutex // held while writing to Badger, and to force a flush
 

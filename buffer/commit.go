@@ -58,8 +58,9 @@ type batch struct {
 	needSync bool
 	bigValue bool // some value goes to the value log
 
-	done chan struct{} // closed when committed (and fsynced if needSync)
-	err  error         // set before done is closed
+	done   chan struct{}     // closed when committed (and fsynced if needSync)
+	err    error             // set before done is closed
+	synced map[string]uint64 // records per lane the fsync that released the batch made durable
 }
 
 func newBatch() *batch {
@@ -237,6 +238,9 @@ func (b *Badger) commitOpen() {
 		if hi := w.lo + uint64(len(w.entries)) - 1; err == nil && hi > l.done {
 			l.done = hi
 		}
+		if err == nil {
+			b.countWritten(l.opts.Name, w.entries)
+		}
 		l.signal()
 	}
 	b.mu.Unlock()
@@ -282,9 +286,9 @@ func (b *Badger) syncLoop() {
 				continue
 			}
 		}
-		err := b.fsync()
+		synced, err := b.fsyncCounted()
 		for _, bt := range waiting {
-			bt.err = err
+			bt.err, bt.synced = err, synced
 			close(bt.done)
 		}
 	}
@@ -292,6 +296,17 @@ func (b *Badger) syncLoop() {
 
 // fsync makes everything written so far durable.
 func (b *Badger) fsync() error {
+	_, err := b.fsyncCounted()
+	return err
+}
+
+// fsyncCounted is fsync, returning how many records of each lane were
+// written since the previous round (and so made durable by this one).
+func (b *Badger) fsyncCounted() (map[string]uint64, error) {
+	b.mu.Lock()
+	synced := b.written
+	b.written = nil
+	b.mu.Unlock()
 	b.dirty.Store(false)
 	marks := b.doneMarks() // made durable by this round
 	// The watermarks of the previous round are fsynced alongside.
@@ -314,8 +329,15 @@ func (b *Badger) fsync() error {
 			b.log.Error("buffer storage failed; close and reopen the buffer", "err", err)
 		}
 		b.mu.Unlock()
+		// Not durable after all: count them again for the next round.
+		b.mu.Lock()
+		for lane, n := range synced {
+			b.written = addCount(b.written, lane, n)
+		}
+		b.mu.Unlock()
+		return nil, err
 	}
-	return err
+	return synced, nil
 }
 
 // fileSyncer fsyncs Badger's logs.

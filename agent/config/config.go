@@ -50,6 +50,7 @@ type Config struct {
 	Streams   []Stream  `yaml:"streams" doc:"what is scored: each stream reads one source with one model (file only)"`
 	Amplitude Amplitude `yaml:"amplitude"`
 	Dify      Dify      `yaml:"dify"`
+	Models    Models    `yaml:"models"`
 
 	// where records, per key path, where its value came from ("line 12",
 	// "VIGIL_MQTT_BROKER"), so problems can point at it.
@@ -168,7 +169,28 @@ type EmbeddedBroker struct {
 // Commands configures remote commands on <prefix>/<device_id>/cmd/<name>.
 type Commands struct {
 	Enabled bool     `yaml:"enabled" doc:"accept commands over MQTT"`
-	Allow   []string `yaml:"allow" doc:"commands accepted: reload, set-threshold, rebirth, flush, status"`
+	Allow   []string `yaml:"allow" doc:"commands accepted: reload, set-threshold, rebirth, flush, status, relearn, reset, deploy-model, rollback, promote"`
+	// RequireSignature lists the commands that must come signed by a key
+	// of models.trusted_keys (see agent/fleet, signed.go).
+	RequireSignature []string `yaml:"require_signature" doc:"commands that must carry an ed25519 signature by a key of models.trusted_keys over payload, time and nonce (vigil fleet signs with --key); stale and replayed ones are refused"`
+}
+
+// Models configures the models that reach the device over MQTT
+// (deploy-model): whose signatures it trusts.
+type Models struct {
+	TrustedKeys   []string `yaml:"trusted_keys" conf:"keys" doc:"ed25519 public keys whose signature a deployed model must carry: each the base64 line of a NAME.pub (vigil model keygen), or @path to such a file"`
+	AllowUnsigned bool     `yaml:"allow_unsigned" doc:"accept a deployed model that is unsigned or signed by a key not trusted (a signature that does not verify is refused regardless)"`
+	Shadow        Shadow   `yaml:"shadow"`
+}
+
+// Shadow configures the shadow run of a deployed model: it scores the same
+// windows beside the serving model before it serves. Off when both windows
+// and duration are zero.
+type Shadow struct {
+	Windows       int           `yaml:"windows" doc:"windows the shadow run scores before its verdict; 0: duration alone decides"`
+	Duration      time.Duration `yaml:"duration" doc:"longest shadow run (the verdict comes at windows or duration, whichever first); 0: windows alone decide"`
+	MaxAlertRate  float64       `yaml:"max_alert_rate" doc:"promotion bound: the deployed model's share of windows over its threshold may be at most this, or max_alert_ratio times the serving model's, whichever is higher"`
+	MaxAlertRatio float64       `yaml:"max_alert_ratio" doc:"promotion bound relative to the serving model's share of windows over threshold"`
 }
 
 // Health configures the health heartbeat.
@@ -344,6 +366,7 @@ func Default() *Config {
 	return &Config{
 		DataDir:   "/var/lib/vigil",
 		ModelsDir: "models",
+		Models:    Models{Shadow: Shadow{MaxAlertRate: 0.05, MaxAlertRatio: 2}},
 		Log:       Log{Level: "info", Format: "text"},
 		HTTP: HTTP{
 			Listen:           "127.0.0.1:8787",
@@ -383,7 +406,7 @@ func Default() *Config {
 			MaxInflight:    256,
 			ReplayRate:     2000,
 			ReconnectMax:   10 * time.Second,
-			Commands:       Commands{Enabled: true, Allow: append([]string(nil), commandNames...)},
+			Commands:       Commands{Enabled: true, Allow: append([]string(nil), commandNames...), RequireSignature: []string{"deploy-model"}},
 		},
 		Health: Health{Interval: 10 * time.Second},
 		Amplitude: Amplitude{
@@ -436,7 +459,7 @@ func defaultStream() Stream {
 }
 
 // commandNames are the remote commands Vigil knows.
-var commandNames = []string{"reload", "set-threshold", "rebirth", "flush", "status"}
+var commandNames = []string{"reload", "set-threshold", "rebirth", "flush", "status", "relearn", "reset", "deploy-model", "rollback", "promote"}
 
 // learnArchs are the architectures a stream can learn.
 var learnArchs = []string{"dense"}

@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"sort"
 	"strconv"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -185,6 +186,12 @@ func resolvePaths(v reflect.Value, dir string) {
 		case f.Tag.Get("conf") == "path":
 			if p := fv.String(); p != "" && !filepath.IsAbs(p) {
 				fv.SetString(filepath.Join(dir, p))
+			}
+		case f.Tag.Get("conf") == "keys": // "@path" entries name files
+			for j := 0; j < fv.Len(); j++ {
+				if p, ok := strings.CutPrefix(fv.Index(j).String(), "@"); ok && p != "" && !filepath.IsAbs(p) {
+					fv.Index(j).SetString("@" + filepath.Join(dir, p))
+				}
 			}
 		case f.Type.Kind() == reflect.Struct && !isLeaf(f.Type):
 			resolvePaths(fv, dir)

@@ -68,6 +68,7 @@ func (c *Config) Validate() (errs, warns Problems) {
 	v.streams()
 	v.amplitude()
 	v.dify()
+	v.models()
 	return v.errs, v.warns
 }
 
@@ -459,6 +460,11 @@ func (v *validator) mqtt() {
 			v.warnf(p, "%q is listed twice", name)
 		}
 		seen[name] = true
+	}
+	for i, name := range m.Commands.RequireSignature {
+		if !slices.Contains(commandNames, name) {
+			v.errf(fmt.Sprintf("mqtt.commands.require_signature[%d]", i), "unknown command %q (known: %s)", name, strings.Join(commandNames, ", "))
+		}
 	}
 }
 

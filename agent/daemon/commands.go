@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/vigil-edge/vigil/agent/publish"
-	"github.com/vigil-edge/vigil/agent/record"
 )
 
 // remoteCommands carries out the MQTT remote commands on the daemon.
@@ -21,20 +20,11 @@ func (c remoteCommands) Reload(ctx context.Context) (string, error) {
 }
 
 func (c remoteCommands) SetThreshold(ctx context.Context, stream string, threshold float64) (string, error) {
-	was := c.d.current().pipe.Stats().Streams[stream].Threshold
-	if err := c.d.current().pipe.SetThreshold(ctx, stream, threshold); err != nil {
-		return "", err
-	}
-	return fmt.Sprintf("stream %s: threshold %g (was %g)", stream, threshold, was), nil
+	return c.d.setThreshold(ctx, stream, threshold)
 }
 
 func (c remoteCommands) Flush(ctx context.Context) (string, error) {
-	st := c.d.buf.Stats()
-	var parts []string
-	for _, lane := range []string{record.LaneScore, record.LaneAlert, record.LaneAdvice} {
-		parts = append(parts, fmt.Sprintf("%s %d", lane, st.Lanes[lane].Records))
-	}
-	return "buffer durable; records held: " + strings.Join(parts, ", "), nil
+	return c.d.flush(ctx)
 }
 
 func (c remoteCommands) Status(ctx context.Context) (string, error) {
@@ -46,6 +36,9 @@ func (c remoteCommands) Status(ctx context.Context) (string, error) {
 	sort.Strings(streams)
 	msg := fmt.Sprintf("up %.0fs, %d inputs, %d scores, %d alerts, %d drops; streams: %s",
 		s.UptimeS, s.Pipeline.Inputs, s.Pipeline.Scores, s.Pipeline.Alerts, s.Pipeline.DropTotal(), strings.Join(streams, ", "))
+	if eff := c.d.effectiveSummary(); eff != "" {
+		msg += "; in force: " + eff
+	}
 	if r := c.d.sup.restartSummary(); len(r) > 0 {
 		msg += "; restarted: " + strings.Join(r, ", ")
 	}

@@ -110,9 +110,17 @@ type Daemon struct {
 	gen    *generation
 	events http.Handler // the current generation's POST /v1/events
 
-	ready     chan struct{}
-	addr      string
-	reloadReq chan chan error
+	ready      chan struct{}
+	addr       string
+	reloadReq  chan chan error
+	rebuildReq chan chan error // rebuild the generation from the running config (settings.go)
+	settings   *settingsStore  // data_dir/settings.json
+	deploy     *deployer       // deploy-model (deploy.go)
+	auth       *cmdAuth        // signed commands (cmdauth.go)
+	runCtx     context.Context // Run's context, for the shadow verdicts
+	shadowMu   sync.Mutex
+	shadows    map[string]*shadowRun // stream → its shadow run (shadow.go)
+	promoteMu  sync.Mutex
 
 	consumers []consumer
 	embedded  *publish.EmbeddedBroker // the embedded broker, if any
@@ -148,12 +156,14 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	if err := opts.Restart.Validate("Options.Restart"); err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
-	return &Daemon{
+	d := &Daemon{
 		opts: opts, log: opts.Logger, cfg: cfg,
 		sup:       newSupervisor(opts.Logger, opts.Restart, opts.WrapPart),
 		ready:     make(chan struct{}),
-		reloadReq: make(chan chan error),
-	}, nil
+		reloadReq: make(chan chan error), rebuildReq: make(chan chan error),
+	}
+	d.deploy = &deployer{d: d}
+	return d, nil
 }
 
 // Ready is closed once the daemon serves: its HTTP server listens (Addr is
@@ -190,6 +200,7 @@ func (d *Daemon) Health() health.Snapshot {
 // failure ends it (see the package doc).
 func (d *Daemon) Run(ctx context.Context) error {
 	d.started = time.Now()
+	d.runCtx = ctx
 	buf, err := openBuffer(d.cfg, d.log)
 	if err != nil {
 		return err
@@ -200,6 +211,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.log.Error("closing the buffer", "err", err)
 		}
 	}()
+	d.settings = d.openSettings(d.cfg.DataDir)
 	if err := d.startEmbeddedBroker(); err != nil {
 		return err
 	}
@@ -218,6 +230,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		Parts:      d.sup.parts,
 		Broker:     d.brokerState, Lanes: laneCaps(d.cfg), BufferMaxBytes: int64(d.cfg.Buffer.MaxBytes), TFLite: inference.Version(),
 		Inputs: d.inputChecks,
+		Extra: map[string]func() any{"streams": func() any { return d.effective() },
+			"deployments": func() any { return d.deploy.deployments() },
+			"shadow":      func() any { return d.shadowState() }},
 	})
 	d.mu.Lock()
 	d.reporter = reporter
@@ -306,6 +321,8 @@ loop:
 			}
 		case reply := <-d.reloadReq:
 			d.reload(ctx, reply)
+		case reply := <-d.rebuildReq:
+			d.rebuild(ctx, reply)
 		}
 	}
 	if runErr != nil {
@@ -370,24 +387,7 @@ func (d *Daemon) reload(ctx context.Context, reply chan error) {
 		if restart := restartOnly(d.cfg, cfg); len(restart) > 0 {
 			return &RestartError{Keys: restart}
 		}
-		gen, err := d.newGeneration(cfg)
-		if err != nil {
-			return err
-		}
-		old := d.current()
-		old.stop()
-		// Streams whose model and detector settings did not change keep
-		// their state (open episodes, windows, learning samples), and the
-		// counters carry on.
-		if kept := gen.pipe.Adopt(old.pipe); len(kept) > 0 {
-			d.log.Info("reload: streams keep their state", "streams", strings.Join(kept, ", "))
-		}
-		d.swap(gen)
-		gen.start(ctx, d.sup)
-		d.mu.Lock()
-		d.cfg = cfg
-		d.mu.Unlock()
-		return nil
+		return d.replace(ctx, cfg)
 	}()
 	if err != nil {
 		d.log.Error("reload failed; the previous config and models keep running", "err", err)
@@ -397,6 +397,29 @@ func (d *Daemon) reload(ctx context.Context, reply chan error) {
 	if reply != nil {
 		reply <- err
 	}
+}
+
+// replace builds a generation from cfg and swaps it in for the running one;
+// on error the running one carries on.
+func (d *Daemon) replace(ctx context.Context, cfg *config.Config) error {
+	gen, err := d.newGeneration(cfg)
+	if err != nil {
+		return err
+	}
+	old := d.current()
+	old.stop()
+	// Streams whose model and detector settings did not change keep
+	// their state (open episodes, windows, learning samples), and the
+	// counters carry on.
+	if kept := gen.pipe.Adopt(old.pipe); len(kept) > 0 {
+		d.log.Info("reload: streams keep their state", "streams", strings.Join(kept, ", "))
+	}
+	d.swap(gen)
+	gen.start(ctx, d.sup)
+	d.mu.Lock()
+	d.cfg = cfg
+	d.mu.Unlock()
+	return nil
 }
 
 func (d *Daemon) current() *generation {

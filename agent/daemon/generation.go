@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -71,12 +72,25 @@ func (d *Daemon) newGeneration(cfg *config.Config) (_ *generation, err error) {
 				Bands: detect.Bands{Warning: sc.Severity.Warning, Major: sc.Severity.Major, Critical: sc.Severity.Critical}},
 		}
 		path := filepath.Join(cfg.ModelsDir, sc.Model)
-		if sc.Learn.Samples > 0 {
+		over := d.settings.get(sc.Name) // what commands changed (settings.go)
+		if over.Threshold > 0 {
+			spec.Threshold = over.Threshold
+		}
+		learn := sc.Learn.Samples
+		if over.LearnSamples > 0 {
+			learn = over.LearnSamples
+		}
+		if over.Model != "" {
+			// A deployed model (deploy.go) serves instead of learning.
+			name, _, _ := strings.Cut(over.Model, "@")
+			path, learn = filepath.Join(cfg.DataDir, "models", over.Model, name), 0
+		}
+		if learn > 0 {
 			// A model this device learnt before is used again after a restart.
 			if _, err := os.Stat(filepath.Join(learnDir, sc.Name+".json")); err == nil {
 				path = filepath.Join(learnDir, sc.Name)
 			} else {
-				spec.Learn = sc.Learn.Samples
+				spec.Learn = learn
 				path = ""
 			}
 		}
@@ -90,6 +104,14 @@ func (d *Daemon) newGeneration(cfg *config.Config) (_ *generation, err error) {
 				return nil, fmt.Errorf("streams[%d] %s: %w", i, sc.Name, err)
 			}
 			spec.Model = pipemodel.Adapt(m)
+			if over.Shadow != "" {
+				if t, sm, err := d.shadowTee(cfg, sc, spec, over); err != nil {
+					d.log.Warn("shadow model not run", "stream", sc.Name, "model", over.Shadow, "err", err)
+				} else {
+					g.models = append(g.models, sm)
+					spec.Model = t
+				}
+			}
 			if sc.Kind == config.KindBehaviour {
 				feats := m.Manifest().Features
 				if _, err := stream.NewBehaviour(feats); err != nil {

@@ -57,6 +57,8 @@ func (d *Daemon) setupPublisher() error {
 	o.HealthInterval = cfg.Health.Interval
 	o.Health = func() any { return d.reporter.Snapshot() }
 	o.Commands = remoteCommands{d}
+	o.Handlers = d.handlers()
+	o.Verify = d.auth.verify
 	o.CommandsEnabled = cfg.MQTT.Commands.Enabled
 	o.AllowCommands = cfg.MQTT.Commands.Allow
 	o.Logger = d.log

@@ -48,6 +48,8 @@ subcommands:
                                      write DIR/NAME.tflite and DIR/NAME.json for a model made elsewhere
   calibrate DIR/NAME --data normal.csv
                                      set the threshold from the scores of normal data
+  keygen --out DIR/NAME              an ed25519 key pair for signing models (NAME.key, NAME.pub)
+  sign DIR/NAME --key FILE.key       sign a model for deploy-model (writes DIR/NAME.sig)
 
 Run 'vigil model <subcommand> -h' for its flags.
 `)

@@ -168,7 +168,26 @@ func (p *Publisher) execute(ctx context.Context, name string, payload []byte) (r
 		}
 		log.Info("command", append(args, "ok", rep.OK, "message", rep.Message)...)
 	}()
+	if v := p.opts.Verify; v != nil && (p.handler(name) != nil || slices.Contains(CommandNames, name)) {
+		inner, err := v(name, payload)
+		if err != nil {
+			if inner != nil {
+				payload = inner // a refused envelope's command, for its id
+			}
+			id, requester := requestFields(payload)
+			return Reply{ID: id, Requester: requester, Message: err.Error()}
+		}
+		payload = inner
+	}
 	id, requester := requestFields(payload)
+	if h := p.handler(name); h != nil {
+		if !p.allowed(name) {
+			return Reply{ID: id, Requester: requester, Message: fmt.Sprintf("command %q is not allowed on this device", name)}
+		}
+		hctx, cancel := context.WithTimeout(ctx, p.opts.CommandTimeout)
+		defer cancel()
+		return h(hctx, payload)
+	}
 	if !slices.Contains(CommandNames, name) {
 		return Reply{ID: id, Requester: requester, Message: fmt.Sprintf("unknown command %q (known: %s)", name, strings.Join(CommandNames, ", "))}
 	}

@@ -108,6 +108,10 @@ type Options struct {
 	// Commands handles the remote commands; nil answers every command but
 	// rebirth with an error.
 	Commands Commands
+	// Handlers carries out further commands by name (see CommandHandler).
+	Handlers map[string]CommandHandler
+	// Verify, if set, checks every known command's payload first.
+	Verify CommandVerifier
 	// CommandsEnabled subscribes to <prefix>/<device>/cmd/+. When false no
 	// command is even received.
 	CommandsEnabled bool
@@ -313,7 +317,7 @@ func (o *Options) validate() error {
 		bad("HealthInterval", "must not be negative, got %v", o.HealthInterval)
 	}
 	for _, c := range o.AllowCommands {
-		if !slices.Contains(CommandNames, c) {
+		if !slices.Contains(CommandNames, c) && o.Handlers[c] == nil {
 			bad("AllowCommands", "unknown command %q (known: %s)", c, strings.Join(CommandNames, ", "))
 		}
 	}

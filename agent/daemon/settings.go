@@ -1,0 +1,212 @@
+package daemon
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Settings given by command (set-threshold, relearn, reset) persist in
+// data_dir/settings.json, so that a reload or a restart keeps them. The file
+// is replaced atomically (a temporary file, fsynced, renamed over it, the
+// directory fsynced): a crash leaves the old settings or the new ones.
+//
+// Precedence, per stream: a threshold set by command overrides the config's
+// threshold (and the model's calibrated one) until `reset` or `relearn`; a
+// relearn's sample count stands in for the config's learn.samples.
+
+const settingsFile = "settings.json"
+
+// settingsVersion is the format of settings.json.
+const settingsVersion = 1
+
+// streamSettings are what commands changed for one stream.
+type streamSettings struct {
+	// Threshold, when > 0, was set by set-threshold at ThresholdAt.
+	Threshold   float64   `json:"threshold,omitempty"`
+	ThresholdAt time.Time `json:"threshold_at,omitzero"`
+	// LearnSamples, when > 0, is the learning period a relearn started at
+	// RelearnAt, for a stream whose config learns nothing.
+	LearnSamples int       `json:"learn_samples,omitempty"`
+	RelearnAt    time.Time `json:"relearn_at,omitzero"`
+	// Model, when set, is the deployed model NAME@VERSION the stream serves
+	// (data_dir/models/NAME@VERSION/NAME), deployed at ModelAt.
+	Model   string    `json:"model,omitempty"`
+	ModelAt time.Time `json:"model_at,omitzero"`
+	// Previous is the deployed model Model replaced ("" for the config's
+	// model), which rollback returns to.
+	Previous string `json:"previous,omitempty"`
+	// Shadow, when set, is the deployed model NAME@VERSION in its shadow
+	// run since ShadowAt (shadow.go).
+	Shadow   string    `json:"shadow,omitempty"`
+	ShadowAt time.Time `json:"shadow_at,omitzero"`
+}
+
+func (s streamSettings) zero() bool { return s == streamSettings{} }
+
+type settingsDoc struct {
+	Version int                       `json:"version"`
+	Streams map[string]streamSettings `json:"streams"`
+}
+
+// settingsStore is data_dir/settings.json in memory. It is safe for
+// concurrent use.
+type settingsStore struct {
+	path string
+
+	mu      sync.Mutex
+	streams map[string]streamSettings
+}
+
+// loadSettings reads the settings of dataDir; none when the file does not
+// exist. A file that cannot be decoded is an error naming it.
+func loadSettings(dataDir string) (*settingsStore, error) {
+	s := &settingsStore{path: filepath.Join(dataDir, settingsFile), streams: map[string]streamSettings{}}
+	b, err := os.ReadFile(s.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return s, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("settings: %w", err)
+	}
+	doc, err := decodeSettings(b)
+	if err != nil {
+		return nil, fmt.Errorf("settings %s: %w", s.path, err)
+	}
+	for k, v := range doc.Streams {
+		s.streams[k] = v
+	}
+	return s, nil
+}
+
+// decodeSettings decodes settings.json strictly.
+func decodeSettings(b []byte) (settingsDoc, error) {
+	var doc settingsDoc
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&doc); err != nil {
+		return doc, err
+	}
+	if dec.More() {
+		return doc, errors.New("data after the settings object")
+	}
+	if doc.Version != settingsVersion {
+		return doc, fmt.Errorf("version %d, want %d", doc.Version, settingsVersion)
+	}
+	for name, st := range doc.Streams {
+		if st.Threshold < 0 || st.LearnSamples < 0 {
+			return doc, fmt.Errorf("stream %q: negative value", name)
+		}
+		for _, m := range []string{st.Model, st.Previous, st.Shadow} {
+			if n, v, ok := strings.Cut(m, "@"); m != "" && (!ok || n == "" || v == "" || strings.ContainsAny(m, `/\`) || strings.Contains(m, "..")) {
+				return doc, fmt.Errorf("stream %q: model %q is not NAME@VERSION", name, m)
+			}
+		}
+	}
+	return doc, nil
+}
+
+// get returns a stream's settings (zero if none).
+func (s *settingsStore) get(stream string) streamSettings {
+	if s == nil {
+		return streamSettings{}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.streams[stream]
+}
+
+// update changes a stream's settings with fn and stores the file; on error
+// nothing changed.
+func (s *settingsStore) update(stream string, fn func(*streamSettings)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next := make(map[string]streamSettings, len(s.streams)+1)
+	for k, v := range s.streams {
+		next[k] = v
+	}
+	st := next[stream]
+	fn(&st)
+	if st.zero() {
+		delete(next, stream)
+	} else {
+		next[stream] = st
+	}
+	b, err := json.MarshalIndent(settingsDoc{Version: settingsVersion, Streams: next}, "", "  ")
+	if err != nil {
+		return fmt.Errorf("settings: %w", err)
+	}
+	if err := writeFileAtomic(s.path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("settings: %w", err)
+	}
+	s.streams = next
+	return nil
+}
+
+// names lists the streams with settings, sorted.
+func (s *settingsStore) names() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for k := range s.streams {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// writeFileAtomic writes data to path so that a crash leaves either the old
+// file or the new one: a temporary file in the same directory, fsynced,
+// renamed over path, and the directory fsynced.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // after the rename there is nothing to remove
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+// syncDir fsyncs a directory, so that a rename in it is durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -1,0 +1,331 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vigil-edge/vigil/agent/config"
+	"github.com/vigil-edge/vigil/agent/daemon"
+	"github.com/vigil-edge/vigil/agent/fleet"
+	"github.com/vigil-edge/vigil/agent/internal/mqtttest"
+	"github.com/vigil-edge/vigil/agent/source"
+	"github.com/vigil-edge/vigil/models"
+)
+
+// startDevice runs a daemon in-process as device id, on broker b,
+// trusting pub.
+func startDevice(t *testing.T, b *mqtttest.Broker, id, pub string) *daemon.Daemon {
+	return startDeviceWith(t, b, id, pub, false)
+}
+
+// startDeviceWith: with shadow, the device runs deployments in shadow for
+// 30 windows, fed by a simulator.
+func startDeviceWith(t *testing.T, b *mqtttest.Broker, id, pub string, shadow bool) *daemon.Daemon {
+	t.Helper()
+	dir := t.TempDir()
+	csvPath := filepath.Join(dir, "pump.csv")
+	f, _ := os.Create(csvPath)
+	o := source.DefaultSimulatorOptions()
+	o.Seed, o.Start = 3, time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := source.WriteCSV(f, 200, o); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	modelsDir, _ := filepath.Abs("../models")
+	cfgPath := filepath.Join(dir, "vigil.yaml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+device_id: %s
+data_dir: %s
+models_dir: %s
+log: {level: warn}
+http: {listen: "127.0.0.1:0"}
+inference: {workers: 1}
+buffer: {kind: memory}
+mqtt: {broker: %q, keepalive: 5s}
+models: {trusted_keys: [%q]%s}
+sources:
+  - name: pump
+    type: replay
+    replay: {path: %s, speed: 0, columns: [Accelerometer1RMS, Accelerometer2RMS, Current, Pressure, Temperature, Thermocouple, Voltage, Volume Flow RateRMS]}
+  - {name: sim, type: simulator, simulator: {rate: 400, seed: 5}}
+streams:
+  - {name: pump1, source: %s, model: pump8, max_lateness: 0s}
+`, id, filepath.Join(dir, "data"), modelsDir, b.URL(), pub, shadowCfg(shadow), csvPath, srcName(shadow))), 0o644)
+	cfg, err := config.Load(cfgPath, func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if errs, _ := cfg.Validate(); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	d, err := daemon.New(cfg, daemon.Options{Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-d.Ready():
+	case err := <-done:
+		t.Fatal(err)
+	}
+	return d
+}
+
+// TestFleetDeployAndStatus (issue 18 item 6, without shadow verdicts):
+// `vigil fleet deploy` sends a signed model to every matching device
+// through mosquitto, one canary first, prints JSON lines ending in
+// "serving" per device and exits 0; `vigil fleet status` shows the
+// deployed model per device; a model signed by another key fails on the
+// canary and stops there with exit 1.
+func TestFleetDeployAndStatus(t *testing.T) {
+	if testing.Short() {
+		t.Skip("mosquitto: not in -short")
+	}
+	b := mqtttest.Start(t, mqtttest.Options{})
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "fleet")
+	var out bytes.Buffer
+	if code := dispatch(context.Background(), []string{"model", "keygen", "--out", keys}, &out, &out); code != 0 {
+		t.Fatal(out.String())
+	}
+	pub, _ := os.ReadFile(keys + ".pub")
+	devs := []*daemon.Daemon{
+		startDevice(t, b, "fleet-dev-1", strings.TrimSpace(string(pub))),
+		startDevice(t, b, "fleet-dev-2", strings.TrimSpace(string(pub))),
+	}
+	// The model: pump8 as version 9, signed.
+	m, tfl, err := models.ReadFiles("../models/pump8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Version = "9"
+	if err := models.Save(dir, "pump8", tfl, m); err != nil {
+		t.Fatal(err)
+	}
+	if code := dispatch(context.Background(), []string{"model", "sign", filepath.Join(dir, "pump8"), "--key", keys + ".key"}, &out, &out); code != 0 {
+		t.Fatal(out.String())
+	}
+	// Wait until both devices published their status (retained).
+	sub := mqtttest.Subscribe(t, b, "vigil/+/status", 1)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		online := map[string]bool{}
+		for _, msg := range sub.Messages() {
+			if strings.Contains(string(msg.Payload), `"state":"online"`) {
+				online[msg.Topic] = true
+			}
+		}
+		if len(online) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("devices not online")
+		}
+		sub.WaitN(t, sub.Len()+1, 30*time.Second)
+	}
+	var stdout, stderr bytes.Buffer
+	code := dispatch(context.Background(), []string{"fleet", "deploy", "--broker", b.URL(), "--model", filepath.Join(dir, "pump8"),
+		"--devices", "fleet-dev-*", "--canary", "1", "--json", "--wait", "500ms", "--key", keys + ".key"}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("fleet deploy: exit %d\n%s\n%s", code, stdout.String(), stderr.String())
+	}
+	final := map[string]map[string]any{}
+	sc := bufio.NewScanner(&stdout)
+	for sc.Scan() {
+		var l map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil || l["device"] == nil || l["state"] == nil {
+			t.Fatalf("line %q: %v", sc.Text(), err)
+		}
+		final[l["device"].(string)] = l
+	}
+	for _, dev := range []string{"fleet-dev-1", "fleet-dev-2"} {
+		if final[dev]["state"] != "serving" {
+			t.Errorf("%s: last line %v", dev, final[dev])
+		}
+	}
+	for i, d := range devs {
+		var e map[string]any
+		b, _ := json.Marshal(d.Health().Extra["streams"])
+		json.Unmarshal(b, &e)
+		if s := fmt.Sprint(e["pump1"]); !strings.Contains(s, "pump8@9") || !strings.Contains(s, "deployment") {
+			t.Errorf("device %d: %s", i+1, s)
+		}
+	}
+	stdout.Reset()
+	if code := dispatch(context.Background(), []string{"fleet", "status", "--broker", b.URL(), "--devices", "fleet-dev-1,fleet-dev-2", "--wait", "500ms"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("fleet status: %d %s", code, stderr.String())
+	}
+	if got := stdout.String(); strings.Count(got, "pump1=pump8@9") != 2 || strings.Count(got, "(deployment)") < 2 {
+		t.Errorf("fleet status:\n%s", got)
+	}
+
+	// Another key: the canary refuses it, the rest is not attempted.
+	other := filepath.Join(dir, "other")
+	dispatch(context.Background(), []string{"model", "keygen", "--out", other}, &out, &out)
+	m.Version = "10"
+	models.Save(dir, "pump8", tfl, m)
+	dispatch(context.Background(), []string{"model", "sign", filepath.Join(dir, "pump8"), "--key", other + ".key"}, &out, &out)
+	stdout.Reset()
+	code = dispatch(context.Background(), []string{"fleet", "deploy", "--broker", b.URL(), "--model", filepath.Join(dir, "pump8"),
+		"--devices", "fleet-dev-*", "--canary", "1", "--json", "--wait", "500ms", "--key", keys + ".key"}, &stdout, &stderr)
+	if code != 1 || !strings.Contains(stdout.String(), "not trusted") || !strings.Contains(stdout.String(), "not attempted: a canary failed") {
+		t.Fatalf("deploy signed by another key: exit %d\n%s", code, stdout.String())
+	}
+}
+
+func shadowCfg(on bool) string {
+	if on {
+		return ", shadow: {windows: 30, max_alert_rate: 0.2}"
+	}
+	return ""
+}
+
+func srcName(shadow bool) string {
+	if shadow {
+		return "sim"
+	}
+	return "pump"
+}
+
+// waitOnline waits until n devices published an online status.
+func waitOnline(t *testing.T, b *mqtttest.Broker, n int) {
+	t.Helper()
+	sub := mqtttest.Subscribe(t, b, "vigil/+/status", 1)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		online := map[string]bool{}
+		for _, msg := range sub.Messages() {
+			if strings.Contains(string(msg.Payload), `"state":"online"`) {
+				online[msg.Topic] = true
+			}
+		}
+		if len(online) >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("devices not online")
+		}
+		sub.WaitN(t, sub.Len()+1, 30*time.Second)
+	}
+}
+
+// TestFleetDeployWaitsForShadowVerdicts (issue 18 item 6): with the shadow
+// run on, fleet deploy waits for each device's verdict: a sane model is
+// promoted on both devices (exit 0); a model over its threshold on every
+// window is rolled back on the canary, and the deployment stops there
+// (exit 1, the other device not attempted) while the devices keep serving
+// the promoted model.
+func TestFleetDeployWaitsForShadowVerdicts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("mosquitto: not in -short")
+	}
+	b := mqtttest.Start(t, mqtttest.Options{})
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "fleet")
+	var out bytes.Buffer
+	if code := dispatch(context.Background(), []string{"model", "keygen", "--out", keys}, &out, &out); code != 0 {
+		t.Fatal(out.String())
+	}
+	pub, _ := os.ReadFile(keys + ".pub")
+	devs := []*daemon.Daemon{
+		startDeviceWith(t, b, "shadow-dev-1", strings.TrimSpace(string(pub)), true),
+		startDeviceWith(t, b, "shadow-dev-2", strings.TrimSpace(string(pub)), true),
+	}
+	waitOnline(t, b, 2)
+	m, tfl, err := models.ReadFiles("../models/pump8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deployVersion := func(version string, threshold float64) (int, string) {
+		m.Version = version
+		if threshold > 0 {
+			m.Threshold.Value = threshold
+		}
+		if err := models.Save(dir, "pump8", tfl, m); err != nil {
+			t.Fatal(err)
+		}
+		if code := dispatch(context.Background(), []string{"model", "sign", filepath.Join(dir, "pump8"), "--key", keys + ".key"}, &out, &out); code != 0 {
+			t.Fatal(out.String())
+		}
+		var stdout, stderr bytes.Buffer
+		code := dispatch(context.Background(), []string{"fleet", "deploy", "--broker", b.URL(), "--model", filepath.Join(dir, "pump8"),
+			"--devices", "shadow-dev-*", "--canary", "1", "--json", "--wait", "500ms", "--poll", "100ms", "--key", keys + ".key"}, &stdout, &stderr)
+		return code, stdout.String() + stderr.String()
+	}
+	code, got := deployVersion("2", 0)
+	if code != 0 || strings.Count(got, `"state":"shadow"`) != 2 || strings.Count(got, `"state":"serving"`) != 2 {
+		t.Fatalf("sane model: exit %d\n%s", code, got)
+	}
+	code, got = deployVersion("3", 1e-12)
+	if code != 1 || !strings.Contains(got, `"device":"shadow-dev-1","state":"rolled-back"`) || !strings.Contains(got, `"device":"shadow-dev-2","state":"failed","reason":"not attempted: a canary failed"`) {
+		t.Fatalf("model over threshold everywhere: exit %d\n%s", code, got)
+	}
+	for i, d := range devs {
+		b, _ := json.Marshal(d.Health().Extra["streams"])
+		if !strings.Contains(string(b), `"model":"pump8@2"`) {
+			t.Errorf("device %d after the rollback: %s", i+1, b)
+		}
+	}
+}
+
+// TestDeployTenDevicesFigure measures a 1 MB deployment to 10 devices over
+// loopback (in-process devices, one mosquitto, signed commands, 64 KiB
+// chunks, all devices at once). It logs the time and asserts only that
+// every device landed the model. Run it with VIGIL_FLEET_FIGURES=1.
+func TestDeployTenDevicesFigure(t *testing.T) {
+	if os.Getenv("VIGIL_FLEET_FIGURES") == "" {
+		t.Skip("a measurement: set VIGIL_FLEET_FIGURES=1")
+	}
+	b := mqtttest.Start(t, mqtttest.Options{})
+	pub, priv, _ := models.GenerateKey()
+	var devs []string
+	for i := range 10 {
+		id := fmt.Sprintf("fig-dev-%02d", i)
+		startDevice(t, b, id, models.EncodePublicKey(pub))
+		devs = append(devs, id)
+	}
+	waitOnline(t, b, 10)
+	m, tfl, _ := models.ReadFiles("../models/pump8")
+	m.Version = "big"
+	tfl = append(tfl, make([]byte, (1<<20)-len(tfl))...)
+	dir := t.TempDir()
+	if err := models.Save(dir, "big", tfl, m); err != nil {
+		t.Fatal(err)
+	}
+	models.SignFiles(filepath.Join(dir, "big"), priv)
+	man, sig, data, _ := fleet.ReadModel(filepath.Join(dir, "big"))
+	c := mqtttest.Connect(t, b)
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make([]error, len(devs))
+	for i, dev := range devs {
+		wg.Go(func() {
+			s := &fleet.Sender{Client: c, Topic: "vigil/" + dev + "/cmd/deploy-model", Key: priv}
+			res, err := s.Deploy(context.Background(), "big", "big", man, sig, data)
+			if err == nil && !strings.Contains(res.Message, "landed") {
+				err = fmt.Errorf("commit: %s", res.Message)
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	took := time.Since(start)
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("%s: %v", devs[i], err)
+		}
+	}
+	t.Logf("1 MB model (16 chunks of 64 KiB) to 10 devices over loopback: %v", took)
+}
