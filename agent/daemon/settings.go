@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -151,17 +150,6 @@ func (s *settingsStore) update(stream string, fn func(*streamSettings)) error {
 	return nil
 }
 
-// names lists the streams with settings, sorted.
-func (s *settingsStore) names() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []string
-	for k := range s.streams {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
 
 // writeFileAtomic writes data to path so that a crash leaves either the old
 // file or the new one: a temporary file in the same directory, fsynced,
