@@ -150,7 +150,6 @@ func (s *settingsStore) update(stream string, fn func(*streamSettings)) error {
 	return nil
 }
 
-
 // writeFileAtomic writes data to path so that a crash leaves either the old
 // file or the new one: a temporary file in the same directory, fsynced,
 // renamed over path, and the directory fsynced.

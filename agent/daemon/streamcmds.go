@@ -99,7 +99,7 @@ func (d *Daemon) setThreshold(ctx context.Context, stream string, threshold floa
 	}); err != nil {
 		return "", fmt.Errorf("stream %s: threshold %g applied but not stored (a reload or restart will undo it): %w", stream, threshold, err)
 	}
-	return fmt.Sprintf("stream %s: threshold %g (was %g)", stream, threshold, was), nil
+	return fmt.Sprintf("stream %s: threshold %g (was %g; stored: `reset` returns to the config's)", stream, threshold, was), nil
 }
 
 // relearn starts a new learning period for a stream: its learnt model (if
