@@ -34,7 +34,7 @@ func commands() []command {
 		{"run", "run the agent: score the configured streams into the buffer, publish and forward", runRun},
 		{"check-config", "report every problem of a config file with its key path", runCheckConfig},
 		{"train", "fit an autoencoder to normal data and write NAME.tflite and NAME.json", runTrain},
-		{"fleet", "manage devices over MQTT: deploy a signed model, show their models and thresholds", runFleet},
+		{"fleet", "manage devices over MQTT: deploy a signed model, show their models and thresholds", cli.Fleet},
 		{"watch", "live view of every Vigil device under an MQTT topic prefix", cli.Watch},
 		{"simulate", "write simulated pump samples (CSV) or kiosk events (JSONL)", cli.Simulate},
 		{"eval", "run the SKAB benchmark protocol on labelled data through learning, TFLite and the detector", cli.Eval},
@@ -42,8 +42,17 @@ func commands() []command {
 		{"model", "inspect a .tflite file, write its manifest (init), calibrate its threshold, keygen and sign", runModel},
 		{"score", "score every window of a recorded CSV or JSONL file with a model, as the agent would", runScore},
 		{"config", "config print [FILE]: the effective configuration, secrets redacted", runConfig},
-		{"completion", "completion bash|zsh: a shell completion script", runCompletion},
+		{"completion", "completion bash|zsh: a shell completion script", cli.Completion(commandNames)},
 	}
+}
+
+// commandNames lists the subcommands, for the completion scripts.
+func commandNames() []string {
+	var names []string
+	for _, c := range commands() {
+		names = append(names, c.name)
+	}
+	return names
 }
 
 func main() {

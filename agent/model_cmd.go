@@ -5,13 +5,14 @@ import (
 	"errors"
 	"io"
 
+	"github.com/vigil-edge/vigil/agent/cli"
 	"github.com/vigil-edge/vigil/agent/modeltool"
 )
 
 // runModel is `vigil model inspect|init|calibrate` (see agent/modeltool)
-// and `vigil model keygen|sign` (model signing, modelsign_cmd.go).
+// and `vigil model keygen|sign` (model signing, agent/cli).
 func runModel(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if ok, err := modelSignCommand(ctx, args, stdout, stderr); ok {
+	if ok, err := cli.ModelSign(ctx, args, stdout, stderr); ok {
 		return err
 	}
 	return toolErr(modeltool.Model(ctx, args, stdout, stderr))

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -14,14 +14,17 @@ import (
 )
 
 // modelSignCommands are the `vigil model` subcommands of model signing.
-// modelSignCommand is the hook for the `vigil model` dispatcher: it runs
+// ModelSign is the hook for the `vigil model` dispatcher: it runs
 // keygen and sign and reports whether it knew the subcommand.
-var modelSignCommands = []command{
+var modelSignCommands = []struct {
+	name, usage string
+	run         func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}{
 	{"keygen", "write an ed25519 key pair for signing models: --out DIR/NAME writes NAME.key (0600) and NAME.pub", runModelKeygen},
 	{"sign", "sign a model: DIR/NAME --key FILE.key writes DIR/NAME.sig over NAME.json (which pins NAME.tflite's sha256)", runModelSign},
 }
 
-func modelSignCommand(ctx context.Context, args []string, stdout, stderr io.Writer) (bool, error) {
+func ModelSign(ctx context.Context, args []string, stdout, stderr io.Writer) (bool, error) {
 	if len(args) == 0 {
 		return false, nil
 	}
@@ -34,16 +37,16 @@ func modelSignCommand(ctx context.Context, args []string, stdout, stderr io.Writ
 }
 
 func runModelKeygen(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("model keygen", stderr)
+	fs := NewFlags("model keygen", stderr)
 	out := fs.String("out", "", "DIR/NAME: writes DIR/NAME.key (private, mode 0600) and DIR/NAME.pub (required)")
 	force := fs.Bool("force", false, "replace existing key files")
-	if err := parseFlags(fs, args); err != nil {
+	if err := ParseFlags(fs, args); err != nil {
 		return err
 	}
 	if *out == "" || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "vigil model keygen: give --out DIR/NAME and nothing else")
 		fs.Usage()
-		return errUsage
+		return ErrUsage
 	}
 	pub, priv, err := models.GenerateKey()
 	if err != nil {
@@ -92,14 +95,14 @@ func writeKeyFile(path, content string, flags int, perm os.FileMode) error {
 }
 
 func runModelSign(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("model sign", stderr)
+	fs := NewFlags("model sign", stderr)
 	keyFile := fs.String("key", "", "the private key file, NAME.key from vigil model keygen (required)")
 	// The model may come before the flags: vigil model sign DIR/NAME --key K.
 	var model string
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		model, args = args[0], args[1:]
 	}
-	if err := parseFlags(fs, args); err != nil {
+	if err := ParseFlags(fs, args); err != nil {
 		return err
 	}
 	if model == "" && fs.NArg() == 1 {
@@ -110,7 +113,7 @@ func runModelSign(_ context.Context, args []string, stdout, stderr io.Writer) er
 	if model == "" || *keyFile == "" {
 		fmt.Fprintln(stderr, "vigil model sign: give one model DIR/NAME and --key FILE.key")
 		fs.Usage()
-		return errUsage
+		return ErrUsage
 	}
 	fi, err := os.Stat(*keyFile)
 	if err != nil {

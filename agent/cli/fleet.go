@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -22,8 +22,8 @@ import (
 	"github.com/vigil-edge/vigil/models"
 )
 
-// runFleet is `vigil fleet deploy|status`: the operator's side.
-func runFleet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// Fleet is `vigil fleet deploy|status`: the operator's side.
+func Fleet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
 		switch args[0] {
 		case "deploy":
@@ -35,7 +35,7 @@ func runFleet(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintln(stderr, "usage: vigil fleet deploy|status [flags]\n\n"+
 		"  deploy   send a signed model to the devices matching --devices over MQTT (deploy-model)\n"+
 		"  status   show each device's state and serving models")
-	return errUsage
+	return ErrUsage
 }
 
 // fleetConn are the connection flags shared by the fleet subcommands.
@@ -167,7 +167,7 @@ func (o *fleetOut) line(l fleetLine) {
 }
 
 func runFleetDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("fleet deploy", stderr)
+	fs := NewFlags("fleet deploy", stderr)
 	var c fleetConn
 	c.flags(fs)
 	model := fs.String("model", "", "DIR/NAME: the model to deploy, with DIR/NAME.sig from vigil model sign (required)")
@@ -177,13 +177,13 @@ func runFleetDeploy(ctx context.Context, args []string, stdout, stderr io.Writer
 	poll := fs.Duration("poll", 2*time.Second, "how often to ask a device in its shadow run for its verdict")
 	verdictTimeout := fs.Duration("verdict-timeout", 2*time.Hour, "longest wait for a shadow run's verdict")
 	keyFile := fs.String("key", "", "private key (vigil model keygen) to sign the commands with; devices require it for deploy-model by default")
-	if err := parseFlags(fs, args); err != nil {
+	if err := ParseFlags(fs, args); err != nil {
 		return err
 	}
 	if c.broker == "" || *model == "" || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "vigil fleet deploy: give --broker and --model")
 		fs.Usage()
-		return errUsage
+		return ErrUsage
 	}
 	man, sig, tfl, err := fleet.ReadModel(*model)
 	if err != nil {
@@ -329,16 +329,16 @@ func canaryCount(s string, total int) (int, error) {
 }
 
 func runFleetStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("fleet status", stderr)
+	fs := NewFlags("fleet status", stderr)
 	var c fleetConn
 	c.flags(fs)
-	if err := parseFlags(fs, args); err != nil {
+	if err := ParseFlags(fs, args); err != nil {
 		return err
 	}
 	if c.broker == "" || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "vigil fleet status: give --broker")
 		fs.Usage()
-		return errUsage
+		return ErrUsage
 	}
 	cl, err := c.connect()
 	if err != nil {
