@@ -15,30 +15,52 @@ import (
 
 // server serves h on a loopback port with opts and counts the connections
 // open at once; it returns the address and the highest count seen.
+// countingListener counts its connections open now and at most at once.
+type countingListener struct {
+	net.Listener
+	open, peak *atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	n := l.open.Add(1)
+	for {
+		p := l.peak.Load()
+		if n <= p || l.peak.CompareAndSwap(p, n) {
+			break
+		}
+	}
+	return &countedConn{Conn: c, open: l.open}, nil
+}
+
+type countedConn struct {
+	net.Conn
+	open *atomic.Int64
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.open.Add(-1) })
+	return err
+}
+
 func server(t *testing.T, opts Options, h http.Handler) (addr string, maxOpen func() int64) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, lim, err := New(h, ln, opts)
+	// Count open connections where they are opened and closed (under the
+	// limiter), not in ConnState: net/http reports StateClosed after the
+	// close, when the freed slot may already hold the next connection.
+	var open, peak atomic.Int64
+	srv, lim, err := New(h, &countingListener{Listener: ln, open: &open, peak: &peak}, opts)
 	if err != nil {
 		t.Fatal(err)
-	}
-	var open, peak atomic.Int64
-	srv.ConnState = func(_ net.Conn, s http.ConnState) {
-		switch s {
-		case http.StateNew:
-			n := open.Add(1)
-			for {
-				p := peak.Load()
-				if n <= p || peak.CompareAndSwap(p, n) {
-					break
-				}
-			}
-		case http.StateClosed, http.StateHijacked:
-			open.Add(-1)
-		}
 	}
 	done := make(chan struct{})
 	go func() {
