@@ -17,6 +17,8 @@ import (
 	"github.com/vigil-edge/vigil/agent/daemon"
 	"github.com/vigil-edge/vigil/agent/fleet"
 	"github.com/vigil-edge/vigil/agent/internal/mqtttest"
+	"github.com/vigil-edge/vigil/agent/internal/natstest"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"github.com/vigil-edge/vigil/agent/source"
 	"github.com/vigil-edge/vigil/models"
 )
@@ -24,12 +26,12 @@ import (
 // startDevice runs a daemon in-process as device id, on broker b,
 // trusting pub.
 func startDevice(t *testing.T, b *mqtttest.Broker, id, pub string) *daemon.Daemon {
-	return startDeviceWith(t, b, id, pub, false)
+	return startDeviceWith(t, b.URL(), id, pub, false)
 }
 
 // startDeviceWith: with shadow, the device runs deployments in shadow for
 // 30 windows, fed by a simulator.
-func startDeviceWith(t *testing.T, b *mqtttest.Broker, id, pub string, shadow bool) *daemon.Daemon {
+func startDeviceWith(t *testing.T, brokerURL, id, pub string, shadow bool) *daemon.Daemon {
 	t.Helper()
 	dir := t.TempDir()
 	csvPath := filepath.Join(dir, "pump.csv")
@@ -59,7 +61,7 @@ sources:
   - {name: sim, type: simulator, simulator: {rate: 400, seed: 5}}
 streams:
   - {name: pump1, source: %s, model: pump8, max_lateness: 0s}
-`, id, filepath.Join(dir, "data"), modelsDir, b.URL(), pub, shadowCfg(shadow), csvPath, srcName(shadow))), 0o644)
+`, id, filepath.Join(dir, "data"), modelsDir, brokerURL, pub, shadowCfg(shadow), csvPath, srcName(shadow))), 0o644)
 	cfg, err := config.Load(cfgPath, func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatal(err)
@@ -240,8 +242,8 @@ func TestFleetDeployWaitsForShadowVerdicts(t *testing.T) {
 	}
 	pub, _ := os.ReadFile(keys + ".pub")
 	devs := []*daemon.Daemon{
-		startDeviceWith(t, b, "shadow-dev-1", strings.TrimSpace(string(pub)), true),
-		startDeviceWith(t, b, "shadow-dev-2", strings.TrimSpace(string(pub)), true),
+		startDeviceWith(t, b.URL(), "shadow-dev-1", strings.TrimSpace(string(pub)), true),
+		startDeviceWith(t, b.URL(), "shadow-dev-2", strings.TrimSpace(string(pub)), true),
 	}
 	waitOnline(t, b, 2)
 	m, tfl, err := models.ReadFiles("../models/pump8")
@@ -328,4 +330,30 @@ func TestDeployTenDevicesFigure(t *testing.T) {
 		}
 	}
 	t.Logf("1 MB model (16 chunks of 64 KiB) to 10 devices over loopback: %v", took)
+}
+
+// TestFleetStatusThroughCluster: `vigil fleet status` given a cluster's
+// nodes finds a device through another node when the first is down.
+func TestFleetStatusThroughCluster(t *testing.T) {
+	c := natstest.Start(t, 3)
+	keys := filepath.Join(t.TempDir(), "fleet")
+	var out bytes.Buffer
+	if code := dispatch(context.Background(), []string{"model", "keygen", "--out", keys}, &out, &out); code != 0 {
+		t.Fatalf("keygen: %s", out.String())
+	}
+	pub, err := os.ReadFile(keys + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	startDeviceWith(t, c.Node(2).URL(), "cl-dev-1", strings.TrimSpace(string(pub)), false)
+	c.Node(0).Kill()
+	c.WaitReady(60 * time.Second)
+	var stdout, stderr bytes.Buffer
+	testkit.WaitFor(t, 60*time.Second, "the device's status through the cluster", func() bool {
+		stdout.Reset()
+		stderr.Reset()
+		code := dispatch(context.Background(), []string{"fleet", "status", "--broker", strings.Join(c.URLs(), ","),
+			"--devices", "cl-dev-1", "--wait", "1s"}, &stdout, &stderr)
+		return code == 0 && strings.Contains(stdout.String(), "cl-dev-1") && strings.Contains(stdout.String(), "pump1=pump8@")
+	})
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/vigil-edge/vigil/agent/fleet"
+	"github.com/vigil-edge/vigil/agent/internal/mqttconn"
 	"github.com/vigil-edge/vigil/agent/publish"
 	"github.com/vigil-edge/vigil/models"
 )
@@ -51,7 +53,7 @@ func (c *fleetConn) flags(fs interface {
 	DurationVar(*time.Duration, string, time.Duration, string)
 	BoolVar(*bool, string, bool, string)
 }) {
-	fs.StringVar(&c.broker, "broker", "", "broker URL, as mqtt.broker in the agent's config (required)")
+	fs.StringVar(&c.broker, "broker", "", "broker URL, as mqtt.broker in the agent's config, or a cluster's nodes separated by commas (required)")
 	fs.StringVar(&c.username, "username", "", "MQTT username")
 	fs.StringVar(&c.passwordFile, "password-file", "", "file holding the MQTT password")
 	fs.StringVar(&c.prefix, "prefix", "vigil", "topic prefix, as mqtt.prefix")
@@ -64,8 +66,12 @@ func (c *fleetConn) flags(fs interface {
 }
 
 func (c *fleetConn) connect() (paho.Client, error) {
-	o := paho.NewClientOptions().AddBroker(c.broker).
-		SetClientID(fmt.Sprintf("vigil-fleet-%d", os.Getpid())).
+	o := paho.NewClientOptions()
+	brokers := strings.Split(c.broker, ",")
+	for _, b := range brokers { // a cluster's nodes, tried in order
+		o.AddBroker(strings.TrimSpace(b))
+	}
+	o.SetClientID(fmt.Sprintf("vigil-fleet-%d", os.Getpid())).
 		SetConnectTimeout(10 * time.Second).SetAutoReconnect(true).SetCleanSession(true)
 	if c.username != "" {
 		o.SetUsername(c.username)
@@ -77,7 +83,7 @@ func (c *fleetConn) connect() (paho.Client, error) {
 		}
 		o.SetPassword(strings.TrimRight(string(b), "\r\n"))
 	}
-	if strings.HasPrefix(c.broker, "ssl://") || strings.HasPrefix(c.broker, "tls://") || strings.HasPrefix(c.broker, "mqtts://") {
+	if slices.ContainsFunc(brokers, func(b string) bool { return mqttconn.IsTLSURL(strings.TrimSpace(b)) }) {
 		cfg, err := c.tls.Config()
 		if err != nil {
 			return nil, err
