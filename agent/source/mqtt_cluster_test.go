@@ -49,9 +49,9 @@ func TestMQTTClusterFailover(t *testing.T) {
 	for i := total / 3; i < total; i++ {
 		publish(i)
 	}
-	mqtttest.WaitFor(t, 90*time.Second, "the source failed over to node 2", func() bool {
+	mqtttest.WaitFor(t, 90*time.Second, "the source failed over to another node", func() bool {
 		b, n := m.Broker()
-		return m.Connected() && b == c.Node(1).URL() && n == 1
+		return m.Connected() && b != c.Node(0).URL() && n >= 1
 	})
 	got := func() map[int]int {
 		n := map[int]int{}
