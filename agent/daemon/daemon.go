@@ -357,10 +357,13 @@ loop:
 // only a restart applies (a *RestartError names them), none of it is
 // applied: the previous config and models keep running and Reload returns
 // why.
-func (d *Daemon) Reload(ctx context.Context) error {
+func (d *Daemon) Reload(ctx context.Context) error { return ask(ctx, d.reloadReq) }
+
+// ask hands Run's loop a reply channel on req and waits for its answer.
+func ask(ctx context.Context, req chan<- chan error) error {
 	reply := make(chan error, 1)
 	select {
-	case d.reloadReq <- reply:
+	case req <- reply:
 	case <-ctx.Done():
 		return ctx.Err()
 	}

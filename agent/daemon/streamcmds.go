@@ -231,20 +231,7 @@ func setAsideLearnt(dataDir, stream string) (string, error) {
 
 // rebuildNow asks Run to rebuild the generation from the running config
 // (settings changed) and waits for the outcome.
-func (d *Daemon) rebuildNow(ctx context.Context) error {
-	reply := make(chan error, 1)
-	select {
-	case d.rebuildReq <- reply:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case err := <-reply:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func (d *Daemon) rebuildNow(ctx context.Context) error { return ask(ctx, d.rebuildReq) }
 
 // rebuild runs on Run's goroutine.
 func (d *Daemon) rebuild(ctx context.Context, reply chan error) {
