@@ -20,15 +20,14 @@ func feed(t *testing.T, p *Pipeline, prev *Pipeline, inputs []source.Input) []st
 		kept = p.Adopt(prev)
 	}
 	ctx := context.Background()
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
+	wait := start(ctx, p)
 	for _, in := range inputs {
 		if err := p.Put(ctx, in); err != nil {
 			t.Fatal(err)
 		}
 	}
 	p.CloseInput()
-	if err := <-done; err != nil {
+	if err := wait(); err != nil {
 		t.Fatal(err)
 	}
 	return kept
@@ -130,8 +129,7 @@ func TestAdoptKeepsLearningSamples(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- p2.Run(ctx) }()
+	wait := start(ctx, p2)
 	for _, x := range in[30:] {
 		if err := p2.Put(ctx, x); err != nil {
 			t.Fatal(err)
@@ -139,7 +137,7 @@ func TestAdoptKeepsLearningSamples(t *testing.T) {
 	}
 	testkit.WaitFor(t, 10*time.Second, "the adopted stream to score", func() bool { return p2.Stats().Streams["pump"].State == StateScoring })
 	p2.CloseInput()
-	if err := <-done; err != nil {
+	if err := wait(); err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != 50 || got[0][0] != 0 || got[49][0] != 49 {

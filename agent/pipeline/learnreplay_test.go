@@ -24,10 +24,8 @@ func learnRun(t *testing.T, learn int, opts Options, feed func(put func(source.I
 	t.Helper()
 	rel := make(chan struct{})
 	learner := func(ctx context.Context, stream string, chans []string, s [][]float64) (Model, error) {
-		select {
-		case <-rel:
-		case <-ctx.Done():
-			return nil, ctx.Err()
+		if err := released(ctx, rel); err != nil {
+			return nil, err
 		}
 		var sum float64
 		for _, row := range s {
@@ -48,8 +46,7 @@ func learnRun(t *testing.T, learn int, opts Options, feed func(put func(source.I
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
+	wait := start(ctx, p)
 	put := func(in source.Input) {
 		if err := p.Put(ctx, in); err != nil {
 			t.Fatal(err)
@@ -65,7 +62,7 @@ func learnRun(t *testing.T, learn int, opts Options, feed func(put func(source.I
 	feed(put, release, p)
 	p.CloseInput()
 	release()
-	if err := <-done; err != nil {
+	if err := wait(); err != nil {
 		t.Fatal(err)
 	}
 	return p, buf
@@ -182,8 +179,7 @@ func TestStopLearningDoesNotWait(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- p.Run(context.Background()) }()
+	wait := start(context.Background(), p)
 	for _, x := range samples(8, func(int) []float64 { return []float64{1, 1} }) {
 		if err := p.Put(context.Background(), x); err != nil {
 			t.Fatal(err)
@@ -192,7 +188,7 @@ func TestStopLearningDoesNotWait(t *testing.T) {
 	waitFor(t, func() bool { return p.Stats().Streams["pump"].State == StateTraining })
 	p.CloseInput()
 	p.StopLearning()
-	if err := <-done; err != nil {
+	if err := wait(); err != nil {
 		t.Fatal(err)
 	}
 	if s := p.Stats().Streams["pump"]; s.State != StateFailed {
@@ -225,10 +221,8 @@ func TestLearningReplayOfAFileAtTwoSpeeds(t *testing.T) {
 		ended := make(chan struct{})
 		learner := func(ctx context.Context, _ string, chans []string, s [][]float64) (Model, error) {
 			if waitForEnd {
-				select {
-				case <-ended:
-				case <-ctx.Done():
-					return nil, ctx.Err()
+				if err := released(ctx, ended); err != nil {
+					return nil, err
 				}
 			}
 			var sum float64
@@ -249,14 +243,13 @@ func TestLearningReplayOfAFileAtTwoSpeeds(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		done := make(chan error, 1)
-		go func() { done <- p.Run(context.Background()) }()
+		wait := start(context.Background(), p)
 		if err := r.Run(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		p.CloseInput() // as the daemon does when its sources are done
 		close(ended)
-		if err := <-done; err != nil {
+		if err := wait(); err != nil {
 			t.Fatal(err)
 		}
 		st := p.Stats()
@@ -292,6 +285,17 @@ func TestHeldSamplesAreScoredWithoutFurtherInput(t *testing.T) {
 
 // waitFor waits up to 10 s for cond (testkit.WaitFor with this package's
 // usual timeout).
+// released waits until ch is closed, or returns ctx's error if ctx ends
+// first: how the learners here are held back.
+func released(ctx context.Context, ch <-chan struct{}) error {
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
 	testkit.WaitFor(t, 10*time.Second, "the condition", cond)

@@ -82,29 +82,24 @@ func (b *memBuffer) Append(_ context.Context, lane string, data ...[]byte) ([]ui
 }
 
 func (b *memBuffer) scores(t *testing.T) []record.Score {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []record.Score
-	for _, d := range b.lanes[record.LaneScore] {
-		var s record.Score
-		if err := json.Unmarshal(d, &s); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, s)
-	}
-	return out
+	return decodeLane[record.Score](t, b, record.LaneScore)
 }
 
 func (b *memBuffer) alerts(t *testing.T) []record.Alert {
+	return decodeLane[record.Alert](t, b, record.LaneAlert)
+}
+
+// decodeLane decodes every record appended to lane as a T.
+func decodeLane[T any](t *testing.T, b *memBuffer, lane string) []T {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	var out []record.Alert
-	for _, d := range b.lanes[record.LaneAlert] {
-		var a record.Alert
-		if err := json.Unmarshal(d, &a); err != nil {
+	var out []T
+	for _, d := range b.lanes[lane] {
+		var v T
+		if err := json.Unmarshal(d, &v); err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, a)
+		out = append(out, v)
 	}
 	return out
 }
@@ -127,6 +122,14 @@ func run(t *testing.T, opts Options, inputs []source.Input) (*Pipeline, *memBuff
 	return p, buf
 }
 
+// start runs p on a goroutine until its input is closed or ctx ends;
+// wait blocks until Run has returned and gives its error.
+func start(ctx context.Context, p *Pipeline) (wait func() error) {
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	return func() error { return <-done }
+}
+
 var chans2 = []string{"a", "b"}
 
 func samples(n int, f func(i int) []float64) []source.Input {
@@ -135,6 +138,19 @@ func samples(n int, f func(i int) []float64) []source.Input {
 		out[i] = source.Input{Source: "sim", Time: t0.Add(time.Duration(i) * time.Second), Channels: chans2, Values: f(i)}
 	}
 	return out
+}
+
+// bursts is n samples of zeros but for those in the spans [from, to),
+// which are v.
+func bursts(n int, v []float64, spans ...[2]int) []source.Input {
+	return samples(n, func(i int) []float64 {
+		for _, s := range spans {
+			if i >= s[0] && i < s[1] {
+				return slices.Clone(v)
+			}
+		}
+		return []float64{0, 0}
+	})
 }
 
 func sensorSpec(m Model) StreamSpec {
@@ -146,12 +162,7 @@ func sensorSpec(m Model) StreamSpec {
 func TestSensorStreamScoresEveryWindowAndAlertsOncePerEpisode(t *testing.T) {
 	m := &meanModel{id: "mean@1", length: 4, hop: 2, chans: chans2, thr: 1}
 	// Values are 0 except samples 10..15 where they are 3 (channel a) and 1 (b).
-	in := samples(30, func(i int) []float64 {
-		if i >= 10 && i < 16 {
-			return []float64{3, 1}
-		}
-		return []float64{0, 0}
-	})
+	in := bursts(30, []float64{3, 1}, [2]int{10, 16})
 	p, buf := run(t, Options{Streams: []StreamSpec{sensorSpec(m)}, Shards: 2}, in)
 
 	scores := buf.scores(t)
@@ -321,8 +332,7 @@ func TestLearningStreamTrainsThenScores(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
+	wait := start(ctx, p)
 	in := samples(10, func(int) []float64 { return []float64{1, 1} })
 	for _, x := range in {
 		if err := p.Put(ctx, x); err != nil {
@@ -338,7 +348,7 @@ func TestLearningStreamTrainsThenScores(t *testing.T) {
 		}
 	}
 	p.CloseInput()
-	if err := <-done; err != nil {
+	if err := wait(); err != nil {
 		t.Fatal(err)
 	}
 	if gotSamples != 10 {
@@ -354,8 +364,7 @@ func TestSetThreshold(t *testing.T) {
 	buf := &memBuffer{}
 	p, _ := New(Options{Device: "dev-01", Buffer: buf, Streams: []StreamSpec{sensorSpec(m)}})
 	ctx := context.Background()
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
+	wait := start(ctx, p)
 	if err := p.SetThreshold(ctx, "pump", 50); err != nil {
 		t.Fatal(err)
 	}
@@ -376,7 +385,7 @@ func TestSetThreshold(t *testing.T) {
 		p.Put(ctx, x)
 	}
 	p.CloseInput()
-	<-done
+	wait()
 	if al := buf.alerts(t); len(al) != 0 {
 		t.Fatalf("alerts above the raised threshold: %+v", al)
 	}
@@ -462,8 +471,7 @@ func BenchmarkPipelineSensor(b *testing.B) {
 	d := detect.DefaultOptions()
 	p, _ := New(Options{Device: "dev-01", Buffer: &memBuffer{}, Streams: []StreamSpec{{Name: "pump", Source: "sim", Model: m, Detect: d}}})
 	ctx := context.Background()
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
+	wait := start(ctx, p)
 	vals := []float64{1, 2, 3, 4, 5, 6, 7, 8}
 	i := 0
 	b.ReportAllocs()
@@ -472,7 +480,7 @@ func BenchmarkPipelineSensor(b *testing.B) {
 		i++
 	}
 	p.CloseInput()
-	<-done
+	wait()
 	b.ReportMetric(float64(i)/b.Elapsed().Seconds(), "samples/s")
 }
 
@@ -573,12 +581,7 @@ func checkClockStepDrops(t *testing.T, p *Pipeline, need int) {
 // 10 s of normal windows; Stats counts both.
 func TestEpisodeCloseAfterCountsFlips(t *testing.T) {
 	in := func() []source.Input {
-		return samples(50, func(i int) []float64 {
-			if (i >= 10 && i < 16) || (i >= 22 && i < 26) {
-				return []float64{3, 2}
-			}
-			return []float64{0, 0}
-		})
+		return bursts(50, []float64{3, 2}, [2]int{10, 16}, [2]int{22, 26})
 	}
 	for _, tt := range []struct {
 		closeAfter             time.Duration
@@ -613,12 +616,7 @@ func (c confModel) Confidence(score float64) (float64, bool) { return 1 - 1/(1+s
 // distribution gives each alert its confidence at the alert's score.
 func TestAlertsCarryConfidence(t *testing.T) {
 	m := confModel{&meanModel{id: "mean@1", length: 4, hop: 2, chans: chans2, thr: 1}}
-	in := samples(30, func(i int) []float64 {
-		if i >= 10 && i < 16 {
-			return []float64{3, 2}
-		}
-		return []float64{0, 0}
-	})
+	in := bursts(30, []float64{3, 2}, [2]int{10, 16})
 	_, buf := run(t, Options{Streams: []StreamSpec{sensorSpec(m)}, Shards: 1}, in)
 	alerts := buf.alerts(t)
 	if len(alerts) == 0 {

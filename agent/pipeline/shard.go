@@ -64,21 +64,17 @@ func (s *shard) run(ctx context.Context) error {
 	for {
 		select {
 		case it, ok := <-s.in:
-			if !ok {
-				s.finish(ctx)
+			if !s.take(ctx, it, ok) {
 				return nil
 			}
-			s.handle(ctx, it)
 			// Take whatever else is queued, up to a batch, then score it all.
 		drain:
 			for s.pending < s.p.opts.MaxBatch {
 				select {
 				case it, ok := <-s.in:
-					if !ok {
-						s.finish(ctx)
+					if !s.take(ctx, it, ok) {
 						return nil
 					}
-					s.handle(ctx, it)
 				default:
 					break drain
 				}
@@ -92,6 +88,18 @@ func (s *shard) run(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// take handles an item received from the input (ok as the receive gave
+// it). It reports false when the input is closed: then the shard has
+// finished and run returns.
+func (s *shard) take(ctx context.Context, it shardItem, ok bool) bool {
+	if !ok {
+		s.finish(ctx)
+		return false
+	}
+	s.handle(ctx, it)
+	return true
 }
 
 // finish scores what is pending once the input is closed. A stream still
