@@ -6,6 +6,7 @@ import (
 	"io"
 	"path/filepath"
 
+	"github.com/vigil-edge/vigil/agent/cli"
 	"github.com/vigil-edge/vigil/agent/config"
 	"github.com/vigil-edge/vigil/agent/daemon"
 	"github.com/vigil-edge/vigil/buffer"
@@ -17,9 +18,7 @@ import (
 // pass.
 func runCheckConfig(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("check-config", stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: vigil check-config FILE\n\nReports every problem of FILE (and of the VIGIL_* environment) with its key path.")
-	}
+	cli.SetUsage(fs, "usage: vigil check-config FILE\n\nReports every problem of FILE (and of the VIGIL_* environment) with its key path.")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

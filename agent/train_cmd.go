@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vigil-edge/vigil/agent/cli"
 	"github.com/vigil-edge/vigil/agent/source"
 	"github.com/vigil-edge/vigil/agent/stream"
 	"github.com/vigil-edge/vigil/models"
@@ -48,9 +49,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if *out == "" || (*data == "") == (*events == "") {
-		fmt.Fprintln(stderr, "vigil train: give --out and exactly one of --data or --events")
-		fs.Usage()
-		return errUsage
+		return cli.UsageError(fs, "vigil train: give --out and exactly one of --data or --events")
 	}
 	opts := def
 	opts.Name, opts.Version = filepath.Base(*out), *version

@@ -6,6 +6,7 @@ package cli
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 )
 
@@ -18,6 +19,22 @@ func NewFlags(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("vigil "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	return fs
+}
+
+// SetUsage makes fs's usage print text, then the flags fs defines.
+func SetUsage(fs *flag.FlagSet, text string) {
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), text)
+		fs.PrintDefaults()
+	}
+}
+
+// UsageError prints msg and fs's usage, and returns ErrUsage: the answer
+// to arguments that parse but do not make a command.
+func UsageError(fs *flag.FlagSet, msg string) error {
+	fmt.Fprintln(fs.Output(), msg)
+	fs.Usage()
+	return ErrUsage
 }
 
 // ParseFlags parses args, mapping -h and bad flags to ErrUsage.

@@ -66,9 +66,7 @@ func evalSKAB(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if *data == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "vigil eval skab: give --data DIR and no arguments")
-		fs.Usage()
-		return ErrUsage
+		return UsageError(fs, "vigil eval skab: give --data DIR and no arguments")
 	}
 
 	opts := def

@@ -107,6 +107,21 @@ func (c *fleetConn) match(device string) bool {
 	return false
 }
 
+// dial connects to the broker and collects the devices' statuses (see
+// statuses). The caller disconnects the client.
+func (c *fleetConn) dial(ctx context.Context) (paho.Client, map[string]publish.Status, error) {
+	cl, err := c.connect()
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := c.statuses(ctx, cl)
+	if err != nil {
+		cl.Disconnect(250)
+		return nil, nil, err
+	}
+	return cl, st, nil
+}
+
 // statuses collects the retained status of every device matching --devices.
 func (c *fleetConn) statuses(ctx context.Context, cl paho.Client) (map[string]publish.Status, error) {
 	var mu sync.Mutex
@@ -187,9 +202,7 @@ func runFleetDeploy(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	if c.broker == "" || *model == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "vigil fleet deploy: give --broker and --model")
-		fs.Usage()
-		return ErrUsage
+		return UsageError(fs, "vigil fleet deploy: give --broker and --model")
 	}
 	man, sig, tfl, err := fleet.ReadModel(*model)
 	if err != nil {
@@ -212,15 +225,11 @@ func runFleetDeploy(ctx context.Context, args []string, stdout, stderr io.Writer
 			return fmt.Errorf("%s: %w", *keyFile, err)
 		}
 	}
-	cl, err := c.connect()
+	cl, st, err := c.dial(ctx)
 	if err != nil {
 		return err
 	}
 	defer cl.Disconnect(250)
-	st, err := c.statuses(ctx, cl)
-	if err != nil {
-		return err
-	}
 	var devices []string
 	for d, s := range st {
 		if s.State == "online" {
@@ -342,19 +351,13 @@ func runFleetStatus(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	if c.broker == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "vigil fleet status: give --broker")
-		fs.Usage()
-		return ErrUsage
+		return UsageError(fs, "vigil fleet status: give --broker")
 	}
-	cl, err := c.connect()
+	cl, st, err := c.dial(ctx)
 	if err != nil {
 		return err
 	}
 	defer cl.Disconnect(250)
-	st, err := c.statuses(ctx, cl)
-	if err != nil {
-		return err
-	}
 	if len(st) == 0 {
 		return fmt.Errorf("no device matches %q under %s/", c.devices, c.prefix)
 	}

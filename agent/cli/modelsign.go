@@ -44,9 +44,7 @@ func runModelKeygen(_ context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	if *out == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "vigil model keygen: give --out DIR/NAME and nothing else")
-		fs.Usage()
-		return ErrUsage
+		return UsageError(fs, "vigil model keygen: give --out DIR/NAME and nothing else")
 	}
 	pub, priv, err := models.GenerateKey()
 	if err != nil {
@@ -111,9 +109,7 @@ func runModelSign(_ context.Context, args []string, stdout, stderr io.Writer) er
 		model = ""
 	}
 	if model == "" || *keyFile == "" {
-		fmt.Fprintln(stderr, "vigil model sign: give one model DIR/NAME and --key FILE.key")
-		fs.Usage()
-		return ErrUsage
+		return UsageError(fs, "vigil model sign: give one model DIR/NAME and --key FILE.key")
 	}
 	fi, err := os.Stat(*keyFile)
 	if err != nil {

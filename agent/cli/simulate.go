@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"os"
 	"time"
@@ -16,10 +15,7 @@ import (
 // bytes; make models trains the default models on it.
 func Simulate(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := NewFlags("simulate", stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: vigil simulate pump|kiosk [flags]")
-		fs.PrintDefaults()
-	}
+	SetUsage(fs, "usage: vigil simulate pump|kiosk [flags]")
 	if len(args) == 0 {
 		fs.Usage()
 		return ErrUsage
