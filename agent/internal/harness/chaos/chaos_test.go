@@ -305,30 +305,14 @@ func scenarios() []scenario {
 			name: "amplitude-storm",
 			span: func(s scale) time.Duration { return 2*time.Second + s.d(8*time.Second) },
 			fault: func(ctx context.Context, e *env, s scale, rng *rand.Rand) error {
-				hold(ctx, time.Second)
-				var mu sync.Mutex
-				e.amp.SetFaultFunc(func(amplitudetest.Request) *amplitudetest.Fault {
-					mu.Lock()
-					defer mu.Unlock()
-					switch rng.IntN(8) {
-					case 0:
-						return &amplitudetest.Fault{Status: 500}
-					case 1:
-						return &amplitudetest.Fault{Status: 503}
-					case 2:
-						return &amplitudetest.Fault{Status: 429, RetryAfter: "1"}
-					case 3:
-						return &amplitudetest.Fault{Reset: true}
-					case 4:
-						return &amplitudetest.Fault{Hang: true} // until amplitude.timeout
-					case 5:
-						return &amplitudetest.Fault{Apply: true, Status: 502} // ingested, yet failed
-					default:
-						return nil
-					}
-				})
-				hold(ctx, s.d(8*time.Second))
-				e.amp.SetFaultFunc(nil)
+				storm(ctx, s, rng, e.amp.SetFaultFunc, func(amplitudetest.Request) bool { return true },
+					&amplitudetest.Fault{Status: 500},
+					&amplitudetest.Fault{Status: 503},
+					&amplitudetest.Fault{Status: 429, RetryAfter: "1"},
+					&amplitudetest.Fault{Reset: true},
+					&amplitudetest.Fault{Hang: true},               // until amplitude.timeout
+					&amplitudetest.Fault{Apply: true, Status: 502}, // ingested, yet failed
+					nil, nil)
 				return nil
 			},
 		},
@@ -336,33 +320,18 @@ func scenarios() []scenario {
 			name: "dify-storm",
 			span: func(s scale) time.Duration { return 2*time.Second + s.d(8*time.Second) },
 			fault: func(ctx context.Context, e *env, s scale, rng *rand.Rand) error {
-				hold(ctx, time.Second)
-				var mu sync.Mutex
-				e.dify.SetFaultFunc(func(r difytest.Request) *difytest.Fault {
-					if r.Method != "POST" || !strings.HasSuffix(r.Path, "/workflows/run") {
-						return nil // lookups answer, so ambiguity can be resolved
-					}
-					mu.Lock()
-					defer mu.Unlock()
-					switch rng.IntN(8) {
-					case 0:
-						return &difytest.Fault{Status: 500}
-					case 1:
-						return &difytest.Fault{Status: 502, AfterRecord: true} // it ran, the client sees an error
-					case 2:
-						return &difytest.Fault{Status: 429, RetryAfter: "1"}
-					case 3:
-						return &difytest.Fault{ResetBefore: true}
-					case 4:
-						return &difytest.Fault{ResetAfter: true}
-					case 5:
-						return &difytest.Fault{Hang: true} // until dify.timeout
-					default:
-						return nil
-					}
-				})
-				hold(ctx, s.d(8*time.Second))
-				e.dify.SetFaultFunc(nil)
+				// Lookups answer, so ambiguity can be resolved.
+				run := func(r difytest.Request) bool {
+					return r.Method == "POST" && strings.HasSuffix(r.Path, "/workflows/run")
+				}
+				storm(ctx, s, rng, e.dify.SetFaultFunc, run,
+					&difytest.Fault{Status: 500},
+					&difytest.Fault{Status: 502, AfterRecord: true}, // it ran, the client sees an error
+					&difytest.Fault{Status: 429, RetryAfter: "1"},
+					&difytest.Fault{ResetBefore: true},
+					&difytest.Fault{ResetAfter: true},
+					&difytest.Fault{Hang: true}, // until dify.timeout
+					nil, nil)
 				return nil
 			},
 		},
@@ -375,6 +344,30 @@ func scenarios() []scenario {
 			},
 		},
 	}
+}
+
+// storm lets a second pass, then, for 8 s at scale, answers each request
+// to a service double that hit takes with one of faults drawn at random (a
+// nil one: answered normally), and then stops: set is the double's
+// SetFaultFunc.
+func storm[R, F any](ctx context.Context, s scale, rng *rand.Rand, set func(func(R) *F), hit func(R) bool, faults ...*F) {
+	hold(ctx, time.Second)
+	var mu sync.Mutex
+	set(func(r R) *F {
+		if !hit(r) {
+			return nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		f := faults[rng.IntN(len(faults))]
+		if f == nil {
+			return nil
+		}
+		c := *f
+		return &c
+	})
+	hold(ctx, s.d(8*time.Second))
+	set(nil)
 }
 
 // clockJump publishes pump samples on the local bus whose timestamps jump
