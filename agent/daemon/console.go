@@ -15,10 +15,9 @@ import (
 // setupConsumers builds the buffer's consumers the config asks for.
 func (d *Daemon) setupConsumers() error {
 	if d.opts.PrintAlerts {
-		if err := d.buf.RegisterConsumer(consumerConsole, record.LaneAlert); err != nil {
-			return fmt.Errorf("console: %w", err)
+		if err := d.addConsumer("console", consumerConsole, []string{record.LaneAlert}, consumer{name: "console", run: d.printAlertsTo}); err != nil {
+			return err
 		}
-		d.consumers = append(d.consumers, consumer{name: "console", run: d.printAlertsTo})
 	} else if err := d.buf.RemoveConsumer(consumerConsole); err != nil && !errors.Is(err, buffer.ErrUnknownConsumer) {
 		return fmt.Errorf("console: %w", err)
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/config"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/agent/source"
 	"github.com/vigil-edge/vigil/buffer"
@@ -67,6 +68,37 @@ streams:
 	return path, dataDir
 }
 
+// rewrite replaces old, which must be there, with new in the file at path.
+func rewrite(t *testing.T, path, old, new string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), old) {
+		t.Fatalf("%s has no %q", path, old)
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(string(b), old, new, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rewriteAndReload rewrites the config file (as rewrite) and reloads d
+// from it.
+func rewriteAndReload(t *testing.T, d *Daemon, path, old, new string) error {
+	t.Helper()
+	rewrite(t, path, old, new)
+	return d.Reload(context.Background())
+}
+
+// withSimulator adds a simulated source, sim, to the config file and
+// stream, a stream's YAML line, to its streams.
+func withSimulator(t *testing.T, path, stream string) {
+	t.Helper()
+	rewrite(t, path, "  - name: events\n", "  - {name: sim, type: simulator, simulator: {rate: 200, seed: 7}}\n  - name: events\n")
+	rewrite(t, path, "  - {name: web,", stream+"\n  - {name: web,")
+}
+
 // loadConfig reads and validates a config file as `vigil run` does
 // (without its flags).
 func loadConfig(path string) (*config.Config, error) {
@@ -114,7 +146,7 @@ func launch(t *testing.T, cfgPath string, adjust func(*Options)) (d *Daemon, don
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncWriter{w: &bytes.Buffer{}}
+	logs := &testkit.Buffer{}
 	opts := Options{
 		Logger:       slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Version:      "test",
@@ -139,9 +171,7 @@ func launch(t *testing.T, cfgPath string, adjust func(*Options)) (d *Daemon, don
 		cancelRun()
 		<-ended
 		if t.Failed() {
-			logs.mu.Lock()
-			t.Logf("daemon logs:\n%s", logs.w.(*bytes.Buffer).String())
-			logs.mu.Unlock()
+			t.Logf("daemon logs:\n%s", logs.String())
 		}
 	})
 	select {
@@ -233,32 +263,6 @@ func TestRunAcceptsBehaviourEventsOverHTTP(t *testing.T) {
 	waitFor(t, 30*time.Second, func() bool { return d.Stats().Streams["web"].Windows >= 5 })
 }
 
-func TestReloadKeepsTheOldGenerationWhenTheNewConfigIsBroken(t *testing.T) {
-	cfgPath, _ := testConfig(t, 100, "")
-	d, _ := startDaemon(t, cfgPath)
-	old := d.current()
-	good, _ := os.ReadFile(cfgPath)
-	broken := strings.Replace(string(good), "model: pump8", "model: no-such-model", 1)
-	if err := os.WriteFile(cfgPath, []byte(broken), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Reload(context.Background()); err == nil || !strings.Contains(err.Error(), "no-such-model") {
-		t.Fatalf("reload with a missing model: %v, want an error naming it", err)
-	}
-	if d.current() != old {
-		t.Fatal("a failed reload replaced the running generation")
-	}
-	if err := os.WriteFile(cfgPath, good, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Reload(context.Background()); err != nil {
-		t.Fatalf("reload with the good config: %v", err)
-	}
-	if d.current() == old {
-		t.Fatal("a good reload kept the old generation")
-	}
-}
-
 func reopen(t *testing.T, dataDir string) buffer.Buffer {
 	t.Helper()
 	cfg := config.Default()
@@ -299,28 +303,11 @@ func get(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// waitFor polls cond until it holds or the timeout passes.
+// waitFor is testkit.WaitFor for the daemon's tests, whose conditions
+// the test's own failure message names.
 func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v", timeout)
-		}
-		time.Sleep(5 * time.Millisecond) // polling, not a timed assertion
-	}
-}
-
-// syncWriter serialises writes from the daemon's goroutines.
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
+	testkit.WaitFor(t, timeout, "the condition", cond)
 }
 
 func TestRunLearnsAStreamsBaselineOnTheDevice(t *testing.T) {
@@ -386,7 +373,7 @@ func TestPrintAlertsShowsEveryAlert(t *testing.T) {
 	cfgPath, _ := testConfig(t, 3000, `
 mqtt: {embedded_broker: {listen: "127.0.0.1:0"}}
 `)
-	out := &syncWriter{w: &bytes.Buffer{}}
+	out := &testkit.Buffer{}
 	d, stop := startDaemonWith(t, cfgPath, func(o *Options) { o.PrintAlerts, o.Stdout = true, out })
 	// A window counts as scored before its records reach the buffer; the
 	// global counters move only after the append. Once every score is in
@@ -402,11 +389,7 @@ mqtt: {embedded_broker: {listen: "127.0.0.1:0"}}
 	if alerts == 0 {
 		t.Fatal("the replay raised no alert")
 	}
-	lines := func() int {
-		out.mu.Lock()
-		defer out.mu.Unlock()
-		return strings.Count(out.w.(*bytes.Buffer).String(), " ALERT ")
-	}
+	lines := func() int { return strings.Count(out.String(), " ALERT ") }
 	waitFor(t, 30*time.Second, func() bool { return uint64(lines()) >= alerts })
 	stop()
 	if n := lines(); uint64(n) != alerts {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/vigil-edge/vigil/agent/config"
 	"github.com/vigil-edge/vigil/agent/internal/mqtttest"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/agent/source"
 	"github.com/vigil-edge/vigil/buffer"
@@ -49,21 +50,6 @@ func postEvents(t *testing.T, d *Daemon, bearer, query string, evs ...map[string
 	defer resp.Body.Close()
 	out, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(out)
-}
-
-// rewrite replaces old, which must be there, with new in the file at path.
-func rewrite(t *testing.T, path, old, new string) {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(b), old) {
-		t.Fatalf("%s has no %q", path, old)
-	}
-	if err := os.WriteFile(path, []byte(strings.Replace(string(b), old, new, 1)), 0o644); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // event is a behaviour event for user at t.
@@ -163,10 +149,7 @@ func drops(d *Daemon, src string, reason source.DropReason) uint64 {
 // stream, whatever the topic's last level; with several, a topic that
 // reaches none degrades /healthz, naming the source.
 func TestFieldTopicsReachTheOnlyStream(t *testing.T) {
-	if testing.Short() {
-		t.Skip("mosquitto: not in -short")
-	}
-	broker := mqtttest.Start(t, mqtttest.Options{})
+	broker := mqtttest.Start(t, mqtttest.Options{}) // skips in -short
 	pub := mqtttest.Connect(t, broker)
 	t.Run("one stream", func(t *testing.T) {
 		d, _ := startDaemon(t, mqttConfig(t, broker, `
@@ -216,10 +199,7 @@ streams:
 // connect stamped with the arrival time: by default it is dropped, counted
 // as retained.
 func TestFieldRetainedSampleIsNotIngested(t *testing.T) {
-	if testing.Short() {
-		t.Skip("mosquitto: not in -short")
-	}
-	broker := mqtttest.Start(t, mqtttest.Options{})
+	broker := mqtttest.Start(t, mqtttest.Options{}) // skips in -short
 	pub := mqtttest.Connect(t, broker)
 	mqtttest.Publish(t, pub, "plant/pump1/telemetry", 1, true, sample(time.Now().Add(-time.Hour), map[string]any{"ts": nil}))
 	d, _ := startDaemon(t, mqttConfig(t, broker, `
@@ -254,21 +234,17 @@ func TestFieldPrintAlertsEscapesUserIDs(t *testing.T) {
 	if _, err := buf.Append(context.Background(), record.LaneAlert, a); err != nil {
 		t.Fatal(err)
 	}
-	out := &syncWriter{w: &bytes.Buffer{}}
+	out := &testkit.Buffer{}
 	d := &Daemon{buf: buf, opts: Options{Stdout: out}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.printAlertsTo(ctx) }()
-	waitFor(t, 10*time.Second, func() bool {
-		out.mu.Lock()
-		defer out.mu.Unlock()
-		return out.w.(*bytes.Buffer).Len() > 0
-	})
+	waitFor(t, 10*time.Second, func() bool { return out.String() != "" })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	got := out.w.(*bytes.Buffer).String()
+	got := out.String()
 	if strings.Count(got, "\n") != 1 || strings.ContainsAny(got, "\x1b\x07") {
 		t.Fatalf("--print-alerts wrote %q: one line without escape sequences wanted", got)
 	}
@@ -398,10 +374,7 @@ func TestFieldDurableEventsSurviveSIGKILL(t *testing.T) {
 // request, and the threshold is unchanged. A live one out of bounds is
 // refused with the bounds; one within them is applied.
 func TestFieldRetainedCommandIsNotRun(t *testing.T) {
-	if testing.Short() {
-		t.Skip("mosquitto: not in -short")
-	}
-	broker := mqtttest.Start(t, mqtttest.Options{})
+	broker := mqtttest.Start(t, mqtttest.Options{}) // skips in -short
 	pub := mqtttest.Connect(t, broker)
 	const dev = "field-device-01"
 	mqtttest.Publish(t, pub, "vigil/"+dev+"/cmd/set-threshold", 1, true, []byte(`{"id":"x","requester":"mallory","stream":"pump1","threshold":1e308}`))

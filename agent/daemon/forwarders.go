@@ -57,14 +57,14 @@ func (d *Daemon) setupForwarders() error {
 		if err != nil {
 			return fmt.Errorf("amplitude: %w", err)
 		}
-		if err := d.buf.RegisterConsumer(amplitude.Consumer, amplitude.Lanes()...); err != nil {
-			return fmt.Errorf("register the Amplitude forwarder: %w", err)
-		}
-		on[amplitude.Consumer] = true
-		d.consumers = append(d.consumers, consumer{name: "amplitude", run: f.Run, stats: func() health.Forwarder {
+		err = d.addConsumer("register the Amplitude forwarder", amplitude.Consumer, amplitude.Lanes(), consumer{name: "amplitude", run: f.Run, stats: func() health.Forwarder {
 			s := f.Stats()
 			return health.Forwarder{State: string(s.State), Backlog: s.Pending, LagS: s.Lag.Seconds(), DeadLetters: s.DeadLettered, Sent: s.Acked, LastError: s.LastError}
 		}})
+		if err != nil {
+			return err
+		}
+		on[amplitude.Consumer] = true
 	}
 	if cfg.Dify.On() {
 		key, err := cfg.Dify.ReadAPIKey()
@@ -91,14 +91,14 @@ func (d *Daemon) setupForwarders() error {
 		if err != nil {
 			return fmt.Errorf("dify: %w", err)
 		}
-		if err := d.buf.RegisterConsumer(dify.Consumer, dify.Lanes()...); err != nil {
-			return fmt.Errorf("register the Dify forwarder: %w", err)
-		}
-		on[dify.Consumer] = true
-		d.consumers = append(d.consumers, consumer{name: "dify", run: f.Run, stats: func() health.Forwarder {
+		err = d.addConsumer("register the Dify forwarder", dify.Consumer, dify.Lanes(), consumer{name: "dify", run: f.Run, stats: func() health.Forwarder {
 			s := f.Stats()
 			return health.Forwarder{State: string(s.State), Backlog: s.Pending, LagS: s.Lag.Seconds(), DeadLetters: s.DeadLettered, Sent: s.Succeeded, LastError: s.LastError}
 		}})
+		if err != nil {
+			return err
+		}
+		on[dify.Consumer] = true
 	}
 	for _, name := range []string{consumerMQTT, amplitude.Consumer, dify.Consumer} {
 		if !on[name] {
@@ -107,6 +107,16 @@ func (d *Daemon) setupForwarders() error {
 			}
 		}
 	}
+	return nil
+}
+
+// addConsumer registers c as the buffer consumer id of lanes and adds it
+// to the consumers Run starts; what says what failed, in the error.
+func (d *Daemon) addConsumer(what, id string, lanes []string, c consumer) error {
+	if err := d.buf.RegisterConsumer(id, lanes...); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	d.consumers = append(d.consumers, c)
 	return nil
 }
 

@@ -66,11 +66,8 @@ func (d *Daemon) setupPublisher() error {
 	if err != nil {
 		return fmt.Errorf("mqtt: %w", err)
 	}
-	if err := d.buf.RegisterConsumer(consumerMQTT, record.LaneScore, record.LaneAlert, record.LaneAdvice); err != nil {
-		return fmt.Errorf("register the MQTT publisher: %w", err)
-	}
-	d.publisher = p
-	d.consumers = append(d.consumers, consumer{name: "mqtt", run: p.Run, stats: func() health.Forwarder {
+	lanes := []string{record.LaneScore, record.LaneAlert, record.LaneAdvice}
+	err = d.addConsumer("register the MQTT publisher", consumerMQTT, lanes, consumer{name: "mqtt", run: p.Run, stats: func() health.Forwarder {
 		s := p.Stats()
 		f := health.Forwarder{State: "disconnected", LastError: s.LastError, Broker: s.Broker, Failovers: s.Failovers}
 		if s.Connected {
@@ -82,6 +79,10 @@ func (d *Daemon) setupPublisher() error {
 		}
 		return f
 	}})
+	if err != nil {
+		return err
+	}
+	d.publisher = p
 	return nil
 }
 

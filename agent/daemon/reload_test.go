@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -51,6 +50,24 @@ func TestRestartOnlyNamesTheChangedKeys(t *testing.T) {
 	}
 }
 
+func TestReloadKeepsTheOldGenerationWhenTheNewConfigIsBroken(t *testing.T) {
+	cfgPath, _ := testConfig(t, 100, "")
+	d, _ := startDaemon(t, cfgPath)
+	old := d.current()
+	if err := rewriteAndReload(t, d, cfgPath, "model: pump8", "model: no-such-model"); err == nil || !strings.Contains(err.Error(), "no-such-model") {
+		t.Fatalf("reload with a missing model: %v, want an error naming it", err)
+	}
+	if d.current() != old {
+		t.Fatal("a failed reload replaced the running generation")
+	}
+	if err := rewriteAndReload(t, d, cfgPath, "model: no-such-model", "model: pump8"); err != nil {
+		t.Fatalf("reload with the good config: %v", err)
+	}
+	if d.current() == old {
+		t.Fatal("a good reload kept the old generation")
+	}
+}
+
 // TestReloadAppliesNothingThatNeedsARestart (issue 14, item 9): a reload
 // whose config changes device_id (and, beside it, a stream) applies none of
 // it and says which keys need a restart; once the restart-only key is back,
@@ -59,13 +76,8 @@ func TestReloadAppliesNothingThatNeedsARestart(t *testing.T) {
 	cfgPath, _ := testConfig(t, 100, "")
 	d, _ := startDaemon(t, cfgPath)
 	old := d.current()
-	good, _ := os.ReadFile(cfgPath)
-	changed := strings.Replace(string(good), "device_id: test-device-01", "device_id: test-device-02", 1)
-	changed = strings.Replace(changed, "max_lateness: 0s}", "max_lateness: 0s, threshold: 123}", 1)
-	if err := os.WriteFile(cfgPath, []byte(changed), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	err := d.Reload(context.Background())
+	rewrite(t, cfgPath, "device_id: test-device-01", "device_id: test-device-02")
+	err := rewriteAndReload(t, d, cfgPath, "max_lateness: 0s}", "max_lateness: 0s, threshold: 123}")
 	var re *RestartError
 	if !errors.As(err, &re) || !slices.Equal(re.Keys, []string{"device_id"}) || !strings.Contains(err.Error(), "device_id") {
 		t.Fatalf("reload: %v, want a RestartError naming device_id", err)
@@ -81,11 +93,7 @@ func TestReloadAppliesNothingThatNeedsARestart(t *testing.T) {
 	}
 
 	// device_id as it runs: the threshold reloads.
-	changed = strings.Replace(changed, "device_id: test-device-02", "device_id: test-device-01", 1)
-	if err := os.WriteFile(cfgPath, []byte(changed), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Reload(context.Background()); err != nil {
+	if err := rewriteAndReload(t, d, cfgPath, "device_id: test-device-02", "device_id: test-device-01"); err != nil {
 		t.Fatalf("reload: %v", err)
 	}
 	if th := d.Stats().Streams["pump1"].Threshold; th != 123 {
@@ -100,13 +108,7 @@ func TestReloadKeepsStreamState(t *testing.T) {
 	cfgPath, _ := testConfig(t, 300, "")
 	// A simulator feeds a stream that learns (and never has enough samples
 	// to train): its samples go on after the reload, on the same timeline.
-	b, _ := os.ReadFile(cfgPath)
-	cfg := strings.Replace(string(b), "  - name: events", "  - {name: sim, type: simulator, simulator: {rate: 200, seed: 7}}\n  - name: events", 1)
-	cfg = strings.Replace(cfg, "  - {name: web,",
-		"  - {name: learner, source: sim, model: pump8, learn: {samples: 100000000}}\n  - {name: web,", 1)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	withSimulator(t, cfgPath, "  - {name: learner, source: sim, model: pump8, learn: {samples: 100000000}}")
 	d, _ := startDaemon(t, cfgPath)
 	waitFor(t, 60*time.Second, func() bool { return d.Stats().Streams["learner"].Learned >= 100 })
 	before := d.Stats()
@@ -133,12 +135,7 @@ func TestReloadKeepsStreamState(t *testing.T) {
 // same episode after a reload: one "open" alert, not two.
 func TestReloadDuringAnEpisodeOpensNoSecondOne(t *testing.T) {
 	cfgPath, dataDir := testConfig(t, 100, "")
-	b, _ := os.ReadFile(cfgPath)
-	cfg := strings.Replace(string(b), "  - name: events", "  - {name: sim, type: simulator, simulator: {rate: 200, seed: 7}}\n  - name: events", 1)
-	cfg = strings.Replace(cfg, "  - {name: web,", "  - {name: hot, source: sim, model: pump8, threshold: 0.000001}\n  - {name: web,", 1)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	withSimulator(t, cfgPath, "  - {name: hot, source: sim, model: pump8, threshold: 0.000001}")
 	d, stop := startDaemon(t, cfgPath)
 	waitFor(t, 60*time.Second, func() bool { return d.Stats().Streams["hot"].Alerts >= 1 })
 	if err := d.Reload(context.Background()); err != nil {

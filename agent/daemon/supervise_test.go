@@ -11,6 +11,7 @@ import (
 
 	"github.com/vigil-edge/vigil/agent/forward"
 	"github.com/vigil-edge/vigil/agent/health"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 )
 
 var errInjected = errors.New("injected failure")
@@ -51,7 +52,7 @@ func TestAFailedPartIsRestartedAndCounted(t *testing.T) {
 				extra = `mqtt: {embedded_broker: {listen: "127.0.0.1:0"}}`
 			}
 			cfgPath, _ := testConfig(t, 3000, extra)
-			out := &syncWriter{w: &strings.Builder{}}
+			out := &testkit.Buffer{}
 			d, stop := startDaemonWith(t, cfgPath, func(o *Options) {
 				o.PrintAlerts, o.Stdout = true, out
 				o.Restart = forward.Backoff{Initial: time.Millisecond, Max: time.Millisecond}
@@ -75,11 +76,7 @@ func TestAFailedPartIsRestartedAndCounted(t *testing.T) {
 			switch part {
 			case "consumer/console":
 				// The restarted printer prints the replay's alerts.
-				waitFor(t, 60*time.Second, func() bool {
-					out.mu.Lock()
-					defer out.mu.Unlock()
-					return strings.Contains(out.w.(*strings.Builder).String(), " ALERT ")
-				})
+				waitFor(t, 60*time.Second, func() bool { return strings.Contains(out.String(), " ALERT ") })
 			case "consumer/mqtt":
 				// The publisher runs again, and connects.
 				waitFor(t, 30*time.Second, func() bool { return d.Health().Forwarders["mqtt"].State == "ok" })
