@@ -17,7 +17,6 @@
 package mqtttest
 
 import (
-	"bytes"
 	"crypto/tls"
 	"fmt"
 	"maps"
@@ -80,18 +79,9 @@ type Broker struct {
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
-	done    chan struct{} // closed when the process exited
-	logs    bytes.Buffer
+	done    chan struct{}  // closed when the process exited
+	logs    testkit.Buffer // mosquitto's output
 	stopped bool
-}
-
-// lockedWriter collects the broker's output.
-type lockedWriter struct{ b *Broker }
-
-func (w lockedWriter) Write(p []byte) (int, error) {
-	w.b.mu.Lock()
-	defer w.b.mu.Unlock()
-	return w.b.logs.Write(p)
 }
 
 // lookPath finds a binary in the known paths, then $PATH.
@@ -235,8 +225,8 @@ func (b *Broker) start() error {
 	}
 	cmd := exec.Command(b.bin, "-c", b.conf)
 	cmd.Dir = b.dir
-	cmd.Stdout = lockedWriter{b}
-	cmd.Stderr = lockedWriter{b}
+	cmd.Stdout = &b.logs
+	cmd.Stderr = &b.logs
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -387,11 +377,7 @@ func (b *Broker) Credentials() (user, password string) {
 }
 
 // Logs returns what mosquitto has logged so far.
-func (b *Broker) Logs() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.logs.String()
-}
+func (b *Broker) Logs() string { return b.logs.String() }
 
 // WaitFor is testkit.WaitFor, for the tests that use mqtttest.
 func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
