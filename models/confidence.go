@@ -42,20 +42,45 @@ func (t Threshold) Survival(score float64) (p float64, ok bool) {
 }
 
 // Confidence is how surely a score this high is not one of the stream's
-// normal windows: 1 − Survival(score / Factor). The factor is what the
-// threshold allows unseen normal windows above the calibration scores
-// (400 warm-up samples do not show all of normal operation); reading the
-// calibrated distribution at score / Factor puts an alert at exactly the
-// threshold at 1 − Risk (POT) or at the calibrated quantile. On held-out
-// normal SKAB data (agent/eval/README.md) the calibration scores alone
-// make most normal windows look "confident": without the factor, 79 % of
-// them reached 0.95. ok as for Survival.
+// normal windows: 1 − P(a normal window the model has not seen scores at
+// least this high).
+//
+// With an Unseen fit (written when the threshold was calibrated on
+// validation windows, models/train) that probability is the fit's: the
+// validation windows are too few (21 on a device that learns on 400
+// samples) to show the tail, and later normal windows score higher than
+// the warm-up's. Without one (older manifests, thresholds calibrated on a
+// file or on the training windows) it is Survival(score / Factor), as
+// before: the calibration scores' distribution, with its POT tail, read
+// at score / Factor. On held-out normal SKAB data the Unseen fit is
+// calibrated in the bulk and roughly in the tail; the fallback is not
+// (agent/eval/README.md, "Confidence"). ok is false when the manifest
+// records none of these (a manual threshold).
 func (t Threshold) Confidence(score float64) (float64, bool) {
+	if u := t.Unseen; u != nil {
+		return 1 - u.Survival(score), true
+	}
 	if t.Factor > 0 {
 		score /= t.Factor
 	}
 	p, ok := t.Survival(score)
 	return 1 - p, ok
+}
+
+// Survival is P(an unseen normal window scores at least score) under the
+// fit. Scores at or below 0 have survival 1, NaN 0 (as Threshold.Survival).
+func (u UnseenFit) Survival(score float64) float64 {
+	switch {
+	case math.IsNaN(score):
+		return 0
+	case score <= 0:
+		return 1
+	}
+	z := (math.Log(score) - u.Location) / u.Scale
+	if z >= 0 {
+		return 0.5 * math.Exp(-z)
+	}
+	return 1 - 0.5*math.Exp(z)
 }
 
 // knots are the empirical CDF's points: scores and their probabilities.

@@ -163,6 +163,11 @@ type Threshold struct {
 	TrainScale float64 `json:"train_scale,omitempty"`
 	// Scores describes the scores the threshold was calibrated on.
 	Scores *ScoreStats `json:"scores,omitempty"`
+	// Unseen, when present, is the distribution fitted at calibration to
+	// the scores of normal windows the model has not seen, which
+	// Confidence reads. Manifests without it (older ones, and thresholds
+	// not calibrated on validation windows) fall back to Scores and POT.
+	Unseen *UnseenFit `json:"unseen,omitempty"`
 	// Uncalibrated marks a placeholder threshold (written by vigil model
 	// init) that no scores have set yet: run vigil model calibrate.
 	Uncalibrated bool `json:"uncalibrated,omitempty"`
@@ -186,6 +191,24 @@ type POT struct {
 	// Peaks is the number of scores above Initial, out of Samples.
 	Peaks   int `json:"peaks"`
 	Samples int `json:"samples"`
+}
+
+// Unseen-score distributions (UnseenFit.Method).
+const (
+	// UnseenLogLaplace: log(score) follows a Laplace distribution,
+	// P(score ≥ s) = ½·exp(−(ln s − Location)/Scale) above e^Location and
+	// 1 − ½·exp((ln s − Location)/Scale) below it.
+	UnseenLogLaplace = "log-laplace"
+)
+
+// UnseenFit is a parametric distribution of the scores of normal windows
+// that the model has not seen (see Threshold.Confidence).
+type UnseenFit struct {
+	Method string `json:"method"`
+	// Location and Scale are in units of ln(score): the median unseen
+	// normal window scores e^Location.
+	Location float64 `json:"location"`
+	Scale    float64 `json:"scale"`
 }
 
 // ScoreStats summarises a set of scores.
@@ -581,6 +604,13 @@ func (t *Threshold) validate(ps *problems) {
 		}
 		if p.Samples < p.Peaks {
 			ps.add("threshold.pot.samples", "is %d, fewer than the %d peaks", p.Samples, p.Peaks)
+		}
+	}
+	if u := t.Unseen; u != nil {
+		ps.oneOf("threshold.unseen.method", u.Method, UnseenLogLaplace)
+		ps.finite("threshold.unseen.location", u.Location)
+		if ps.finite("threshold.unseen.scale", u.Scale) && u.Scale <= 0 {
+			ps.add("threshold.unseen.scale", "is %v, want > 0", u.Scale)
 		}
 	}
 	if s := t.Scores; s != nil {

@@ -295,17 +295,17 @@ type CalibrationPoint struct {
 	Share    float64 `json:"share"`
 }
 
-// CalibrationCheck pools the files' NormalConfidence (unscaled:
-// NormalConfidenceUnscaled) and, for each level, counts the windows at or
+// CalibrationCheck pools the files' NormalConfidence (fallback:
+// NormalConfidenceFallback) and, for each level, counts the windows at or
 // above it.
-func CalibrationCheck(files []FileResult, levels []float64, unscaled bool) []CalibrationPoint {
+func CalibrationCheck(files []FileResult, levels []float64, fallback bool) []CalibrationPoint {
 	out := make([]CalibrationPoint, len(levels))
 	for i, c := range levels {
 		p := CalibrationPoint{Level: c, Expected: 1 - c}
 		for _, f := range files {
 			vals := f.NormalConfidence
-			if unscaled {
-				vals = f.NormalConfidenceUnscaled
+			if fallback {
+				vals = f.NormalConfidenceFallback
 			}
 			for _, v := range vals {
 				p.Windows++

@@ -140,10 +140,13 @@ type Report struct {
 	Total Counts
 	// Alerts sums the files' alert-level results.
 	Alerts Alerts
-	// Calibration checks the alerts' confidence on the normal windows.
+	// Calibration checks the alerts' confidence on the normal windows
+	// before each file's first anomaly.
 	Calibration []CalibrationPoint
-	// CalibrationUnscaled checks 1 − Survival(score), without the factor.
-	CalibrationUnscaled []CalibrationPoint
+	// CalibrationFallback checks, on the same windows, the confidence a
+	// manifest without an unseen-score fit gives: 1 − Survival(score /
+	// Factor), the calibration scores' distribution.
+	CalibrationFallback []CalibrationPoint
 	Elapsed             time.Duration
 }
 
@@ -161,12 +164,18 @@ type FileResult struct {
 	// Alerts judges the episodes the detector opened.
 	Alerts Alerts
 	// NormalConfidence holds the calibrated confidence
-	// (models.Threshold.Confidence) of each scored window that ends on a
-	// row labelled normal: CalibrationCheck compares them with 1 − c.
+	// (models.Threshold.Confidence) of each scored window that ends before
+	// the file's first row labelled anomalous (all its rows normal; every
+	// window of an anomaly-free file): CalibrationCheck compares them with
+	// 1 − c. Windows after an anomaly are left out: the rig may not be
+	// back to normal when its label is.
 	NormalConfidence []float64
-	// NormalConfidenceUnscaled is 1 − Survival(score), the calibration
-	// scores' distribution read at the score itself, without the factor.
-	NormalConfidenceUnscaled []float64
+	// NormalConfidenceFallback is, for the same windows, 1 − Survival(score
+	// / Factor): the confidence without the threshold's unseen-score fit.
+	NormalConfidenceFallback []float64
+	// NormalScores are those windows' scores, for choosing the unseen-score
+	// fit's knobs on some files and checking them on others.
+	NormalScores []float64
 	// Threshold is the detector's threshold; Training what learning did.
 	Threshold float64
 	Training  *train.Report
@@ -258,7 +267,7 @@ feed:
 		rep.Alerts = rep.Alerts.Add(r.Alerts)
 	}
 	rep.Calibration = CalibrationCheck(results, CalibrationLevels, false)
-	rep.CalibrationUnscaled = CalibrationCheck(results, CalibrationLevels, true)
+	rep.CalibrationFallback = CalibrationCheck(results, CalibrationLevels, true)
 	return rep, nil
 }
 
@@ -383,6 +392,13 @@ func Evaluate(ctx context.Context, name string, tab *source.Table, opts Options)
 	}
 	anomalous := make([]bool, len(ends))
 	var opens, closes []time.Time
+	firstAnomaly := slices.IndexFunc(labels, func(l float64) bool { return l != 0 })
+	if firstAnomaly < 0 {
+		firstAnomaly = rows
+	}
+	th := md.Manifest().Threshold
+	fallback := th
+	fallback.Unseen = nil
 	for i, e := range ends {
 		s := scores[i]
 		if math.IsNaN(s) || math.IsInf(s, 0) {
@@ -390,13 +406,13 @@ func Evaluate(ctx context.Context, name string, tab *source.Table, opts Options)
 		}
 		r := det.Observe(tab.Times[e], s)
 		anomalous[i] = r.Anomalous
-		if labels[e] == 0 {
-			th := md.Manifest().Threshold
+		if e < firstAnomaly {
+			res.NormalScores = append(res.NormalScores, s)
 			if c, ok := th.Confidence(s); ok {
 				res.NormalConfidence = append(res.NormalConfidence, c)
 			}
-			if p, ok := th.Survival(s); ok {
-				res.NormalConfidenceUnscaled = append(res.NormalConfidenceUnscaled, 1-p)
+			if c, ok := fallback.Confidence(s); ok {
+				res.NormalConfidenceFallback = append(res.NormalConfidenceFallback, c)
 			}
 		}
 		switch r.Change {

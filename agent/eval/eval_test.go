@@ -2,6 +2,7 @@ package eval
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -208,8 +209,9 @@ func TestSKABErrorsAreClear(t *testing.T) {
 	}
 }
 
-// skabDir is the development subset of SKAB, when it is there.
-const skabDir = "../../../shared/datasets/skab"
+// skabDir is the development subset of SKAB, when it is there:
+// $VIGIL_SKAB_DATA, or ../shared/datasets/skab beside the repository.
+var skabDir = cmp.Or(os.Getenv("VIGIL_SKAB_DATA"), "../../../shared/datasets/skab")
 
 func TestSKABValve1(t *testing.T) {
 	if testing.Short() {

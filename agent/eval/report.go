@@ -75,14 +75,14 @@ func WriteAlerts(w io.Writer, r *Report) {
 		for i, c := range r.Calibration {
 			parts[i] = fmt.Sprintf("≥%g: %.4f (want %.4f)", c.Level, c.Share, c.Expected)
 		}
-		fmt.Fprintf(w, "confidence on %d normal windows, share at or above c: %s\n", r.Calibration[0].Windows, strings.Join(parts, ", "))
+		fmt.Fprintf(w, "confidence on %d normal windows (before each file's first anomaly), share at or above c: %s\n", r.Calibration[0].Windows, strings.Join(parts, ", "))
 	}
-	if len(r.CalibrationUnscaled) > 0 && r.CalibrationUnscaled[0].Windows > 0 {
-		parts := make([]string, len(r.CalibrationUnscaled))
-		for i, c := range r.CalibrationUnscaled {
+	if len(r.CalibrationFallback) > 0 && r.CalibrationFallback[0].Windows > 0 {
+		parts := make([]string, len(r.CalibrationFallback))
+		for i, c := range r.CalibrationFallback {
 			parts[i] = fmt.Sprintf("≥%g: %.4f (want %.4f)", c.Level, c.Share, c.Expected)
 		}
-		fmt.Fprintf(w, "the same without the factor (1 - P(calibration score >= score)): %s\n", strings.Join(parts, ", "))
+		fmt.Fprintf(w, "the same without the unseen-score fit (1 - P(calibration score >= score/factor)): %s\n", strings.Join(parts, ", "))
 	}
 }
 
@@ -124,7 +124,7 @@ type jsonFile struct {
 type jsonReport struct {
 	Files       []jsonFile         `json:"files"`
 	Calibration []CalibrationPoint `json:"confidence_calibration"`
-	Unscaled    []CalibrationPoint `json:"confidence_calibration_without_factor"`
+	Fallback    []CalibrationPoint `json:"confidence_calibration_fallback"`
 	Points      jsonMetrics        `json:"points"`
 	Alerts      jsonAlerts         `json:"alerts"`
 	Summary     string             `json:"summary"`
@@ -163,7 +163,7 @@ func finite(v float64) *float64 {
 // WriteJSON writes the whole report, per file and in total, point-wise
 // and alert-level, as one indented JSON object.
 func WriteJSON(w io.Writer, r *Report) error {
-	out := jsonReport{Calibration: r.Calibration, Unscaled: r.CalibrationUnscaled, Points: metricsJSON(r.Total), Alerts: alertsJSON(r.Alerts), Summary: r.Summary(), Seconds: r.Elapsed.Seconds()}
+	out := jsonReport{Calibration: r.Calibration, Fallback: r.CalibrationFallback, Points: metricsJSON(r.Total), Alerts: alertsJSON(r.Alerts), Summary: r.Summary(), Seconds: r.Elapsed.Seconds()}
 	out.Files = make([]jsonFile, 0, len(r.Files))
 	for _, f := range r.Files {
 		jf := jsonFile{Name: f.Name, TrainRows: f.TrainRows, TestRows: f.TestRows, Threshold: f.Threshold,

@@ -34,14 +34,25 @@ type Calibration struct {
 	// there are validation windows) before calibrating on them, so that
 	// they stand for unseen data (default true).
 	Rescale bool
+	// UnseenShift and UnseenScale set, for a threshold calibrated on
+	// validation windows, the distribution of the scores of normal windows
+	// the model has not seen, which models.Threshold.Confidence reads: ln
+	// of the score Laplace-distributed around the mean ln validation score
+	// plus UnseenShift, with scale UnseenScale (both in units of ln score;
+	// see models.UnseenFit). 0.19 and 0.50 were chosen on held-out normal
+	// SKAB data (agent/eval/README.md, "Confidence"). UnseenScale 0 fits
+	// nothing; Confidence then reads the calibration scores.
+	UnseenShift, UnseenScale float64
 }
 
 // DefaultCalibration is POT on all normal windows, the training windows'
 // scores rescaled to the validation windows' mean: risk 1e-3 over the 90th
-// percentile, factor 1, with the 99th percentile as fallback.
+// percentile, factor 1, with the 99th percentile as fallback; and, when
+// calibrating on the validation windows, the unseen-score fit with shift
+// 0.19 and scale 0.50.
 func DefaultCalibration() Calibration {
 	return Calibration{Method: models.MethodPOT, Quantile: 0.99, Factor: 1, Risk: 1e-3, InitialQuantile: 0.9,
-		On: "train+validation", Rescale: true}
+		On: "train+validation", Rescale: true, UnseenShift: 0.19, UnseenScale: 0.50}
 }
 
 func (c Calibration) validate() error {
@@ -63,6 +74,12 @@ func (c Calibration) validate() error {
 			errs = append(errs, fmt.Errorf("Calibration.Risk is %v, want a value in (0, 1-InitialQuantile)", c.Risk))
 		}
 	}
+	if math.IsNaN(c.UnseenShift) || math.IsInf(c.UnseenShift, 0) {
+		errs = append(errs, fmt.Errorf("Calibration.UnseenShift is %v, want a finite value", c.UnseenShift))
+	}
+	if !(c.UnseenScale >= 0) || math.IsInf(c.UnseenScale, 0) {
+		errs = append(errs, fmt.Errorf("Calibration.UnseenScale is %v, want a finite value ≥ 0 (0: no fit)", c.UnseenScale))
+	}
 	if c.On != "train+validation" && c.On != "validation" && c.On != "train" {
 		errs = append(errs, fmt.Errorf("Calibration.On is %q, want train+validation, validation or train", c.On))
 	}
@@ -75,7 +92,9 @@ const minPeaks = 10
 // Calibrate sets a threshold from the scores of normal windows, which
 // came from source ("train", "validation" or "train+validation"). When POT
 // has fewer than 10 peaks to fit, it falls back to the quantile method and
-// says so in the returned warning.
+// says so in the returned warning. Validation scores, all above 0, also
+// give the threshold its Unseen fit (FitUnseen) unless c.UnseenScale is 0.
+// The fit does not change the threshold.
 func Calibrate(scores []float64, c Calibration, source string) (models.Threshold, string, error) {
 	if err := c.validate(); err != nil {
 		return models.Threshold{}, "", err
@@ -90,10 +109,16 @@ func Calibrate(scores []float64, c Calibration, source string) (models.Threshold
 	}
 	sorted := slices.Sorted(slices.Values(scores))
 	stats := Stats(sorted, source)
+	var unseen *models.UnseenFit
+	if source == "validation" && c.UnseenScale > 0 {
+		if u, ok := FitUnseen(sorted, c.UnseenShift, c.UnseenScale); ok {
+			unseen = &u
+		}
+	}
 	quantile := func() models.Threshold {
 		return models.Threshold{
 			Value: c.Factor * Quantile(sorted, c.Quantile), Method: models.MethodQuantile,
-			Quantile: c.Quantile, Factor: c.Factor, Scores: &stats,
+			Quantile: c.Quantile, Factor: c.Factor, Scores: &stats, Unseen: unseen,
 		}
 	}
 	if c.Method == models.MethodQuantile {
@@ -104,7 +129,30 @@ func Calibrate(scores []float64, c Calibration, source string) (models.Threshold
 		return quantile(), fmt.Sprintf("POT calibration fell back to the %g quantile: %v", c.Quantile, err), nil
 	}
 	z := potQuantile(pot)
-	return models.Threshold{Value: c.Factor * z, Method: models.MethodPOT, Factor: c.Factor, POT: &pot, Scores: &stats}, "", nil
+	return models.Threshold{Value: c.Factor * z, Method: models.MethodPOT, Factor: c.Factor, POT: &pot, Scores: &stats, Unseen: unseen}, "", nil
+}
+
+// FitUnseen is the log-Laplace distribution of unseen normal windows'
+// scores from the scores of validation windows (normal, not trained on):
+// location the mean of their logarithms plus shift, the given scale. The
+// validation windows come straight after the training rows; later normal
+// windows score higher (the process drifts away from the warm-up) and
+// spread much wider than they do, which is what the shift and the scale,
+// chosen on held-out data, stand for. ok is false when a score is not
+// above 0 (no logarithm) or there are none.
+func FitUnseen(scores []float64, shift, scale float64) (models.UnseenFit, bool) {
+	if len(scores) == 0 {
+		return models.UnseenFit{}, false
+	}
+	m := 0.0
+	for _, s := range scores {
+		if !(s > 0) || math.IsInf(s, 0) {
+			return models.UnseenFit{}, false
+		}
+		m += math.Log(s)
+	}
+	m /= float64(len(scores))
+	return models.UnseenFit{Method: models.UnseenLogLaplace, Location: m + shift, Scale: scale}, true
 }
 
 // Stats summarises sorted scores.
