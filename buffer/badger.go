@@ -114,10 +114,8 @@ type Badger struct {
 	disk   diskGuard
 	synced *syncedFile // the watermark file
 
-	mu              sync.Mutex
-	st              *state[struct{}]
-	open            *batch // the batch being filled
-	closed          bool
+	core[struct{}]                // mu, st, closed; LastSeq and Notify
+	open            *batch        // the batch being filled
 	failed          error         // sticky storage error
 	vlogDead        int64         // bytes of value-log records deleted by tombstone since the last reclaim
 	frontBytes      int64         // bytes removed from lane heads since the last reclaim
@@ -842,26 +840,6 @@ func (b *Badger) Ack(consumer, lane string, seqs ...uint64) error {
 	return nil
 }
 
-// LastSeq returns the highest sequence number appended to lane.
-func (b *Badger) LastSeq(lane string) uint64 {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if l, ok := b.st.lanes[lane]; ok {
-		return l.done
-	}
-	return 0
-}
-
-// Notify returns a channel closed at the next append to lane. See [Buffer].
-func (b *Badger) Notify(lane string) <-chan struct{} {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if l, ok := b.st.lanes[lane]; ok && !b.closed {
-		return l.notify
-	}
-	return closedChan
-}
-
 // consumerOp runs a consumer change and waits until it is fsynced.
 func (b *Badger) consumerOp(what, name string, fn func() error) error {
 	b.mu.Lock()
@@ -890,28 +868,15 @@ func (b *Badger) consumerOp(what, name string, fn func() error) error {
 
 // RegisterConsumer registers consumer name on lanes. See [Buffer].
 func (b *Badger) RegisterConsumer(name string, lanes ...string) error {
-	if !validName(name) {
-		return fmt.Errorf("register consumer %q: name must be 1 to %d characters out of A-Z a-z 0-9 . _ -", name, maxNameLen)
+	if err := checkConsumerName(name); err != nil {
+		return err
 	}
-	return b.consumerOp("register", name, func() error {
-		ls, err := b.st.lanesOf(lanes)
-		if err != nil {
-			return err
-		}
-		b.st.register(name, ls)
-		return nil
-	})
+	return b.consumerOp("register", name, func() error { return b.st.register(name, lanes) })
 }
 
 // ResetConsumer moves consumer name back to the oldest record of lane.
 func (b *Badger) ResetConsumer(name, lane string) error {
-	return b.consumerOp("reset", name, func() error {
-		l, err := b.st.lane(lane)
-		if err != nil {
-			return err
-		}
-		return b.st.reset(name, l)
-	})
+	return b.consumerOp("reset", name, func() error { return b.st.reset(name, lane) })
 }
 
 // RemoveConsumer unregisters consumer name from every lane, including lanes

@@ -356,16 +356,14 @@ func TestBadgerGroupCommit(t *testing.T) {
 	start := b.syncer.rounds.Load()
 	var wg sync.WaitGroup
 	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := range each {
 				if _, err := b.Append(context.Background(), "alert", fmt.Appendf(nil, "%d-%d", w, i)); err != nil {
 					t.Error(err)
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	rounds := b.syncer.rounds.Load() - start

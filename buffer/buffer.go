@@ -190,6 +190,14 @@ func DefaultOptions() Options {
 
 const maxNameLen = 64
 
+// checkConsumerName says what is wrong with a consumer's name, if anything.
+func checkConsumerName(name string) error {
+	if !validName(name) {
+		return fmt.Errorf("register consumer %q: name must be 1 to %d characters out of A-Z a-z 0-9 . _ -", name, maxNameLen)
+	}
+	return nil
+}
+
 func validName(s string) bool {
 	if len(s) == 0 || len(s) > maxNameLen {
 		return false

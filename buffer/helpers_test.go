@@ -3,6 +3,7 @@ package buffer
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -146,4 +147,23 @@ func tenBytes(name string, from, n int) [][]byte {
 		out[i] = fmt.Appendf(nil, "%s-%04d", name, from+i)
 	}
 	return out
+}
+
+// laneOpsFail checks that Append, Read (by consumer), ReadFrom and Ack on
+// lane all fail with want.
+func laneOpsFail(t testing.TB, b Buffer, consumer, lane string, want error) {
+	t.Helper()
+	for _, op := range []struct {
+		name string
+		call func() error
+	}{
+		{"Append", func() error { _, err := b.Append(context.Background(), lane, []byte("x")); return err }},
+		{"Read", func() error { _, err := b.Read(consumer, lane, 1); return err }},
+		{"ReadFrom", func() error { _, err := b.ReadFrom(lane, 0, 1); return err }},
+		{"Ack", func() error { return b.Ack(consumer, lane, 1) }},
+	} {
+		if err := op.call(); !errors.Is(err, want) {
+			t.Errorf("%s on lane %q: %v, want %v", op.name, lane, err, want)
+		}
+	}
 }

@@ -3,7 +3,6 @@ package buffer
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 )
 
@@ -13,9 +12,7 @@ import (
 type Memory struct {
 	opts Options
 
-	mu     sync.Mutex
-	st     *state[[]byte]
-	closed bool
+	core[[]byte] // mu, st, closed; LastSeq and Notify
 }
 
 // memHooks: Memory keeps nothing outside the index, so it has nothing to do
@@ -31,7 +28,7 @@ func NewMemory(opts Options) (*Memory, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	return &Memory{opts: opts, st: newState[[]byte](opts, memHooks{})}, nil
+	return &Memory{opts: opts, core: core[[]byte]{st: newState[[]byte](opts, memHooks{})}}, nil
 }
 
 // Append stores copies of data as new records of lane. See [Buffer].
@@ -142,79 +139,35 @@ func (m *Memory) Ack(consumer, lane string, seqs ...uint64) error {
 	return nil
 }
 
-// LastSeq returns the highest sequence number appended to lane.
-func (m *Memory) LastSeq(lane string) uint64 {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if l, ok := m.st.lanes[lane]; ok {
-		return l.done
-	}
-	return 0
-}
-
-// Notify returns a channel closed at the next append to lane. See [Buffer].
-func (m *Memory) Notify(lane string) <-chan struct{} {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if l, ok := m.st.lanes[lane]; ok && !m.closed {
-		return l.notify
-	}
-	return closedChan
-}
-
-// closedChan is returned by Notify when there is nothing to wait for.
-var closedChan = func() chan struct{} {
-	c := make(chan struct{})
-	close(c)
-	return c
-}()
-
-// RegisterConsumer registers consumer name on lanes. See [Buffer].
-func (m *Memory) RegisterConsumer(name string, lanes ...string) error {
-	if !validName(name) {
-		return fmt.Errorf("register consumer %q: name must be 1 to %d characters out of A-Z a-z 0-9 . _ -", name, maxNameLen)
-	}
+// consumerOp runs a consumer change.
+func (m *Memory) consumerOp(what, name string, fn func() error) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
-		return fmt.Errorf("register consumer %q: %w", name, ErrClosed)
+		return fmt.Errorf("%s consumer %q: %w", what, name, ErrClosed)
 	}
-	ls, err := m.st.lanesOf(lanes)
-	if err != nil {
-		return fmt.Errorf("register consumer %q: %w", name, err)
+	if err := fn(); err != nil {
+		return fmt.Errorf("%s consumer %q: %w", what, name, err)
 	}
-	m.st.register(name, ls)
 	return nil
+}
+
+// RegisterConsumer registers consumer name on lanes. See [Buffer].
+func (m *Memory) RegisterConsumer(name string, lanes ...string) error {
+	if err := checkConsumerName(name); err != nil {
+		return err
+	}
+	return m.consumerOp("register", name, func() error { return m.st.register(name, lanes) })
 }
 
 // ResetConsumer moves consumer name back to the oldest record of lane.
 func (m *Memory) ResetConsumer(name, lane string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return fmt.Errorf("reset consumer %q: %w", name, ErrClosed)
-	}
-	l, err := m.st.lane(lane)
-	if err != nil {
-		return fmt.Errorf("reset consumer %q: %w", name, err)
-	}
-	if err := m.st.reset(name, l); err != nil {
-		return fmt.Errorf("reset: %w", err)
-	}
-	return nil
+	return m.consumerOp("reset", name, func() error { return m.st.reset(name, lane) })
 }
 
 // RemoveConsumer unregisters consumer name from every lane.
 func (m *Memory) RemoveConsumer(name string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return fmt.Errorf("remove consumer %q: %w", name, ErrClosed)
-	}
-	if err := m.st.removeConsumer(name); err != nil {
-		return fmt.Errorf("remove: %w", err)
-	}
-	return nil
+	return m.consumerOp("remove", name, func() error { return m.st.removeConsumer(name) })
 }
 
 // Stats returns the buffer's counters; DiskBytes is always 0.

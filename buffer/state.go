@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -205,6 +206,41 @@ func newState[P any](opts Options, h hooks[P]) *state[P] {
 	})
 	return s
 }
+
+// core is what Memory and Badger share: the state, the lock that guards
+// it, and whether the buffer is closed.
+type core[P any] struct {
+	mu     sync.Mutex
+	st     *state[P]
+	closed bool
+}
+
+// LastSeq returns the highest sequence number appended to lane.
+func (c *core[P]) LastSeq(lane string) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if l, ok := c.st.lanes[lane]; ok {
+		return l.done
+	}
+	return 0
+}
+
+// Notify returns a channel closed at the next append to lane. See [Buffer].
+func (c *core[P]) Notify(lane string) <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if l, ok := c.st.lanes[lane]; ok && !c.closed {
+		return l.notify
+	}
+	return closedChan
+}
+
+// closedChan is returned by Notify when there is nothing to wait for.
+var closedChan = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
 
 // readLane checks a read's arguments against a buffer that is closed or
 // not and returns the lane to read; Memory and Badger call it holding their
@@ -503,9 +539,13 @@ func (s *state[P]) sweep(l *lane[P]) {
 	}
 }
 
-// register adds consumer to lanes it is not on yet, at the oldest retained
-// record.
-func (s *state[P]) register(consumer string, lanes []*lane[P]) {
+// register adds consumer to the lanes named (all lanes if none is named)
+// that it is not on yet, at the oldest retained record.
+func (s *state[P]) register(consumer string, names []string) error {
+	lanes, err := s.lanesOf(names)
+	if err != nil {
+		return err
+	}
 	for _, l := range lanes {
 		if _, ok := l.cursors[consumer]; ok {
 			continue
@@ -513,9 +553,15 @@ func (s *state[P]) register(consumer string, lanes []*lane[P]) {
 		l.cursors[consumer] = &cursor{floor: l.oldest() - 1, pending: map[uint64]struct{}{}}
 		s.h.cursorChanged(l, consumer)
 	}
+	return nil
 }
 
-func (s *state[P]) reset(consumer string, l *lane[P]) error {
+// reset moves consumer back to the oldest record of the lane named.
+func (s *state[P]) reset(consumer, name string) error {
+	l, err := s.lane(name)
+	if err != nil {
+		return err
+	}
 	c, err := s.cursor(consumer, l)
 	if err != nil {
 		return err

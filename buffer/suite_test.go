@@ -435,18 +435,7 @@ func runSuite(t *testing.T, open opener) {
 	t.Run("UnknownLane", func(t *testing.T) {
 		b := open(t, testOptions(t, nil))
 		mustRegister(t, b, "c")
-		if _, err := b.Append(ctx, "nope", []byte("x")); !errors.Is(err, ErrUnknownLane) {
-			t.Errorf("Append: %v", err)
-		}
-		if _, err := b.Read("c", "nope", 1); !errors.Is(err, ErrUnknownLane) {
-			t.Errorf("Read: %v", err)
-		}
-		if _, err := b.ReadFrom("nope", 0, 1); !errors.Is(err, ErrUnknownLane) {
-			t.Errorf("ReadFrom: %v", err)
-		}
-		if err := b.Ack("c", "nope", 1); !errors.Is(err, ErrUnknownLane) {
-			t.Errorf("Ack: %v", err)
-		}
+		laneOpsFail(t, b, "c", "nope", ErrUnknownLane)
 		if b.LastSeq("nope") != 0 {
 			t.Errorf("LastSeq of unknown lane != 0")
 		}
@@ -578,9 +567,7 @@ func runSuite(t *testing.T, open opener) {
 		seen := map[uint64]string{}
 		var wg sync.WaitGroup
 		for w := range writers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				for i := range each {
 					lane := "score"
 					if i%2 == 0 {
@@ -603,7 +590,7 @@ func runSuite(t *testing.T, open opener) {
 					seen[key] = string(d)
 					mu.Unlock()
 				}
-			}()
+			})
 		}
 		wg.Wait()
 		for _, lane := range []string{"score", "alert"} {
@@ -642,18 +629,7 @@ func runSuite(t *testing.T, open opener) {
 		default:
 			t.Fatal("Close must wake Notify waiters")
 		}
-		if _, err := b.Append(ctx, "score", []byte("y")); !errors.Is(err, ErrClosed) {
-			t.Errorf("Append after Close: %v", err)
-		}
-		if _, err := b.Read("c", "score", 1); !errors.Is(err, ErrClosed) {
-			t.Errorf("Read after Close: %v", err)
-		}
-		if _, err := b.ReadFrom("score", 0, 1); !errors.Is(err, ErrClosed) {
-			t.Errorf("ReadFrom after Close: %v", err)
-		}
-		if err := b.Ack("c", "score", 1); !errors.Is(err, ErrClosed) {
-			t.Errorf("Ack after Close: %v", err)
-		}
+		laneOpsFail(t, b, "c", "score", ErrClosed)
 		if err := b.RegisterConsumer("d"); !errors.Is(err, ErrClosed) {
 			t.Errorf("RegisterConsumer after Close: %v", err)
 		}

@@ -16,15 +16,7 @@ import (
 // checked), so it is safe on any input.
 func checkModel(b []byte) (err error) {
 	r := fbReader{b: b}
-	defer func() {
-		if p := recover(); p != nil {
-			if e, ok := p.(fbError); ok {
-				err = fmt.Errorf("%w: %s", ErrInvalidModel, string(e))
-				return
-			}
-			panic(p)
-		}
-	}()
+	defer asInvalidModel(&err)
 	root := r.root()
 	codes := r.vector(root, 1)
 	subgraphs := r.vector(root, 2)
@@ -118,7 +110,21 @@ var elemSize = map[int]int{
 	0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 5: 0, 6: 1, 7: 2, 8: 8, 9: 1, 10: 8, 11: 16, 12: 8, 13: 0, 14: 0, 15: 4, 16: 2, 17: 1,
 }
 
+// fbError is what fbReader panics with when the bytes are malformed.
 type fbError string
+
+// asInvalidModel, deferred by a function that reads a model with fbReader,
+// turns an fbReader panic into an error wrapping ErrInvalidModel in *err;
+// any other panic goes on.
+func asInvalidModel(err *error) {
+	if p := recover(); p != nil {
+		if e, ok := p.(fbError); ok {
+			*err = fmt.Errorf("%w: %s", ErrInvalidModel, string(e))
+			return
+		}
+		panic(p)
+	}
+}
 
 type fbReader struct{ b []byte }
 

@@ -139,15 +139,7 @@ func Describe(b []byte) (_ *ModelInfo, err error) {
 		return nil, err
 	}
 	r := fbReader{b: b}
-	defer func() {
-		if p := recover(); p != nil {
-			if e, ok := p.(fbError); ok {
-				err = fmt.Errorf("%w: %s", ErrInvalidModel, string(e))
-				return
-			}
-			panic(p)
-		}
-	}()
+	defer asInvalidModel(&err)
 	root := r.root()
 	info := &ModelInfo{Size: len(b), Version: int(r.u32Field(root, 0, 0))}
 	info.Description = r.str(root, 3)

@@ -1,11 +1,10 @@
-package inference_test
+package inference
 
 import (
 	"errors"
 	"math/rand/v2"
 	"testing"
 
-	"github.com/vigil-edge/vigil/inference"
 	"github.com/vigil-edge/vigil/models/nn"
 )
 
@@ -20,6 +19,13 @@ func quantizedModel(t testing.TB) []byte {
 	for i := range calib {
 		calib[i] = float32(i%7) - 3
 	}
+	return quantizeInt8(t, net, calib)
+}
+
+// quantizeInt8 is the .tflite flatbuffer of net quantized to full integer
+// (int8 input and output), calibrated on the windows in calib.
+func quantizeInt8(t testing.TB, net *nn.Network, calib []float32) []byte {
+	t.Helper()
 	q, err := nn.Quantize(net, nn.QuantOptions{Mode: nn.FullInteger, IO: nn.IOInt8, Calibration: calib})
 	if err != nil {
 		t.Fatal(err)
@@ -32,7 +38,7 @@ func quantizedModel(t testing.TB) []byte {
 }
 
 func TestDescribeQuantizedModel(t *testing.T) {
-	info, err := inference.Describe(quantizedModel(t))
+	info, err := Describe(quantizedModel(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,9 +71,9 @@ func FuzzDescribe(f *testing.F) {
 	f.Add(b[:len(b)/2])
 	f.Add([]byte("\x10\x00\x00\x00TFL3\x00\x00\x00\x00\x00\x00\x00\x00"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		info, err := inference.Describe(b)
+		info, err := Describe(b)
 		if err != nil {
-			if !errors.Is(err, inference.ErrInvalidModel) {
+			if !errors.Is(err, ErrInvalidModel) {
 				t.Fatalf("error %v does not wrap ErrInvalidModel", err)
 			}
 			return

@@ -17,16 +17,7 @@ import (
 // input and output), calibrated on random normal windows.
 func int8Model(t testing.TB, net *nn.Network) []byte {
 	t.Helper()
-	q, err := nn.Quantize(net, nn.QuantOptions{Mode: nn.FullInteger, IO: nn.IOInt8,
-		Calibration: randomInput(200*product(net.Input), 11)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := q.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return quantizeInt8(t, net, randomInput(200*product(net.Input), 11))
 }
 
 // TestQuantizedTensors loads an int8 model: its tensors' types and
@@ -35,11 +26,7 @@ func int8Model(t testing.TB, net *nn.Network) []byte {
 // outputs come back in real units.
 func TestQuantizedTensors(t *testing.T) {
 	net, _ := build(t, denseAE(6, 2), 3)
-	s, err := Load(int8Model(t, net), Options{Workers: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := mustLoad(t, int8Model(t, net), Options{Workers: 1})
 	in, out := s.Input(), s.Output()
 	if in.Type != "int8" || in.Scale <= 0 || out.Type != "int8" || out.Scale <= 0 {
 		t.Fatalf("input %s, output %s", in, out)
@@ -157,11 +144,7 @@ func BenchmarkScoreInt8(b *testing.B) {
 	}{{"float32", float}, {"int8", int8Model(b, net)}} {
 		for _, batch := range []int{1, 64} {
 			b.Run(fmt.Sprintf("%s/batch=%d/score", m.name, batch), func(b *testing.B) {
-				s, err := Load(m.model, Options{Workers: 1})
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer s.Close()
+				s := mustLoad(b, m.model, Options{Workers: 1})
 				in := randomInput(batch*s.Spec().InputSize(), 1)
 				out := make([]float32, batch*s.Spec().OutputSize())
 				ctx := context.Background()
@@ -175,11 +158,7 @@ func BenchmarkScoreInt8(b *testing.B) {
 				b.ReportMetric(float64(len(m.model)), "model-bytes")
 			})
 			b.Run(fmt.Sprintf("%s/batch=%d/bare-invoke", m.name, batch), func(b *testing.B) {
-				s, err := Load(m.model, Options{Workers: 1})
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer s.Close()
+				s := mustLoad(b, m.model, Options{Workers: 1})
 				in := randomInput(batch*s.Spec().InputSize(), 1)
 				out := make([]float32, batch*s.Spec().OutputSize())
 				s.Score(context.Background(), in, out) // leaves the interpreter at this batch

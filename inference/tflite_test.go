@@ -54,6 +54,21 @@ func build(t testing.TB, net *nn.Network, seed uint64) (*nn.Network, []byte) {
 	return net, b
 }
 
+// mustLoad loads model into a scorer that is closed when the test ends.
+func mustLoad(t testing.TB, model []byte, opts Options) *TFLite {
+	t.Helper()
+	s, err := Load(model, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return s
+}
+
 func randomInput(n int, seed uint64) []float32 {
 	r := rand.New(rand.NewPCG(seed, 7))
 	in := make([]float32, n)
@@ -105,11 +120,7 @@ func TestScoreMatchesReferenceAtEveryBatchSize(t *testing.T) {
 
 func TestXNNPACKGivesTheSameResults(t *testing.T) {
 	net, model := build(t, convAE(16, 4), 3)
-	s, err := Load(model, Options{Workers: 1, XNNPACK: true, Threads: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := mustLoad(t, model, Options{Workers: 1, XNNPACK: true, Threads: 2})
 	in := randomInput(4*s.Spec().InputSize(), 9)
 	got := make([]float32, 4*s.Spec().OutputSize())
 	if err := s.Score(context.Background(), in, got); err != nil {
@@ -225,11 +236,7 @@ func customOpModel(t *testing.T) []byte {
 
 func TestScoreChecksBufferSizes(t *testing.T) {
 	_, model := build(t, denseAE(4, 2), 1)
-	s, err := Load(model, Options{Workers: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := mustLoad(t, model, Options{Workers: 1})
 	for _, c := range []struct{ in, out int }{{0, 0}, {7, 8}, {8, 7}, {16, 8}} {
 		if err := s.Score(context.Background(), make([]float32, c.in), make([]float32, c.out)); err == nil {
 			t.Errorf("Score(in %d, out %d): no error", c.in, c.out)
@@ -239,11 +246,7 @@ func TestScoreChecksBufferSizes(t *testing.T) {
 
 func TestConcurrentScoring(t *testing.T) {
 	net, model := build(t, denseAE(8, 2), 2)
-	s, err := Load(model, Options{Workers: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := mustLoad(t, model, Options{Workers: 3})
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)
 	for g := 0; g < 16; g++ {
@@ -304,8 +307,7 @@ func TestCloseIsIdempotentAndWaitsForScores(t *testing.T) {
 
 func TestScoreRespectsContext(t *testing.T) {
 	_, model := build(t, denseAE(4, 2), 1)
-	s, _ := Load(model, Options{Workers: 1})
-	defer s.Close()
+	s := mustLoad(t, model, Options{Workers: 1})
 	it := <-s.pool
 	defer func() { s.pool <- it }()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -317,11 +319,7 @@ func TestScoreRespectsContext(t *testing.T) {
 
 func TestScoreAllocatesNothing(t *testing.T) {
 	_, model := build(t, convAE(16, 4), 1)
-	s, err := Load(model, Options{Workers: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := mustLoad(t, model, Options{Workers: 1})
 	in := randomInput(16*s.Spec().InputSize(), 1)
 	out := make([]float32, 16*s.Spec().OutputSize())
 	ctx := context.Background()

@@ -255,19 +255,7 @@ func TestLoadedScoreNoAllocs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer md.Close()
-	raw := make([]float64, 16*8*3)
-	scores, contrib := make([]float64, 16), make([]float64, 16*3)
-	ctx := context.Background()
-	if err := md.Score(ctx, raw, scores, contrib); err != nil {
-		t.Fatal(err)
-	}
-	if n := testing.AllocsPerRun(50, func() {
-		if err := md.Score(ctx, raw, scores, contrib); err != nil {
-			t.Fatal(err)
-		}
-	}); n != 0 {
-		t.Errorf("Score allocates %v times per call with TFLite, want 0", n)
-	}
+	checkScoreNoAllocs(t, md, make([]float64, 16*8*3), make([]float64, 16), make([]float64, 16*3), 50)
 }
 
 func BenchmarkModelScore(b *testing.B) {

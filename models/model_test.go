@@ -67,10 +67,7 @@ func TestModelScoreReconstruction(t *testing.T) {
 		t.Run(tt.reduction, func(t *testing.T) {
 			m := tinyManifest()
 			m.Output.Reduction = tt.reduction
-			md, err := New(m, &fakeScorer{spec: m.Spec(), f: zeros})
-			if err != nil {
-				t.Fatal(err)
-			}
+			md := newZeroModel(t, m)
 			scores, contrib := make([]float64, 2), make([]float64, 4)
 			if err := md.Score(context.Background(), raw, scores, contrib); err != nil {
 				t.Fatal(err)
@@ -160,10 +157,7 @@ func TestModelScoreOutput(t *testing.T) {
 
 func TestModelScoreErrors(t *testing.T) {
 	m := tinyManifest()
-	md, err := New(m, &fakeScorer{spec: m.Spec(), f: zeros})
-	if err != nil {
-		t.Fatal(err)
-	}
+	md := newZeroModel(t, m)
 	ctx := context.Background()
 	tests := []struct {
 		name                     string
@@ -216,17 +210,29 @@ func TestNewChecksSpec(t *testing.T) {
 
 func TestModelScoreNoAllocs(t *testing.T) {
 	m := tinyManifest()
+	md := newZeroModel(t, m)
+	checkScoreNoAllocs(t, md, make([]float64, 16*6), make([]float64, 16), make([]float64, 32), 100)
+}
+
+// newZeroModel is m over a scorer that outputs zeros.
+func newZeroModel(t testing.TB, m *Manifest) *Model {
+	t.Helper()
 	md, err := New(m, &fakeScorer{spec: m.Spec(), f: zeros})
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw := make([]float64, 16*6)
-	scores, contrib := make([]float64, 16), make([]float64, 32)
+	return md
+}
+
+// checkScoreNoAllocs scores raw once, then checks that scoring it again
+// (runs times) allocates nothing.
+func checkScoreNoAllocs(t *testing.T, md *Model, raw, scores, contrib []float64, runs int) {
+	t.Helper()
 	ctx := context.Background()
 	if err := md.Score(ctx, raw, scores, contrib); err != nil {
 		t.Fatal(err)
 	}
-	if n := testing.AllocsPerRun(100, func() {
+	if n := testing.AllocsPerRun(runs, func() {
 		if err := md.Score(ctx, raw, scores, contrib); err != nil {
 			t.Fatal(err)
 		}
@@ -237,10 +243,7 @@ func TestModelScoreNoAllocs(t *testing.T) {
 
 func TestModelConcurrentScore(t *testing.T) {
 	m := tinyManifest()
-	md, err := New(m, &fakeScorer{spec: m.Spec(), f: zeros})
-	if err != nil {
-		t.Fatal(err)
-	}
+	md := newZeroModel(t, m)
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Go(func() {

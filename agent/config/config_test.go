@@ -69,6 +69,17 @@ func TestBadConfigs(t *testing.T) {
 // modelsDir returns the repository's models directory when the default
 // models are there, else a directory of stub files (validation checks only
 // that the files exist).
+// writeFile writes content to the file name in dir, with mode perm, and
+// returns its path.
+func writeFile(t testing.TB, dir, name, content string, perm os.FileMode) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(content), perm); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 func modelsDir(t *testing.T) string {
 	t.Helper()
 	real := filepath.Join("..", "..", "models")
@@ -290,10 +301,7 @@ streams:
 
 func TestRelativePaths(t *testing.T) {
 	dir := t.TempDir()
-	path := filepath.Join(dir, "vigil.yaml")
-	if err := os.WriteFile(path, []byte("device_id: pump-01\ndata_dir: data\nmqtt: {password_file: /abs/pw}\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	path := writeFile(t, dir, "vigil.yaml", "device_id: pump-01\ndata_dir: data\nmqtt: {password_file: /abs/pw}\n", 0o644)
 	c, err := Load(path, envMap(map[string]string{"VIGIL_HTTP_TOKEN_FILE": "rel/token"}))
 	if err != nil {
 		t.Fatal(err)
@@ -542,19 +550,13 @@ func TestErrorMessage(t *testing.T) {
 // and a file, and looks for them in every way a config gets printed.
 func TestSecretsNeverPrinted(t *testing.T) {
 	dir := t.TempDir()
-	keyFile := filepath.Join(dir, "dify.key")
-	if err := os.WriteFile(keyFile, []byte("s3cret-dify-from-file\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfgFile := filepath.Join(dir, "vigil.yaml")
-	if err := os.WriteFile(cfgFile, []byte(`
+	writeFile(t, dir, "dify.key", "s3cret-dify-from-file\n", 0o600)
+	cfgFile := writeFile(t, dir, "vigil.yaml", `
 device_id: pump-01
 http: {token: s3cret-http-token}
 mqtt: {username: u, password: s3cret-mqtt-pw}
 dify: {api_key_file: dify.key}
-`), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`, 0o644)
 	c, err := Load(cfgFile, envMap(map[string]string{"VIGIL_AMPLITUDE_API_KEY": "s3cret-amp-key"}))
 	if err != nil {
 		t.Fatal(err)
@@ -765,15 +767,9 @@ func TestCheckUsesEnvironment(t *testing.T) {
 // naming the key; one only its owner can write is not.
 func TestWorldWritableSecretFile(t *testing.T) {
 	dir := t.TempDir()
-	key := filepath.Join(dir, "amplitude.key")
-	if err := os.WriteFile(key, []byte("amp-key-123\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfgPath := filepath.Join(dir, "vigil.yaml")
-	cfg := fmt.Sprintf("device_id: pump-01\ndata_dir: %s\namplitude: {api_key_file: %s}\nmqtt: {password_file: %s}\n", dir, key, key)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	key := writeFile(t, dir, "amplitude.key", "amp-key-123\n", 0o600)
+	cfgPath := writeFile(t, dir, "vigil.yaml",
+		fmt.Sprintf("device_id: pump-01\ndata_dir: %s\namplitude: {api_key_file: %s}\nmqtt: {password_file: %s}\n", dir, key, key), 0o644)
 	warned := func() []string {
 		_, warns := check(cfgPath, func(string) (string, bool) { return "", false }, nil)
 		var out []string

@@ -236,36 +236,22 @@ func (c *Config) set(path, value, origin string) error {
 	return nil
 }
 
+// textParsers parse the config's own scalar types from text.
+var textParsers = map[reflect.Type]func(string) (any, error){
+	durationType:                func(s string) (any, error) { return parseDuration(s) },
+	reflect.TypeFor[ByteSize](): func(s string) (any, error) { return ParseByteSize(s) },
+	reflect.TypeFor[Switch]():   func(s string) (any, error) { return ParseSwitch(s) },
+	reflect.TypeFor[Rate]():     func(s string) (any, error) { return ParseRate(s) },
+}
+
 // setText parses s into the scalar v.
 func setText(v reflect.Value, s string) error {
-	switch v.Type() {
-	case durationType:
-		d, err := parseDuration(s)
+	if parse, ok := textParsers[v.Type()]; ok {
+		x, err := parse(s)
 		if err != nil {
 			return err
 		}
-		v.SetInt(int64(d))
-		return nil
-	case reflect.TypeFor[ByteSize]():
-		b, err := ParseByteSize(s)
-		if err != nil {
-			return err
-		}
-		v.SetInt(int64(b))
-		return nil
-	case reflect.TypeFor[Switch]():
-		sw, err := ParseSwitch(s)
-		if err != nil {
-			return err
-		}
-		v.SetString(string(sw))
-		return nil
-	case reflect.TypeFor[Rate]():
-		r, err := ParseRate(s)
-		if err != nil {
-			return err
-		}
-		v.Set(reflect.ValueOf(r))
+		v.Set(reflect.ValueOf(x))
 		return nil
 	}
 	switch v.Kind() {

@@ -2,7 +2,6 @@ package config
 
 import (
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -60,10 +59,7 @@ func TestExampleCommentedSourcesAreValid(t *testing.T) {
 	if !strings.Contains(text, `    timestamp_format: "2006-01-02 15:04:05"`) {
 		t.Fatal("the example's replay block does not show timestamp_format \"2006-01-02 15:04:05\"")
 	}
-	path := filepath.Join(t.TempDir(), "vigil.yaml")
-	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	path := writeFile(t, t.TempDir(), "vigil.yaml", text, 0o644)
 	errs, warns := check(path, nil, nil)
 	for _, p := range append(errs, warns...) {
 		if strings.Contains(p.Path, "timestamp_format") || strings.Contains(p.Path, "fields") {

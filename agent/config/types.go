@@ -112,25 +112,12 @@ func (b ByteSize) MarshalText() ([]byte, error) { return []byte(b.String()), nil
 
 // UnmarshalText parses a size as ParseByteSize does.
 func (b *ByteSize) UnmarshalText(text []byte) error {
-	v, err := ParseByteSize(string(text))
-	if err != nil {
-		return err
-	}
-	*b = v
-	return nil
+	return parseInto(b, string(text), ParseByteSize)
 }
 
 // UnmarshalYAML accepts an integer or a string with a unit.
 func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return nodeError(n, "want a size such as 256MiB, got %s", describeNode(n))
-	}
-	v, err := ParseByteSize(n.Value)
-	if err != nil {
-		return nodeError(n, "%v", err)
-	}
-	*b = v
-	return nil
+	return parseScalar(b, n, "a size such as 256MiB", ParseByteSize)
 }
 
 // Switch is a three-way setting: "auto", "true" or "false". The forwarders
@@ -173,10 +160,7 @@ func (s Switch) Resolve(auto bool) bool {
 
 // UnmarshalYAML accepts true, false or auto.
 func (s *Switch) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return nodeError(n, "want auto, true or false, got %s", describeNode(n))
-	}
-	if n.Tag == "!!bool" || n.ShortTag() == "!!bool" {
+	if n.Kind == yaml.ScalarNode && (n.Tag == "!!bool" || n.ShortTag() == "!!bool") {
 		var b bool
 		if err := n.Decode(&b); err == nil {
 			*s = Off
@@ -186,12 +170,7 @@ func (s *Switch) UnmarshalYAML(n *yaml.Node) error {
 			return nil
 		}
 	}
-	v, err := ParseSwitch(n.Value)
-	if err != nil {
-		return nodeError(n, "%v", err)
-	}
-	*s = v
-	return nil
+	return parseScalar(s, n, "auto, true or false", ParseSwitch)
 }
 
 // Rate is a count per period, written "6/min", "10/s", "100/h" or "3/30s";
@@ -253,25 +232,12 @@ func (r Rate) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
 
 // UnmarshalText parses a rate as ParseRate does.
 func (r *Rate) UnmarshalText(text []byte) error {
-	v, err := ParseRate(string(text))
-	if err != nil {
-		return err
-	}
-	*r = v
-	return nil
+	return parseInto(r, string(text), ParseRate)
 }
 
 // UnmarshalYAML accepts "N/unit" or 0.
 func (r *Rate) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return nodeError(n, "want a rate such as 6/min, got %s", describeNode(n))
-	}
-	v, err := ParseRate(n.Value)
-	if err != nil {
-		return nodeError(n, "%v", err)
-	}
-	*r = v
-	return nil
+	return parseScalar(r, n, "a rate such as 6/min", ParseRate)
 }
 
 // formatDuration prints a duration without the trailing zero units that
@@ -303,6 +269,29 @@ func parseDuration(s string) (time.Duration, error) {
 // nodeError is how a custom decoder reports a bad value without stopping the
 // decoder: yaml.v3 collects *yaml.TypeError and goes on. The "line L column C"
 // prefix lets the loader find the key path of the value.
+// parseInto parses text with parse into *dst, which an error leaves as it
+// was.
+func parseInto[T any](dst *T, text string, parse func(string) (T, error)) error {
+	v, err := parse(text)
+	if err != nil {
+		return err
+	}
+	*dst = v
+	return nil
+}
+
+// parseScalar parses the YAML scalar n with parse into *dst; want says what
+// is wanted, for a node that is not a scalar.
+func parseScalar[T any](dst *T, n *yaml.Node, want string, parse func(string) (T, error)) error {
+	if n.Kind != yaml.ScalarNode {
+		return nodeError(n, "want %s, got %s", want, describeNode(n))
+	}
+	if err := parseInto(dst, n.Value, parse); err != nil {
+		return nodeError(n, "%v", err)
+	}
+	return nil
+}
+
 func nodeError(n *yaml.Node, format string, args ...any) error {
 	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d column %d: %s", n.Line, n.Column, fmt.Sprintf(format, args...))}}
 }

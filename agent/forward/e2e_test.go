@@ -414,20 +414,21 @@ func TestKillAndRestart(t *testing.T) {
 			proc = nil
 		}
 	}
-	amp := amplitudetest.NewServer(amplitudetest.Options{APIKey: ampKey, AfterIngest: func(amplitudetest.Request) {
+	// killAt counts one more event in *n and kills the agent when that
+	// count is one of the kill points at; why names the event with %d.
+	killAt := func(n *int, at map[int]bool, why string) {
 		mu.Lock()
 		defer mu.Unlock()
-		if ingests++; killIngest[ingests] {
-			kill(fmt.Sprintf("after Amplitude ingested batch %d", ingests))
+		if *n++; at[*n] {
+			kill(fmt.Sprintf(why, *n))
 		}
+	}
+	amp := amplitudetest.NewServer(amplitudetest.Options{APIKey: ampKey, AfterIngest: func(amplitudetest.Request) {
+		killAt(&ingests, killIngest, "after Amplitude ingested batch %d")
 	}})
 	defer amp.Close()
 	dfy := difytest.NewServer(difytest.Options{APIKey: difyKey, AfterRecord: func(difytest.Run) {
-		mu.Lock()
-		defer mu.Unlock()
-		if runs++; killRun[runs] {
-			kill(fmt.Sprintf("after Dify recorded run %d", runs))
-		}
+		killAt(&runs, killRun, "after Dify recorded run %d")
 	}})
 	defer dfy.Close()
 	amp.SetFaultFunc(stormAmplitude(5, 0.15))

@@ -80,31 +80,14 @@ func ReadData(path string, opts ReadOptions) (*Data, error) {
 
 // ReadPlainCSV reads a CSV file without a time column: a header, then one
 // row per sample, the samples one step apart. The delimiter (',', ';' or
-// tab) is the one the header holds most of. A row with a missing field or
+// tab) is the one the header holds most of outside quotes, as
+// source.OpenCSV picks it. A row with a missing field or
 // a value that is not a finite number is dropped and counted; a column of
 // columns missing from the header is an error naming it.
 func ReadPlainCSV(r io.Reader, columns []string) (*Data, error) {
-	br := bufio.NewReader(r)
-	head, _ := br.Peek(64 << 10)
-	if i := bytes.IndexByte(head, '\n'); i >= 0 {
-		head = head[:i]
-	}
-	c := csv.NewReader(br)
-	c.Comma = ','
-	best := bytes.Count(head, []byte{','})
-	for _, d := range []rune{';', '\t'} {
-		if n := bytes.Count(head, []byte(string(d))); n > best {
-			c.Comma, best = d, n
-		}
-	}
-	c.FieldsPerRecord = -1
-	c.ReuseRecord = true
-	header, err := c.Read()
-	if err == io.EOF {
-		return nil, errors.New("empty file: no header row")
-	}
+	c, header, err := source.OpenCSV(r, 0)
 	if err != nil {
-		return nil, fmt.Errorf("reading the header: %w", err)
+		return nil, err
 	}
 	idx := make([]int, len(columns))
 	var missing []string

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -357,6 +358,32 @@ func TestBadInput(t *testing.T) {
 			}
 			if msg := err.Error() + stderr; !strings.Contains(msg, c.msg) {
 				t.Errorf("error %q, stderr %q: want %q", err, stderr, c.msg)
+			}
+		})
+	}
+}
+
+// TestReadPlainCSVDelimiter: the delimiter is the one the header line
+// holds most of outside quotes, so a quoted column name full of ';' does
+// not make ';' the delimiter.
+func TestReadPlainCSVDelimiter(t *testing.T) {
+	for _, tt := range []struct {
+		name, in string
+		columns  []string
+		want     [][]float64
+	}{
+		{"comma", "a,b\n1,2\n", []string{"b"}, [][]float64{{2}}},
+		{"semicolon", "a;b;c\n1;2;3\n", []string{"c", "a"}, [][]float64{{3, 1}}},
+		{"tab", "a\tb\n1\t2\n", []string{"a"}, [][]float64{{1}}},
+		{"quoted semicolons", "\"x;y;z\",b\n1,2\n", []string{"x;y;z", "b"}, [][]float64{{1, 2}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := ReadPlainCSV(strings.NewReader(tt.in), tt.columns)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(d.Rows, tt.want) {
+				t.Errorf("rows %v, want %v", d.Rows, tt.want)
 			}
 		})
 	}

@@ -139,27 +139,14 @@ func newCSVReader(r io.Reader, opts CSVOptions) (*csvReader, error) {
 	if err != nil {
 		return nil, optErr("TimeFormat", "%v", err)
 	}
-	br := bufio.NewReaderSize(r, 64<<10)
-	delim := opts.Delimiter
-	if delim == 0 {
-		head, _ := br.Peek(64 << 10)
-		delim = detectDelimiter(head)
-	}
-	if delim == '"' || delim == '\r' || delim == '\n' || delim == utf8RuneError {
+	if delim := opts.Delimiter; delim == '"' || delim == '\r' || delim == '\n' || delim == utf8RuneError {
 		return nil, optErr("Delimiter", "%q cannot separate fields", delim)
 	}
-	c := csv.NewReader(br)
-	c.Comma = delim
-	c.FieldsPerRecord = -1
-	c.ReuseRecord = true
-	header, err := c.Read()
-	if err == io.EOF {
-		return nil, errors.New("empty file: no header row")
-	}
+	c, header, err := OpenCSV(r, opts.Delimiter)
 	if err != nil {
-		return nil, fmt.Errorf("reading header: %w", err)
+		return nil, err
 	}
-	header = slices.Clone(header)
+	delim := c.Comma
 	if len(header) > 0 {
 		header[0] = strings.TrimPrefix(header[0], "\ufeff")
 	}
@@ -274,6 +261,32 @@ func newCSVReader(r io.Reader, opts CSVOptions) (*csvReader, error) {
 }
 
 const utf8RuneError = '\uFFFD'
+
+// OpenCSV starts reading a CSV file from r: it reads the header row and
+// returns it (a copy, as the file has it) with the reader of the rows that
+// follow. The reader reuses its records and allows any number of fields in
+// a row. The delimiter is delim, or when delim is 0 the one the header line
+// holds most of (see detectDelimiter). A file with no header row is an
+// error.
+func OpenCSV(r io.Reader, delim rune) (*csv.Reader, []string, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	if delim == 0 {
+		head, _ := br.Peek(64 << 10)
+		delim = detectDelimiter(head)
+	}
+	c := csv.NewReader(br)
+	c.Comma = delim
+	c.FieldsPerRecord = -1
+	c.ReuseRecord = true
+	header, err := c.Read()
+	if err == io.EOF {
+		return nil, nil, errors.New("empty file: no header row")
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading header: %w", err)
+	}
+	return c, slices.Clone(header), nil
+}
 
 // detectDelimiter picks ';', ',' or tab, whichever the header line has most
 // of outside quotes (',' when it has none).

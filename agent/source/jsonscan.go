@@ -188,13 +188,7 @@ func (s *scanner) skip(depth int) error {
 		if c == '[' {
 			closer = ']'
 		}
-		s.i++
-		s.ws()
-		if s.peek() == closer {
-			s.i++
-			return nil
-		}
-		for {
+		for done := s.open(closer); !done; {
 			if c == '{' {
 				if s.peek() != '"' {
 					return s.err(DropInvalid, "", "want a key")
@@ -202,28 +196,19 @@ func (s *scanner) skip(depth int) error {
 				if err := s.strSkip(); err != nil {
 					return err
 				}
-				s.ws()
-				if s.peek() != ':' {
-					return s.err(DropInvalid, "", "want ':' after a key")
+				if err := s.colon(); err != nil {
+					return err
 				}
-				s.i++
-				s.ws()
 			}
 			if err := s.skip(depth + 1); err != nil {
 				return err
 			}
-			s.ws()
-			switch s.peek() {
-			case ',':
-				s.i++
-				s.ws()
-			case closer:
-				s.i++
-				return nil
-			default:
-				return s.err(DropInvalid, "", "want ',' or a closing bracket")
+			var err error
+			if done, err = s.next(closer); err != nil {
+				return err
 			}
 		}
+		return nil
 	case c == '-' || (c >= '0' && c <= '9'):
 		if len(s.number()) == 0 || s.b[s.i-1] == '-' {
 			return s.err(DropInvalid, "", "malformed number")
@@ -241,6 +226,50 @@ func (s *scanner) skip(depth int) error {
 		return s.literal("Infinity")
 	}
 	return s.err(DropInvalid, "", "want a value")
+}
+
+// open reads the '{' or '[' at s and the white space after it, and reports
+// whether the object or array is empty (then its closer is read too).
+func (s *scanner) open(closer byte) (empty bool) {
+	s.i++
+	s.ws()
+	if s.peek() == closer {
+		s.i++
+		return true
+	}
+	return false
+}
+
+// colon reads the ':' after an object's key, with the white space around
+// it.
+func (s *scanner) colon() error {
+	s.ws()
+	if s.peek() != ':' {
+		return s.err(DropInvalid, "", "want ':' after a key")
+	}
+	s.i++
+	s.ws()
+	return nil
+}
+
+// next reads what follows a member of an object or array: a ',' and the
+// white space after it, or the closer ('}' or ']'), which ends the object
+// or array (done).
+func (s *scanner) next(closer byte) (done bool, err error) {
+	s.ws()
+	switch s.peek() {
+	case ',':
+		s.i++
+		s.ws()
+		return false, nil
+	case closer:
+		s.i++
+		return true, nil
+	}
+	if closer == '}' {
+		return false, s.err(DropInvalid, "", "want ',' or '}'")
+	}
+	return false, s.err(DropInvalid, "", "want ',' or ']'")
 }
 
 // strSkip reads over a string without keeping it.

@@ -244,13 +244,7 @@ func (d *PayloadDecoder) object(s *scanner, node *pathNode, depth int) error {
 	if depth >= maxDepth {
 		return s.err(DropInvalid, "", "nested too deep")
 	}
-	s.i++ // '{'
-	s.ws()
-	if s.peek() == '}' {
-		s.i++
-		return nil
-	}
-	for {
+	for done := s.open('}'); !done; {
 		if s.peek() != '"' {
 			return s.err(DropInvalid, "", "want a key")
 		}
@@ -262,12 +256,9 @@ func (d *PayloadDecoder) object(s *scanner, node *pathNode, depth int) error {
 		if node != nil && node.children != nil {
 			child = node.children[string(key)] // no allocation
 		}
-		s.ws()
-		if s.peek() != ':' {
-			return s.err(DropInvalid, "", "want ':' after a key")
+		if err = s.colon(); err != nil {
+			return err
 		}
-		s.i++
-		s.ws()
 		if child == nil {
 			err = s.skip(depth + 1)
 		} else {
@@ -276,18 +267,11 @@ func (d *PayloadDecoder) object(s *scanner, node *pathNode, depth int) error {
 		if err != nil {
 			return err
 		}
-		s.ws()
-		switch s.peek() {
-		case ',':
-			s.i++
-			s.ws()
-		case '}':
-			s.i++
-			return nil
-		default:
-			return s.err(DropInvalid, "", "want ',' or '}'")
+		if done, err = s.next('}'); err != nil {
+			return err
 		}
 	}
+	return nil
 }
 
 // value reads the value of a mapped path.

@@ -224,34 +224,30 @@ func (t fbTable) str(i int) string {
 	return ""
 }
 
-func (t fbTable) tables(i int) []fbTable {
+// vector reads vector field i, whose elements are 4 bytes each, with at
+// (given an element's position); nil when the field is absent.
+func vector[T any](t fbTable, i int, at func(pos flatbuffers.UOffsetT) T) []T {
 	o := t.field(i)
 	if o == 0 {
 		return nil
 	}
-	n := t.VectorLen(o)
 	start := t.Vector(o)
-	out := make([]fbTable, n)
+	out := make([]T, t.VectorLen(o))
 	for j := range out {
-		pos := start + flatbuffers.UOffsetT(4*j)
-		out[j] = fbTable{flatbuffers.Table{Bytes: t.Bytes, Pos: t.Indirect(pos)}}
+		out[j] = at(start + flatbuffers.UOffsetT(4*j))
 	}
 	return out
 }
 
-func (t fbTable) ints(i int) []int32 {
-	o := t.field(i)
-	if o == 0 {
-		return nil
-	}
-	n := t.VectorLen(o)
-	start := t.Vector(o)
-	out := make([]int32, n)
-	for j := range out {
-		out[j] = t.GetInt32(start + flatbuffers.UOffsetT(4*j))
-	}
-	return out
+// tables reads a vector of tables.
+func (t fbTable) tables(i int) []fbTable {
+	return vector(t, i, func(pos flatbuffers.UOffsetT) fbTable {
+		return fbTable{flatbuffers.Table{Bytes: t.Bytes, Pos: t.Indirect(pos)}}
+	})
 }
+
+// ints reads a vector of int32.
+func (t fbTable) ints(i int) []int32 { return vector(t, i, t.GetInt32) }
 
 // bytesAt returns a [ubyte] field and its offset in the buffer.
 func (t fbTable) bytesAt(i int) ([]byte, int) {

@@ -75,15 +75,9 @@ func TestDriftHorizonIsOffByDefaultAndValidated(t *testing.T) {
 	}
 	o := DefaultOptions()
 	o.Window, o.Epochs = 8, 2
-	plain, err := Train(context.Background(), rows, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	plain := mustTrain(t, rows, o)
 	o.DriftHorizon = 100
-	wide, err := Train(context.Background(), rows, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wide := mustTrain(t, rows, o)
 	p, w := plain.Manifest.Normalization.Std, wide.Manifest.Normalization.Std
 	if !(w[0] > 2*p[0]) || math.Abs(w[1]-p[1]) > 0.1*p[1] {
 		t.Errorf("std %v with DriftHorizon 100, %v without: want the ramp widened, the sine about the same", w, p)
@@ -111,10 +105,7 @@ func TestCenterPicksTheSmoothChannels(t *testing.T) {
 		want   []bool
 	}{{0, nil}, {0.3, []bool{true, false}}, {5, []bool{true, true}}} {
 		o.Center = tt.center
-		res, err := Train(context.Background(), rows, o)
-		if err != nil {
-			t.Fatal(err)
-		}
+		res := mustTrain(t, rows, o)
 		if got := res.Manifest.Normalization.Center; !slices.Equal(got, tt.want) {
 			t.Errorf("Center %v: normalization.center %v, want %v", tt.center, got, tt.want)
 		}

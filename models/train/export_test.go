@@ -27,6 +27,32 @@ func flatWindows(rows [][]float64, from, to, window int) []float64 {
 	return out
 }
 
+// loadedScores saves res, loads the model it wrote through TFLite (closed
+// when the test ends) and scores with it the windows of res.Scores: those
+// of rows[:cut], then those of rows[cut:].
+func loadedScores(t *testing.T, res *Result, rows [][]float64, cut, window, workers int) (*models.Model, []float64) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := res.Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	md, err := models.Load(filepath.Join(dir, "pump"), inference.Options{Workers: workers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := md.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	raw := append(flatWindows(rows, 0, cut, window), flatWindows(rows, cut, len(rows), window)...)
+	got := make([]float64, len(res.Scores))
+	if err := md.Score(context.Background(), raw, got, nil); err != nil {
+		t.Fatal(err)
+	}
+	return md, got
+}
+
 // TestExportedScoresMatchTrainer is the equivalence the trainer promises:
 // the saved model, loaded through TFLite and scored by models.Model, gives
 // the scores the trainer computed (and calibrated on) for the same
@@ -56,28 +82,11 @@ func TestExportedScoresMatchTrainer(t *testing.T) {
 				o.Epochs = 3 // equivalence does not need a good model
 			}
 			rows := pumpRows(300, 5)
-			res, err := Train(context.Background(), rows, o)
-			if err != nil {
-				t.Fatal(err)
-			}
+			res := mustTrain(t, rows, o)
 			if c := res.Manifest.Normalization.Center; tt.center > 0 && !slices.Contains(c, true) || tt.center == 0 && c != nil {
 				t.Fatalf("Center %v: normalization.center %v", tt.center, c)
 			}
-			dir := t.TempDir()
-			if err := res.Save(dir); err != nil {
-				t.Fatal(err)
-			}
-			md, err := models.Load(filepath.Join(dir, "pump"), inference.Options{Workers: 2})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer md.Close()
-			cut := 300 - 60 // the validation tail: 20% of 300 rows
-			raw := append(flatWindows(rows, 0, cut, tt.window), flatWindows(rows, cut, 300, tt.window)...)
-			got := make([]float64, len(res.Scores))
-			if err := md.Score(context.Background(), raw, got, nil); err != nil {
-				t.Fatal(err)
-			}
+			md, got := loadedScores(t, res, rows, 300-60, tt.window, 2) // the validation tail: 20% of 300 rows
 			worst := 0.0
 			for i, want := range res.Scores {
 				rel := math.Abs(got[i]-want) / want

@@ -5,12 +5,10 @@ package train
 import (
 	"context"
 	"math"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/vigil-edge/vigil/inference"
-	"github.com/vigil-edge/vigil/models"
 )
 
 // TestQuantizedExport trains with Quantize int8: the file is a
@@ -25,15 +23,9 @@ func TestQuantizedExport(t *testing.T) {
 		o.Epochs = 3
 	}
 	rows := pumpRows(300, 5)
-	float, err := Train(context.Background(), rows, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	float := mustTrain(t, rows, o)
 	o.Quantize = QuantizeInt8
-	res, err := Train(context.Background(), rows, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := mustTrain(t, rows, o)
 	if res.Manifest.Training.Quantization != "int8" {
 		t.Errorf("training.quantization %q", res.Manifest.Training.Quantization)
 	}
@@ -52,21 +44,7 @@ func TestQuantizedExport(t *testing.T) {
 	if len(res.TFLite)*2 > len(float.TFLite) {
 		t.Errorf("int8 model %d bytes, float %d: want under half", len(res.TFLite), len(float.TFLite))
 	}
-	dir := t.TempDir()
-	if err := res.Save(dir); err != nil {
-		t.Fatal(err)
-	}
-	md, err := models.Load(filepath.Join(dir, "pump"), inference.Options{Workers: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer md.Close()
-	cut := 300 - 60
-	raw := append(flatWindows(rows, 0, cut, 12), flatWindows(rows, cut, 300, 12)...)
-	got := make([]float64, len(res.Scores))
-	if err := md.Score(context.Background(), raw, got, nil); err != nil {
-		t.Fatal(err)
-	}
+	_, got := loadedScores(t, res, rows, 300-60, 12, 1)
 	worst, worstFloat, meanFloat := 0.0, 0.0, 0.0
 	for i, want := range res.Scores {
 		rel := math.Abs(got[i]-want) / want

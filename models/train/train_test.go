@@ -93,10 +93,7 @@ func TestTrainDetects(t *testing.T) {
 			if arch == Conv {
 				o.Window = 15 // odd: exercises the decoder's crop
 			}
-			res, err := Train(context.Background(), pumpRows(600, 1), o)
-			if err != nil {
-				t.Fatal(err)
-			}
+			res := mustTrain(t, pumpRows(600, 1), o)
 			rep, m := res.Report, res.Manifest
 			if err := m.Validate(); err != nil {
 				t.Fatal(err)
@@ -140,16 +137,23 @@ func TestTrainDetects(t *testing.T) {
 	}
 }
 
+// mustTrain trains on rows with o.
+func mustTrain(t testing.TB, rows [][]float64, o Options) *Result {
+	t.Helper()
+	res, err := Train(context.Background(), rows, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
 func TestTrainScoresAreTrainers(t *testing.T) {
 	// Result.Scores, the trainer's own, equal the reference pass's scores
 	// of the same windows (train then validation, each cut separately).
 	o := quickOptions(Dense)
 	o.Epochs = 3
 	rows := pumpRows(200, 1)
-	res, err := Train(context.Background(), rows, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := mustTrain(t, rows, o)
 	cut := 200 - 40
 	ref := append(scoreRows(t, res, rows[:cut]), scoreRows(t, res, rows[cut:])...)
 	if len(ref) != len(res.Scores) || res.Report.TrainWindows != cut-11 || res.Report.ValWindows != 40-11 {
@@ -167,14 +171,8 @@ func TestTrainDeterministic(t *testing.T) {
 		o := quickOptions(arch)
 		o.Epochs = 5
 		rows := pumpRows(300, 9)
-		a, err := Train(context.Background(), rows, o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := Train(context.Background(), rows, o)
-		if err != nil {
-			t.Fatal(err)
-		}
+		a := mustTrain(t, rows, o)
+		b := mustTrain(t, rows, o)
 		ja, _ := a.Manifest.Encode()
 		jb, _ := b.Manifest.Encode()
 		if !bytes.Equal(a.TFLite, b.TFLite) || !bytes.Equal(ja, jb) {
@@ -186,19 +184,13 @@ func TestTrainDeterministic(t *testing.T) {
 		// The number of goroutines computing gradients changes nothing.
 		for _, par := range []int{1, 3} {
 			o.Parallelism = par
-			p, err := Train(context.Background(), rows, o)
-			if err != nil {
-				t.Fatal(err)
-			}
+			p := mustTrain(t, rows, o)
 			if !bytes.Equal(a.TFLite, p.TFLite) {
 				t.Errorf("%s: Parallelism %d changed the model", arch, par)
 			}
 		}
 		o.Seed++
-		c, err := Train(context.Background(), rows, o)
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := mustTrain(t, rows, o)
 		if bytes.Equal(a.TFLite, c.TFLite) {
 			t.Errorf("%s: seeds %d and %d gave the same model", arch, o.Seed-1, o.Seed)
 		}
@@ -262,10 +254,7 @@ func TestTrainConstantChannelAndNoValidation(t *testing.T) {
 	}
 	o := quickOptions(Dense)
 	o.Epochs = 5
-	res, err := Train(context.Background(), rows, o) // 8 validation rows < window 12
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := mustTrain(t, rows, o) // 8 validation rows < window 12
 	w := strings.Join(res.Report.Warnings, "\n")
 	for _, want := range []string{`channel "voltage" is constant (230)`, "too few rows (40) to hold out 20%", "POT calibration fell back"} {
 		if !strings.Contains(w, want) {
@@ -288,10 +277,7 @@ func TestTrainBudget(t *testing.T) {
 	o.Patience = 0
 	o.Now = func() time.Time { now = now.Add(time.Second); return now }
 	o.Budget = 30 * time.Second
-	res, err := Train(context.Background(), pumpRows(400, 1), o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := mustTrain(t, pumpRows(400, 1), o)
 	r := res.Report
 	if r.StoppedBy != "budget" || r.Epochs >= 30 || r.Epochs < 1 || r.BestEpoch < 1 {
 		t.Errorf("stopped by %s after %d epochs (best %d)", r.StoppedBy, r.Epochs, r.BestEpoch)
@@ -302,10 +288,7 @@ func TestTrainBudget(t *testing.T) {
 
 	// A budget spent before the first epoch ends still gives a model.
 	o.Budget = 3 * time.Second
-	res, err = Train(context.Background(), pumpRows(400, 1), o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res = mustTrain(t, pumpRows(400, 1), o)
 	if res.Report.Epochs != 0 || res.Report.StoppedBy != "budget" || !(res.Report.Threshold.Value > 0) {
 		t.Errorf("report %+v", res.Report)
 	}
@@ -321,10 +304,7 @@ func TestTrainProgressAndEarlyStopping(t *testing.T) {
 	o.LearningRate = 0.01
 	var seen []Progress
 	o.Progress = func(p Progress) { seen = append(seen, p) }
-	res, err := Train(context.Background(), pumpRows(300, 1), o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := mustTrain(t, pumpRows(300, 1), o)
 	r := res.Report
 	if r.StoppedBy != "early_stopping" || r.Epochs != r.BestEpoch+3 || len(seen) != r.Epochs {
 		t.Fatalf("stopped by %s at epoch %d (best %d), %d progress calls", r.StoppedBy, r.Epochs, r.BestEpoch, len(seen))
@@ -375,10 +355,7 @@ func TestTrainBehaviourManifest(t *testing.T) {
 		}
 		o.Features.List = append(o.Features.List, f)
 	}
-	res, err := Train(context.Background(), rows, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := mustTrain(t, rows, o)
 	if res.Manifest.Kind != models.KindBehaviour || res.Manifest.Features == nil {
 		t.Errorf("manifest kind %s", res.Manifest.Kind)
 	}
@@ -414,10 +391,7 @@ func TestCalibrationScores(t *testing.T) {
 func TestLossHistoryThinned(t *testing.T) {
 	o := quickOptions(Dense)
 	o.Epochs, o.Patience = 120, 0
-	res, err := Train(context.Background(), pumpRows(60, 1), o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := mustTrain(t, pumpRows(60, 1), o)
 	l := res.Manifest.Training.Loss
 	if l.Every != 3 || len(l.Train) != 40 || l.Final != l.Final || res.Report.Epochs != 120 {
 		t.Errorf("loss summary every %d, %d points, %d epochs", l.Every, len(l.Train), res.Report.Epochs)

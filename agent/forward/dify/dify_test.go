@@ -120,16 +120,9 @@ func (h *harness) checkNoSecret() {
 // until advances the fake clock, timer by timer, until cond holds.
 func (h *harness) until(what string, cond func() bool) {
 	h.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			h.t.Fatalf("timed out waiting for %s; stats %+v; runs %+v", what, h.fw.Stats(), h.srv.Runs())
-		}
-		if h.clk.Timers() > 0 {
-			h.clk.AdvanceToNext()
-		}
-		time.Sleep(time.Millisecond) // polling, not a timed assertion
-	}
+	h.clk.AdvanceUntil(h.t, 20*time.Second, what, cond, func() string {
+		return fmt.Sprintf("stats %+v; runs %+v", h.fw.Stats(), h.srv.Runs())
+	})
 }
 
 func (h *harness) acked(n int) func() bool {

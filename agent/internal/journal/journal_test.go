@@ -131,18 +131,32 @@ func FuzzReadSegment(f *testing.F) {
 	})
 }
 
-// BenchmarkAppend is the cost of making one request's events durable: one
-// record of a typical event, written and fsynced.
-func BenchmarkAppend(b *testing.B) {
+// benchEvent is one record of a typical event.
+var benchEvent = []byte(`{"ts":"2026-01-01T00:00:00Z","event":{"event_id":"ev-123456","event_name":"form_error","user_id":"user-12345","properties":{"kiosk_id":"kiosk-7"}}}`)
+
+// benchJournal opens a journal in a fresh directory, closed when the
+// benchmark ends.
+func benchJournal(b *testing.B) *Journal {
+	b.Helper()
 	j, _, err := Open(b.TempDir(), time.Hour, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer j.Close()
-	rec := []byte(`{"ts":"2026-01-01T00:00:00Z","event":{"event_id":"ev-123456","event_name":"form_error","user_id":"user-12345","properties":{"kiosk_id":"kiosk-7"}}}`)
+	b.Cleanup(func() {
+		if err := j.Close(); err != nil {
+			b.Error(err)
+		}
+	})
+	return j
+}
+
+// BenchmarkAppend is the cost of making one request's events durable: one
+// record of a typical event, written and fsynced.
+func BenchmarkAppend(b *testing.B) {
+	j := benchJournal(b)
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := j.Append(rec); err != nil {
+		if err := j.Append(benchEvent); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -200,17 +214,12 @@ func TestConcurrentAppends(t *testing.T) {
 // at once: with group commit they share fsyncs instead of queueing for one
 // each (compare 16 × BenchmarkAppend).
 func BenchmarkAppend16(b *testing.B) {
-	j, _, err := Open(b.TempDir(), time.Hour, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer j.Close()
-	rec := []byte(`{"ts":"2026-01-01T00:00:00Z","event":{"event_id":"ev-123456","event_name":"form_error","user_id":"user-12345","properties":{"kiosk_id":"kiosk-7"}}}`)
+	j := benchJournal(b)
 	for b.Loop() {
 		var wg sync.WaitGroup
 		for range 16 {
 			wg.Go(func() {
-				if err := j.Append(rec); err != nil {
+				if err := j.Append(benchEvent); err != nil {
 					b.Error(err)
 				}
 			})

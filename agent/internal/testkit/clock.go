@@ -3,6 +3,7 @@ package testkit
 import (
 	"sort"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/internal/clock"
@@ -70,6 +71,24 @@ func (c *FakeClock) AdvanceToNext() (time.Duration, bool) {
 	c.now = c.now.Add(d)
 	c.fire()
 	return d, true
+}
+
+// AdvanceUntil polls cond every millisecond and, while it does not hold,
+// moves the clock to its next timer (when one is set), so that what waits
+// on the clock goes on. After timeout it fails the test with what and
+// state(), which says what the test saw.
+func (c *FakeClock) AdvanceUntil(tb testing.TB, timeout time.Duration, what string, cond func() bool, state func() string) {
+	tb.Helper()
+	err := Poll(timeout, func() bool {
+		if cond() {
+			return true
+		}
+		c.AdvanceToNext()
+		return false
+	})
+	if err != nil {
+		tb.Fatalf("timed out after %v waiting for %s; %s", timeout, what, state())
+	}
 }
 
 // Timers returns the number of pending timers.

@@ -3,7 +3,9 @@ package testkit
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -56,6 +58,28 @@ func TestFakeClock(t *testing.T) {
 	cancel()
 	if err := clock.Sleep(ctx, a, time.Hour); !errors.Is(err, context.Canceled) || a.Now().Sub(t0) != time.Hour {
 		t.Fatalf("sleep with an ended context: %v, clock at %v", err, a.Now())
+	}
+}
+
+// TestAdvanceUntil: a loop sleeping three hours on the fake clock, one
+// at a time, goes on as AdvanceUntil moves the clock timer by timer.
+func TestAdvanceUntil(t *testing.T) {
+	t0 := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
+	c := NewFakeClock(t0)
+	var woke atomic.Int64
+	Run(t, "sleeper", func(ctx context.Context) error {
+		for range 3 {
+			if err := clock.Sleep(ctx, c, time.Hour); err != nil {
+				return err
+			}
+			woke.Add(1)
+		}
+		return nil
+	})
+	c.AdvanceUntil(t, 10*time.Second, "three wake-ups", func() bool { return woke.Load() == 3 },
+		func() string { return fmt.Sprintf("%d wake-ups", woke.Load()) })
+	if got := c.Now().Sub(t0); got != 3*time.Hour {
+		t.Errorf("clock moved %v, want 3h", got)
 	}
 }
 
