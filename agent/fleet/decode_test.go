@@ -23,7 +23,7 @@ func TestDecodeRelearnAndReset(t *testing.T) {
 		{`{"id":"1","stream":"a","stream":"b"}`, Relearn{}, `duplicate field "stream"`},
 		{`{"id":"","stream":"pump"}`, Relearn{}, `field "id": must not be empty`},
 		{`{"id":"1"}`, Relearn{}, `missing field "stream"`},
-		{`{"id":"1","stream":"pump"} {}`, Relearn{}, "data after the JSON object"},
+		{`{"id":"1","stream":"pump"} {}`, Relearn{}, "malformed JSON at offset 28: invalid character '{' after top-level value"},
 		{`[1]`, Relearn{}, "must be a JSON object"},
 		{``, Relearn{}, "empty payload"},
 		{`{"id":"1","stream":"p\u0001"}`, Relearn{}, "control characters"},
