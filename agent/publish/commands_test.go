@@ -266,3 +266,21 @@ func TestCommandFloodLogsOnce(t *testing.T) {
 		t.Fatalf("log of a command flood:\n%s\nwant two lines: the first drop, then one standing for the 235 suppressed", logs.String())
 	}
 }
+
+// BenchmarkDecodeCommand decodes a set-threshold command and digs the id
+// and requester out of a refused one, as the command goroutine does.
+func BenchmarkDecodeCommand(b *testing.B) {
+	ok := []byte(`{"id":"t1","requester":"ops-console","stream":"pump","threshold":1.25}`)
+	bad := []byte(`{"id":"t2","requester":"ops-console","stream":"pump","threshold":"high"}`)
+	for b.Loop() {
+		if _, err := DecodeCommand(CmdSetThreshold, ok); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := DecodeCommand(CmdSetThreshold, bad); err == nil {
+			b.Fatal("accepted a string threshold")
+		}
+		if id, req := requestFields(bad); id != "t2" || req != "ops-console" {
+			b.Fatalf("requestFields = %q, %q", id, req)
+		}
+	}
+}
