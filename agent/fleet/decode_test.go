@@ -24,7 +24,11 @@ func TestDecodeRelearnAndReset(t *testing.T) {
 		{`{"id":"","stream":"pump"}`, Relearn{}, `field "id": must not be empty`},
 		{`{"id":"1"}`, Relearn{}, `missing field "stream"`},
 		{`{"id":"1","stream":"pump"} {}`, Relearn{}, "malformed JSON at offset 28: invalid character '{' after top-level value"},
-		{`[1]`, Relearn{}, "must be a JSON object"},
+		{`[1]`, Relearn{}, "payload must be a JSON object, got an array"},
+		{`{"id":1,"stream":"pump"}`, Relearn{}, `field "id": want a string, got a number`},
+		{`{"id":"1","stream":"pump","samples":null}`, Relearn{}, `field "samples": want a number, got null`},
+		{`{"id":"1","stream":"pump","samples":1e3}`, Relearn{}, `field "samples": want a whole number without a fraction or an exponent, got 1e3`},
+		{`{"id":"1","stream":7,"x":1}`, Relearn{}, `unknown field "x"; field "stream": want a string, got a number`},
 		{``, Relearn{}, "empty payload"},
 		{`{"id":"1","stream":"p\u0001"}`, Relearn{}, "control characters"},
 	} {

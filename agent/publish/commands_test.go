@@ -48,6 +48,8 @@ func TestDecodeCommand(t *testing.T) {
 		{name: "control characters in id", cmd: "reload", payload: `{"id":"a\u0007"}`, wantErr: []string{"control characters"}},
 		{name: "requester", cmd: "set-threshold", payload: `{"id":"t2","requester":"ops-console","stream":"pump","threshold":2}`,
 			want: Command{Name: "set-threshold", ID: "t2", Stream: "pump", Threshold: 2, Requester: "ops-console"}},
+		{name: "empty requester", cmd: "flush", payload: `{"id":"f1","requester":""}`, want: Command{Name: "flush", ID: "f1"}},
+		{name: "requester of the wrong type", cmd: "flush", payload: `{"id":"f1","requester":7}`, wantErr: []string{`field "requester": want a string, got a number`}},
 		{name: "control characters in requester", cmd: "status", payload: `{"id":"a","requester":"x\u001b[2J"}`, wantErr: []string{`field "requester": must not contain control characters`}},
 		{name: "id too long", cmd: "reload", payload: `{"id":"` + strings.Repeat("x", 129) + `"}`, wantErr: []string{"longer than 128"}},
 	}
