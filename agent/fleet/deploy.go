@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/vigil-edge/vigil/agent/internal/strictjson"
 )
 
 // The deploy-model command carries a model to a device in steps, each one
@@ -99,74 +101,69 @@ func (d Deploy) Encode() []byte {
 // fields, each of its type and within its limits.
 func DecodeDeploy(payload []byte) (Deploy, error) {
 	common := []string{"id", "op", "name", "version"}
-	m, err := object(payload, append(common, "manifest", "signature", "size", "sha256", "chunk_size", "index", "data")...)
+	f, err := object(payload, append(common, "manifest", "signature", "size", "sha256", "chunk_size", "index", "data")...)
 	if err != nil {
 		return Deploy{}, err
 	}
-	f := fields{m: m}
-	d := Deploy{ID: f.str("id", true, MaxIDLen), Op: f.str("op", true, 16)}
-	d.Name = f.str("name", true, 64)
-	d.Version = f.str("version", true, maxVersionLen)
+	d := Deploy{ID: f.Str("id", true, MaxIDLen), Op: f.Str("op", true, 16)}
+	d.Name = f.Str("name", true, 64)
+	d.Version = f.Str("version", true, maxVersionLen)
 	if d.Name != "" && !nameRE.MatchString(d.Name) {
-		f.bad("name", "may only hold letters, digits, '.', '_' and '-'")
+		f.Bad("name", "may only hold letters, digits, '.', '_' and '-'")
 	}
 	if d.Version != "" && !nameRE.MatchString(d.Version) {
-		f.bad("version", "may only hold letters, digits, '.', '_' and '-'")
+		f.Bad("version", "may only hold letters, digits, '.', '_' and '-'")
 	}
 	var want []string
 	switch d.Op {
 	case OpBegin:
 		want = []string{"manifest", "signature", "size", "sha256", "chunk_size"}
-		d.Manifest = f.b64("manifest", true, MaxManifestBytes)
-		d.Signature = f.b64("signature", false, 1024)
-		d.Size = f.integer("size", true, 1, MaxModelBytes, 0)
-		d.SHA256 = f.hash("sha256")
-		d.ChunkSize = int(f.integer("chunk_size", true, MinChunk, MaxChunk, 0))
+		d.Manifest = b64(f, "manifest", true, MaxManifestBytes)
+		d.Signature = b64(f, "signature", false, 1024)
+		d.Size = f.Int("size", true, 1, MaxModelBytes, 0)
+		d.SHA256 = hash(f, "sha256")
+		d.ChunkSize = int(f.Int("chunk_size", true, MinChunk, MaxChunk, 0))
 	case OpChunk:
 		want = []string{"index", "sha256", "data"}
-		d.Index = int(f.integer("index", true, 0, MaxModelBytes/MinChunk, 0))
-		d.SHA256 = f.hash("sha256")
-		d.Data = f.b64("data", true, MaxChunk)
+		d.Index = int(f.Int("index", true, 0, MaxModelBytes/MinChunk, 0))
+		d.SHA256 = hash(f, "sha256")
+		d.Data = b64(f, "data", true, MaxChunk)
 	case OpStatus, OpCommit, OpAbort:
 	case "":
 	default:
-		f.bad("op", "%q is not one of begin, chunk, status, commit, abort", d.Op)
+		f.Bad("op", "%q is not one of begin, chunk, status, commit, abort", d.Op)
 	}
-	for k := range m {
+	for _, k := range f.Keys() {
 		if !slices.Contains(common, k) && !slices.Contains(want, k) && d.Op != "" {
-			f.errs = append(f.errs, fmt.Sprintf("field %q: not taken by op %q", k, d.Op))
+			f.Bad(k, "not taken by op %q", d.Op)
 		}
 	}
-	slices.Sort(f.errs)
-	return d, f.err()
+	return d, f.Err()
 }
 
 // b64 decodes a standard base64 string field of at most max bytes.
-func (f *fields) b64(key string, required bool, max int) []byte {
-	v, ok := f.m[key]
+func b64(f *strictjson.Object, key string, required bool, max int) []byte {
+	v, ok := f.Raw(key, required)
 	if !ok {
-		if required {
-			f.errs = append(f.errs, fmt.Sprintf("missing field %q", key))
-		}
 		return nil
 	}
 	var s string
 	if err := json.Unmarshal(v, &s); err != nil {
-		f.bad(key, "want a base64 string")
+		f.Bad(key, "want a base64 string")
 		return nil
 	}
 	if len(s) > base64.StdEncoding.EncodedLen(max) {
-		f.bad(key, "more than %d bytes", max)
+		f.Bad(key, "more than %d bytes", max)
 		return nil
 	}
 	b, err := base64.StdEncoding.Strict().DecodeString(s)
 	if err != nil {
-		f.bad(key, "not standard base64: %v", err)
+		f.Bad(key, "not standard base64: %v", err)
 		return nil
 	}
 	if len(b) == 0 {
 		if required {
-			f.bad(key, "must not be empty")
+			f.Bad(key, "must not be empty")
 		}
 		return nil // an empty signature is no signature
 	}
@@ -174,13 +171,13 @@ func (f *fields) b64(key string, required bool, max int) []byte {
 }
 
 // hash decodes a required sha256 field: 64 lowercase hex digits.
-func (f *fields) hash(key string) string {
-	s := f.str(key, true, 64)
+func hash(f *strictjson.Object, key string) string {
+	s := f.Str(key, true, 64)
 	if s == "" {
 		return ""
 	}
 	if b, err := hex.DecodeString(s); err != nil || len(b) != 32 || strings.ToLower(s) != s {
-		f.bad(key, "want 64 lowercase hex digits")
+		f.Bad(key, "want 64 lowercase hex digits")
 		return ""
 	}
 	return s

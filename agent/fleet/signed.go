@@ -72,48 +72,45 @@ func IsSigned(payload []byte) bool {
 
 // DecodeSigned decodes an envelope strictly.
 func DecodeSigned(payload []byte) (Signed, error) {
-	m, err := object(payload, "payload", "ts", "nonce", "key", "sig")
+	f, err := object(payload, "payload", "ts", "nonce", "key", "sig")
 	if err != nil {
 		return Signed{}, err
 	}
-	f := fields{m: m}
 	var s Signed
-	if v, ok := m["payload"]; !ok {
-		f.errs = append(f.errs, `missing field "payload"`)
-	} else {
+	if v, ok := f.Raw("payload", true); ok {
 		var p string
 		if json.Unmarshal(v, &p) != nil || p == "" {
-			f.bad("payload", "want the command's JSON as a non-empty string")
+			f.Bad("payload", "want the command's JSON as a non-empty string")
 		}
 		s.Payload = []byte(p)
 	}
-	s.TS = f.str("ts", true, 64)
+	s.TS = f.Str("ts", true, 64)
 	if s.TS != "" {
 		t, err := time.Parse(time.RFC3339Nano, s.TS)
 		if err != nil {
-			f.bad("ts", "not an RFC 3339 time")
+			f.Bad("ts", "not an RFC 3339 time")
 		}
 		s.Time = t
 	}
-	s.Nonce = f.str("nonce", true, 64)
+	s.Nonce = f.Str("nonce", true, 64)
 	if b, err := hex.DecodeString(s.Nonce); s.Nonce != "" && (err != nil || len(b) < 8) {
-		f.bad("nonce", "want at least 16 hex digits")
+		f.Bad("nonce", "want at least 16 hex digits")
 	}
-	if k := f.str("key", true, 64); k != "" {
+	if k := f.Str("key", true, 64); k != "" {
 		pk, err := models.ParsePublicKey(k)
 		if err != nil {
-			f.bad("key", "%v", err)
+			f.Bad("key", "%v", err)
 		}
 		s.Key = pk
 	}
-	if sg := f.str("sig", true, 128); sg != "" {
+	if sg := f.Str("sig", true, 128); sg != "" {
 		b, err := base64.StdEncoding.Strict().DecodeString(sg)
 		if err != nil || len(b) != ed25519.SignatureSize {
-			f.bad("sig", "want the base64 of a %d-byte signature", ed25519.SignatureSize)
+			f.Bad("sig", "want the base64 of a %d-byte signature", ed25519.SignatureSize)
 		}
 		s.Sig = b
 	}
-	return s, f.err()
+	return s, f.Err()
 }
 
 // ErrCommandSignature is wrapped by Verify's error.

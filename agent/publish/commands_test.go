@@ -48,6 +48,8 @@ func TestDecodeCommand(t *testing.T) {
 		{name: "control characters in id", cmd: "reload", payload: `{"id":"a\u0007"}`, wantErr: []string{"control characters"}},
 		{name: "requester", cmd: "set-threshold", payload: `{"id":"t2","requester":"ops-console","stream":"pump","threshold":2}`,
 			want: Command{Name: "set-threshold", ID: "t2", Stream: "pump", Threshold: 2, Requester: "ops-console"}},
+		{name: "empty requester", cmd: "flush", payload: `{"id":"f1","requester":""}`, want: Command{Name: "flush", ID: "f1"}},
+		{name: "requester of the wrong type", cmd: "flush", payload: `{"id":"f1","requester":7}`, wantErr: []string{`field "requester": want a string, got a number`}},
 		{name: "control characters in requester", cmd: "status", payload: `{"id":"a","requester":"x\u001b[2J"}`, wantErr: []string{`field "requester": must not contain control characters`}},
 		{name: "id too long", cmd: "reload", payload: `{"id":"` + strings.Repeat("x", 129) + `"}`, wantErr: []string{"longer than 128"}},
 	}
@@ -264,5 +266,23 @@ func TestCommandFloodLogsOnce(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
 	if len(lines) != 2 || !strings.Contains(lines[0], "id=c64") || !strings.Contains(lines[1], "suppressed=235") || !strings.Contains(lines[1], "dropped_total=237") {
 		t.Fatalf("log of a command flood:\n%s\nwant two lines: the first drop, then one standing for the 235 suppressed", logs.String())
+	}
+}
+
+// BenchmarkDecodeCommand decodes a set-threshold command and digs the id
+// and requester out of a refused one, as the command goroutine does.
+func BenchmarkDecodeCommand(b *testing.B) {
+	ok := []byte(`{"id":"t1","requester":"ops-console","stream":"pump","threshold":1.25}`)
+	bad := []byte(`{"id":"t2","requester":"ops-console","stream":"pump","threshold":"high"}`)
+	for b.Loop() {
+		if _, err := DecodeCommand(CmdSetThreshold, ok); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := DecodeCommand(CmdSetThreshold, bad); err == nil {
+			b.Fatal("accepted a string threshold")
+		}
+		if id, req := requestFields(bad); id != "t2" || req != "ops-console" {
+			b.Fatalf("requestFields = %q, %q", id, req)
+		}
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/vigil-edge/vigil/agent/internal/strictjson"
 )
 
 // healthLoop publishes the health message every HealthInterval while
@@ -73,7 +75,7 @@ func (p *Publisher) healthPayload() []byte {
 			msg, _ := json.Marshal(err.Error())
 			b.WriteString(`,"health_error":`)
 			b.Write(msg)
-		case jsonKind(snap) == "an object":
+		case strictjson.Kind(snap) == "an object":
 			_ = members(snap, func(k, v []byte) error {
 				if keyIs(k, "ts") || keyIs(k, "device") || keyIs(k, "uptime_s") || keyIs(k, "mqtt") {
 					return nil
