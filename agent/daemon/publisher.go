@@ -62,11 +62,12 @@ func (d *Daemon) setupPublisher() error {
 	o.CommandsEnabled = cfg.MQTT.Commands.Enabled
 	o.AllowCommands = cfg.MQTT.Commands.Allow
 	o.Logger = d.log
+	o.Shadow = true // the buffer has the shadow lane (buffer.go)
 	p, err := publish.New(d.buf, o)
 	if err != nil {
 		return fmt.Errorf("mqtt: %w", err)
 	}
-	if err := d.buf.RegisterConsumer(consumerMQTT, record.LaneScore, record.LaneAlert, record.LaneAdvice); err != nil {
+	if err := d.buf.RegisterConsumer(consumerMQTT, record.LaneScore, record.LaneAlert, record.LaneAdvice, record.LaneShadow); err != nil {
 		return fmt.Errorf("register the MQTT publisher: %w", err)
 	}
 	d.publisher = p
