@@ -66,6 +66,11 @@ func continuesAfterRestart(t *testing.T, b *mqtttest.Broker, cfgPath, dataDir st
 		s.Distribution.Shadow.Windows < saved.Windows || s.ShadowOver < saved.ShadowOver {
 		t.Fatalf("after the restart, health shows %+v; saved %d windows", s, saved.Windows)
 	}
+	// The status page's data carries the run, with its distributions.
+	if code, body := get(t, "http://"+d.Addr()+"/status.json"); code != 200 || !strings.Contains(body, `"restored_windows":`) ||
+		!strings.Contains(body, `"ks":`) || !strings.Contains(body, `"p99":`) {
+		t.Fatalf("/status.json: %d %.2000s", code, body)
+	}
 	restarted := time.Now()
 	waitFor(t, 60*time.Second, func() bool { return strings.HasPrefix(d.deploy.deployments()["pump8@5"], "serving pump1 (promoted") })
 	n := outcomeWindows(t, d.deploy.deployments()["pump8@5"])
