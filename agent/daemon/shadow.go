@@ -331,6 +331,30 @@ func (d *Daemon) shadowState() map[string]*shadowRun {
 	return out
 }
 
+// shadowSummary is shadowState in one line for the status command:
+// "pump1 pump8@5 beside pump8@4, 812 windows (600 before a restart), over
+// threshold 0.6% vs 0.4%, score/threshold p50 0.63 vs 0.58, KS 0.071".
+func (d *Daemon) shadowSummary() string {
+	runs := d.shadowState()
+	names := make([]string, 0, len(runs))
+	for n := range runs {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	var parts []string
+	for _, n := range names {
+		r := runs[n]
+		restored := ""
+		if r.Restored > 0 {
+			restored = fmt.Sprintf(" (%d before a restart)", r.Restored)
+		}
+		dc := r.Distribution
+		parts = append(parts, fmt.Sprintf("%s %s beside %s, %d windows%s, over threshold %.1f%% vs %.1f%%, score/threshold p50 %.3g vs %.3g, KS %.3f",
+			n, r.Model, r.Serving, r.Windows, restored, 100*r.ShadowRate, 100*r.ServingRate, dc.Shadow.P50, dc.Serving.P50, dc.KS))
+	}
+	return strings.Join(parts, "; ")
+}
+
 // shadowVerdict promotes or drops the shadow model once its run is over.
 func (d *Daemon) shadowVerdict(r *shadowRun) {
 	s := r.snapshot()

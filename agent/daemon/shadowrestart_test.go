@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -70,6 +71,10 @@ func continuesAfterRestart(t *testing.T, b *mqtttest.Broker, cfgPath, dataDir st
 	if code, body := get(t, "http://"+d.Addr()+"/status.json"); code != 200 || !strings.Contains(body, `"restored_windows":`) ||
 		!strings.Contains(body, `"ks":`) || !strings.Contains(body, `"p99":`) {
 		t.Fatalf("/status.json: %d %.2000s", code, body)
+	}
+	if msg, _ := (remoteCommands{d}).Status(context.Background()); !strings.Contains(msg, "; shadow: pump1 pump8@5 beside ") ||
+		!strings.Contains(msg, fmt.Sprintf("(%d before a restart)", saved.Windows)) {
+		t.Fatalf("status: %s", msg)
 	}
 	restarted := time.Now()
 	waitFor(t, 60*time.Second, func() bool { return strings.HasPrefix(d.deploy.deployments()["pump8@5"], "serving pump1 (promoted") })
