@@ -39,15 +39,15 @@ import (
 // whichever first, the deployed model is promoted when its share is at
 // most max(max_alert_rate, max_alert_ratio × the serving model's share),
 // else dropped (rolled back), as is at once a shadow model that fails to
-// score; from then on the tee scores nothing more
-// with it. promote and rollback decide at once.
+// score; from then on the tee scores nothing more with it. promote and
+// rollback decide at once.
 //
 // A run survives a restart: settings.json records the shadow model and when
 // its run began, and data_dir/shadow/<stream>.json its counts and sketches,
-// written every shadowSaveEvery windows and at shutdown (atomically, like
-// settings.json). After a restart the counts carry on from the last write
-// (a SIGKILL loses at most the windows since then, which are scored again
-// by the restarted run's own windows), and the verdict comes at
+// written every shadowSaveEvery windows (off the scoring goroutine) and at
+// shutdown, atomically like settings.json. After a restart the counts carry
+// on from the last write (a SIGKILL loses the count of at most the windows
+// scored since then; the run counts as many more), and the verdict comes at
 // models.shadow.windows in all.
 
 // shadowSaveEvery is how many windows a shadow run scores between writes
@@ -73,7 +73,14 @@ type shadowRun struct {
 	decided     bool
 	servingDist scoreDist
 	shadowDist  scoreDist
-	saved       uint64 // Windows at the last write of the state
+	saved       uint64 // Windows at the last state taken for a write
+
+	// writeMu orders the writes of the state (off the scoring path);
+	// written is the Windows of the last one, ended is set once the run's
+	// verdict removed the file, so that no write brings it back.
+	writeMu sync.Mutex
+	written uint64
+	ended   bool
 }
 
 func (r *shadowRun) snapshot() *shadowRun {
@@ -160,6 +167,7 @@ func (t *tee) Score(ctx context.Context, windows, scores, channelErr []float64) 
 		r.decided = true
 	}
 	var state []byte
+	at := r.Windows
 	if !due && r.Windows-r.saved >= shadowSaveEvery {
 		state, r.saved = r.stateLocked(), r.Windows
 	}
@@ -170,7 +178,8 @@ func (t *tee) Score(ctx context.Context, windows, scores, channelErr []float64) 
 		}
 	}
 	if state != nil {
-		t.d.writeShadowState(r.Stream, state)
+		// An fsync is no business of the scoring path.
+		go t.d.writeShadowState(r, at, state)
 	}
 	if due {
 		go t.d.shadowVerdict(r)
@@ -247,10 +256,19 @@ func (d *Daemon) shadowStatePath(stream string) string {
 	return filepath.Join(d.config().DataDir, "shadow", url.PathEscape(stream)+".json")
 }
 
-func (d *Daemon) writeShadowState(stream string, b []byte) {
-	if err := writeFileAtomic(d.shadowStatePath(stream), b, 0o644); err != nil {
-		d.log.Warn("shadow: saving the run's state", "stream", stream, "err", err)
+// writeShadowState writes a run's state taken at `windows` windows, unless
+// that one or a later one was written, or the run ended.
+func (d *Daemon) writeShadowState(r *shadowRun, windows uint64, b []byte) {
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
+	if r.ended || windows <= r.written {
+		return
 	}
+	if err := writeFileAtomic(d.shadowStatePath(r.Stream), b, 0o644); err != nil {
+		d.log.Warn("shadow: saving the run's state", "stream", r.Stream, "err", err)
+		return
+	}
+	r.written = windows
 }
 
 // saveShadows writes the state of every undecided shadow run (at shutdown,
@@ -265,12 +283,13 @@ func (d *Daemon) saveShadows() {
 	for _, r := range runs {
 		r.mu.Lock()
 		var state []byte
+		windows := r.Windows
 		if !r.decided && d.settings.get(r.Stream).Shadow == r.Model {
 			state, r.saved = r.stateLocked(), r.Windows
 		}
 		r.mu.Unlock()
 		if state != nil {
-			d.writeShadowState(r.Stream, state)
+			d.writeShadowState(r, windows, state)
 		}
 	}
 }
@@ -278,8 +297,14 @@ func (d *Daemon) saveShadows() {
 // forgetShadow ends a stream's run in memory and on disk (its verdict is in).
 func (d *Daemon) forgetShadow(stream string) {
 	d.shadowMu.Lock()
+	r := d.shadows[stream]
 	delete(d.shadows, stream)
 	d.shadowMu.Unlock()
+	if r != nil {
+		r.writeMu.Lock()
+		defer r.writeMu.Unlock()
+		r.ended = true
+	}
 	if err := os.Remove(d.shadowStatePath(stream)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		d.log.Warn("shadow: removing the run's state", "stream", stream, "err", err)
 	}
@@ -312,7 +337,7 @@ func (d *Daemon) shadowFor(stream, ref, serving string, started time.Time) *shad
 		case st.Model == ref && st.Started.Equal(started):
 			r.Windows, r.ServingOver, r.ShadowOver = st.Windows, st.ServingOver, st.ShadowOver
 			r.servingDist, r.shadowDist = st.ServingDist, st.ShadowDist
-			r.Restored, r.saved = st.Windows, st.Windows
+			r.Restored, r.saved, r.written = st.Windows, st.Windows, st.Windows
 		}
 	}
 	d.shadows[stream] = r
