@@ -5,10 +5,14 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/vigil-edge/vigil/agent/internal/mqtttest"
 	"github.com/vigil-edge/vigil/agent/record"
@@ -122,5 +126,72 @@ func TestShadowScoresOnTheShadowTopic(t *testing.T) {
 			}
 			ids[r.ID], ends[r.Window.End] = true, true
 		}
+	}
+}
+
+// persistentSub subscribes to filter at QoS 1 with a persistent session,
+// so that a broker with persistence keeps what arrives for it while it is
+// away; it returns the payloads received so far.
+func persistentSub(t *testing.T, b *mqtttest.Broker, filter string) func() [][]byte {
+	t.Helper()
+	var mu sync.Mutex
+	var got [][]byte
+	opts := b.ClientOptions("shadow-outage-sub").SetCleanSession(false)
+	opts.SetOnConnectHandler(func(c paho.Client) {
+		c.Subscribe(filter, 1, func(_ paho.Client, m paho.Message) {
+			mu.Lock()
+			got = append(got, slices.Clone(m.Payload()))
+			mu.Unlock()
+		}).WaitTimeout(10 * time.Second)
+	})
+	mqtttest.ConnectWith(t, opts)
+	return func() [][]byte {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(got)
+	}
+}
+
+// TestShadowScoresSurviveABrokerOutage: shadow records go through the
+// buffer like the scores, so those of the windows scored while the broker
+// was down are published once it is back (marked replayed): with
+// mqtt.qos.score 1, the shadow topic has every window the run counted.
+func TestShadowScoresSurviveABrokerOutage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("mosquitto: not in -short")
+	}
+	b := mqtttest.Start(t, mqtttest.Options{Persistence: true})
+	pub, priv, _ := models.GenerateKey()
+	cfgPath, _ := shadowConfig(t, fmt.Sprintf("mqtt: {broker: %q, keepalive: 5s, reconnect_max: 1s, qos: {score: 1}}\n", b.URL()), 150, pub)
+	received := persistentSub(t, b, "vigil/test-device-01/shadow/#")
+	d, _ := startDaemon(t, cfgPath)
+	commandsReady(t, b)
+	deployDirect(t, d, newVersion(t, "5", priv, "pump8", 0), "5")
+	waitFor(t, 30*time.Second, func() bool { return len(received()) >= 20 })
+	b.Stop()
+	at := d.shadowState()["pump1"].Windows
+	waitFor(t, 30*time.Second, func() bool { s := d.shadowState()["pump1"]; return s == nil || s.Windows >= at+40 })
+	b.Start()
+	waitFor(t, 60*time.Second, func() bool { return strings.HasPrefix(d.deploy.deployments()["pump8@5"], "serving pump1 (promoted") })
+	n := outcomeWindows(t, d.deploy.deployments()["pump8@5"])
+	unique := func() (ids map[string]bool, replayed int) {
+		ids = map[string]bool{}
+		for _, p := range received() {
+			var r record.Shadow
+			if err := json.Unmarshal(p, &r); err != nil {
+				t.Fatal(err)
+			}
+			ids[r.ID] = true
+			if r.Replayed {
+				replayed++
+			}
+		}
+		return ids, replayed
+	}
+	waitFor(t, 30*time.Second, func() bool { ids, _ := unique(); return len(ids) >= n })
+	ids, replayed := unique()
+	t.Logf("%d windows in shadow, %d shadow records replayed by the publisher after the outage; %d messages received, %d marked replayed", n, d.publisher.Stats().Lanes[record.LaneShadow].Replayed, len(received()), replayed)
+	if len(ids) != n || replayed == 0 {
+		t.Fatalf("%d distinct shadow records for %d windows, %d replayed", len(ids), n, replayed)
 	}
 }
