@@ -24,6 +24,10 @@ func openBuffer(cfg *config.Config, log *slog.Logger) (buffer.Buffer, error) {
 		name string
 		c    config.Lane
 	}{{record.LaneScore, cfg.Buffer.Lanes.Score}, {record.LaneAlert, cfg.Buffer.Lanes.Alert}, {record.LaneAdvice, cfg.Buffer.Lanes.Advice},
+		// What a model in its shadow run scored (shadow.go): as durable
+		// as the scores, and evicted like them.
+		{record.LaneShadow, config.Lane{Priority: cfg.Buffer.Lanes.Score.Priority, Durability: cfg.Buffer.Lanes.Score.Durability,
+			MaxBytes: cfg.Buffer.Lanes.Score.MaxBytes, TTL: cfg.Buffer.Lanes.Score.TTL, OnFull: "evict"}},
 		// Records a forwarder gave up on, with the reason; and the Dify
 		// forwarder's journal of runs started (see agent/forward/dify).
 		{forward.LaneDeadLetter, config.Lane{Priority: 1, Durability: "sync", OnFull: "evict"}},

@@ -39,6 +39,9 @@ func (c remoteCommands) Status(ctx context.Context) (string, error) {
 	if eff := c.d.effectiveSummary(); eff != "" {
 		msg += "; in force: " + eff
 	}
+	if sh := c.d.shadowSummary(); sh != "" {
+		msg += "; shadow: " + sh
+	}
 	if r := c.d.sup.restartSummary(); len(r) > 0 {
 		msg += "; restarted: " + strings.Join(r, ", ")
 	}

@@ -332,6 +332,7 @@ loop:
 	watchdog()
 	d.log.Info("shutting down: stopping sources, draining the pipeline")
 	d.current().stop()
+	d.saveShadows() // the pipeline has drained: the runs' last counts
 	shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	srv.Shutdown(shut)
 	cancel()

@@ -62,11 +62,12 @@ func (d *Daemon) setupPublisher() error {
 	o.CommandsEnabled = cfg.MQTT.Commands.Enabled
 	o.AllowCommands = cfg.MQTT.Commands.Allow
 	o.Logger = d.log
+	o.Shadow = true // the buffer has the shadow lane (buffer.go)
 	p, err := publish.New(d.buf, o)
 	if err != nil {
 		return fmt.Errorf("mqtt: %w", err)
 	}
-	lanes := []string{record.LaneScore, record.LaneAlert, record.LaneAdvice}
+	lanes := []string{record.LaneScore, record.LaneAlert, record.LaneAdvice, record.LaneShadow}
 	err = d.addConsumer("register the MQTT publisher", consumerMQTT, lanes, consumer{name: "mqtt", run: p.Run, stats: func() health.Forwarder {
 		s := p.Stats()
 		f := health.Forwarder{State: "disconnected", LastError: s.LastError, Broker: s.Broker, Failovers: s.Failovers}

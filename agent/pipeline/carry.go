@@ -16,6 +16,9 @@ import (
 // learning) did not change keeps its state: its detectors with their open
 // episodes, its partial windows and timelines, its behaviour keys, or, when
 // it is still collecting its first samples to learn from, those samples. A
+// sensor stream whose model or threshold changed but whose windows did not
+// (length, hop, channels) keeps its timeline and partial window, with a new
+// detector: a model switch neither scores a window twice nor skips one. A
 // stream that was training its model when the reload came starts learning
 // over (the training is abandoned with the old pipeline).
 func (p *Pipeline) Adopt(old *Pipeline) []string {
@@ -51,6 +54,15 @@ func (p *Pipeline) Adopt(old *Pipeline) []string {
 			st.changes[i].Add(o.changes[i].Load())
 		}
 		if !sameSettings(old.spec(name), p.spec(name), o, st) {
+			if sameWindows(o, st) {
+				// Another model (or threshold) over the same windows: a
+				// deployment, a promotion, a rollback. The timeline and
+				// the partial window carry on, so that no window is
+				// scored twice (a replay read again is late) or skipped;
+				// the detector starts afresh, its episodes were the old
+				// model's.
+				st.win, st.clock, st.dups, st.ends = o.win, o.clock, o.dups, o.ends
+			}
 			continue
 		}
 		if st.adopt(o) {
@@ -90,6 +102,14 @@ func sameSettings(a, b StreamSpec, o, st *streamState) bool {
 		slices.Equal(o.channels, st.channels) && o.model.Threshold() == st.model.Threshold()
 }
 
+// sameWindows reports whether two builds of a sensor stream cut the same
+// windows (length, hop, channels), whatever model scores them.
+func sameWindows(o, st *streamState) bool {
+	return o.model != nil && st.model != nil && o.win != nil && st.win != nil &&
+		o.spec.Kind == KindSensor && st.spec.Kind == KindSensor &&
+		o.length == st.length && o.hop == st.hop && slices.Equal(o.channels, st.channels)
+}
+
 // adopt takes o's detection or learning state; st is freshly built and not
 // running. It reports whether there was state to take.
 func (st *streamState) adopt(o *streamState) bool {
@@ -110,7 +130,10 @@ func (st *streamState) adopt(o *streamState) bool {
 	// Detectors carry the threshold in force; the new build's applies
 	// (a reload resets a threshold set by command to the configured one).
 	thr := st.currentThreshold()
-	st.det, st.win, st.clock = o.det, o.win, o.clock
+	// The duplicate filter and the window-end sequence go with the
+	// timeline: a source read again from its start (a replay) offers the
+	// last sample taken again, at the timeline's time, which is no later.
+	st.det, st.win, st.clock, st.dups, st.ends = o.det, o.win, o.clock, o.dups, o.ends
 	if st.det != nil {
 		_ = st.det.SetThreshold(thr) // thr was valid for the new build's detector
 	}

@@ -47,6 +47,7 @@ type batch struct {
 	items   []pendingWindow
 	scores  []float64
 	errs    []float64
+	spans   []WindowSpan // Spans of the Score call
 }
 
 type pendingWindow struct {
@@ -175,15 +176,18 @@ func (s *shard) scoreBatch(ctx context.Context, b *batch) {
 	nc := len(b.model.Channels())
 	b.scores = grow(b.scores, n)
 	b.errs = grow(b.errs, n*nc)
+	var sctx context.Context
+	b.spans, sctx = withSpans(ctx, b.spans, b.items)
 	t0 := time.Now()
-	err := b.model.Score(ctx, b.windows, b.scores, b.errs)
+	err := b.model.Score(sctx, b.windows, b.scores, b.errs)
 	s.p.stats.observeInference(time.Since(t0), n)
 	if err != nil && n > 1 && ctx.Err() == nil {
 		// One window the model cannot score must not take the others of
 		// the batch down with it: score them one by one.
 		per := len(b.windows) / n
 		for i, pw := range b.items {
-			if err := b.model.Score(ctx, b.windows[i*per:(i+1)*per], b.scores[i:i+1], b.errs[i*nc:(i+1)*nc]); err != nil {
+			one := context.WithValue(ctx, spansKey{}, b.spans[i:i+1])
+			if err := b.model.Score(one, b.windows[i*per:(i+1)*per], b.scores[i:i+1], b.errs[i*nc:(i+1)*nc]); err != nil {
 				s.scoreFailed(b.model, pw, err)
 				continue
 			}

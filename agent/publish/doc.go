@@ -48,6 +48,7 @@
 //
 //	scores/<stream>     QoS Options.ScoreQoS (0)  the stored Score with "seq" and "replayed"
 //	alerts/<stream>     QoS Options.AlertQoS (1)  the stored Alert with "seq" and "replayed"
+//	shadow/<stream>     QoS Options.ScoreQoS (0)  with Options.Shadow: a record.Shadow (a model in its shadow run)
 //	advice/<alert_id>   QoS Options.AdviceQoS (1) the stored Advice with "seq" and "replayed"
 //	status              QoS 1, retained           [Status]: "online" on every connection, "offline" as Last Will and on clean shutdown
 //	health              QoS 0                     the agent's snapshot plus the publisher's [Stats] under "mqtt"

@@ -60,6 +60,10 @@ type Options struct {
 	// 0 or 1. A QoS 1 record is acknowledged in the buffer on PUBACK, a QoS 0
 	// one once written to the connection.
 	ScoreQoS, AlertQoS, AdviceQoS byte
+	// Shadow also publishes the buffer's shadow lane (record.LaneShadow:
+	// what a model in its shadow run scored) on shadow/<stream>, at
+	// ScoreQoS, like the scores. The buffer must have that lane.
+	Shadow bool
 	// InFlight bounds the messages of a lane sent and not yet acknowledged,
 	// for live records and for the replay each (so a replay never holds up
 	// live records).

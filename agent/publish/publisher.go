@@ -135,7 +135,11 @@ func New(buf Log, opts Options) (*Publisher, error) {
 		{name: record.LaneAlert, level: "alerts", key: "stream", qos: opts.AlertQoS, cache: true},
 		{name: record.LaneAdvice, level: "advice", key: "alert_id", qos: opts.AdviceQoS},
 		{name: record.LaneScore, level: "scores", key: "stream", qos: opts.ScoreQoS, cache: true},
+		{name: record.LaneShadow, level: "shadow", key: "stream", qos: opts.ScoreQoS, cache: true},
 	} {
+		if s.name == record.LaneShadow && !opts.Shadow {
+			continue
+		}
 		p.lanes = append(p.lanes, &laneMeta{laneSpec: s, prefix: p.base + "/" + s.level + "/"})
 	}
 	return p, nil

@@ -19,6 +19,8 @@ const (
 	LaneScore  = "score"
 	LaneAlert  = "alert"
 	LaneAdvice = "advice"
+	// LaneShadow holds what a model in its shadow run scored (Shadow).
+	LaneShadow = "shadow"
 )
 
 // Score is the anomaly score of one window of one stream (and, for a
@@ -33,6 +35,34 @@ type Score struct {
 	Threshold float64   `json:"threshold"`
 	Model     string    `json:"model"` // name@version
 	Replayed  bool      `json:"replayed"`
+}
+
+// Shadow is what a deployed model in its shadow run scored on one window,
+// beside the serving model's score of the same window. Shadow records are
+// published on <prefix>/<device>/shadow/<stream>; they raise no alert.
+type Shadow struct {
+	ID        string    `json:"id"`
+	Seq       uint64    `json:"seq,omitempty"`
+	TS        time.Time `json:"ts"` // the window's end
+	Stream    string    `json:"stream"`
+	Key       string    `json:"key,omitempty"`
+	Window    Window    `json:"window"`
+	Model     string    `json:"model"` // the shadow model, name@version
+	Score     float64   `json:"score"`
+	Threshold float64   `json:"threshold"`
+	Over      bool      `json:"over"` // Score > Threshold
+	// The serving model and its score of the same window.
+	Serving          string  `json:"serving"`
+	ServingScore     float64 `json:"serving_score"`
+	ServingThreshold float64 `json:"serving_threshold"`
+	ServingOver      bool    `json:"serving_over"`
+	Replayed         bool    `json:"replayed"`
+}
+
+// ShadowID is the id of a shadow record: "h-" and a hash of the window and
+// the shadow model, stable like every record id.
+func ShadowID(device, stream, key string, windowEnd time.Time, model string, seq int) string {
+	return "h-" + IDSeq(LaneShadow, device, stream, key, windowEnd, model, seq)[2:]
 }
 
 // Window is the time span an alert's window covered.
@@ -161,6 +191,8 @@ func Decode(lane string, data []byte) (any, error) {
 		v = new(Alert)
 	case LaneAdvice:
 		v = new(Advice)
+	case LaneShadow:
+		v = new(Shadow)
 	default:
 		return nil, fmt.Errorf("decode record: unknown lane %q", lane)
 	}
