@@ -342,8 +342,9 @@ func TestDeployTenDevicesFigure(t *testing.T) {
 // while JetStream elects new leaders after a kill, NATS 2.9 drops a
 // retained message it cannot store (it logs "unable to store retained
 // message") and refuses a QoS 1 subscription, so a device that connected
-// at that moment has no status to find: that is what made this test time
-// out in CI, where the kill used to come right after the daemon started.
+// at that moment has no status to find. The kill used to come right after
+// the daemon started, racing its connection: that made this test time out
+// (reproduced under -race, as in CI).
 func TestFleetStatusThroughCluster(t *testing.T) {
 	c := natstest.Start(t, 3)
 	defer func() {
@@ -391,9 +392,7 @@ func TestFleetStatusThroughCluster(t *testing.T) {
 // TestFleetStatusSideBySide: fleet commands running at once each keep
 // their MQTT session. Their client id used to be vigil-fleet-<pid>, the
 // same for two commands in one process or in two containers (pid 1): each
-// connection took the other's session over, and with a cluster a new
-// connection was refused (EOF) while the last one's session was still
-// being cleaned up.
+// connection took the other's session over.
 func TestFleetStatusSideBySide(t *testing.T) {
 	if testing.Short() {
 		t.Skip("mosquitto: not in -short")

@@ -74,8 +74,7 @@ func (c *fleetConn) connect() (paho.Client, error) {
 	}
 	// A client id of its own: another fleet command with the same id (in
 	// this process, or in another container where the pid is also 1)
-	// would take the session over, and a NATS node refuses a connection
-	// while the last one of that id is still being cleaned up.
+	// would take the session over.
 	var nonce [4]byte
 	rand.Read(nonce[:])
 	o.SetClientID(fmt.Sprintf("vigil-fleet-%d-%x", os.Getpid(), nonce)).

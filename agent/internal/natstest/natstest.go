@@ -91,13 +91,15 @@ func Start(t testing.TB, n int) *Cluster {
 		t.Skip("nats-server is not installed (apt-get install nats-server; cross/setup.sh does)")
 	}
 	c := &Cluster{t: t, bin: bin}
-	t.Cleanup(c.Stop)
+	// The directory is removed after the nodes and the proxies stopped
+	// (cleanups run last registered first).
+	base := t.TempDir()
 	// The ports are free when chosen but may be taken before a node binds
 	// them (by another process's outgoing connection, say): a node that
 	// exits on "address already in use" makes the cluster start again on
 	// other ports.
 	for attempt := 1; ; attempt++ {
-		err := c.launch(n)
+		err := c.launch(filepath.Join(base, fmt.Sprint(attempt)), n)
 		if err == nil {
 			break
 		}
@@ -107,13 +109,15 @@ func Start(t testing.TB, n int) *Cluster {
 		}
 		t.Logf("natstest: starting the cluster again on other ports: %v", err)
 	}
+	t.Cleanup(c.Stop)
 	c.WaitReady(60 * time.Second)
 	return c
 }
 
-// launch starts n nodes on free ports, each with its proxy.
-func (c *Cluster) launch(n int) error {
-	c.dir, c.nodes = c.t.TempDir(), nil
+// launch starts n nodes on free ports, each with its proxy, keeping their
+// stores under dir.
+func (c *Cluster) launch(dir string, n int) error {
+	c.dir, c.nodes = dir, nil
 	ports, err := freePorts(4 * n)
 	if err != nil {
 		return err
