@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -71,8 +72,13 @@ func (c *fleetConn) connect() (paho.Client, error) {
 	for _, b := range brokers { // a cluster's nodes, tried in order
 		o.AddBroker(strings.TrimSpace(b))
 	}
-	o.SetClientID(fmt.Sprintf("vigil-fleet-%d", os.Getpid())).
-		SetConnectTimeout(10 * time.Second).SetAutoReconnect(true).SetCleanSession(true)
+	// A client id of its own: another fleet command with the same id (in
+	// this process, or in another container where the pid is also 1)
+	// would take the session over.
+	var nonce [4]byte
+	rand.Read(nonce[:])
+	o.SetClientID(fmt.Sprintf("vigil-fleet-%d-%x", os.Getpid(), nonce)).
+		SetConnectTimeout(fleetConnectTimeout).SetAutoReconnect(true).SetCleanSession(true)
 	if c.username != "" {
 		o.SetUsername(c.username)
 	}
@@ -92,10 +98,33 @@ func (c *fleetConn) connect() (paho.Client, error) {
 	}
 	cl := paho.NewClient(o)
 	tok := cl.Connect()
-	if !tok.WaitTimeout(15*time.Second) || tok.Error() != nil {
+	// paho tries each node in turn, each for up to the connect timeout.
+	if !tok.WaitTimeout(time.Duration(len(brokers))*fleetConnectTimeout+5*time.Second) || tok.Error() != nil {
+		go cl.Disconnect(0) // an attempt still under way must not connect later
 		return nil, fmt.Errorf("connect to %s: %v", c.broker, tok.Error())
 	}
 	return cl, nil
+}
+
+// fleetConnectTimeout bounds the connection to one broker.
+const fleetConnectTimeout = 10 * time.Second
+
+// subscribed waits for a subscription and returns an error when the
+// broker did not take it: a SUBACK may refuse a filter (0x80), as a NATS
+// node does while JetStream elects its leaders, and paho does not make
+// that the token's error.
+func subscribed(tok paho.Token, topic string) error {
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		return fmt.Errorf("subscribe %s: %v", topic, tok.Error())
+	}
+	if st, ok := tok.(*paho.SubscribeToken); ok {
+		for f, code := range st.Result() {
+			if code > 2 {
+				return fmt.Errorf("subscribe %s: the broker refused it (code %#x)", f, code)
+			}
+		}
+	}
+	return nil
 }
 
 func (c *fleetConn) match(device string) bool {
@@ -127,7 +156,10 @@ func (c *fleetConn) statuses(ctx context.Context, cl paho.Client) (map[string]pu
 	var mu sync.Mutex
 	out := map[string]publish.Status{}
 	topic := c.prefix + "/+/status"
-	tok := cl.Subscribe(topic, 1, func(_ paho.Client, m paho.Message) {
+	// QoS 0: the retained statuses come on a live connection of a clean
+	// session, which QoS 1 would not make any surer, and a NATS node needs
+	// JetStream (a consumer) for a QoS 1 subscription but not for QoS 0.
+	tok := cl.Subscribe(topic, 0, func(_ paho.Client, m paho.Message) {
 		var st publish.Status
 		if json.Unmarshal(m.Payload(), &st) != nil || st.Device == "" || !c.match(st.Device) {
 			return
@@ -136,8 +168,8 @@ func (c *fleetConn) statuses(ctx context.Context, cl paho.Client) (map[string]pu
 		out[st.Device] = st
 		mu.Unlock()
 	})
-	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		return nil, fmt.Errorf("subscribe %s: %v", topic, tok.Error())
+	if err := subscribed(tok, topic); err != nil {
+		return nil, err
 	}
 	select {
 	case <-time.After(c.wait):
@@ -386,7 +418,7 @@ func runFleetStatus(ctx context.Context, args []string, stdout, stderr io.Writer
 func askStatus(ctx context.Context, cl paho.Client, topic string) (string, error) {
 	id := fmt.Sprintf("fleet-status-%d", time.Now().UnixNano())
 	got := make(chan fleet.Reply, 1)
-	tok := cl.Subscribe(topic+"/reply", 1, func(_ paho.Client, m paho.Message) {
+	tok := cl.Subscribe(topic+"/reply", 0, func(_ paho.Client, m paho.Message) { // QoS 0: see statuses
 		var r fleet.Reply
 		if json.Unmarshal(m.Payload(), &r) == nil && r.ID == id {
 			select {
@@ -395,11 +427,13 @@ func askStatus(ctx context.Context, cl paho.Client, topic string) (string, error
 			}
 		}
 	})
-	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		return "", fmt.Errorf("subscribe: %v", tok.Error())
+	if err := subscribed(tok, topic+"/reply"); err != nil {
+		return "", err
 	}
 	defer cl.Unsubscribe(topic + "/reply")
-	cl.Publish(topic, 1, false, fmt.Sprintf(`{"id":%q}`, id))
+	if tok := cl.Publish(topic, 1, false, fmt.Sprintf(`{"id":%q}`, id)); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		return "", fmt.Errorf("the broker did not take the status command: %v", tok.Error())
+	}
 	select {
 	case r := <-got:
 		if !r.OK {

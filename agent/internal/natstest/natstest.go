@@ -90,35 +90,60 @@ func Start(t testing.TB, n int) *Cluster {
 	if bin == "" {
 		t.Skip("nats-server is not installed (apt-get install nats-server; cross/setup.sh does)")
 	}
-	c := &Cluster{t: t, bin: bin, dir: t.TempDir()}
+	c := &Cluster{t: t, bin: bin}
+	// The directory is removed after the nodes and the proxies stopped
+	// (cleanups run last registered first).
+	base := t.TempDir()
+	// The ports are free when chosen but may be taken before a node binds
+	// them (by another process's outgoing connection, say): a node that
+	// exits on "address already in use" makes the cluster start again on
+	// other ports.
+	for attempt := 1; ; attempt++ {
+		err := c.launch(filepath.Join(base, fmt.Sprint(attempt)), n)
+		if err == nil {
+			break
+		}
+		c.Stop()
+		if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatalf("natstest: %v\n%s", err, c.Logs())
+		}
+		t.Logf("natstest: starting the cluster again on other ports: %v", err)
+	}
+	t.Cleanup(c.Stop)
+	c.WaitReady(60 * time.Second)
+	return c
+}
+
+// launch starts n nodes on free ports, each with its proxy, keeping their
+// stores under dir.
+func (c *Cluster) launch(dir string, n int) error {
+	c.dir, c.nodes = dir, nil
 	ports, err := freePorts(4 * n)
 	if err != nil {
-		t.Fatalf("natstest: %v", err)
+		return err
 	}
 	for i := range n {
 		nd := &Node{c: c, i: i, name: fmt.Sprintf("n%d", i+1),
 			client: ports[4*i], route: ports[4*i+1], mqtt: ports[4*i+2], monitor: ports[4*i+3], logLimit: 1 << 20}
 		p, err := netproxy.New(fmt.Sprintf("127.0.0.1:%d", nd.mqtt))
 		if err != nil {
-			t.Fatalf("natstest: proxy: %v", err)
+			return fmt.Errorf("proxy: %w", err)
 		}
 		nd.proxy = p
-		t.Cleanup(func() { p.Close() })
+		c.t.Cleanup(func() { p.Close() })
 		c.nodes = append(c.nodes, nd)
 	}
 	for _, nd := range c.nodes {
 		if err := nd.writeConfig(); err != nil {
-			t.Fatalf("natstest: %v", err)
+			return err
 		}
 	}
-	t.Cleanup(c.Stop)
 	for _, nd := range c.nodes {
 		if err := nd.start(); err != nil {
-			t.Fatalf("natstest: %v\n%s", err, c.Logs())
+			return err
 		}
 	}
-	c.WaitReady(60 * time.Second)
-	return c
+	return nil
 }
 
 func freePorts(n int) ([]int, error) {
@@ -151,6 +176,16 @@ func (nd *Node) writeConfig() error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
+	// One node is a standalone server: JetStream refuses a cluster
+	// without routes.
+	cluster := fmt.Sprintf(`cluster {
+  name: vigil-test
+  listen: 127.0.0.1:%d
+  routes: [%s]
+}`, nd.route, strings.Join(routes, ", "))
+	if len(nd.c.nodes) == 1 {
+		cluster = ""
+	}
 	conf := fmt.Sprintf(`server_name: %s
 listen: 127.0.0.1:%d
 http: 127.0.0.1:%d
@@ -159,18 +194,14 @@ jetstream {
   max_memory_store: 64MB
   max_file_store: 512MB
 }
-cluster {
-  name: vigil-test
-  listen: 127.0.0.1:%d
-  routes: [%s]
-}
+%s
 mqtt {
   listen: 127.0.0.1:%d
   ack_wait: "10s"
   stream_replicas: %d
   consumer_replicas: %d
 }
-`, nd.name, nd.client, nd.monitor, filepath.Join(dir, "js"), nd.route, strings.Join(routes, ", "), nd.mqtt, min(3, len(nd.c.nodes)), min(3, len(nd.c.nodes)))
+`, nd.name, nd.client, nd.monitor, filepath.Join(dir, "js"), cluster, nd.mqtt, min(3, len(nd.c.nodes)), min(3, len(nd.c.nodes)))
 	nd.conf = filepath.Join(dir, "nats.conf")
 	return os.WriteFile(nd.conf, []byte(conf), 0o644)
 }
@@ -186,9 +217,15 @@ func (w nodeLog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// start starts the node's process and waits until it serves MQTT and
+// listens for routes (which it does last: a route port taken by then makes
+// it exit after it served MQTT).
 func (nd *Node) start() error {
 	cmd := exec.Command(nd.c.bin, "-c", nd.conf)
 	cmd.Stdout, cmd.Stderr = nodeLog{nd}, nodeLog{nd}
+	nd.mu.Lock()
+	from := nd.logs.Len()
+	nd.mu.Unlock()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", nd.name, err)
 	}
@@ -197,22 +234,40 @@ func (nd *Node) start() error {
 	nd.mu.Lock()
 	nd.cmd, nd.done = cmd, done
 	nd.mu.Unlock()
+	logged := func(s string) bool {
+		nd.mu.Lock()
+		defer nd.mu.Unlock()
+		return nd.logs.Len() > from && bytes.Contains(nd.logs.Bytes()[from:], []byte(s))
+	}
 	deadline := time.Now().Add(20 * time.Second)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	for {
-		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", nd.mqtt), time.Second)
-		if err == nil {
-			conn.Close()
+	for served := false; ; {
+		if !served {
+			if conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", nd.mqtt), time.Second); err == nil {
+				conn.Close()
+				served = true
+			}
+		}
+		if served && (len(nd.c.nodes) == 1 || logged("Listening for route connections")) {
 			return nil
 		}
 		select {
 		case <-done:
-			return fmt.Errorf("%s exited: %v", nd.name, cmd.ProcessState)
+			nd.mu.Lock()
+			out := string(nd.logs.Bytes()[from:])
+			nd.mu.Unlock()
+			fatal := ""
+			for l := range strings.Lines(out) {
+				if strings.Contains(l, "[FTL]") {
+					fatal = ": " + strings.TrimSpace(l)
+				}
+			}
+			return fmt.Errorf("%s exited: %v%s", nd.name, cmd.ProcessState, fatal)
 		case <-tick.C:
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s does not serve MQTT on %d", nd.name, nd.mqtt)
+			return fmt.Errorf("%s does not serve MQTT on %d or routes on %d", nd.name, nd.mqtt, nd.route)
 		}
 	}
 }
@@ -283,7 +338,13 @@ func (c *Cluster) metaLeader() string {
 				} `json:"stream_detail"`
 			} `json:"account_details"`
 		}
-		if json.Unmarshal(body, &jsz) != nil || jsz.Meta == nil {
+		if json.Unmarshal(body, &jsz) != nil {
+			continue
+		}
+		if len(c.nodes) == 1 { // standalone: no meta group, no leaders
+			return nd.name
+		}
+		if jsz.Meta == nil {
 			continue
 		}
 		for _, a := range jsz.Accounts {
