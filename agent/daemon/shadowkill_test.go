@@ -200,7 +200,9 @@ func TestPromotionSIGKILL(t *testing.T) {
 			}
 			if tt.cmd != "" {
 				// The run has counted windows and saved its state.
-				waitFor(t, 60*time.Second, func() bool { return liveShadow(t, shadow.Messages(), "pump8@5") >= 2*shadowSaveEvery && alerts.Len() >= 2 })
+				waitFor(t, 60*time.Second, func() bool {
+					return liveShadow(t, shadow.Messages(), "pump8@5") >= 2*shadowSaveEvery && alerts.Len() >= 2
+				})
 				c := mqtttest.Connect(t, b)
 				mqtttest.Publish(t, c, "vigil/test-device-01/cmd/"+tt.cmd, 1, false, []byte(`{"id":"x","stream":"pump1"}`))
 			}
