@@ -65,12 +65,17 @@ type settingsStore struct {
 	streams map[string]streamSettings
 }
 
-// loadSettings reads the settings of dataDir; none when the file does not
-// exist. A file that cannot be decoded is an error naming it.
+// loadSettings reads the settings of dataDir (at start); none when the
+// file does not exist. A file that cannot be decoded is an error naming it.
+// It removes what a crash left: temporary files of an interrupted write of
+// settings.json and, once the settings are read, the leftovers of shadow
+// runs that ended (cleanShadowLeftovers).
 func loadSettings(dataDir string) (*settingsStore, error) {
 	s := &settingsStore{path: filepath.Join(dataDir, settingsFile), streams: map[string]streamSettings{}}
+	cleanAtomicTemps(dataDir, settingsFile)
 	b, err := os.ReadFile(s.path)
 	if errors.Is(err, fs.ErrNotExist) {
+		cleanShadowLeftovers(dataDir, s)
 		return s, nil
 	}
 	if err != nil {
@@ -83,6 +88,7 @@ func loadSettings(dataDir string) (*settingsStore, error) {
 	for k, v := range doc.Streams {
 		s.streams[k] = v
 	}
+	cleanShadowLeftovers(dataDir, s)
 	return s, nil
 }
 
@@ -179,10 +185,23 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
+	if failpointsOn {
+		failpoint("write:" + filepath.Base(path) + ":before-rename")
+	}
 	if err := os.Rename(tmp, path); err != nil {
 		return err
 	}
 	return syncDir(dir)
+}
+
+// cleanAtomicTemps removes the temporary files writeFileAtomic left in dir
+// for the file named base when a crash cut it short (the file itself is
+// whole: the old one or the new one).
+func cleanAtomicTemps(dir, base string) {
+	tmps, _ := filepath.Glob(filepath.Join(dir, "."+base+".tmp-*"))
+	for _, t := range tmps {
+		os.Remove(t)
+	}
 }
 
 // syncDir fsyncs a directory, so that a rename in it is durable.

@@ -310,6 +310,27 @@ func (d *Daemon) forgetShadow(stream string) {
 	}
 }
 
+// cleanShadowLeftovers removes, at start, what a crash left of shadow
+// runs: the state file of a run whose verdict settings.json already
+// records (a SIGKILL between the promotion's or rollback's write of the
+// settings and the removal of the file), and temporary files of
+// interrupted atomic writes in the shadow directory.
+func cleanShadowLeftovers(dataDir string, settings *settingsStore) {
+	dir := filepath.Join(dataDir, "shadow")
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		n := e.Name()
+		stale := strings.HasPrefix(n, ".") && strings.Contains(n, ".tmp-")
+		if stream, err := url.PathUnescape(strings.TrimSuffix(n, ".json")); err == nil && strings.HasSuffix(n, ".json") && !stale {
+			stale = settings.get(stream).Shadow == ""
+		}
+		if !stale {
+			continue
+		}
+		os.Remove(filepath.Join(dir, n)) // a failure leaves a file no run reads
+	}
+}
+
 // shadowOn reports whether deployments run in shadow first.
 func shadowOn(c config.Shadow) bool { return c.Windows > 0 || c.Duration > 0 }
 
@@ -415,17 +436,26 @@ func (d *Daemon) promote(ctx context.Context, stream, reason string) (string, er
 	if before.Shadow == "" {
 		return "", fmt.Errorf("stream %s has no model in shadow: nothing to promote", stream)
 	}
+	// The promotion is the one atomic write of settings.json that moves
+	// the model from Shadow to Model: a crash before it leaves the run
+	// going (its state file is still there), after it the new model serves
+	// at the next start and the run's leftover state file is removed then
+	// (cleanShadowLeftovers).
+	failpoint("promote:before-settings")
 	if err := d.settings.update(stream, func(s *streamSettings) {
 		s.Previous, s.Model, s.ModelAt = s.Model, s.Shadow, time.Now().UTC()
 		s.Shadow, s.ShadowAt = "", time.Time{}
 	}); err != nil {
 		return "", err
 	}
+	failpoint("promote:after-settings")
 	if err := d.rebuildNow(ctx); err != nil {
 		d.settings.update(stream, func(s *streamSettings) { *s = before })
 		return "", fmt.Errorf("stream %s: promotion of %s failed: %w", stream, before.Shadow, err)
 	}
+	failpoint("promote:after-rebuild")
 	d.forgetShadow(stream)
+	failpoint("promote:after-forget")
 	d.deploy.outcome(before.Shadow, "serving "+stream+" (promoted, "+reason+")")
 	d.republish()
 	return fmt.Sprintf("stream %s: %s promoted (%s)", stream, before.Shadow, reason), nil
@@ -439,12 +469,15 @@ func (d *Daemon) dropShadow(ctx context.Context, stream, reason string) (string,
 	if before.Shadow == "" {
 		return "", fmt.Errorf("stream %s has no model in shadow", stream)
 	}
+	failpoint("rollback:before-settings")
 	if err := d.settings.update(stream, func(s *streamSettings) { s.Shadow, s.ShadowAt = "", time.Time{} }); err != nil {
 		return "", err
 	}
+	failpoint("rollback:after-settings")
 	if err := d.rebuildNow(ctx); err != nil {
 		return "", fmt.Errorf("stream %s: %w", stream, err)
 	}
+	failpoint("rollback:after-rebuild")
 	d.forgetShadow(stream)
 	d.deploy.outcome(before.Shadow, "rolled-back on "+stream+" ("+reason+")")
 	return fmt.Sprintf("stream %s: %s rolled back (%s); %s keeps serving", stream, before.Shadow, reason, orNone(d.effective()[stream].Model)), nil

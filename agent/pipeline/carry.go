@@ -1,7 +1,13 @@
 package pipeline
 
 import (
+	"context"
+	"fmt"
 	"slices"
+	"time"
+
+	"github.com/vigil-edge/vigil/agent/detect"
+	"github.com/vigil-edge/vigil/agent/record"
 )
 
 // Adopt carries over from old, a pipeline whose Run has returned, what a
@@ -21,6 +27,12 @@ import (
 // detector: a model switch neither scores a window twice nor skips one. A
 // stream that was training its model when the reload came starts learning
 // over (the training is abandoned with the old pipeline).
+//
+// An episode open in old that p does not carry on (the stream's model,
+// threshold or detector settings changed, or the stream is gone) is closed:
+// Adopt appends a "closed" alert for it to p's buffer, with the old model's
+// id and episode and a Reason that says why (a model switch, a settings
+// change, a removed stream), so that no episode stays open for ever.
 func (p *Pipeline) Adopt(old *Pipeline) []string {
 	c, oc := &p.stats, &old.stats
 	c.inputs.Add(oc.inputs.Load())
@@ -39,6 +51,12 @@ func (p *Pipeline) Adopt(old *Pipeline) []string {
 	oc.mu.Unlock()
 
 	var kept []string
+	var closes [][]byte
+	for name, o := range old.streams {
+		if p.streams[name] == nil {
+			closes = append(closes, o.closeOpen(nil, "stream removed from the config")...)
+		}
+	}
 	for name, st := range p.streams {
 		o := old.streams[name]
 		if o == nil {
@@ -54,6 +72,7 @@ func (p *Pipeline) Adopt(old *Pipeline) []string {
 			st.changes[i].Add(o.changes[i].Load())
 		}
 		if !sameSettings(old.spec(name), p.spec(name), o, st) {
+			closes = append(closes, o.closeOpen(st, switchReason(o, st))...)
 			if sameWindows(o, st) {
 				// Another model (or threshold) over the same windows: a
 				// deployment, a promotion, a rollback. The timeline and
@@ -69,8 +88,94 @@ func (p *Pipeline) Adopt(old *Pipeline) []string {
 			kept = append(kept, name)
 		}
 	}
+	if len(closes) > 0 {
+		// Before p runs: the closes follow the old pipeline's last alerts
+		// and precede the new one's first.
+		p.appendAlerts(closes)
+	}
 	slices.Sort(kept)
 	return kept
+}
+
+// appendAlerts appends alerts no window caused (Adopt's closes) to the
+// buffer, counted like the shards' own.
+func (p *Pipeline) appendAlerts(recs [][]byte) {
+	if _, err := p.opts.Buffer.Append(context.Background(), record.LaneAlert, recs...); err != nil {
+		p.stats.drop("", "buffer_"+record.LaneAlert, len(recs))
+		p.logRateLimited("appending to the buffer failed", "lane", record.LaneAlert, "records", len(recs), "err", err)
+		return
+	}
+	p.stats.alerts.Add(uint64(len(recs)))
+}
+
+// switchReason says why a stream's detector does not carry on into its
+// new build st.
+func switchReason(o, st *streamState) string {
+	from, to := "", ""
+	if o.model != nil {
+		from = o.model.ID()
+	}
+	if st.model != nil {
+		to = st.model.ID()
+	}
+	switch {
+	case to == "":
+		return fmt.Sprintf("model switched: %s is replaced by a model the stream learns", from)
+	case from != to:
+		return fmt.Sprintf("model switched: %s to %s", from, to)
+	}
+	return fmt.Sprintf("stream settings changed (threshold or detection) for %s", from)
+}
+
+// closeOpen closes the open episodes of o, a stream of a pipeline whose
+// Run has returned and whose detection state does not carry on (into st,
+// nil when the stream is gone), as key eviction does: a "closed" alert at
+// the end of the stream's (or key's) timeline, under o's model, with id
+// seq -1 (no window's alert has it). It returns the encoded alerts.
+func (o *streamState) closeOpen(st *streamState, reason string) [][]byte {
+	if o.model == nil {
+		return nil // learning: no detector, no episode
+	}
+	p, mid := o.p, o.model.ID()
+	var out [][]byte
+	one := func(det *detect.Detector, key string, end time.Time, epSeq int) {
+		if det == nil || !det.InEpisode() {
+			return
+		}
+		res := det.CloseEpisode(end)
+		if st != nil {
+			st.alerts.Add(1)
+			st.changes[detect.Close].Add(1)
+		}
+		out = append(out, encodeRecord(record.Alert{
+			ID:          record.IDSeq(record.LaneAlert, p.opts.Device, o.spec.Name, key, end, mid, -1),
+			TS:          end,
+			Device:      p.opts.Device,
+			Stream:      o.spec.Name,
+			Key:         key,
+			Kind:        o.spec.Kind,
+			Threshold:   det.Threshold(),
+			Severity:    res.Severity,
+			Episode:     record.IDSeq("episode", p.opts.Device, o.spec.Name, key, res.EpisodeStart, mid, epSeq),
+			Update:      res.Update,
+			State:       res.Change.State(),
+			Window:      record.Window{Start: end, End: end},
+			TopFeatures: []record.Feature{},
+			Model:       mid,
+			Reason:      reason,
+		}))
+	}
+	one(o.det, "", o.clock.last, o.epSeq)
+	keys := make([]string, 0, len(o.keys))
+	for k := range o.keys {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys) // a stable order of the closes
+	for _, k := range keys {
+		ks := o.keys[k]
+		one(ks.det, k, ks.clock.last, ks.epSeq)
+	}
+	return out
 }
 
 // spec returns the spec a stream was built from (before any SetThreshold).

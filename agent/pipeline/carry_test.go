@@ -2,12 +2,15 @@ package pipeline
 
 import (
 	"context"
-	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
+
 	"github.com/vigil-edge/vigil/agent/detect"
+	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/agent/source"
 )
 
@@ -84,6 +87,10 @@ func TestAdoptKeepsAnOpenEpisode(t *testing.T) {
 				if opens != 1 {
 					t.Fatalf("alerts after the reload %+v: a new build opens its own episode", a2)
 				}
+				// The old build's episode is closed, once, before the new one opens.
+				if c := a2[0]; c.State != "closed" || c.Episode != a1[0].Episode || !strings.Contains(c.Reason, "settings changed") {
+					t.Fatalf("first alert after the reload %+v, want episode %s closed", c, a1[0].Episode)
+				}
 				return
 			}
 			if opens != 0 {
@@ -142,5 +149,71 @@ func TestAdoptKeepsLearningSamples(t *testing.T) {
 	}
 	if len(got) != 50 || got[0][0] != 0 || got[49][0] != 49 {
 		t.Fatalf("the learner got %d samples (first %v), want the 50 from both sides of the reload", len(got), got[0])
+	}
+}
+
+// TestAdoptClosesTheOldModelsEpisode (issue 18): a model switch (or a
+// stream removed) in the middle of an anomaly closes the old model's open
+// episode with one "closed" alert that says why, under the old model's id;
+// the new model opens and closes its own episode; every episode ends with
+// exactly one close and ids are unique.
+func TestAdoptClosesTheOldModelsEpisode(t *testing.T) {
+	in := bursts(60, []float64{3, 1}, [2]int{10, 40})
+	for _, tt := range []struct {
+		name   string
+		after  []StreamSpec // the streams after the switch
+		reason string
+	}{
+		{"model switched", []StreamSpec{sensorSpec(&meanModel{id: "mean@2", length: 4, hop: 2, chans: chans2, thr: 1})}, "model switched: mean@1 to mean@2"},
+		{"stream removed", []StreamSpec{{Name: "other", Source: "sim2", Kind: KindSensor, Model: &meanModel{id: "mean@1", length: 4, hop: 2, chans: chans2, thr: 1}, Detect: detect.DefaultOptions()}}, "stream removed from the config"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			buf1, buf2 := &memBuffer{}, &memBuffer{}
+			p1, err := New(Options{Device: "dev-01", Buffer: buf1, Streams: []StreamSpec{sensorSpec(&meanModel{id: "mean@1", length: 4, hop: 2, chans: chans2, thr: 1})}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			feed(t, p1, nil, in[:20])
+			p2, err := New(Options{Device: "dev-01", Buffer: buf2, Streams: tt.after})
+			if err != nil {
+				t.Fatal(err)
+			}
+			feed(t, p2, p1, in[20:])
+			all := append(buf1.alerts(t), buf2.alerts(t)...)
+			ids := map[string]bool{}
+			opens, closes := map[string]int{}, map[string]int{}
+			var switchClose []record.Alert
+			for _, a := range all {
+				if ids[a.ID] {
+					t.Errorf("alert id %s twice", a.ID)
+				}
+				ids[a.ID] = true
+				switch a.State {
+				case "open":
+					opens[a.Episode]++
+				case "closed":
+					closes[a.Episode]++
+					if a.Reason != "" {
+						switchClose = append(switchClose, a)
+					}
+				}
+			}
+			if len(switchClose) != 1 || switchClose[0].Reason != tt.reason || switchClose[0].Model != "mean@1" ||
+				switchClose[0].Episode != all[0].Episode || !switchClose[0].TS.Equal(in[19].Time) {
+				t.Fatalf("closes with a reason %+v, want one of episode %s at %v: %q", switchClose, all[0].Episode, in[19].Time, tt.reason)
+			}
+			for ep, n := range opens {
+				if n != 1 || closes[ep] != 1 {
+					t.Errorf("episode %s: %d opens, %d closes; alerts %+v", ep, n, closes[ep], all)
+				}
+			}
+			wantEpisodes := map[string]int{"model switched": 2, "stream removed": 1}[tt.name]
+			if len(opens) != wantEpisodes || len(closes) != wantEpisodes {
+				t.Fatalf("%d episodes opened, %d closed, want %d", len(opens), len(closes), wantEpisodes)
+			}
+			if got := p2.Stats(); got.Alerts != uint64(len(all)) {
+				t.Fatalf("%d alerts counted, %d written", got.Alerts, len(all))
+			}
+		})
 	}
 }
