@@ -119,3 +119,33 @@ func TestRetainedStatusComesBack(t *testing.T) {
 		t.Fatalf("late subscriber got retained=%t %+v, want a retained online status of birth %d", m.Retained, st, p.Stats().BirthSeq)
 	}
 }
+
+// TestStatusRepublishedWhenNotAcknowledged: a status whose PUBACK does not
+// come within WriteTimeout (the link stalls, shorter than the keep-alive
+// can tell) is counted and published again; once the link moves again the
+// status is in place, on the same connection.
+func TestStatusRepublishedWhenNotAcknowledged(t *testing.T) {
+	b, proxy := startBehindProxy(t)
+	sub := mqtttest.Subscribe(t, b, "vigil/dev1/status", 1)
+	opts := testOptions("tcp://" + proxy.Addr())
+	opts.KeepAlive, opts.PingTimeout = 30*time.Second, 10*time.Second // the stall must not end the connection
+	opts.WriteTimeout = 300 * time.Millisecond
+	opts.StatusInterval = 200 * time.Millisecond
+	p := startConnected(t, newMemBuffer(t), opts)
+	sub.WaitN(t, 1, 10*time.Second)
+
+	proxy.Blackhole()
+	testkit.WaitFor(t, 10*time.Second, "a status not acknowledged", func() bool { return p.Stats().StatusFailures >= 1 })
+	// Cleared meanwhile by someone else: only a status published after it
+	// can put it back.
+	mqtttest.Publish(t, sub.Client, "vigil/dev1/status", 1, true, nil)
+	n := sub.Len()
+	proxy.Restore()
+	sub.WaitN(t, n+1, 10*time.Second)
+	if st := retainedStatus(t, b); st.State != "online" {
+		t.Fatalf("retained status %+v, want online", st)
+	}
+	if s := p.Stats(); s.Connects != 1 || !s.Connected {
+		t.Fatalf("connects %d connected %t, want the one connection still up", s.Connects, s.Connected)
+	}
+}
