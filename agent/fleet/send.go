@@ -15,6 +15,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/vigil-edge/vigil/agent/internal/throttle"
 )
 
 // Reply is a device's answer on <command topic>/reply.
@@ -87,15 +89,25 @@ func (s *Sender) Deploy(ctx context.Context, name, version string, manifest, sig
 	if s.Window <= 0 {
 		s.Window = 4
 	}
-	if err := s.subscribe(); err != nil {
+	if err := s.subscribe(ctx); err != nil {
 		return Result{}, err
 	}
 	defer s.Client.Unsubscribe(s.Topic + "/reply")
 	return s.deploy(ctx, name, version, manifest, sig, tflite)
 }
 
-// subscribe starts matching replies (Deploy and Outcome do it).
-func (s *Sender) subscribe() error {
+// subscribe starts matching replies (Deploy and Outcome do it). A
+// subscription the broker refuses (SUBACK 0x80: a NATS node does while
+// JetStream elects its leaders after a node died) or does not answer is
+// tried again, with a backoff, until Timeout; then the error says so.
+//
+// QoS 0: a reply is matched by its id and one that is lost costs a status
+// round (a chunk) or a "no reply" error (the other ops), as a lost command
+// would; on the clean session the client uses, QoS 1 would not redeliver
+// anything a TCP connection loses, and a NATS node needs JetStream (a
+// consumer, which is what it refuses during an election) for a QoS 1
+// subscription but not for QoS 0.
+func (s *Sender) subscribe(ctx context.Context) error {
 	if s.Timeout <= 0 {
 		s.Timeout = 30 * time.Second
 	}
@@ -107,9 +119,45 @@ func (s *Sender) subscribe() error {
 		s.waiting = map[string]chan Reply{}
 	}
 	s.mu.Unlock()
-	tok := s.Client.Subscribe(s.Topic+"/reply", 1, s.onReply)
-	if !tok.WaitTimeout(s.Timeout) || tok.Error() != nil {
-		return fmt.Errorf("subscribe to %s/reply: %v", s.Topic, tok.Error())
+	topic := s.Topic + "/reply"
+	deadline := time.Now().Add(s.Timeout)
+	bo := throttle.Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second}
+	for attempt := 1; ; attempt++ {
+		err := subscribeOnce(s.Client, topic, time.Until(deadline), s.onReply)
+		if err == nil {
+			return nil
+		}
+		d := bo.Delay(attempt)
+		if time.Until(deadline) < d {
+			return fmt.Errorf("%w (%d attempts in %v)", err, attempt, s.Timeout)
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w: %w", err, ctx.Err())
+		}
+	}
+}
+
+// subscribeOnce subscribes to topic at QoS 0 and waits up to d for the
+// SUBACK; paho completes a refused subscription without an error, so its
+// code is checked.
+func subscribeOnce(c paho.Client, topic string, d time.Duration, h paho.MessageHandler) error {
+	tok := c.Subscribe(topic, 0, h)
+	if !tok.WaitTimeout(max(d, time.Millisecond)) {
+		return fmt.Errorf("subscribe to %s: no answer from the broker", topic)
+	}
+	if err := tok.Error(); err != nil {
+		return fmt.Errorf("subscribe to %s: %w", topic, err)
+	}
+	if st, ok := tok.(*paho.SubscribeToken); ok {
+		for f, code := range st.Result() {
+			if code > 2 {
+				return fmt.Errorf("subscribe to %s: the broker refused it (SUBACK code %#x)", f, code)
+			}
+		}
 	}
 	return nil
 }
@@ -161,7 +209,7 @@ func (s *Sender) deploy(ctx context.Context, name, version string, manifest, sig
 // Outcome asks the device for the outcome of a landed model (the status
 // op): "shadow on ...", "serving ...", "rolled-back on ...", "failed: ...".
 func (s *Sender) Outcome(ctx context.Context, name, version string) (string, error) {
-	if err := s.subscribe(); err != nil {
+	if err := s.subscribe(ctx); err != nil {
 		return "", err
 	}
 	defer s.Client.Unsubscribe(s.Topic + "/reply")

@@ -30,6 +30,12 @@ type Forwarder struct {
 	// the connections made to another broker than the one before.
 	Broker    string `json:"broker,omitempty"`
 	Failovers uint64 `json:"failovers,omitempty"`
+	// CommandsSubscribed and CommandSubscribeFailures, for the MQTT
+	// publisher with commands on (nil: off): whether its command
+	// subscription is in place, and the attempts the broker refused
+	// (SUBACK 0x80, as a cluster electing leaders does) or did not answer.
+	CommandsSubscribed       *bool  `json:"commands_subscribed,omitempty"`
+	CommandSubscribeFailures uint64 `json:"command_subscribe_failures,omitempty"`
 }
 
 // Part is the state of one of the daemon's supervised parts (a source, a

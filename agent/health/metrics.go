@@ -74,6 +74,8 @@ var (
 	dMQTTUp    = def("vigil_mqtt_connected", "gauge", "1 while the publisher is connected to the MQTT broker, else 0; absent when MQTT is off.", "broker")
 	dMQTTConns = def("vigil_mqtt_connections_total", "counter", "Successful connections to the MQTT broker since the start: each one after the first is a reconnection.", "broker")
 	dFailovers = def("vigil_mqtt_failovers_total", "counter", "MQTT connections made to another broker of mqtt.brokers than the one before.")
+	dCmdSub    = def("vigil_mqtt_commands_subscribed", "gauge", "1 while the publisher's subscription to its commands is in place, else 0 (disconnected, or the broker refused the subscription or did not answer: it is tried again while connected); absent when commands are off.")
+	dCmdSubErr = def("vigil_mqtt_command_subscribe_failures_total", "counter", "Attempts to subscribe to the commands that the broker refused (SUBACK 0x80, as a clustered broker electing leaders does) or did not answer in time.")
 	dFwdState  = def("vigil_forwarder_state", "gauge", "1 for the forwarder's current state (ok, retrying, throttled, failing, disconnected).", "forwarder", "state")
 	dFwdDead   = def("vigil_forwarder_dead_letters_total", "counter", "Records a forwarder gave up on, with a reason.", "forwarder")
 	dFwdSent   = def("vigil_forwarder_sent_total", "counter", "Records a forwarder delivered.", "forwarder")
@@ -108,7 +110,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 		dLearned, dLearnGoal, dLearnPct, dLatency, dQueue, dQueueCap, dLaneRecs, dLaneBytes, dLaneCap, dEvicted,
 		dRejected, dCorrupt, dLag, dDisk, dMQTTUp, dMQTTConns, dFwdState, dFwdDead, dFwdSent, dFwdLag, dFwdLagS,
 		dLive, dReady, dReadyChk, dEpisodes, dFlips, dKeyEvicts, dKeyEvOpen, dClamped, dFailovers, dRestarts, dPartUp,
-		dNoSpace, dDiskFull, dDiskFree, dDamage} {
+		dNoSpace, dDiskFull, dDiskFree, dDamage, dCmdSub, dCmdSubErr} {
 		ch <- d
 	}
 }
@@ -212,6 +214,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(dFwdLagS, fs.LagS, name)
 		if name == "mqtt" {
 			counter(dFailovers, float64(fs.Failovers))
+			if fs.CommandsSubscribed != nil {
+				gauge(dCmdSub, b01(*fs.CommandsSubscribed))
+				counter(dCmdSubErr, float64(fs.CommandSubscribeFailures))
+			}
 		}
 	}
 	if src.Parts != nil {

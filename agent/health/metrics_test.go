@@ -88,6 +88,10 @@ func TestMetricsExposeHistogramBuildInfoCapsAndLearning(t *testing.T) {
 		Broker: func() Broker {
 			return Broker{Configured: true, URL: "tcp://127.0.0.1:1883", Connected: true, Connects: 2}
 		},
+		Forwarders: map[string]func() Forwarder{"mqtt": func() Forwarder {
+			subscribed := false
+			return Forwarder{State: "ok", CommandsSubscribed: &subscribed, CommandSubscribeFailures: 3}
+		}},
 	})
 	rec := httptest.NewRecorder()
 	r.Metrics().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -103,6 +107,8 @@ func TestMetricsExposeHistogramBuildInfoCapsAndLearning(t *testing.T) {
 		`vigil_buffer_bytes{lane="alert"} 20`,
 		`vigil_mqtt_connected{broker="tcp://127.0.0.1:1883"} 1`,
 		`vigil_mqtt_connections_total{broker="tcp://127.0.0.1:1883"} 2`,
+		"vigil_mqtt_commands_subscribed 0",
+		"vigil_mqtt_command_subscribe_failures_total 3",
 		`vigil_stream_learn_progress_ratio{stream="pump1"} 0.25`,
 		`vigil_stream_learn_target_samples{stream="pump1"} 2000`,
 		`vigil_ready_check{check="broker"} 1`,

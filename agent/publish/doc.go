@@ -36,7 +36,13 @@
 // birth number that increases on every connection and survives restarts
 // (Options.StateDir); its Last Will is the retained "offline" with the same
 // number, and a clean shutdown publishes "offline" itself before
-// disconnecting. Each connection re-subscribes to cmd/+; commands run one at
+// disconnecting. While connected, the "online" status is published again
+// when the broker does not acknowledge it, every Options.StatusInterval, and
+// after a command subscription that had failed (a clustered broker may lose
+// a retained message it acknowledged). Each connection re-subscribes to
+// cmd/+, and again with the backoff while the broker refuses the
+// subscription (SUBACK 0x80) or does not answer (Stats.CommandsSubscribed,
+// CommandSubscribeFailures); commands run one at
 // a time off paho's goroutines and are answered on cmd/<name>/reply. A
 // retained command message, which the broker would replay at every connect,
 // is answered with an error and never run. The log line and the reply of
@@ -50,7 +56,7 @@
 //	alerts/<stream>     QoS Options.AlertQoS (1)  the stored Alert with "seq" and "replayed"
 //	shadow/<stream>     QoS Options.ScoreQoS (0)  with Options.Shadow: a record.Shadow (a model in its shadow run)
 //	advice/<alert_id>   QoS Options.AdviceQoS (1) the stored Advice with "seq" and "replayed"
-//	status              QoS 1, retained           [Status]: "online" on every connection, "offline" as Last Will and on clean shutdown
+//	status              QoS 1, retained           [Status]: "online" on every connection and every StatusInterval, "offline" as Last Will and on clean shutdown
 //	health              QoS 0                     the agent's snapshot plus the publisher's [Stats] under "mqtt"
 //	cmd/<name>          in, QoS 1                 a command (see [DecodeCommand])
 //	cmd/<name>/reply    QoS 1                     its [Reply]

@@ -102,6 +102,14 @@ type Options struct {
 	// restarts at 1 with the process.
 	StateDir string
 
+	// StatusInterval is the period at which the retained "online" status
+	// is published again while connected (and it is also published again
+	// after a command subscription that the broker had refused): a
+	// clustered broker may lose a retained message it acknowledged (NATS
+	// during a JetStream election), and this brings it back. 0 publishes
+	// it only at connect (and on rebirth).
+	StatusInterval time.Duration
+
 	// HealthInterval is the period of the health message; 0 disables it.
 	HealthInterval time.Duration
 	// Health returns the agent's health snapshot; it is marshalled to JSON
@@ -146,6 +154,7 @@ const (
 	DefaultReconnectMax   = 10 * time.Second
 	DefaultDrainTimeout   = 3 * time.Second
 	DefaultHealthInterval = 30 * time.Second
+	DefaultStatusInterval = time.Minute
 	DefaultCommandTimeout = 30 * time.Second
 )
 
@@ -175,6 +184,7 @@ func DefaultOptions() Options {
 		ReconnectMax:    DefaultReconnectMax,
 		DrainTimeout:    DefaultDrainTimeout,
 		HealthInterval:  DefaultHealthInterval,
+		StatusInterval:  DefaultStatusInterval,
 		CommandsEnabled: true,
 		CommandTimeout:  DefaultCommandTimeout,
 	}
@@ -319,6 +329,9 @@ func (o *Options) validate() error {
 	}
 	if o.HealthInterval < 0 {
 		bad("HealthInterval", "must not be negative, got %v", o.HealthInterval)
+	}
+	if o.StatusInterval < 0 {
+		bad("StatusInterval", "must not be negative, got %v", o.StatusInterval)
 	}
 	for _, c := range o.AllowCommands {
 		if !slices.Contains(CommandNames, c) && o.Handlers[c] == nil {

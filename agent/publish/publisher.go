@@ -77,6 +77,10 @@ type Publisher struct {
 	cmdFailed  atomic.Uint64
 	cmdDropped atomic.Uint64
 
+	cmdSubscribed  atomic.Bool   // the current session's command subscription is in place
+	cmdSubFailures atomic.Uint64 // command subscriptions refused or unanswered
+	statusFailures atomic.Uint64 // retained statuses not acknowledged in time
+
 	mu        sync.Mutex
 	cur       *session // the connected session, or nil
 	lastErr   string
@@ -86,6 +90,7 @@ type Publisher struct {
 
 	invalidLog, healthLog *throttle.Log
 	cmdDropLog            *throttle.Log // commands dropped from a full queue
+	keepLog               *throttle.Log // the keepers' retries (see keeper)
 }
 
 // nowClock is a clock whose Now is the publisher's Options.Now (tests move
@@ -124,6 +129,7 @@ func New(buf Log, opts Options) (*Publisher, error) {
 	p.log = p.log.With("component", "mqtt")
 	p.invalidLog, p.healthLog = throttle.NewLog(p.log, nil, 10*time.Second), throttle.NewLog(p.log, nil, time.Minute)
 	p.cmdDropLog = throttle.NewLog(p.log, nowClock{clock.System{}, p.now}, 10*time.Second)
+	p.keepLog = throttle.NewLog(p.log, nil, 30*time.Second)
 	if p.now == nil {
 		p.now = time.Now
 	}
@@ -257,6 +263,16 @@ type Stats struct {
 	Commands        uint64 `json:"commands"`
 	CommandsFailed  uint64 `json:"commands_failed"`
 	CommandsDropped uint64 `json:"commands_dropped"`
+	// CommandsSubscribed tells whether the command subscription is in
+	// place: false while disconnected, with commands off, and while the
+	// broker refuses it (a cluster electing leaders) or does not answer,
+	// which CommandSubscribeFailures counts (every failed attempt; the
+	// publisher tries again with the reconnection backoff).
+	CommandsSubscribed       bool   `json:"commands_subscribed"`
+	CommandSubscribeFailures uint64 `json:"command_subscribe_failures"`
+	// StatusFailures counts retained "online" statuses the broker did not
+	// acknowledge in time; each is published again.
+	StatusFailures uint64 `json:"status_failures"`
 	// Broker is the broker of the current (or last) connection; Failovers
 	// counts connections to another broker than the one before.
 	Broker    string `json:"broker,omitempty"`
@@ -304,6 +320,9 @@ func (p *Publisher) Stats() Stats {
 	st.Commands = p.commands.Load()
 	st.CommandsFailed = p.cmdFailed.Load()
 	st.CommandsDropped = p.cmdDropped.Load()
+	st.CommandsSubscribed = st.Connected && p.cmdSubscribed.Load()
+	st.CommandSubscribeFailures = p.cmdSubFailures.Load()
+	st.StatusFailures = p.statusFailures.Load()
 	st.Lanes = make(map[string]LaneStats, len(p.lanes))
 	for i, l := range p.lanes {
 		ls := LaneStats{Published: l.published.Load(), Replayed: l.replayed.Load(), Invalid: l.invalid.Load()}

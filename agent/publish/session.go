@@ -30,8 +30,6 @@ type session struct {
 	failOnce sync.Once
 	failErr  error
 
-	done chan struct{} // closed when the session ends
-
 	stopWatch func() bool // stops closing the connection when the dial context ends
 	broker    string      // the URL of the broker the session is connected to
 }
@@ -135,7 +133,6 @@ func (p *Publisher) runSession(ctx context.Context) (connected bool, err error) 
 		wake:   make(chan struct{}, 1),
 		lost:   make(chan struct{}),
 		failed: make(chan struct{}),
-		done:   make(chan struct{}),
 	}
 	if err := s.connect(ctx); err != nil {
 		return false, err
@@ -162,13 +159,10 @@ func (p *Publisher) runSession(ctx context.Context) (connected bool, err error) 
 
 	// The status goes first, before any record: a subscriber that sees
 	// "online" knows which birth the records that follow belong to.
-	statusTok := s.cl.Publish(p.status, 1, true, p.statusPayload("online", s.birth, s.since, ""))
-	var side sync.WaitGroup // goroutines that only watch tokens
-	side.Go(func() { s.watch(statusTok, "publish online status") })
-	if p.opts.CommandsEnabled {
-		sub := s.cl.Subscribe(p.cmdBase+"+", 1, p.onCommand)
-		side.Go(func() { s.watchSubscribe(sub) })
-	}
+	// The keepers confirm it, subscribe to the commands and keep both in
+	// place while the connection lasts (see keeper).
+	p.cmdSubscribed.Store(false)
+	keep := s.keep(s.publishStatus())
 	p.setCurrent(s)
 
 	feedCtx, stopFeed := context.WithCancel(ctx)
@@ -189,6 +183,8 @@ func (p *Publisher) runSession(ctx context.Context) (connected bool, err error) 
 	case <-s.failed:
 	}
 	p.setCurrent(nil) // no more health, replies or rebirths on this connection
+	keep.end()        // and no more "online" status: the "offline" one may follow
+	p.cmdSubscribed.Store(false)
 	stopFeed()
 	feeders.Wait()
 	for _, sl := range s.lanes {
@@ -224,8 +220,6 @@ func (p *Publisher) runSession(ctx context.Context) (connected bool, err error) 
 		err = s.failErr
 		s.cl.Disconnect(0)
 	}
-	close(s.done)
-	side.Wait()
 	return true, err
 }
 
@@ -248,37 +242,4 @@ func waitToken(tok mqtt.Token, d time.Duration, stop <-chan struct{}) bool {
 	case <-stop:
 	}
 	return false
-}
-
-// watch logs the failure of a token that nobody waits for.
-func (s *session) watch(tok mqtt.Token, what string) {
-	select {
-	case <-tok.Done():
-		if err := tok.Error(); err != nil && !s.isLost() {
-			s.p.log.Warn(what+" failed", "err", err)
-		}
-	case <-s.lost:
-	case <-s.done:
-	}
-}
-
-func (s *session) watchSubscribe(tok mqtt.Token) {
-	select {
-	case <-tok.Done():
-	case <-s.lost:
-		return
-	case <-s.done:
-		return
-	}
-	if err := tok.Error(); err != nil {
-		s.p.log.Warn("subscribe to commands failed", "err", err)
-		return
-	}
-	if st, ok := tok.(*mqtt.SubscribeToken); ok {
-		for topic, code := range st.Result() {
-			if code > 1 {
-				s.p.log.Warn("the broker refused the command subscription", "topic", topic, "code", code)
-			}
-		}
-	}
 }

@@ -2,7 +2,8 @@
 // loopback port, in the test's temporary directory, stopped at cleanup. A
 // test can stop and restart it on the same port (outages), kill it (crashes),
 // give it persistence, a TLS listener that requires client certificates
-// signed by a throwaway CA, and username/password authentication. It also
+// signed by a throwaway CA, username/password authentication, and access
+// rules changed while it runs (the dynamic security plugin). It also
 // has small MQTT client helpers: a connected client, a publisher and a
 // Subscriber that collects messages for assertions.
 //
@@ -18,6 +19,7 @@ package mqtttest
 
 import (
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"net"
@@ -32,6 +34,8 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/vigil-edge/vigil/agent/internal/testkit"
 )
 
@@ -39,6 +43,10 @@ import (
 var (
 	mosquittoPaths      = []string{"/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"}
 	mosquittoPasswdPath = []string{"/usr/bin/mosquitto_passwd", "/usr/local/bin/mosquitto_passwd"}
+	mosquittoCtrlPath   = []string{"/usr/bin/mosquitto_ctrl", "/usr/local/bin/mosquitto_ctrl"}
+	dynsecPluginPath    = []string{"/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
+		"/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so", "/usr/lib/mosquitto_dynamic_security.so",
+		"/usr/local/lib/mosquitto_dynamic_security.so"}
 )
 
 // Options configure the broker. The zero value is an anonymous,
@@ -57,6 +65,14 @@ type Options struct {
 	// Users, when not empty, turns anonymous access off and creates a
 	// password file with these username → password pairs.
 	Users map[string]string
+	// DynamicSecurity loads mosquitto's dynamic security plugin, whose
+	// access rules a test changes while the broker runs (DynSec): unlike
+	// an acl_file, it checks subscriptions, and refuses a denied one with
+	// 0x80 in the SUBACK. It starts with one client, the plugin's
+	// administrator; other clients are refused until DynSec creates them,
+	// anonymous ones included (DynSec setAnonymousGroup lets them in).
+	// Not with Users or TLS.
+	DynamicSecurity bool
 	// ExtraConfig is appended to the generated mosquitto.conf
 	// (e.g. "max_queued_messages 10").
 	ExtraConfig string
@@ -76,6 +92,8 @@ type Broker struct {
 	conf string
 	port int
 	cert *Certs
+
+	dynsecPlugin, dynsecCtrl string
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -131,6 +149,14 @@ func Start(t testing.TB, opts Options) *Broker {
 			t.Fatalf("mqtttest: %v", err)
 		}
 	}
+	if opts.DynamicSecurity {
+		if len(opts.Users) > 0 || opts.TLS {
+			t.Fatal("mqtttest: DynamicSecurity goes without Users (create them with DynSec) and without TLS")
+		}
+		if err := b.initDynSec(); err != nil {
+			t.Fatalf("mqtttest: %v", err)
+		}
+	}
 	t.Cleanup(b.Stop)
 	// A free port can be taken by someone else between our probe and
 	// mosquitto's bind: try a few.
@@ -181,6 +207,90 @@ func (b *Broker) writePasswords() error {
 	return os.Chmod(file, 0o600)
 }
 
+// The dynamic security plugin's administrator (Options.DynamicSecurity).
+const (
+	DynSecAdmin         = "dynsec-admin"
+	DynSecAdminPassword = "dynsec-admin-pw"
+)
+
+func (b *Broker) dynsecFile() string { return filepath.Join(b.dir, "dynamic-security.json") }
+
+// initDynSec finds the plugin and mosquitto_ctrl and writes the plugin's
+// initial configuration (its administrator only).
+func (b *Broker) initDynSec() error {
+	for _, p := range dynsecPluginPath {
+		if _, err := os.Stat(p); err == nil {
+			b.dynsecPlugin = p
+			break
+		}
+	}
+	b.dynsecCtrl = lookPath(mosquittoCtrlPath, "mosquitto_ctrl")
+	if b.dynsecPlugin == "" || b.dynsecCtrl == "" {
+		b.t.Skip("mosquitto's dynamic security plugin or mosquitto_ctrl is not installed; apt-get install mosquitto mosquitto-clients to run this test")
+	}
+	out, err := exec.Command(b.dynsecCtrl, "dynsec", "init", b.dynsecFile(), DynSecAdmin, DynSecAdminPassword).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("mosquitto_ctrl dynsec init: %v: %s", err, out)
+	}
+	return nil
+}
+
+// DynSec runs dynamic security commands on the running broker as the
+// plugin's administrator, each a JSON object as the plugin documents them
+// (https://mosquitto.org/documentation/dynamic-security/), e.g.
+// {"command": "createRole", "rolename": "device"}. A change of a role's or
+// a client's rules disconnects the clients concerned (so that it applies to
+// them at once); setDefaultACLAccess disconnects nobody. It fails the test
+// when a command fails. (mosquitto_ctrl 2.0.11 sends setDefaultACLAccess
+// malformed, so the commands go as JSON.)
+func (b *Broker) DynSec(cmds ...map[string]any) {
+	b.t.Helper()
+	if !b.opts.DynamicSecurity {
+		b.t.Fatal("mqtttest: DynSec on a broker started without Options.DynamicSecurity")
+	}
+	req, err := json.Marshal(map[string]any{"commands": cmds})
+	if err != nil {
+		b.t.Fatalf("mqtttest: DynSec: %v", err)
+	}
+	o := b.ClientOptions(fmt.Sprintf("mqtttest-dynsec-%d", clientSeq.Add(1)))
+	o.SetUsername(DynSecAdmin).SetPassword(DynSecAdminPassword)
+	c := ConnectWith(b.t, o)
+	defer c.Disconnect(100)
+	got := make(chan []byte, 1)
+	tok := c.Subscribe("$CONTROL/dynamic-security/v1/response", 1, func(_ paho.Client, m paho.Message) {
+		select {
+		case got <- slices.Clone(m.Payload()):
+		default:
+		}
+	})
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		b.t.Fatalf("mqtttest: DynSec: subscribe to the responses: %v", tok.Error())
+	}
+	Publish(b.t, c, "$CONTROL/dynamic-security/v1", 1, false, req)
+	var resp struct {
+		Responses []struct {
+			Command string `json:"command"`
+			Error   string `json:"error"`
+		} `json:"responses"`
+	}
+	select {
+	case r := <-got:
+		if err := json.Unmarshal(r, &resp); err != nil {
+			b.t.Fatalf("mqtttest: DynSec: response %q: %v", r, err)
+		}
+	case <-time.After(10 * time.Second):
+		b.t.Fatalf("mqtttest: DynSec: no response to %s", req)
+	}
+	if len(resp.Responses) != len(cmds) {
+		b.t.Fatalf("mqtttest: DynSec: %d responses to %d commands", len(resp.Responses), len(cmds))
+	}
+	for _, r := range resp.Responses {
+		if r.Error != "" {
+			b.t.Fatalf("mqtttest: DynSec %s: %s", r.Command, r.Error)
+		}
+	}
+}
+
 // config writes mosquitto.conf for the current port.
 func (b *Broker) config() error {
 	var c strings.Builder
@@ -203,6 +313,9 @@ func (b *Broker) config() error {
 		fmt.Fprintf(&c, "allow_anonymous false\npassword_file %s\n", filepath.Join(b.dir, "passwords"))
 	} else {
 		c.WriteString("allow_anonymous true\n")
+	}
+	if b.opts.DynamicSecurity {
+		fmt.Fprintf(&c, "plugin %s\nplugin_opt_config_file %s\n", b.dynsecPlugin, b.dynsecFile())
 	}
 	if b.opts.Persistence {
 		fmt.Fprintf(&c, "persistence true\npersistence_location %s/\nautosave_interval 1\n", b.dir)
