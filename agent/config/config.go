@@ -32,6 +32,7 @@ import (
 
 	"github.com/vigil-edge/vigil/agent/forward/amplitude"
 	"github.com/vigil-edge/vigil/agent/forward/dify"
+	"github.com/vigil-edge/vigil/agent/publish"
 )
 
 // Config is Vigil's whole configuration. The yaml tag of each field is its key;
@@ -139,6 +140,7 @@ type MQTT struct {
 	QoS               QoS            `yaml:"qos"`
 	MaxInflight       int            `yaml:"max_inflight" doc:"most QoS 1 messages awaiting PUBACK"`
 	ReplayRate        int            `yaml:"replay_rate" doc:"backlog messages per second after an outage (new messages go first, unpaced); 0 means unpaced"`
+	StatusInterval    time.Duration  `yaml:"status_interval" doc:"how often the retained online status is published again while connected (a clustered broker may lose a retained message while it elects leaders); 0 means only once per connection"`
 	ReconnectMax      time.Duration  `yaml:"reconnect_max" doc:"longest wait between connection attempts while the broker is unreachable (jittered exponential backoff from 0.5s): what an outage adds to the delivery of the backlog once the broker is back"`
 	EmbeddedBroker    EmbeddedBroker `yaml:"embedded_broker"`
 	Commands          Commands       `yaml:"commands"`
@@ -406,6 +408,7 @@ func Default() *Config {
 			MaxInflight:    256,
 			ReplayRate:     2000,
 			ReconnectMax:   10 * time.Second,
+			StatusInterval: publish.DefaultStatusInterval,
 			Commands:       Commands{Enabled: true, Allow: append([]string(nil), commandNames...), RequireSignature: []string{"deploy-model"}},
 		},
 		Health: Health{Interval: 10 * time.Second},

@@ -442,6 +442,9 @@ func (v *validator) mqtt() {
 	}
 	v.atLeast("mqtt.max_inflight", m.MaxInflight, 1)
 	v.atLeast("mqtt.replay_rate", m.ReplayRate, 0)
+	if m.StatusInterval < 0 {
+		v.errf("mqtt.status_interval", "must not be negative, got %s (0 publishes the status once per connection)", formatDuration(m.StatusInterval))
+	}
 	if m.ReconnectMax < publishReconnectMin {
 		v.errf("mqtt.reconnect_max", "%v is below the first retry delay of %v", m.ReconnectMax, publishReconnectMin)
 	}

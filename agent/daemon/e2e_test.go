@@ -124,6 +124,11 @@ dify: {base_url: %q, api_key: %q, min_severity: major, rate_limit: 0, cooldown: 
 	if !sawStatus || !sawHealth {
 		t.Fatalf("status seen %v, health seen %v", sawStatus, sawHealth)
 	}
+	// The command subscription is in place and says so in /metrics.
+	if code, body := get(t, "http://"+d.Addr()+"/metrics"); code != 200 || !strings.Contains(body, "vigil_mqtt_commands_subscribed 1\n") ||
+		!strings.Contains(body, "vigil_mqtt_command_subscribe_failures_total 0\n") {
+		t.Fatalf("/metrics (%d) lacks the command subscription's gauge at 1 and failures at 0", code)
+	}
 	snap, _ := json.Marshal(d.Health())
 	stop()
 	for _, secret := range []string{ampKey, difyKey, mqttPass} {

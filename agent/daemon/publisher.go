@@ -55,6 +55,7 @@ func (d *Daemon) setupPublisher() error {
 		return fmt.Errorf("mqtt state: %w", err)
 	}
 	o.HealthInterval = cfg.Health.Interval
+	o.StatusInterval = cfg.MQTT.StatusInterval
 	o.Health = func() any { return d.reporter.Snapshot() }
 	o.Commands = remoteCommands{d}
 	o.Handlers = d.handlers()
@@ -73,6 +74,11 @@ func (d *Daemon) setupPublisher() error {
 		f := health.Forwarder{State: "disconnected", LastError: s.LastError, Broker: s.Broker, Failovers: s.Failovers}
 		if s.Connected {
 			f.State = "ok"
+		}
+		if o.CommandsEnabled {
+			sub := s.CommandsSubscribed
+			f.CommandsSubscribed = &sub
+			f.CommandSubscribeFailures = s.CommandSubscribeFailures
 		}
 		for _, l := range s.Lanes {
 			f.Sent += l.Published
