@@ -66,6 +66,16 @@ type Options struct {
 	Parallel int
 	// KeepWindows keeps every window's score and verdict in the result.
 	KeepWindows bool
+	// Ensemble, when set, scores windows by PCA statistics alone or beside
+	// the autoencoder: "t2", "q", "mean:ae,t2", "max:ae,q,t2" (see
+	// ensemble.go). The window scores are then the ensemble's, in units of
+	// each member's factor-1 threshold, the detector's threshold is
+	// Train.Calibration.Factor (unless Detect.Threshold is set), and no
+	// confidence is computed. "" scores by the autoencoder alone.
+	Ensemble string
+	// PCAVariance is the share of the training rows' variance the
+	// ensemble's PCA keeps (0: DefaultPCAVariance).
+	PCAVariance float64
 	// Progress, when set, is called with each file's result, in file
 	// order, as soon as it and the files before it are done.
 	Progress func(FileResult)
@@ -125,6 +135,14 @@ func (o *Options) validate() error {
 	}
 	if err := o.Mapping.validate(); err != nil {
 		errs = append(errs, fmt.Errorf("Options.%w", err))
+	}
+	if o.Ensemble != "" {
+		if _, err := parseEnsemble(o.Ensemble); err != nil {
+			errs = append(errs, fmt.Errorf("Options.%w", err))
+		}
+	}
+	if !(o.PCAVariance >= 0 && o.PCAVariance <= 1) {
+		errs = append(errs, fmt.Errorf("Options.PCAVariance is %v, want a fraction in (0, 1], or 0", o.PCAVariance))
 	}
 	if o.Parallel < 0 {
 		errs = append(errs, fmt.Errorf("Options.Parallel is %d, want ≥ 0", o.Parallel))
@@ -371,16 +389,6 @@ func Evaluate(ctx context.Context, name string, tab *source.Table, opts Options)
 	res.Learn = time.Since(t0)
 
 	t0 = time.Now()
-	do := opts.Detect
-	if do.Threshold == 0 {
-		do.Threshold = md.Threshold()
-	}
-	det, err := detect.New(do)
-	if err != nil {
-		return FileResult{}, err
-	}
-	res.Threshold = do.Threshold
-
 	hop := md.Manifest().Input.Hop
 	var ends []int
 	for e := opts.TrainRows; e < rows; e += hop {
@@ -390,6 +398,29 @@ func Evaluate(ctx context.Context, name string, tab *source.Table, opts Options)
 	if err != nil {
 		return FileResult{}, err
 	}
+	do := opts.Detect
+	if do.Threshold == 0 {
+		do.Threshold = md.Threshold()
+	}
+	if opts.Ensemble != "" {
+		ens, _ := parseEnsemble(opts.Ensemble) // validated
+		f := to.Calibration.Factor
+		for i := range scores {
+			scores[i] /= md.Threshold() / f
+		}
+		variance := cmp.Or(opts.PCAVariance, DefaultPCAVariance)
+		if err := ens.scores(scores, tab.Values, ends, opts.TrainRows, to, variance); err != nil {
+			return FileResult{}, err
+		}
+		if opts.Detect.Threshold == 0 {
+			do.Threshold = f
+		}
+	}
+	det, err := detect.New(do)
+	if err != nil {
+		return FileResult{}, err
+	}
+	res.Threshold = do.Threshold
 	anomalous := make([]bool, len(ends))
 	var opens, closes []time.Time
 	firstAnomaly := slices.IndexFunc(labels, func(l float64) bool { return l != 0 })
@@ -408,11 +439,15 @@ func Evaluate(ctx context.Context, name string, tab *source.Table, opts Options)
 		anomalous[i] = r.Anomalous
 		if e < firstAnomaly {
 			res.NormalScores = append(res.NormalScores, s)
-			if c, ok := th.Confidence(s); ok {
-				res.NormalConfidence = append(res.NormalConfidence, c)
-			}
-			if c, ok := fallback.Confidence(s); ok {
-				res.NormalConfidenceFallback = append(res.NormalConfidenceFallback, c)
+			// the threshold's score distributions are the autoencoder's:
+			// no confidence for an ensemble's scores
+			if opts.Ensemble == "" {
+				if c, ok := th.Confidence(s); ok {
+					res.NormalConfidence = append(res.NormalConfidence, c)
+				}
+				if c, ok := fallback.Confidence(s); ok {
+					res.NormalConfidenceFallback = append(res.NormalConfidenceFallback, c)
+				}
 			}
 		}
 		switch r.Change {
