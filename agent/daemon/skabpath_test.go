@@ -76,6 +76,12 @@ func testSKABPath(t *testing.T, speed float64) {
 	file := filepath.Join(data, filepath.FromSlash(skabPathFile))
 	opts := eval.DefaultOptions()
 	opts.Data, opts.Files, opts.Parallel = data, skabPathFile, 1
+
+	// The agent replays the file while eval runs on it.
+	cfgPath, dataDir := skabPathConfig(t, file, opts, speed)
+	start := time.Now()
+	d, stop := startDaemon(t, cfgPath)
+
 	rep, err := eval.SKAB(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
@@ -89,9 +95,6 @@ func testSKABPath(t *testing.T, speed float64) {
 		t.Fatalf("eval raised no alert on %s: nothing to compare", skabPathFile)
 	}
 
-	cfgPath, dataDir := skabPathConfig(t, file, opts, speed)
-	start := time.Now()
-	d, stop := startDaemon(t, cfgPath)
 	// The replay has put every row in and the learnt model is scoring
 	// what was held while it trained; stopping drains the rest.
 	rows := uint64(res.TrainRows + res.TestRows)
