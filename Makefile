@@ -120,7 +120,22 @@ FUZZTIME ?= 5
 fuzz-short: setup-runtime ## run every fuzz target for FUZZTIME seconds (5 in make test)
 	$(HOST_TEST_ENV) cross/fuzz.sh $(FUZZTIME)
 
-test: setup lint test-race test-arm64 selftest-arm64 fuzz-short dist-test ## everything CI runs
+# The SKAB replay at real speed (agent/daemon/skabpath_test.go) lasts the
+# recording's 20 minutes, mostly waiting on its clock: it runs in the
+# background beside the rest, and `make test` waits for it at the end. It
+# skips, saying so, when the SKAB data is not there.
+SKAB_RT := tmp/skab-real-speed
+
+test: setup ## everything CI runs
+	@mkdir -p tmp
+	@($(HOST_TEST_ENV) $(GO) test -race -c -o $(SKAB_RT).test ./agent/daemon && cd agent/daemon && \
+	  VIGIL_SKAB_REAL_SPEED=1 exec $(ROOT)/$(SKAB_RT).test -test.run '^TestSKABReplayAtRealSpeedDecidesLikeEval$$' -test.v -test.timeout 40m) \
+	  >$(SKAB_RT).log 2>&1 & bg=$$!; \
+	status=0; $(MAKE) --no-print-directory lint test-race test-arm64 selftest-arm64 fuzz-short dist-test || status=$$?; \
+	if [ $$status -ne 0 ]; then kill $$bg 2>/dev/null || true; wait $$bg || true; exit $$status; fi; \
+	echo "waiting for the SKAB replay at real speed ($(SKAB_RT).log)"; \
+	if ! wait $$bg; then echo "SKAB replay at real speed failed:"; cat $(SKAB_RT).log; exit 1; fi; \
+	grep -E '^--- |skabpath_test.go:' $(SKAB_RT).log
 	@echo "make test: all passed"
 
 test-short: setup-runtime ## the fast tier: go test -short

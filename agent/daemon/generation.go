@@ -125,7 +125,7 @@ func (d *Daemon) newGeneration(cfg *config.Config) (_ *generation, err error) {
 		} else if len(spec.Channels) == 0 {
 			// Learning from the stream itself: channels come from the manifest
 			// named by the stream (if any) or from the first sample.
-			if man, _, err := models.ReadFiles(filepath.Join(cfg.ModelsDir, sc.Model)); err == nil {
+			if man, err := readManifest(filepath.Join(cfg.ModelsDir, sc.Model)); err == nil {
 				spec.Channels = man.Input.Channels
 			}
 		}
@@ -160,6 +160,25 @@ func fits(sc config.Stream, m *models.Manifest) error {
 	return nil
 }
 
+// readManifest reads the manifest of the model at path (models_dir/NAME)
+// alone: a stream that learns may name a model whose .tflite is not there
+// (config validation allows it), for the window, hop and channels of what
+// it learns.
+func readManifest(path string) (*models.Manifest, error) {
+	b, err := os.ReadFile(path + ".json")
+	if err != nil {
+		return nil, err
+	}
+	m, err := models.DecodeManifest(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s.json: %w", path, err)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, fmt.Errorf("%s.json: %w", path, err)
+	}
+	return m, nil
+}
+
 // learner trains a stream's model on the device, saves it under
 // data_dir/learned so a restart reuses it, and loads it.
 func (d *Daemon) learner(cfg *config.Config, dir string, iopts inference.Options) pipeline.Learner {
@@ -181,8 +200,11 @@ func (d *Daemon) learner(cfg *config.Config, dir string, iopts inference.Options
 		if sc.Learn.Arch != "" {
 			opts.Arch = train.Arch(sc.Learn.Arch)
 		}
-		if base, _, err := models.ReadFiles(filepath.Join(cfg.ModelsDir, sc.Model)); err == nil {
+		if base, err := readManifest(filepath.Join(cfg.ModelsDir, sc.Model)); err == nil {
 			opts.Window, opts.Hop = base.Input.Window, base.Input.Hop
+		} else {
+			d.log.Warn("learning with the default window and hop: the stream's model manifest is unreadable",
+				"stream", name, "window", opts.Window, "hop", opts.Hop, "err", err)
 		}
 		if opts.Window > len(samples)/2 {
 			opts.Window = max(2, len(samples)/4)
@@ -211,8 +233,12 @@ func (d *Daemon) learner(cfg *config.Config, dir string, iopts inference.Options
 			return nil, err
 		}
 		th := m.Threshold()
+		if res.Report.StoppedBy == "budget" {
+			log.Warn("training stopped by learn.budget: the model is the best of the epochs that fit in it, not what training to the end gives (vigil eval); raise learn.budget",
+				"budget", opts.Budget, "epochs", res.Report.Epochs)
+		}
 		log.Info("learnt the stream's baseline", "model", name+"@"+opts.Version, "threshold", th,
-			"epochs", res.Report.Epochs, "finite", !math.IsNaN(th))
+			"epochs", res.Report.Epochs, "stopped_by", res.Report.StoppedBy, "finite", !math.IsNaN(th))
 		return pipemodel.Adapt(m), nil
 	}
 }

@@ -201,6 +201,20 @@ type FileResult struct {
 	Learn, Score time.Duration
 	// Windows holds every scored window, when Options.KeepWindows is set.
 	Windows []Window
+	// Events are the alerts the detector raised, in order: what the agent
+	// would publish for this file (an episode's open, escalations, close).
+	Events []Event
+}
+
+// Event is one alert the detector raised: a change of an episode at the
+// end of a scored window.
+type Event struct {
+	Time     time.Time // the window's last row's time
+	End      int       // that row (0-based, in the file)
+	State    string    // detect.Change.State: open, escalated, reopened, closed
+	Score    float64   // the window's score (non-finite scores as math.MaxFloat32)
+	Severity string    // the episode's severity so far
+	Update   int       // 0 for the open, then 1, 2, ...
 }
 
 // Window is one scored window.
@@ -449,6 +463,9 @@ func Evaluate(ctx context.Context, name string, tab *source.Table, opts Options)
 					res.NormalConfidenceFallback = append(res.NormalConfidenceFallback, c)
 				}
 			}
+		}
+		if r.Change != detect.None {
+			res.Events = append(res.Events, Event{Time: tab.Times[e], End: e, State: r.Change.State(), Score: s, Severity: r.Severity, Update: r.Update})
 		}
 		switch r.Change {
 		case detect.Open:

@@ -225,7 +225,7 @@ func (st *streamState) adopt(o *streamState) bool {
 		if state == StateTraining {
 			return false
 		}
-		st.samples, st.channels, st.row, st.clock = o.samples, o.channels, o.row, o.clock
+		st.samples, st.samplesT, st.channels, st.row, st.clock = o.samples, o.samplesT, o.channels, o.row, o.clock
 		st.learned.Store(int64(len(st.samples)))
 		st.mu.Lock()
 		st.state, st.learnErr = state, learnErr

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"slices"
+	"time"
 
 	"github.com/vigil-edge/vigil/agent/source"
 )
@@ -44,6 +45,7 @@ func (st *streamState) learnSample(ctx context.Context, s *shard, in source.Inpu
 		return
 	}
 	st.samples = append(st.samples, append([]float64(nil), vals...))
+	st.samplesT = append(st.samplesT, in.Time)
 	st.learned.Store(int64(len(st.samples)))
 	if len(st.samples) < st.spec.Learn {
 		return
@@ -54,8 +56,8 @@ func (st *streamState) learnSample(ctx context.Context, s *shard, in source.Inpu
 // train fits the stream's model on its samples off the shard's goroutine
 // and installs it on the shard's, then scores the samples held meanwhile.
 func (st *streamState) train(ctx context.Context, s *shard) {
-	samples, chans := st.samples, st.channels
-	st.samples = nil
+	samples, times, chans := st.samples, st.samplesT, st.channels
+	st.samples, st.samplesT = nil, nil
 	st.training = true
 	s.training++
 	st.mu.Lock()
@@ -85,14 +87,16 @@ func (st *streamState) train(ctx context.Context, s *shard) {
 				st.p.log.Error("learning failed; collecting samples again", "stream", st.spec.Name, "err", err)
 				// What was held is the start of the next attempt's samples.
 				n := len(chans)
-				for i := range st.heldT {
+				for i, t := range st.heldT {
 					st.samples = append(st.samples, slices.Clone(st.held[i*n:(i+1)*n]))
+					st.samplesT = append(st.samplesT, t)
 				}
 				st.learned.Store(int64(len(st.samples)))
 				st.dropHeld()
 				return
 			}
 			st.p.log.Info("learnt model installed; scoring", "stream", st.spec.Name, "model", m.ID(), "held_samples", len(st.heldT))
+			st.prime(samples, times, chans)
 			st.scoreHeld(ctx, s, chans)
 		}
 		select {
@@ -102,20 +106,47 @@ func (st *streamState) train(ctx context.Context, s *shard) {
 	}()
 }
 
+// prime puts the last samples the model learnt from (rows in the order of
+// chans, taken at times) into its windower, one short of a window: the
+// first window scored ends on the first sample after them, as on a device
+// that keeps its history, and as `vigil eval` scores (agent/eval).
+func (st *streamState) prime(samples [][]float64, times []time.Time, chans []string) {
+	idx, ok := st.learntOrder(chans)
+	if !ok || st.win == nil {
+		return
+	}
+	for i := max(0, len(samples)-(st.length-1)); i < len(samples); i++ {
+		for j, k := range idx {
+			st.row[j] = samples[i][k]
+		}
+		st.win.Push(times[i], st.row, st.scratch) // fewer than a window: no window yet
+	}
+}
+
+// learntOrder maps the model's channels (st.channels) to their places in
+// chans, the order the stream's samples were collected in.
+func (st *streamState) learntOrder(chans []string) ([]int, bool) {
+	idx := make([]int, len(st.channels))
+	for i, name := range st.channels {
+		idx[i] = slices.Index(chans, name)
+		if idx[i] < 0 {
+			return nil, false
+		}
+	}
+	return idx, true
+}
+
 // scoreHeld windows and scores the samples held while the stream trained
 // (rows in the order of chans), in order.
 func (st *streamState) scoreHeld(ctx context.Context, s *shard, chans []string) {
 	defer st.dropHeld()
 	n := len(chans)
-	idx := make([]int, len(st.channels))
-	for i, name := range st.channels {
-		idx[i] = slices.Index(chans, name)
-		if idx[i] < 0 {
-			st.p.logRateLimited("the learnt model's channels are not the stream's: dropping the samples held while it trained",
-				"stream", st.spec.Name, "channel", name, "samples", len(st.heldT))
-			st.p.stats.drop(st.spec.Source, source.DropMissing, len(st.heldT))
-			return
-		}
+	idx, ok := st.learntOrder(chans)
+	if !ok {
+		st.p.logRateLimited("the learnt model's channels are not the stream's: dropping the samples held while it trained",
+			"stream", st.spec.Name, "model_channels", st.channels, "learnt_channels", chans, "samples", len(st.heldT))
+		st.p.stats.drop(st.spec.Source, source.DropMissing, len(st.heldT))
+		return
 	}
 	for i, t := range st.heldT {
 		row := st.held[i*n : (i+1)*n]

@@ -51,6 +51,7 @@ type streamState struct {
 	learned    atomic.Int64 // samples collected for learning
 
 	samples  [][]float64 // learning
+	samplesT []time.Time // their times
 	training bool        // a model is being fitted on samples
 	held     []float64   // samples that arrived meanwhile, rows in the learning channels' order
 	heldT    []time.Time
