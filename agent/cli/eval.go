@@ -61,6 +61,8 @@ func evalSKAB(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	jsonOut := fs.String("json", "", "also write the whole report (per file and in total, point-wise and alert-level) as JSON to this file")
 	mapping := fs.String("mapping", string(def.Mapping), "window verdicts to rows: causal (in real time) or cover (every covering window, as SKAB's Conv-AE)")
 	parallel := fs.Int("parallel", 0, "files evaluated at once (0: GOMAXPROCS); results do not depend on it")
+	ensemble := fs.String("ensemble", "", `score windows by PCA statistics alone or beside the autoencoder (an experiment; the agent does not run it): "t2", "q", "mean:ae,t2", "max:ae,q,t2"`)
+	pcaVariance := fs.Float64("pca-variance", 0, "share of the training rows' variance the ensemble's PCA keeps (0: the default, 0.9)")
 	quiet := fs.Bool("q", false, "no progress on stderr")
 	if err := ParseFlags(fs, args); err != nil {
 		return err
@@ -89,6 +91,7 @@ func evalSKAB(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	opts.Detect.Threshold, opts.Detect.K, opts.Detect.N, opts.Detect.CloseAfter = *threshold, *k, *n, *closeAfter
 	opts.Mapping = eval.Mapping(*mapping)
+	opts.Ensemble, opts.PCAVariance = *ensemble, *pcaVariance
 	done := 0
 	if !*quiet {
 		opts.Progress = func(r eval.FileResult) {
