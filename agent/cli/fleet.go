@@ -117,14 +117,7 @@ func subscribed(tok paho.Token, topic string) error {
 	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		return fmt.Errorf("subscribe %s: %v", topic, tok.Error())
 	}
-	if st, ok := tok.(*paho.SubscribeToken); ok {
-		for f, code := range st.Result() {
-			if code > 2 {
-				return fmt.Errorf("subscribe %s: the broker refused it (code %#x)", f, code)
-			}
-		}
-	}
-	return nil
+	return mqttconn.Refused(tok)
 }
 
 func (c *fleetConn) match(device string) bool {

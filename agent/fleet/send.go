@@ -16,6 +16,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/vigil-edge/vigil/agent/internal/mqttconn"
 	"github.com/vigil-edge/vigil/agent/internal/throttle"
 )
 
@@ -152,14 +153,7 @@ func subscribeOnce(c paho.Client, topic string, d time.Duration, h paho.MessageH
 	if err := tok.Error(); err != nil {
 		return fmt.Errorf("subscribe to %s: %w", topic, err)
 	}
-	if st, ok := tok.(*paho.SubscribeToken); ok {
-		for f, code := range st.Result() {
-			if code > 2 {
-				return fmt.Errorf("subscribe to %s: the broker refused it (SUBACK code %#x)", f, code)
-			}
-		}
-	}
-	return nil
+	return mqttconn.Refused(tok)
 }
 
 func (s *Sender) deploy(ctx context.Context, name, version string, manifest, sig, tflite []byte) (Result, error) {

@@ -9,6 +9,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/vigil-edge/vigil/agent/internal/mqttconn"
 	"github.com/vigil-edge/vigil/agent/internal/throttle"
 )
 
@@ -182,12 +183,5 @@ func (k *keeper) subscribeOnce() error {
 		}
 		return fmt.Errorf("subscribe %s: %w", filter, err)
 	}
-	if st, ok := tok.(*mqtt.SubscribeToken); ok {
-		for f, code := range st.Result() {
-			if code > 1 {
-				return fmt.Errorf("subscribe %s: the broker refused it (SUBACK code %#x)", f, code)
-			}
-		}
-	}
-	return nil
+	return mqttconn.Refused(tok)
 }

@@ -210,11 +210,14 @@ func (w *watcher) connect(ctx context.Context) (mqtt.Client, error) {
 					tok := c.SubscribeMultiple(w.filters(), w.onMessage)
 					select {
 					case <-tok.Done():
-						if err := tok.Error(); err == nil {
-							return
-						} else {
-							w.opts.Logger.Warn("subscribe failed; trying again", "err", err, "in", wait)
+						err := tok.Error()
+						if err == nil {
+							err = mqttconn.Refused(tok)
 						}
+						if err == nil {
+							return
+						}
+						w.opts.Logger.Warn("subscribe failed; trying again", "err", err, "in", wait)
 					case <-time.After(w.opts.ConnectTimeout):
 						w.opts.Logger.Warn("subscribe not acknowledged; trying again", "in", wait)
 					}
