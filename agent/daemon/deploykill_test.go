@@ -6,11 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,49 +18,6 @@ import (
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/models"
 )
-
-// vigilBinary builds the vigil command once per test binary.
-var vigilBinary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "vigil-deploykill-bin-")
-	if err != nil {
-		return "", err
-	}
-	out := filepath.Join(dir, "vigil")
-	// go test puts the go command it runs under first in $PATH.
-	if b, err := exec.Command("go", "build", "-o", out, "github.com/vigil-edge/vigil/agent").CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build vigil: %w\n%s", err, b)
-	}
-	return out, nil
-})
-
-// startVigil runs `vigil run --config cfgPath` as a process; its log goes
-// to logPath. The test's cleanup kills it.
-func startVigil(t *testing.T, cfgPath, logPath string) *exec.Cmd {
-	t.Helper()
-	bin, err := vigilBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "run", "--config", cfgPath)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		logf.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("vigil's log:\n%s", b)
-		}
-	})
-	return cmd
-}
 
 // scoreModels collects the model of each score of stream pump1.
 func scoreModels(t *testing.T, msgs []mqtttest.Message) map[string]int {
@@ -98,7 +53,7 @@ func TestDeploySIGKILLMidTransfer(t *testing.T) {
 	logPath := filepath.Join(t.TempDir(), "vigil.log")
 	scores := mqtttest.Subscribe(t, b, "vigil/test-device-01/scores/pump1", 1)
 
-	first := startVigil(t, cfgPath, logPath)
+	first := startVigil(t, "", cfgPath, logPath)
 	commandsReady(t, b)
 	path := newVersion(t, "5", priv, "pump8", 0)
 	man, sig, tfl, err := fleet.ReadModel(path)
@@ -113,7 +68,7 @@ func TestDeploySIGKILLMidTransfer(t *testing.T) {
 	s.Mangle = func(i, _ int, data []byte) []byte {
 		if i == total/2 && !killed {
 			killed = true
-			if err := first.Process.Signal(syscall.SIGKILL); err != nil {
+			if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 				t.Error(err)
 			}
 		}
@@ -125,7 +80,7 @@ func TestDeploySIGKILLMidTransfer(t *testing.T) {
 	if !killed || err == nil {
 		t.Fatalf("the transfer was not cut by the kill: killed %v, %v", killed, err)
 	}
-	first.Wait()
+	<-first.exited
 
 	// After the kill: nothing partial among the models; whole chunks only.
 	ents, _ := os.ReadDir(filepath.Join(dataDir, "models"))
@@ -150,7 +105,7 @@ func TestDeploySIGKILLMidTransfer(t *testing.T) {
 	}
 
 	// Restarted: the previous model serves while the transfer is resumed.
-	startVigil(t, cfgPath, logPath)
+	startVigil(t, "", cfgPath, logPath)
 	commandsReady(t, b)
 	scores.Reset()
 	waitFor(t, 30*time.Second, func() bool { return scores.Len() >= 20 })

@@ -6,11 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,64 +18,6 @@ import (
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/models"
 )
-
-// vigilFailpointBinary builds the vigil command with its failpoints
-// (-tags vigil_failpoints, shadowfailpoint_on.go) once per test binary.
-var vigilFailpointBinary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "vigil-failpoint-bin-")
-	if err != nil {
-		return "", err
-	}
-	out := filepath.Join(dir, "vigil")
-	if b, err := exec.Command("go", "build", "-tags", "vigil_failpoints", "-o", out, "github.com/vigil-edge/vigil/agent").CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build -tags vigil_failpoints vigil: %w\n%s", err, b)
-	}
-	return out, nil
-})
-
-// proc is a vigil process; exited is closed once it has been waited for.
-type proc struct {
-	cmd    *exec.Cmd
-	exited chan struct{}
-	at     time.Time // when it exited
-}
-
-// startFailpointVigil runs the failpoint build of vigil on cfgPath, with
-// VIGIL_TEST_FAILPOINT=failpoint ("" for none: the failpoints are inert).
-func startFailpointVigil(t *testing.T, cfgPath, logPath, failpoint string) *proc {
-	t.Helper()
-	bin, err := vigilFailpointBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(logf, "--- start, failpoint %q\n", failpoint)
-	cmd := exec.Command(bin, "run", "--config", cfgPath)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), "VIGIL_TEST_FAILPOINT="+failpoint)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{cmd: cmd, exited: make(chan struct{})}
-	go func() {
-		cmd.Wait()
-		p.at = time.Now()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-p.exited
-		logf.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("vigil's log:\n%s", b)
-		}
-	})
-	return p
-}
 
 // mqttCommand sends a command over the broker and returns its reply.
 func mqttCommand(t *testing.T, b *mqtttest.Broker, name, payload string) publish.Reply {
@@ -193,7 +133,7 @@ func TestPromotionSIGKILL(t *testing.T) {
 			shadow := mqtttest.Subscribe(t, b, "vigil/test-device-01/shadow/pump1", 1)
 			scores := mqtttest.Subscribe(t, b, "vigil/test-device-01/scores/pump1", 1)
 
-			first := startFailpointVigil(t, cfgPath, logPath, tt.failpoint)
+			first := startVigil(t, "vigil_failpoints", cfgPath, logPath, "VIGIL_TEST_FAILPOINT="+tt.failpoint)
 			commandsReady(t, b)
 			if res, err := deploy(t, sender(t, b, priv), v5); err != nil || !strings.Contains(res.Message, "shadow run on stream pump1") {
 				t.Fatalf("deploy: %+v, %v", res, err)
@@ -246,7 +186,7 @@ func TestPromotionSIGKILL(t *testing.T) {
 			// Restarted (failpoints inert): serving again.
 			alertsBefore := alerts.Len()
 			scores.Reset()
-			startFailpointVigil(t, cfgPath, logPath, "")
+			startVigil(t, "vigil_failpoints", cfgPath, logPath)
 			waitFor(t, 60*time.Second, func() bool { return len(liveScores(t, scores.Messages())) > 0 })
 			serving := time.Since(first.at)
 			serves := configured
