@@ -12,8 +12,6 @@ import (
 	"github.com/vigil-edge/vigil/agent/internal/mqtttest"
 )
 
-type m = map[string]any
-
 // refusingBroker is a mosquitto whose dynamic security refuses every
 // subscription of user "ops" (SUBACK 0x80, as a NATS node does while
 // JetStream elects its leaders) and lets anonymous clients do anything.
@@ -22,24 +20,11 @@ type m = map[string]any
 func refusingBroker(t *testing.T) (b *mqtttest.Broker, ops paho.Client, allow func()) {
 	t.Helper()
 	b = mqtttest.Start(t, mqtttest.Options{DynamicSecurity: true, ExtraConfig: "log_type debug"}) // debug: the SUBACKs
-	b.DynSec(
-		m{"command": "createRole", "rolename": "all", "acls": []m{
-			{"acltype": "publishClientSend", "topic": "#", "allow": true},
-			{"acltype": "subscribePattern", "topic": "#", "allow": true},
-		}},
-		m{"command": "createGroup", "groupname": "anonymous", "roles": []m{{"rolename": "all"}}},
-		m{"command": "setAnonymousGroup", "groupname": "anonymous"},
-		m{"command": "createRole", "rolename": "ops", "acls": []m{
-			{"acltype": "publishClientSend", "topic": "#", "allow": true},
-		}},
-		m{"command": "createClient", "username": "ops", "password": "ops-pw", "roles": []m{{"rolename": "ops"}}},
-	)
+	allow = b.RefuseSubscriptions("ops", "ops-pw", "#")
 	o := b.ClientOptions("fleet-ops")
 	o.SetUsername("ops").SetPassword("ops-pw")
 	ops = mqtttest.ConnectWith(t, o)
-	return b, ops, func() {
-		b.DynSec(m{"command": "setDefaultACLAccess", "acls": []m{{"acltype": "subscribe", "allow": true}}})
-	}
+	return b, ops, allow
 }
 
 // answerStatus answers every deploy-model status op on topic with an

@@ -22,19 +22,7 @@ func TestCommandSubscriptionRefusedThenAllowed(t *testing.T) {
 	b := mqtttest.Start(t, mqtttest.Options{DynamicSecurity: true})
 	// The test's own clients (anonymous) may do anything; the device may
 	// publish on its topics but subscribe to none of them.
-	type m = map[string]any
-	b.DynSec(
-		m{"command": "createRole", "rolename": "all", "acls": []m{
-			{"acltype": "publishClientSend", "topic": "#", "allow": true},
-			{"acltype": "subscribePattern", "topic": "#", "allow": true},
-		}},
-		m{"command": "createGroup", "groupname": "anonymous", "roles": []m{{"rolename": "all"}}},
-		m{"command": "setAnonymousGroup", "groupname": "anonymous"},
-		m{"command": "createRole", "rolename": "device", "acls": []m{
-			{"acltype": "publishClientSend", "topic": "vigil/dev1/#", "allow": true},
-		}},
-		m{"command": "createClient", "username": "device", "password": "device-pw", "roles": []m{{"rolename": "device"}}},
-	)
+	allow := b.RefuseSubscriptions("device", "device-pw", "vigil/dev1/#")
 	status := mqtttest.Subscribe(t, b, "vigil/dev1/status", 1)
 	var logs testkit.Buffer
 	opts := testOptions(b.URL())
@@ -56,9 +44,7 @@ func TestCommandSubscriptionRefusedThenAllowed(t *testing.T) {
 	status.WaitN(t, 1, 10*time.Second)
 	before := status.Len()
 
-	// Not a change to the device's role: dynamic security would disconnect
-	// it (to apply the change), and the point is that nothing does.
-	b.DynSec(m{"command": "setDefaultACLAccess", "acls": []m{{"acltype": "subscribe", "allow": true}}})
+	allow() // disconnects nobody: the point is that nothing reconnects
 	testkit.WaitFor(t, 10*time.Second, "the command subscription", func() bool { return p.Stats().CommandsSubscribed })
 	// The status comes again once the subscription is in place.
 	status.WaitN(t, before+1, 10*time.Second)

@@ -18,15 +18,8 @@ import (
 // takes the subscription, without reconnecting.
 func TestWatchSubscribesAgainAfterARefusal(t *testing.T) {
 	b := mqtttest.Start(t, mqtttest.Options{DynamicSecurity: true})
-	type m = map[string]any
-	b.DynSec(
-		m{"command": "createRole", "rolename": "device", "acls": []m{
-			{"acltype": "publishClientSend", "topic": "vigil/#", "allow": true},
-		}},
-		m{"command": "createClient", "username": "device", "password": "device-pw", "roles": []m{{"rolename": "device"}}},
-		m{"command": "createClient", "username": "watcher", "password": "watcher-pw"},
-	)
-	dev := mqtttest.ConnectWith(t, b.ClientOptions("device").SetUsername("device").SetPassword("device-pw"))
+	allow := b.RefuseSubscriptions("watcher", "watcher-pw", "#")
+	dev := mqtttest.Connect(t, b) // anonymous: may publish
 	var out, logs testkit.Buffer
 	opts := DefaultOptions()
 	opts.Broker, opts.JSON, opts.Out = b.URL(), true, &out
@@ -37,9 +30,7 @@ func TestWatchSubscribesAgainAfterARefusal(t *testing.T) {
 		return strings.Contains(logs.String(), "SUBACK code 0x80")
 	})
 
-	// Not a change to the watcher's roles (dynamic security would
-	// disconnect it): the default for subscriptions.
-	b.DynSec(m{"command": "setDefaultACLAccess", "acls": []m{{"acltype": "subscribe", "allow": true}}})
+	allow() // disconnects nobody
 	testkit.WaitFor(t, 30*time.Second, "an alert once the broker takes the subscription", func() bool {
 		mqtttest.Publish(t, dev, "vigil/pump-7/alerts/pump", 1, false, []byte(alert1))
 		return strings.Contains(out.String(), `"a-1"`)

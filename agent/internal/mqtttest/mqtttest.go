@@ -497,3 +497,30 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 	t.Helper()
 	testkit.WaitFor(t, timeout, what, cond)
 }
+
+// RefuseSubscriptions sets up a broker started with
+// Options.DynamicSecurity so that anonymous clients may do anything and
+// user (with password) may publish on pubTopic but every subscription it
+// asks for is refused (SUBACK 0x80, as a NATS node refuses QoS 1
+// subscriptions while JetStream elects its leaders). allow makes the
+// broker take subscriptions from then on without disconnecting anyone.
+func (b *Broker) RefuseSubscriptions(user, password, pubTopic string) (allow func()) {
+	b.t.Helper()
+	type m = map[string]any
+	b.DynSec(
+		m{"command": "createRole", "rolename": "all", "acls": []m{
+			{"acltype": "publishClientSend", "topic": "#", "allow": true},
+			{"acltype": "subscribePattern", "topic": "#", "allow": true},
+		}},
+		m{"command": "createGroup", "groupname": "anonymous", "roles": []m{{"rolename": "all"}}},
+		m{"command": "setAnonymousGroup", "groupname": "anonymous"},
+		m{"command": "createRole", "rolename": "refused", "acls": []m{
+			{"acltype": "publishClientSend", "topic": pubTopic, "allow": true},
+		}},
+		m{"command": "createClient", "username": user, "password": password, "roles": []m{{"rolename": "refused"}}},
+	)
+	return func() {
+		// Not a change to the user's role: that would disconnect it.
+		b.DynSec(m{"command": "setDefaultACLAccess", "acls": []m{{"acltype": "subscribe", "allow": true}}})
+	}
+}
