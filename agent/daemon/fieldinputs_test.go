@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -11,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -316,19 +314,8 @@ func TestFieldDurableEventsSurviveSIGKILL(t *testing.T) {
 	cfgPath, _ := testConfig(t, 100, "")
 	rewrite(t, cfgPath, `http: {listen: "127.0.0.1:0"}`, `http: {listen: "127.0.0.1:0", durable: true}`)
 
-	child := exec.Command(os.Args[0], "-test.run=^TestFieldDurableChild$")
-	child.Env = append(os.Environ(), childConfigEnv+"="+cfgPath)
-	out, err := child.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	child.Stderr = os.Stderr
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { child.Process.Kill(); child.Wait() })
+	child, sc := startChild(t, "TestFieldDurableChild", childConfigEnv+"="+cfgPath)
 	addr := ""
-	sc := bufio.NewScanner(out)
 	for sc.Scan() {
 		if a, ok := strings.CutPrefix(sc.Text(), "ADDR "); ok {
 			addr = a

@@ -1,12 +1,10 @@
 package daemon
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -146,18 +144,7 @@ func TestShadowRunSurvivesSIGKILL(t *testing.T) {
 	b := mqtttest.Start(t, mqtttest.Options{})
 	pub, priv, _ := models.GenerateKey()
 	cfgPath, dataDir := shadowConfig(t, fmt.Sprintf("mqtt: {broker: %q, keepalive: 5s}\n", b.URL()), 200, pub)
-	child := exec.Command(os.Args[0], "-test.run=^TestShadowChild$")
-	child.Env = append(os.Environ(), shadowChildConfig+"="+cfgPath, shadowChildModel+"="+newVersion(t, "5", priv, "pump8", 0))
-	out, err := child.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	child.Stderr = os.Stderr
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { child.Process.Kill(); child.Wait() })
-	sc := bufio.NewScanner(out)
+	child, sc := startChild(t, "TestShadowChild", shadowChildConfig+"="+cfgPath, shadowChildModel+"="+newVersion(t, "5", priv, "pump8", 0))
 	for sc.Scan() && sc.Text() != "SHADOW" {
 	}
 	waitFor(t, 60*time.Second, func() bool { st, ok := savedShadow(t, dataDir, "pump1"); return ok && st.Windows >= 60 })

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,12 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/eval"
 	"github.com/vigil-edge/vigil/agent/record"
+	"github.com/vigil-edge/vigil/agent/source"
 )
 
 // The agent's path decides like `vigil eval skab`: a SKAB file replayed
@@ -227,12 +226,12 @@ func csvChannels(t *testing.T, file string) []string {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(f)
-	if !sc.Scan() {
-		t.Fatalf("%s: no header", file)
+	_, header, err := source.OpenCSV(f, ';')
+	if err != nil {
+		t.Fatalf("%s: %v", file, err)
 	}
 	var chans []string
-	for _, c := range strings.Split(sc.Text(), ";") {
+	for _, c := range header {
 		if c != "datetime" && c != eval.LabelColumn && c != eval.ChangepointColumn {
 			chans = append(chans, c)
 		}

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
@@ -79,4 +80,24 @@ func startVigil(t *testing.T, tags, cfgPath, logPath string, env ...string) *pro
 		}
 	})
 	return p
+}
+
+// startChild runs test name of this test binary as a child process with
+// env added to the environment; its stderr is the test's and its stdout
+// comes line by line through the returned scanner. The test's cleanup
+// kills it.
+func startChild(t *testing.T, name string, env ...string) (*exec.Cmd, *bufio.Scanner) {
+	t.Helper()
+	child := exec.Command(os.Args[0], "-test.run=^"+name+"$")
+	child.Env = append(os.Environ(), env...)
+	out, err := child.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	child.Stderr = os.Stderr
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { child.Process.Kill(); child.Wait() })
+	return child, bufio.NewScanner(out)
 }
