@@ -36,6 +36,19 @@ func feed(t *testing.T, p *Pipeline, prev *Pipeline, inputs []source.Input) []st
 	return kept
 }
 
+// beforeAdopt runs a pipeline with one sensor stream on mean@1 over in,
+// into a buffer of its own: the build a reload or switch adopts from.
+func beforeAdopt(t *testing.T, in []source.Input) (*Pipeline, *memBuffer) {
+	t.Helper()
+	buf := &memBuffer{}
+	p, err := New(Options{Device: "dev-01", Buffer: buf, Streams: []StreamSpec{sensorSpec(&meanModel{id: "mean@1", length: 4, hop: 2, chans: chans2, thr: 1})}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed(t, p, nil, in)
+	return p, buf
+}
+
 // TestAdoptKeepsAnOpenEpisode (issue 14, item 8): a reload in the middle of
 // an anomaly goes on with the same episode, with no second "open" alert,
 // and the counters carry on; a stream whose threshold changed starts afresh.
@@ -56,12 +69,8 @@ func TestAdoptKeepsAnOpenEpisode(t *testing.T) {
 		{"threshold changed", 1.5, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			buf1, buf2 := &memBuffer{}, &memBuffer{}
-			p1, err := New(Options{Device: "dev-01", Buffer: buf1, Streams: []StreamSpec{sensorSpec(&meanModel{id: "mean@1", length: 4, hop: 2, chans: chans2, thr: 1})}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			feed(t, p1, nil, in[:20])
+			p1, buf1 := beforeAdopt(t, in[:20])
+			buf2 := &memBuffer{}
 			a1 := buf1.alerts(t)
 			if len(a1) == 0 || a1[0].State != "open" || a1[len(a1)-1].State == "closed" {
 				t.Fatalf("before the reload: alerts %+v, want an open episode", a1)
@@ -168,12 +177,8 @@ func TestAdoptClosesTheOldModelsEpisode(t *testing.T) {
 		{"stream removed", []StreamSpec{{Name: "other", Source: "sim2", Kind: KindSensor, Model: &meanModel{id: "mean@1", length: 4, hop: 2, chans: chans2, thr: 1}, Detect: detect.DefaultOptions()}}, "stream removed from the config"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			buf1, buf2 := &memBuffer{}, &memBuffer{}
-			p1, err := New(Options{Device: "dev-01", Buffer: buf1, Streams: []StreamSpec{sensorSpec(&meanModel{id: "mean@1", length: 4, hop: 2, chans: chans2, thr: 1})}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			feed(t, p1, nil, in[:20])
+			p1, buf1 := beforeAdopt(t, in[:20])
+			buf2 := &memBuffer{}
 			p2, err := New(Options{Device: "dev-01", Buffer: buf2, Streams: tt.after})
 			if err != nil {
 				t.Fatal(err)
