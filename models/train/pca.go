@@ -68,13 +68,7 @@ func FitPCA(samples [][]float64, opts Options, variance float64) (*PCA, error) {
 		return nil, fmt.Errorf("pca: %d rows, want at least one window of %d", len(samples), opts.Window)
 	}
 	rows := len(samples)
-	trainRows := rows
-	if opts.Validation > 0 {
-		nVal := int(math.Round(float64(rows) * opts.Validation))
-		if nVal >= opts.Window && rows-nVal >= opts.Window {
-			trainRows = rows - nVal
-		}
-	}
+	trainRows, _ := splitRows(rows, opts.Validation, opts.Window)
 	sc, _ := fitScaler(samples[:trainRows], opts.Channels, opts.Robust)
 	if opts.DriftHorizon > 0 {
 		sc.widen(samples, opts.DriftHorizon)

@@ -326,16 +326,11 @@ func Train(ctx context.Context, samples [][]float64, opts Options) (*Result, err
 	// Split rows: the last Validation of them are held out, cut into
 	// windows separately so that no window spans both parts.
 	rows := len(samples)
-	trainRows := rows
-	if opts.Validation > 0 {
-		nVal := int(math.Round(float64(rows) * opts.Validation))
-		if nVal >= opts.Window && rows-nVal >= opts.Window {
-			trainRows = rows - nVal
-		} else {
-			rep.Warnings = append(rep.Warnings, fmt.Sprintf(
-				"too few rows (%d) to hold out %.0f%% for validation with windows of %d: trained and stopped on the training loss",
-				rows, 100*opts.Validation, opts.Window))
-		}
+	trainRows, held := splitRows(rows, opts.Validation, opts.Window)
+	if opts.Validation > 0 && !held {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf(
+			"too few rows (%d) to hold out %.0f%% for validation with windows of %d: trained and stopped on the training loss",
+			rows, 100*opts.Validation, opts.Window))
 	}
 	sc, warn := fitScaler(samples[:trainRows], opts.Channels, opts.Robust)
 	if opts.Center > 0 {
@@ -715,4 +710,17 @@ func build(r *rand.Rand, o Options, channels int) *network {
 		layers = append(layers, newConv1D(r, steps, ch, channels, o.Kernel, 1, nn.Same, nn.Linear))
 	}
 	return newNetwork([]int{w, channels}, layers)
+}
+
+// splitRows returns how many of rows train when the last validation share
+// of them is held out, and whether they are: both parts must hold a window.
+func splitRows(rows int, validation float64, window int) (train int, held bool) {
+	if validation <= 0 {
+		return rows, false
+	}
+	n := int(math.Round(float64(rows) * validation))
+	if n >= window && rows-n >= window {
+		return rows - n, true
+	}
+	return rows, false
 }
