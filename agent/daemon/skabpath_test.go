@@ -39,7 +39,12 @@ func skabData(t *testing.T) string {
 	if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(skabPathFile))); err != nil {
 		t.Skipf("SKAB data not available (set VIGIL_SKAB_DATA to the folder holding valve1/): %v", err)
 	}
-	return dir
+	// Absolute: the config resolves a relative path against its own folder.
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return abs
 }
 
 func TestSKABReplayDecidesLikeEval(t *testing.T) {
