@@ -120,19 +120,28 @@ FUZZTIME ?= 5
 fuzz-short: setup-runtime ## run every fuzz target for FUZZTIME seconds (5 in make test)
 	$(HOST_TEST_ENV) cross/fuzz.sh $(FUZZTIME)
 
-# The SKAB replay at real speed (agent/daemon/skabpath_test.go) lasts the
-# recording's 20 minutes, mostly waiting on its clock: it runs in the
-# background beside the rest, and `make test` waits for it at the end. It
-# skips, saying so, when the SKAB data is not there.
+# Two jobs run in the background beside the rest, and `make test` waits for
+# them at the end; both skip, saying so, when the SKAB data is not there:
+# - the SKAB replay at real speed (agent/daemon/skabpath_test.go), which
+#   lasts the recording's 20 minutes, mostly waiting on its clock;
+# - the tests that learn models on the real data, without -race (under it
+#   they skip: ten times slower, and no race to find in them).
 SKAB_RT := tmp/skab-real-speed
+SKAB_NR := tmp/skab-learning
+SKAB_TESTS := ^(TestSKABValve1|TestConfidenceHeldOutSKAB|TestEnsembleSKAB|TestSKABReplayDecidesLikeEval)$$
 
 test: setup ## everything CI runs
 	@mkdir -p tmp
 	@($(HOST_TEST_ENV) $(GO) test -race -c -o $(SKAB_RT).test ./agent/daemon && cd agent/daemon && \
 	  VIGIL_SKAB_REAL_SPEED=1 exec $(ROOT)/$(SKAB_RT).test -test.run '^TestSKABReplayAtRealSpeedDecidesLikeEval$$' -test.v -test.timeout 40m) \
 	  >$(SKAB_RT).log 2>&1 & bg=$$!; \
+	($(HOST_TEST_ENV) exec $(GO) test -count=1 -v -timeout 30m -run '$(SKAB_TESTS)' ./agent/eval ./agent/daemon) \
+	  >$(SKAB_NR).log 2>&1 & nr=$$!; \
 	status=0; $(MAKE) --no-print-directory lint test-race test-arm64 selftest-arm64 fuzz-short dist-test || status=$$?; \
-	if [ $$status -ne 0 ]; then kill $$bg 2>/dev/null || true; wait $$bg || true; exit $$status; fi; \
+	if [ $$status -ne 0 ]; then kill $$bg $$nr 2>/dev/null || true; wait $$bg $$nr || true; exit $$status; fi; \
+	echo "waiting for the SKAB tests that learn on the real data ($(SKAB_NR).log)"; \
+	if ! wait $$nr; then echo "SKAB tests failed:"; cat $(SKAB_NR).log; kill $$bg 2>/dev/null || true; exit 1; fi; \
+	grep -E '^(--- |ok|FAIL)' $(SKAB_NR).log; \
 	echo "waiting for the SKAB replay at real speed ($(SKAB_RT).log)"; \
 	if ! wait $$bg; then echo "SKAB replay at real speed failed:"; cat $(SKAB_RT).log; exit 1; fi; \
 	grep -E '^--- |skabpath_test.go:' $(SKAB_RT).log

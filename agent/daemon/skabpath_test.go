@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/eval"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/agent/source"
 )
@@ -51,6 +52,7 @@ func TestSKABReplayDecidesLikeEval(t *testing.T) {
 	if testing.Short() {
 		t.Skip("learns two models on real data: not in -short")
 	}
+	testkit.SkipUnderRace(t, "learns two models on real data")
 	testSKABPath(t, 0)
 }
 

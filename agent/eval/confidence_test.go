@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"github.com/vigil-edge/vigil/models/train"
 )
 
@@ -135,6 +136,7 @@ func TestConfidenceHeldOutSKAB(t *testing.T) {
 	if testing.Short() {
 		t.Skip("learns 28 models on real data; skipped with -short")
 	}
+	testkit.SkipUnderRace(t, "learns 28 models on real data")
 	af := filepath.Join(skabDir, "anomaly-free", "anomaly-free.csv")
 	for _, p := range []string{af, filepath.Join(skabDir, "valve1")} {
 		if _, err := os.Stat(p); err != nil {

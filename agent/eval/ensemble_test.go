@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"github.com/vigil-edge/vigil/agent/source"
 	"github.com/vigil-edge/vigil/models/train"
 )
@@ -48,6 +49,7 @@ func TestParseEnsemble(t *testing.T) {
 // that and the window's T² over its own threshold, from a PCA fitted
 // independently here.
 func TestEnsembleSKAB(t *testing.T) {
+	testkit.SkipUnderRace(t, "learns models on real data")
 	name := filepath.Join(skabDir, "valve1", "1.csv")
 	f, err := os.Open(name)
 	if err != nil {

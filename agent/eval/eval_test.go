@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 )
 
 // skabHeader is SKAB's header line.
@@ -217,6 +219,7 @@ func TestSKABValve1(t *testing.T) {
 	if testing.Short() {
 		t.Skip("learns 16 models on real data; skipped with -short")
 	}
+	testkit.SkipUnderRace(t, "learns 16 models on real data")
 	if _, err := os.Stat(filepath.Join(skabDir, "valve1")); err != nil {
 		t.Skipf("SKAB data not available: %v", err)
 	}

@@ -131,3 +131,15 @@ func Run(tb testing.TB, what string, run func(context.Context) error) (stop func
 	tb.Cleanup(stop)
 	return stop
 }
+
+// SkipUnderRace skips a test that learns models on real data when the race
+// detector is on: it finds no race there (the learning and scoring are the
+// same code the race-enabled tests run on small data) and makes the test
+// ten times slower. `make test` runs these tests without -race beside the
+// race-enabled run (its SKAB job).
+func SkipUnderRace(t testing.TB, what string) {
+	t.Helper()
+	if Race {
+		t.Skipf("%s: too slow under -race; make test runs it without (go test -run %s)", what, t.Name())
+	}
+}
