@@ -231,13 +231,29 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		"min_severity", f.opts.MinSeverity, "rate_limit", f.opts.RateLimit.String(), "resuming", len(journal),
 		"remembered", len(finished))
 
+	// The alerts being handled when ctx ends finish under hctx, which ends
+	// ShutdownGrace later (see Options.ShutdownGrace).
+	hctx, hcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer hcancel()
+	stopGrace := context.AfterFunc(ctx, func() {
+		if f.opts.ShutdownGrace <= 0 {
+			hcancel()
+			return
+		}
+		time.AfterFunc(f.opts.ShutdownGrace, hcancel)
+	})
+	defer stopGrace()
 	work := make(chan job, f.opts.MaxPending)
 	dones := make(chan done, f.opts.MaxPending)
 	var wg sync.WaitGroup
 	for range f.opts.MaxConcurrency {
 		wg.Go(func() {
 			for j := range work {
-				ok, doneSeq := f.handle(ctx, j)
+				if ctx.Err() != nil { // taken, not started: the next start takes it
+					dones <- done{seq: j.seq, alertID: j.alert.ID}
+					continue
+				}
+				ok, doneSeq := f.handle(hctx, j)
 				dones <- done{seq: j.seq, alertID: j.alert.ID, ok: ok, doneSeq: doneSeq}
 			}
 		})

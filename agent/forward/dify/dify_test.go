@@ -77,6 +77,7 @@ func newHarness(t *testing.T, sopts difytest.Options, mut func(*Options)) *harne
 	opts.RateLimit = Rate{}
 	opts.Cooldown = 0
 	opts.Timeout = 2 * time.Second
+	opts.ShutdownGrace = 0 // stops at once; TestAStopFinishesTheAlertInFlight tests the grace
 	if mut != nil {
 		mut(&opts)
 	}
@@ -883,5 +884,34 @@ func TestMinConfidence(t *testing.T) {
 	oneRunEach(t, h.srv, as[0].ID)
 	if s := h.fw.Stats(); s.Skipped != 2 || s.Runs != 1 {
 		t.Errorf("stats %+v, want 2 skipped and 1 run", s)
+	}
+}
+
+// TestAStopFinishesTheAlertInFlight: a stop (Run's context ending) while a
+// workflow run is in flight lets it finish within ShutdownGrace: the answer
+// is taken, the advice stored, the journal entry closed and the alert
+// acknowledged, so the next start has nothing to look up. (With no grace,
+// TestResumeAfterRestart: the entry stays open and the next start recovers
+// the run.)
+func TestAStopFinishesTheAlertInFlight(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The stop comes once Dify has recorded the run, before it answers.
+	h := newHarness(t, difytest.Options{AfterRecord: func(difytest.Run) { cancel() }},
+		func(o *Options) { o.ShutdownGrace = time.Minute })
+	fw, err := New(h.buf, h.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.fw = fw
+	a := alert(0, record.SeverityMajor)
+	appendAlerts(t, h.buf, a)
+	if err := fw.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	oneRunEach(t, h.srv, a.ID)
+	if h.unacked(record.LaneAlert) != 0 || h.openJournal() != 0 || h.advice()[a.ID].Status != "succeeded" {
+		t.Fatalf("after the stop: %d alerts unacked, %d open journal entries, advice %+v; want the alert finished",
+			h.unacked(record.LaneAlert), h.openJournal(), h.advice()[a.ID])
 	}
 }

@@ -67,6 +67,12 @@ type Options struct {
 	// is when the forwarder stops waiting for it and stores a failed advice
 	// (it never starts a second run).
 	PollInterval, PollTimeout time.Duration
+	// ShutdownGrace: when Run's context ends, the alerts being handled get
+	// this long to finish (the run's answer, the advice, the journal's done
+	// entry), so that a clean stop leaves nothing for the next start to look
+	// up; alerts taken but not started are left for it. 0 stops at once (a
+	// crash is always safe: the journal resumes).
+	ShutdownGrace time.Duration
 	// Deps: dead letters, the HTTP client (default: a client whose
 	// timeouts come from Timeout and RequestTimeout), the clock and the
 	// logger.
@@ -78,7 +84,8 @@ type Options struct {
 // major up, a 100 s run timeout, 15 s lookups, 6 runs a minute, a 5 min
 // cooldown per stream, 2 runs at once, backoff from 1 s to 5 min, 5 min
 // between tries when failing, a 30 s lookup grace, and runs found running
-// polled every 5 s for up to 10 min. APIKey has no default.
+// polled every 5 s for up to 10 min, and 5 s at a stop for the alerts being
+// handled. APIKey has no default.
 func DefaultOptions() Options {
 	return Options{
 		BaseURL:        "https://api.dify.ai/v1",
@@ -96,6 +103,7 @@ func DefaultOptions() Options {
 		LookupGrace:    30 * time.Second,
 		PollInterval:   5 * time.Second,
 		PollTimeout:    10 * time.Minute,
+		ShutdownGrace:  5 * time.Second,
 	}
 }
 
@@ -144,6 +152,9 @@ func (o *Options) validate() (map[string]*template.Template, error) {
 	}
 	if o.Cooldown < 0 {
 		bad("Cooldown", "must not be negative, got %v", o.Cooldown)
+	}
+	if o.ShutdownGrace < 0 {
+		bad("ShutdownGrace", "must not be negative, got %v", o.ShutdownGrace)
 	}
 	if o.LookupGrace < 0 {
 		bad("LookupGrace", "must not be negative, got %v", o.LookupGrace)
