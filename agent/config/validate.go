@@ -17,6 +17,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/vigil-edge/vigil/agent/internal/mqttconn"
+	"github.com/vigil-edge/vigil/agent/publish"
 )
 
 // validator collects problems. Each problem names its key path and, when
@@ -378,9 +379,9 @@ func (v *validator) buffer() {
 	}
 }
 
-// publishReconnectMin is the publisher's first retry delay
-// (publish.DefaultReconnectMin); mqtt.reconnect_max may not be below it.
-const publishReconnectMin = 500 * time.Millisecond
+// publishReconnectMin is the publisher's first retry delay;
+// mqtt.reconnect_max may not be below it.
+const publishReconnectMin = publish.DefaultReconnectMin
 
 // The broker URL schemes are mqttconn's, the clients' own.
 var (
