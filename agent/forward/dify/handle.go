@@ -119,18 +119,31 @@ func (f *Forwarder) process(ctx context.Context, j *job) (*record.Advice, *forwa
 	runID := ""
 	graced := false
 	attempt := 0
+	// probing: this worker took the probe through a gate that had been
+	// closed; it passes the gate it pushed back itself until Dify answers.
+	probing := false
+	gate := func() bool {
+		if probing {
+			return ctx.Err() == nil
+		}
+		ok, p := f.waitGate(ctx)
+		probing = p
+		return ok
+	}
 	for ctx.Err() == nil {
-		if !f.waitGate(ctx) {
+		if !gate() {
 			return nil, nil
 		}
 		if lookFirst {
 			res, cerr := f.recover(ctx, a.ID, runID)
+			probing = false // the answer opened or closed the gate
 			switch {
 			case cerr == nil && res != nil:
 				f.count(func(s *Stats) { s.Recovered++ })
 				f.healthy()
 				return f.advice(a, *res), nil
 			case cerr == nil:
+				f.healthy()
 				// No run for this alert. Look once more after the grace
 				// period, in case Dify logs runs late; then run.
 				if wait := ambiguousAt.Add(f.opts.LookupGrace).Sub(f.clock.Now()); wait > 0 && !graced {
@@ -140,7 +153,6 @@ func (f *Forwarder) process(ctx context.Context, j *job) (*record.Advice, *forwa
 					}
 					continue
 				}
-				f.healthy()
 				lookFirst = false
 			default:
 				attempt++
@@ -150,7 +162,7 @@ func (f *Forwarder) process(ctx context.Context, j *job) (*record.Advice, *forwa
 				continue
 			}
 		}
-		if !f.limiter.Wait(ctx, f.clock) || !f.waitGate(ctx) {
+		if !f.limiter.Wait(ctx, f.clock) || !gate() {
 			return nil, nil
 		}
 		if j.journal == nil {
@@ -169,6 +181,7 @@ func (f *Forwarder) process(ctx context.Context, j *job) (*record.Advice, *forwa
 			f.count(func(s *Stats) { s.Retries++ })
 		}
 		res, cerr := f.run(ctx, req)
+		probing = false
 		if ctx.Err() != nil {
 			return nil, nil
 		}
@@ -273,8 +286,9 @@ func (f *Forwarder) settle(ctx context.Context, r runResult) (*runResult, *callE
 
 // pause waits after a failure, as its kind says, and keeps the state and
 // the log up to date. A 429 or a refused key closes the gate for every
-// worker (Dify throttles or refuses the app, not one alert); other failures
-// back off this worker only. It reports whether ctx is still alive.
+// worker (Dify throttles or refuses the app, not one alert), and the
+// caller waits at the gate; other failures back off this worker only. It
+// reports whether ctx is still alive.
 func (f *Forwarder) pause(ctx context.Context, alertID string, e *callError, attempt int) bool {
 	d := f.opts.Backoff.Delay(attempt)
 	if e.retryAfter > d {
@@ -300,12 +314,13 @@ func (f *Forwarder) pause(ctx context.Context, alertID string, e *callError, att
 		}
 		f.holdUntil = now.Add(d)
 		f.mu.Unlock()
-		return f.waitGate(ctx)
+		return ctx.Err() == nil
 	}
 	if !f.holdUntil.IsZero() {
 		// This was the probe through the gate: its answer says nothing
-		// about throttling or the key, so let the next worker try.
+		// about throttling or the key, so let the next worker try now.
 		f.holdUntil = now
+		f.wakeGate()
 	}
 	f.retrying++
 	f.mu.Unlock()
@@ -317,10 +332,11 @@ func (f *Forwarder) pause(ctx context.Context, alertID string, e *callError, att
 }
 
 // waitGate waits until no 429 or refused key holds requests back. When the
-// gate opens, the first worker through it takes the next request alone: it
-// pushes the gate back by a probe's length, and its answer opens the gate
-// (success) or closes it again (429, 401).
-func (f *Forwarder) waitGate(ctx context.Context) bool {
+// gate opens, the first worker through it takes the next request alone
+// (probe is true): it pushes the gate back by a probe's length, and its
+// answer opens the gate (success), closes it again (429, 401) or lets the
+// next worker probe (another failure). ok is false when ctx ended.
+func (f *Forwarder) waitGate(ctx context.Context) (ok, probe bool) {
 	for {
 		now := f.clock.Now()
 		f.mu.Lock()
@@ -328,15 +344,23 @@ func (f *Forwarder) waitGate(ctx context.Context) bool {
 		if !now.Before(until) {
 			if f.failing || !until.IsZero() {
 				f.holdUntil = now.Add(f.opts.Timeout + 2*f.opts.RequestTimeout)
+				probe = true
 			}
 			f.mu.Unlock()
-			return ctx.Err() == nil
+			return ctx.Err() == nil, probe
 		}
 		f.mu.Unlock()
 		if !fwd.Wait(ctx, f.clock, until.Sub(now), opened) {
-			return false
+			return false, false
 		}
 	}
+}
+
+// wakeGate wakes the workers waiting at the gate to look at it again;
+// f.mu is held.
+func (f *Forwarder) wakeGate() {
+	close(f.opened)
+	f.opened = make(chan struct{})
 }
 
 // healthy notes that Dify answered as it should: the gate opens for all.
@@ -346,8 +370,7 @@ func (f *Forwarder) healthy() {
 	f.failing = false
 	if !f.holdUntil.IsZero() {
 		f.holdUntil = time.Time{}
-		close(f.opened)
-		f.opened = make(chan struct{})
+		f.wakeGate()
 	}
 	f.mu.Unlock()
 	if was {
