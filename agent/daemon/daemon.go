@@ -62,6 +62,7 @@ import (
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/config"
+	"github.com/vigil-edge/vigil/agent/episodes"
 	"github.com/vigil-edge/vigil/agent/forward"
 	"github.com/vigil-edge/vigil/agent/health"
 	"github.com/vigil-edge/vigil/agent/internal/httpserve"
@@ -101,6 +102,7 @@ type Daemon struct {
 
 	buf      buffer.Buffer
 	recent   *statuspage.Recent // the latest scores and alerts, for the status page
+	episodes *episodes.Ledger   // data_dir/episodes.jsonl: the open episodes (nil: none kept)
 	reporter *health.Reporter
 	sup      *supervisor
 	started  time.Time
@@ -212,6 +214,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}()
 	d.settings = d.openSettings(d.cfg.DataDir)
+	d.closeOrphanEpisodes(ctx)
+	if d.episodes != nil {
+		defer d.episodes.Close()
+	}
 	if err := d.startEmbeddedBroker(); err != nil {
 		return err
 	}

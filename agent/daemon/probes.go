@@ -53,13 +53,16 @@ func (d *Daemon) statusPage() http.Handler {
 	})
 }
 
-// appender is what the pipeline appends to: the buffer, through the status
-// page's tap on the latest scores and alerts.
+// appender is what the pipeline appends to: the buffer, through the
+// episode ledger and the status page's tap on the latest scores and alerts.
 func (d *Daemon) appender() pipeline.Appender {
 	if d.recent == nil {
 		d.recent = statuspage.NewRecent(8192, 256)
 	}
-	return d.recent.Tap(d.buf)
+	if d.episodes == nil {
+		return d.recent.Tap(d.buf)
+	}
+	return d.recent.Tap(d.episodes.Wrap(d.buf))
 }
 
 // inputChecks are the readiness checks of the sources: each MQTT source is

@@ -1,0 +1,90 @@
+package daemon
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vigil-edge/vigil/agent/episodes"
+	"github.com/vigil-edge/vigil/agent/internal/mqtttest"
+	"github.com/vigil-edge/vigil/agent/record"
+)
+
+// TestEpisodeClosedAfterRestart: a real vigil process whose stream is
+// anomalous at every window (a threshold far below its scores) opens an
+// episode that stays open; the process is stopped, with SIGKILL or with
+// SIGTERM, and started again. The restarted process publishes a "closed"
+// alert for that episode (its next update, the reason naming the restart)
+// and the ongoing anomaly opens a new episode. A third start closes the
+// second episode and does not close the first again.
+func TestEpisodeClosedAfterRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("mosquitto and vigil processes stopped and started: not in -short")
+	}
+	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			b := mqtttest.Start(t, mqtttest.Options{})
+			cfgPath, _ := testConfig(t, 100, fmt.Sprintf("mqtt: {broker: %q, keepalive: 5s}\n", b.URL()))
+			rewrite(t, cfgPath, "  - name: events\n", "  - {name: sim, type: simulator, simulator: {rate: 50, seed: 5}}\n  - name: events\n")
+			rewrite(t, cfgPath, "{name: pump1, source: pump,", "{name: pump1, source: sim, threshold: 1e-9,")
+			logPath := filepath.Join(t.TempDir(), "vigil.log")
+			sub := mqtttest.Subscribe(t, b, "vigil/test-device-01/alerts/#", 1)
+			pump1 := func() []record.Alert {
+				var out []record.Alert
+				for _, a := range alertsOn(sub.Messages()) {
+					if a.Stream == "pump1" {
+						out = append(out, a)
+					}
+				}
+				return out
+			}
+			// run starts vigil, waits for an episode other than the ones
+			// in seen to open, and stops vigil with sig.
+			run := func(seen map[string]bool) record.Alert {
+				p := startVigil(t, "", cfgPath, logPath)
+				var opened record.Alert
+				waitFor(t, 60*time.Second, func() bool {
+					for _, a := range pump1() {
+						if a.State == "open" && !seen[a.Episode] {
+							opened = a
+							return true
+						}
+					}
+					return false
+				})
+				if err := p.cmd.Process.Signal(sig); err != nil {
+					t.Fatal(err)
+				}
+				<-p.exited
+				seen[opened.Episode] = true
+				return opened
+			}
+			seen := map[string]bool{}
+			e1 := run(seen)
+			e2 := run(seen)
+			run(seen)
+			closes := map[string][]record.Alert{}
+			for _, a := range pump1() {
+				if a.State == "closed" {
+					closes[a.Episode] = append(closes[a.Episode], a)
+				}
+			}
+			for _, e := range []record.Alert{e1, e2} {
+				cs := closes[e.Episode]
+				if len(cs) != 1 {
+					t.Fatalf("episode %s: %d closes %+v, want one", e.Episode, len(cs), cs)
+				}
+				c := cs[0]
+				if c.Reason != episodes.Reason || c.Update < 1 || c.Model != e.Model || c.Severity == "" || !strings.HasPrefix(c.ID, "a-") {
+					t.Fatalf("episode %s closed by %+v", e.Episode, c)
+				}
+			}
+			if e1.Episode == e2.Episode {
+				t.Fatal("the anomaly that went on after the restart kept the closed episode's id")
+			}
+		})
+	}
+}
