@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"path/filepath"
+	"time"
 
 	"github.com/vigil-edge/vigil/agent/episodes"
 	"github.com/vigil-edge/vigil/agent/record"
@@ -18,7 +19,7 @@ func (d *Daemon) closeOrphanEpisodes(ctx context.Context) {
 		return
 	}
 	d.episodes = led
-	closes := led.Orphans()
+	closes := led.Orphans(time.Now())
 	if len(closes) == 0 {
 		return
 	}

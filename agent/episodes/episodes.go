@@ -9,10 +9,10 @@
 // buffer took it. Reading the file back gives each episode's last alert; an
 // episode whose last alert is not "closed" was open. Open then builds the
 // closes for those (Orphans), which the daemon appends before the pipeline
-// starts: each is the episode's next update, under its model, at the time of
-// its last alert, with a Reason that says why, and an id derived from that
-// last alert, so that closing the same orphan twice (a crash during the
-// start) gives the same alert id, which the consumers deduplicate.
+// starts: each is the episode's next update, under its model, at the start,
+// with a Reason that says why, and an id derived from the episode's last
+// alert, so that closing the same orphan twice (a crash during the start)
+// gives the same alert id, which the consumers deduplicate.
 //
 // The detection state itself (hysteresis, the span of normal windows) does
 // not survive a restart, so an anomaly that goes on after one opens a new
@@ -39,6 +39,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/vigil-edge/vigil/agent/record"
 )
@@ -134,18 +135,25 @@ func (l *Ledger) note(a record.Alert) {
 	l.open[a.Episode] = a
 }
 
-// Orphans returns the closes of the episodes that were open when the
-// ledger was opened, encoded for the alert lane, in a stable order.
-func (l *Ledger) Orphans() [][]byte {
+// Orphans returns the closes, at now (the start), of the episodes that
+// were open when the ledger was opened, encoded for the alert lane, in a
+// stable order. A close's window runs from the episode's last alert to now:
+// the span of which Vigil knows nothing. Its id depends on the last alert
+// alone.
+func (l *Ledger) Orphans(now time.Time) [][]byte {
 	out := make([][]byte, 0, len(l.orphans))
 	for _, a := range l.orphans {
+		ts := now
+		if ts.Before(a.TS) {
+			ts = a.TS // a stream whose clock runs ahead of this one
+		}
 		c := record.Alert{
 			ID:     record.IDSeq(record.LaneAlert, a.Device, a.Stream, a.Key, a.TS, a.Model, closeSeq),
-			TS:     a.TS,
+			TS:     ts,
 			Device: a.Device, Stream: a.Stream, Key: a.Key, Kind: a.Kind,
 			Threshold: a.Threshold, Severity: a.Severity, Episode: a.Episode,
 			Update: a.Update + 1, State: "closed",
-			Window:      record.Window{Start: a.TS, End: a.TS},
+			Window:      record.Window{Start: a.TS, End: ts},
 			TopFeatures: []record.Feature{},
 			Model:       a.Model, Replayed: a.Replayed, Reason: Reason,
 		}

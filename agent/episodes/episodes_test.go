@@ -72,7 +72,7 @@ func TestOrphansAreClosedOnce(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "data", "episodes.jsonl")
 	buf := &memory{}
 	l := open(t, path)
-	if len(l.Orphans()) != 0 {
+	if len(l.Orphans(t0)) != 0 {
 		t.Fatal("a new ledger has orphans")
 	}
 	app := l.Wrap(buf)
@@ -87,31 +87,34 @@ func TestOrphansAreClosedOnce(t *testing.T) {
 	l.Close() // as a SIGKILL leaves it: nothing closed the episode
 
 	var first []record.Alert
+	restart := t0.Add(time.Hour)
 	for range 2 { // a start that stops before it stores the closes, then another
 		l2 := open(t, path)
-		got := decode(t, l2.Orphans())
+		got := decode(t, l2.Orphans(restart))
 		if len(got) != 1 {
 			t.Fatalf("orphans %+v, want e-a's close", got)
 		}
 		c := got[0]
 		last := t0.Add(5 * time.Second)
 		if c.Episode != "e-a" || c.State != "closed" || c.Update != 2 || c.Severity != "major" || c.Model != "pump8@1" ||
-			c.Stream != "pump1" || c.Device != "dev" || !c.TS.Equal(last) || c.Reason != Reason || c.ID == "" {
+			c.Stream != "pump1" || c.Device != "dev" || !c.TS.Equal(restart) || c.Window != (record.Window{Start: last, End: restart}) ||
+			c.Reason != Reason || c.ID == "" {
 			t.Fatalf("close %+v", c)
 		}
 		if first != nil && first[0].ID != c.ID {
 			t.Fatalf("the second start's close has id %s, the first's %s: want the same", c.ID, first[0].ID)
 		}
 		first = got
+		restart = restart.Add(time.Minute)
 		l2.Close()
 	}
 
 	l3 := open(t, path)
-	if _, err := l3.Wrap(buf).Append(ctx, record.LaneAlert, l3.Orphans()...); err != nil {
+	if _, err := l3.Wrap(buf).Append(ctx, record.LaneAlert, l3.Orphans(restart)...); err != nil {
 		t.Fatal(err)
 	}
 	l3.Close()
-	if got := open(t, path).Orphans(); len(got) != 0 {
+	if got := open(t, path).Orphans(t0); len(got) != 0 {
 		t.Fatalf("after its close was stored, orphans %s", got)
 	}
 }
@@ -126,7 +129,7 @@ func TestRefusedAlertsAreNotNoted(t *testing.T) {
 		t.Fatal("the buffer's error was lost")
 	}
 	l.Close()
-	if got := open(t, path).Orphans(); len(got) != 0 {
+	if got := open(t, path).Orphans(t0); len(got) != 0 {
 		t.Fatalf("orphans %s of a refused alert", got)
 	}
 }
@@ -140,7 +143,7 @@ func TestTornLineSkipped(t *testing.T) {
 	if err := os.WriteFile(path, []byte(whole+"\n"+torn[:len(torn)/2]), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	got := decode(t, open(t, path).Orphans())
+	got := decode(t, open(t, path).Orphans(t0))
 	if len(got) != 1 || got[0].Episode != "e-a" {
 		t.Fatalf("orphans %+v, want e-a's close", got)
 	}
@@ -167,7 +170,7 @@ func TestCompaction(t *testing.T) {
 	if lines := strings.Count(string(b), "\n"); lines > 2*compactMin+2 {
 		t.Fatalf("%d lines after 10001 alerts of which one episode is open", lines)
 	}
-	got := decode(t, open(t, path).Orphans())
+	got := decode(t, open(t, path).Orphans(t0))
 	if len(got) != 1 || got[0].Episode != "e-long" {
 		t.Fatalf("orphans %+v, want e-long's close", got)
 	}
