@@ -243,7 +243,7 @@ func (st *streamState) adopt(o *streamState) bool {
 		_ = st.det.SetThreshold(thr) // thr was valid for the new build's detector
 	}
 	if o.keys != nil {
-		st.keys, st.lru = o.keys, o.lru
+		st.keys, st.lru, st.lruOpen = o.keys, o.lru, o.lruOpen
 		st.nkeys.Store(o.nkeys.Load())
 		for _, ks := range st.keys {
 			_ = ks.det.SetThreshold(thr)

@@ -99,3 +99,34 @@ func TestEvictingAnOpenEpisodeClosesIt(t *testing.T) {
 		ids[a.ID] = true
 	}
 }
+
+// TestEvictionAfterAReload: a reload that keeps a behaviour stream keeps
+// both of its key lists: a key whose episode is open stays the eviction of
+// last resort after it (the list of such keys was left behind, and
+// evicting from the empty one panicked).
+func TestEvictionAfterAReload(t *testing.T) {
+	opts := Options{Streams: []StreamSpec{evictSpec()}, MaxKeys: 2}
+	p1, buf1 := run(t, opts, []source.Input{event("u1", "bad", t0), event("u2", "bad", t0.Add(time.Second))})
+	if n := len(buf1.alerts(t)); n != 2 {
+		t.Fatalf("%d alerts before the reload, want u1's and u2's opens", n)
+	}
+	buf2 := &memBuffer{}
+	opts.Device, opts.Buffer, opts.Streams = "dev-01", buf2, []StreamSpec{evictSpec()}
+	p2, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kept := feed(t, p2, p1, []source.Input{event("u3", "bad", t0.Add(2*time.Second))}); len(kept) != 1 {
+		t.Fatalf("kept %v, want kiosk", kept)
+	}
+	var got []string
+	for _, a := range buf2.alerts(t) {
+		got = append(got, a.Key+" "+a.State)
+		if a.State == "closed" && !strings.Contains(a.Reason, "evicted") {
+			t.Errorf("close %+v: want the eviction's reason", a)
+		}
+	}
+	if strings.Join(got, ",") != "u1 closed,u3 open" {
+		t.Fatalf("alerts after the reload %v, want u1 evicted and closed, then u3 open", got)
+	}
+}
