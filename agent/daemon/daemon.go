@@ -214,7 +214,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}()
 	d.settings = d.openSettings(d.cfg.DataDir)
-	d.closeOrphanEpisodes(ctx)
+	d.openEpisodeLedger(ctx)
 	if d.episodes != nil {
 		defer d.episodes.Close()
 	}

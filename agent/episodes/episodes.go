@@ -1,18 +1,26 @@
 // Package episodes keeps a ledger of the alert episodes that are open, in a
-// file beside the buffer, so that the next start closes the episodes a
-// stopped process left open: after a crash, a SIGKILL, a power cut or a
-// clean stop, an episode gets its "closed" alert instead of staying open for
-// ever on the operator's dashboard.
+// file beside the buffer, so that a restart closes the episodes a stopped
+// process left open: after a crash, a SIGKILL, a power cut or a clean stop,
+// an episode gets its "closed" alert instead of staying open for ever on the
+// operator's dashboard.
 //
-// The ledger sits between the pipeline and the buffer (Wrap): every alert
-// the buffer accepts is written to the ledger as one JSON line, after the
-// buffer took it. Reading the file back gives each episode's last alert; an
-// episode whose last alert is not "closed" was open. Open then builds the
-// closes for those (Orphans), which the daemon appends before the pipeline
-// starts: each is the episode's next update, under its model, at the start,
-// with a Reason that says why, and an id derived from the episode's last
-// alert, so that closing the same orphan twice (a crash during the start)
-// gives the same alert id, which the consumers deduplicate.
+// The ledger sits between the pipeline and the buffer (Wrap). Every alert is
+// written to the ledger as one JSON line before the buffer takes it (a buffer
+// that refuses it gets the episode's previous line written back). Reading
+// the file gives each episode's last alert; an episode whose last alert is
+// not "closed" was open: an orphan.
+//
+// An orphan is closed once it is clear the restarted process will not carry
+// it on. A replayed recording scores its windows again after a restart and
+// gives the same episode the same id: an alert of the orphan's episode means
+// it goes on, and it is no orphan any more. Otherwise the first score of the
+// orphan's stream and key whose window ends after the orphan's last alert
+// closes it, as does a start whose config no longer has its stream
+// (Ledger.Removed). The close is the episode's next update, under its model,
+// at that moment, with a Reason that says why; its id is derived from the
+// episode's last alert, so that closing the same orphan twice (after another
+// crash) gives the same id, which the consumers deduplicate. A stream that
+// never scores again keeps its orphan open until it does.
 //
 // The detection state itself (hysteresis, the span of normal windows) does
 // not survive a restart, so an anomaly that goes on after one opens a new
@@ -20,7 +28,9 @@
 //
 // The file is appended to without fsync: a process crash loses nothing (the
 // page cache outlives the process), a power cut may lose the last lines, and
-// a torn last line is skipped on reading. The file is rewritten with just the
+// a torn last line is skipped on reading. A crash between the ledger's line
+// and the buffer's commit leaves an orphan whose alert the buffer never
+// took; its close then stands alone. The file is rewritten with just the
 // open episodes (to a temporary file, synced, renamed) at Open and whenever
 // it holds many more lines than open episodes.
 package episodes
@@ -39,6 +49,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/record"
@@ -49,11 +60,11 @@ type Appender interface {
 	Append(ctx context.Context, lane string, data ...[]byte) ([]uint64, error)
 }
 
-// closeSeq is the id sequence of a restart's close: the pipeline's own
+// closeSeq is the id sequence of an orphan's close: the pipeline's own
 // alerts use 0 and up, the closes of a reload -1.
 const closeSeq = -2
 
-// Reason is the Reason of the closes Orphans builds.
+// Reason is the Reason of an orphan's close.
 const Reason = "vigil restarted with this episode open (after a crash or a stop); its detection state did not survive the restart, so the episode is closed here, and an anomaly that goes on opens a new one"
 
 // compactMin is the fewest lines a ledger holds before it is compacted.
@@ -67,19 +78,26 @@ type Ledger struct {
 	f       *os.File
 	open    map[string]record.Alert // episode id → its last alert
 	lines   int                     // lines in the file
-	orphans []record.Alert          // open when the ledger was opened
+	orphans map[string]record.Alert // episode id → its last alert, for episodes open at Open and not yet resolved
+	nOrphan atomic.Int64            // len(orphans), read without the lock
+	now     func() time.Time
 	log     *slog.Logger
 	err     error // the last write error, logged once
+	closed  bool
 }
 
 // Open reads the ledger at path (a missing file is an empty ledger), keeps
 // the episodes it finds open as orphans, and rewrites the file with them
-// alone. The directory is created if missing.
-func Open(path string, log *slog.Logger) (*Ledger, error) {
+// alone. The directory is created if missing. now is the clock of the
+// closes (nil: time.Now).
+func Open(path string, log *slog.Logger, now func() time.Time) (*Ledger, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	l := &Ledger{path: path, open: map[string]record.Alert{}, log: log}
+	if now == nil {
+		now = time.Now
+	}
+	l := &Ledger{path: path, open: map[string]record.Alert{}, log: log, now: now}
 	skipped, err := l.read()
 	if err != nil {
 		return nil, err
@@ -87,9 +105,8 @@ func Open(path string, log *slog.Logger) (*Ledger, error) {
 	if skipped > 0 {
 		log.Warn("episode ledger: skipped lines that do not decode (a torn write)", "path", path, "lines", skipped)
 	}
-	for _, id := range slices.Sorted(maps.Keys(l.open)) {
-		l.orphans = append(l.orphans, l.open[id])
-	}
+	l.orphans = maps.Clone(l.open)
+	l.nOrphan.Store(int64(len(l.orphans)))
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("episode ledger: %w", err)
 	}
@@ -135,46 +152,53 @@ func (l *Ledger) note(a record.Alert) {
 	l.open[a.Episode] = a
 }
 
-// Orphans returns the closes, at now (the start), of the episodes that
-// were open when the ledger was opened, encoded for the alert lane, in a
-// stable order. A close's window runs from the episode's last alert to now:
-// the span of which Vigil knows nothing. Its id depends on the last alert
-// alone.
-func (l *Ledger) Orphans(now time.Time) [][]byte {
-	out := make([][]byte, 0, len(l.orphans))
-	for _, a := range l.orphans {
-		ts := now
-		if ts.Before(a.TS) {
-			ts = a.TS // a stream whose clock runs ahead of this one
-		}
-		c := record.Alert{
-			ID:     record.IDSeq(record.LaneAlert, a.Device, a.Stream, a.Key, a.TS, a.Model, closeSeq),
-			TS:     ts,
-			Device: a.Device, Stream: a.Stream, Key: a.Key, Kind: a.Kind,
-			Threshold: a.Threshold, Severity: a.Severity, Episode: a.Episode,
-			Update: a.Update + 1, State: "closed",
-			Window:      record.Window{Start: a.TS, End: ts},
-			TopFeatures: []record.Feature{},
-			Model:       a.Model, Replayed: a.Replayed, Reason: Reason,
-		}
-		data, err := json.Marshal(c)
-		if err != nil {
-			continue // a record.Alert always encodes
-		}
-		out = append(out, data)
-	}
-	return out
-}
+// Orphans returns the number of orphans not yet closed or carried on.
+func (l *Ledger) Orphans() int { return int(l.nOrphan.Load()) }
 
-// OpenEpisodes returns the number of episodes open now.
+// OpenEpisodes returns the number of episodes open now, orphans included.
 func (l *Ledger) OpenEpisodes() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.open)
 }
 
-// Wrap returns an Appender that appends to inner and notes the alerts inner
-// accepted.
+// Removed returns the closes of the orphans whose stream keep says is gone,
+// encoded for the alert lane, in a stable order; the caller appends them
+// through Wrap.
+func (l *Ledger) Removed(keep func(stream string) bool) [][]byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out [][]byte
+	for _, id := range slices.Sorted(maps.Keys(l.orphans)) {
+		if a := l.orphans[id]; !keep(a.Stream) {
+			out = append(out, l.closeOf(a))
+		}
+	}
+	return out
+}
+
+// closeOf is the encoded close of orphan a; l.mu is held.
+func (l *Ledger) closeOf(a record.Alert) []byte {
+	ts := l.now()
+	if ts.Before(a.TS) {
+		ts = a.TS // a stream whose clock runs ahead of this one
+	}
+	data, _ := json.Marshal(record.Alert{ // a record.Alert always encodes
+		ID:     record.IDSeq(record.LaneAlert, a.Device, a.Stream, a.Key, a.TS, a.Model, closeSeq),
+		TS:     ts,
+		Device: a.Device, Stream: a.Stream, Key: a.Key, Kind: a.Kind,
+		Threshold: a.Threshold, Severity: a.Severity, Episode: a.Episode,
+		Update: a.Update + 1, State: "closed",
+		// The span of which Vigil knows nothing.
+		Window:      record.Window{Start: a.TS, End: ts},
+		TopFeatures: []record.Feature{},
+		Model:       a.Model, Replayed: a.Replayed, Reason: Reason,
+	})
+	return data
+}
+
+// Wrap returns an Appender that appends to inner, keeps the ledger and
+// closes orphans as their streams move past them.
 func (l *Ledger) Wrap(inner Appender) Appender { return wrapped{l: l, inner: inner} }
 
 type wrapped struct {
@@ -183,33 +207,116 @@ type wrapped struct {
 }
 
 func (w wrapped) Append(ctx context.Context, lane string, data ...[]byte) ([]uint64, error) {
-	seqs, err := w.inner.Append(ctx, lane, data...)
-	if err == nil && lane == record.LaneAlert {
-		w.l.add(data)
+	switch lane {
+	case record.LaneAlert:
+		return w.l.appendAlerts(ctx, w.inner, data)
+	case record.LaneScore:
+		seqs, err := w.inner.Append(ctx, lane, data...)
+		if err == nil && w.l.nOrphan.Load() > 0 {
+			w.l.closePassed(ctx, w.inner, data)
+		}
+		return seqs, err
 	}
-	return seqs, err
+	return w.inner.Append(ctx, lane, data...)
 }
 
-// add writes accepted alerts to the ledger. A write that fails is logged
-// once (the buffer has the alerts; only a restart's closes are at stake).
-func (l *Ledger) add(data [][]byte) {
-	var b bytes.Buffer
+// appendAlerts notes alerts in the ledger, appends them to inner, and
+// writes back what was there if inner refuses them. The lock is held
+// throughout, so that the file's order is the buffer's.
+func (l *Ledger) appendAlerts(ctx context.Context, inner Appender, data [][]byte) ([]uint64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	var (
+		b    bytes.Buffer
+		prev = map[string]*record.Alert{} // episode → its entry before, nil for none
+	)
 	for _, d := range data {
 		var a record.Alert
 		if err := json.Unmarshal(d, &a); err != nil || a.Episode == "" {
 			continue
+		}
+		if _, ok := l.orphans[a.Episode]; ok {
+			// The episode goes on: a replay scored its windows again.
+			delete(l.orphans, a.Episode)
+			l.nOrphan.Add(-1)
+		}
+		if _, seen := prev[a.Episode]; !seen {
+			if p, ok := l.open[a.Episode]; ok {
+				prev[a.Episode] = &p
+			} else {
+				prev[a.Episode] = nil
+			}
 		}
 		l.note(a)
 		b.Write(bytes.TrimSpace(d))
 		b.WriteByte('\n')
 		l.lines++
 	}
-	if b.Len() == 0 {
+	l.write(b.Bytes())
+	seqs, err := inner.Append(ctx, record.LaneAlert, data...)
+	if err != nil && len(prev) > 0 {
+		b.Reset()
+		for _, ep := range slices.Sorted(maps.Keys(prev)) {
+			p := prev[ep]
+			if p == nil {
+				p = &record.Alert{Episode: ep, State: "closed"} // it was not open
+			}
+			line, _ := json.Marshal(p)
+			b.Write(line)
+			b.WriteByte('\n')
+			l.lines++
+			l.note(*p)
+		}
+		l.write(b.Bytes())
+	}
+	return seqs, err
+}
+
+// closePassed closes the orphans whose stream and key scored a window that
+// ends after their last alert.
+func (l *Ledger) closePassed(ctx context.Context, inner Appender, scores [][]byte) {
+	var closes [][]byte
+	l.mu.Lock()
+	for _, d := range scores {
+		var s struct {
+			TS          time.Time
+			Stream, Key string
+		}
+		if json.Unmarshal(d, &s) != nil {
+			continue
+		}
+		for _, id := range slices.Sorted(maps.Keys(l.orphans)) {
+			if a := l.orphans[id]; a.Stream == s.Stream && a.Key == s.Key && s.TS.After(a.TS) {
+				closes = append(closes, l.closeOf(a))
+				delete(l.orphans, id)
+				l.nOrphan.Add(-1)
+			}
+		}
+	}
+	l.mu.Unlock()
+	if len(closes) == 0 {
 		return
 	}
-	err := l.write(b.Bytes())
+	if _, err := l.appendAlerts(ctx, inner, closes); err != nil {
+		l.log.Error("closing episodes the last run left open failed; the next start tries again", "episodes", len(closes), "err", err)
+		return
+	}
+	l.log.Info("closed episodes the last run left open", "episodes", len(closes))
+}
+
+// write appends lines to the file and compacts it when it has grown; l.mu
+// is held. A failure is logged once (the buffer has the alerts; only a
+// restart's closes are at stake).
+func (l *Ledger) write(p []byte) {
+	if len(p) == 0 || l.closed {
+		return
+	}
+	var err error
+	if l.f == nil {
+		err = l.compact() // the last compaction failed: the open set is whole in memory
+	} else if _, err = l.f.Write(p); err != nil {
+		err = fmt.Errorf("episode ledger: %w", err)
+	}
 	if err == nil && l.lines >= compactMin && l.lines > 4*len(l.open) {
 		err = l.compact()
 	}
@@ -220,16 +327,6 @@ func (l *Ledger) add(data [][]byte) {
 		l.log.Info("episode ledger: writing works again", "path", l.path)
 	}
 	l.err = err
-}
-
-func (l *Ledger) write(p []byte) error {
-	if l.f == nil {
-		return l.compact() // the last compaction failed: the open set is whole in memory
-	}
-	if _, err := l.f.Write(p); err != nil {
-		return fmt.Errorf("episode ledger: %w", err)
-	}
-	return nil
 }
 
 // compact rewrites the file with the open episodes alone and reopens it
@@ -287,6 +384,7 @@ func writeSynced(path string, data []byte) error {
 func (l *Ledger) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.closed = true
 	if l.f == nil {
 		return nil
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,14 +43,19 @@ func alert(episode, state string, update int, sec int) []byte {
 	return b
 }
 
-func open(t *testing.T, path string) *Ledger {
+func open(t *testing.T, path string, now time.Time) *Ledger {
 	t.Helper()
-	l, err := Open(path, nil)
+	l, err := Open(path, nil, func() time.Time { return now })
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
 	return l
+}
+
+func score(stream string, sec int) []byte {
+	b, _ := json.Marshal(record.Score{ID: fmt.Sprint("s-", sec), TS: t0.Add(time.Duration(sec) * time.Second), Stream: stream, Score: 1, Threshold: 1, Model: "pump8@1"})
+	return b
 }
 
 func decode(t *testing.T, recs [][]byte) []record.Alert {
@@ -63,36 +69,56 @@ func decode(t *testing.T, recs [][]byte) []record.Alert {
 	return out
 }
 
-// TestOrphansAreClosedOnce: an episode still open when the process stops
-// is closed at the next start, as its next update, under its model, with
-// the restart as reason; closing it twice (a crash during the start) gives
-// the same alert id; once its close is stored, the next start has nothing
-// to close.
-func TestOrphansAreClosedOnce(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "data", "episodes.jsonl")
-	buf := &memory{}
-	l := open(t, path)
-	if len(l.Orphans(t0)) != 0 {
-		t.Fatal("a new ledger has orphans")
-	}
-	app := l.Wrap(buf)
+// leaveOpen writes a ledger at path in which e-a (pump1, last alert at
+// t0+5s, update 1) is open and e-b closed, as a process killed then leaves
+// it.
+func leaveOpen(t *testing.T, path string) {
+	t.Helper()
+	l := open(t, path, t0)
+	app := l.Wrap(&memory{})
 	ctx := context.Background()
-	app.Append(ctx, record.LaneScore, []byte(`{"id":"s-1"}`)) // not an alert: ignored
+	app.Append(ctx, record.LaneScore, score("pump1", 0))
 	app.Append(ctx, record.LaneAlert, alert("e-a", "open", 0, 0), alert("e-b", "open", 0, 1))
 	app.Append(ctx, record.LaneAlert, alert("e-a", "escalated", 1, 5))
 	app.Append(ctx, record.LaneAlert, alert("e-b", "closed", 1, 9))
 	if n := l.OpenEpisodes(); n != 1 {
 		t.Fatalf("%d episodes open, want e-a alone", n)
 	}
-	l.Close() // as a SIGKILL leaves it: nothing closed the episode
+	l.Close()
+}
 
-	var first []record.Alert
+// TestOrphanClosedWhenItsStreamMovesOn: an episode still open when the
+// process stopped is closed by the first score of its stream after its last
+// alert: as its next update, under its model, with the restart as reason,
+// at the moment it is closed; closing it again after another crash gives
+// the same alert id; once its close is stored, the next start has nothing
+// to close.
+func TestOrphanClosedWhenItsStreamMovesOn(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "data", "episodes.jsonl")
+	leaveOpen(t, path)
+	twin := filepath.Join(dir, "twin.jsonl") // the same ledger, for a second restart
+	b, _ := os.ReadFile(path)
+	os.WriteFile(twin, b, 0o644)
+
 	restart := t0.Add(time.Hour)
-	for range 2 { // a start that stops before it stores the closes, then another
-		l2 := open(t, path)
-		got := decode(t, l2.Orphans(restart))
-		if len(got) != 1 {
-			t.Fatalf("orphans %+v, want e-a's close", got)
+	ctx := context.Background()
+	var ids []string
+	for _, p := range []string{path, twin} {
+		l := open(t, p, restart)
+		if l.Orphans() != 1 {
+			t.Fatalf("%d orphans, want e-a", l.Orphans())
+		}
+		buf := &memory{}
+		app := l.Wrap(buf)
+		app.Append(ctx, record.LaneScore, score("other", 60), score("pump1", 5)) // another stream; not after e-a's last alert
+		if len(buf.lanes[record.LaneAlert]) != 0 || l.Orphans() != 1 {
+			t.Fatalf("closed before pump1 moved past e-a: %s", buf.lanes[record.LaneAlert])
+		}
+		app.Append(ctx, record.LaneScore, score("pump1", 6))
+		got := decode(t, buf.lanes[record.LaneAlert])
+		if len(got) != 1 || l.Orphans() != 0 {
+			t.Fatalf("alerts %+v, %d orphans: want e-a's close", got, l.Orphans())
 		}
 		c := got[0]
 		last := t0.Add(5 * time.Second)
@@ -101,36 +127,83 @@ func TestOrphansAreClosedOnce(t *testing.T) {
 			c.Reason != Reason || c.ID == "" {
 			t.Fatalf("close %+v", c)
 		}
-		if first != nil && first[0].ID != c.ID {
-			t.Fatalf("the second start's close has id %s, the first's %s: want the same", c.ID, first[0].ID)
-		}
-		first = got
+		ids = append(ids, c.ID)
+		l.Close()
 		restart = restart.Add(time.Minute)
-		l2.Close()
 	}
-
-	l3 := open(t, path)
-	if _, err := l3.Wrap(buf).Append(ctx, record.LaneAlert, l3.Orphans(restart)...); err != nil {
-		t.Fatal(err)
+	if ids[0] != ids[1] {
+		t.Fatalf("two restarts closed e-a under ids %v: want one", ids)
 	}
-	l3.Close()
-	if got := open(t, path).Orphans(t0); len(got) != 0 {
-		t.Fatalf("after its close was stored, orphans %s", got)
+	if l := open(t, path, restart); l.Orphans() != 0 {
+		t.Fatalf("after its close was stored, %d orphans", l.Orphans())
 	}
 }
 
-// TestRefusedAlertsAreNotNoted: an alert the buffer did not take opened no
-// episode the operator saw, and has nothing to close.
+// TestOrphanThatGoesOn: a replay scores its windows again after a restart
+// and gives the episode the same id: it is carried on, not closed.
+func TestOrphanThatGoesOn(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "episodes.jsonl")
+	leaveOpen(t, path)
+	l := open(t, path, t0.Add(time.Hour))
+	buf := &memory{}
+	app := l.Wrap(buf)
+	ctx := context.Background()
+	app.Append(ctx, record.LaneScore, score("pump1", 0))
+	app.Append(ctx, record.LaneAlert, alert("e-a", "open", 0, 0))
+	app.Append(ctx, record.LaneScore, score("pump1", 6))
+	for _, a := range decode(t, buf.lanes[record.LaneAlert]) {
+		if a.State == "closed" {
+			t.Fatalf("the episode that went on was closed: %+v", a)
+		}
+	}
+	if l.Orphans() != 0 || l.OpenEpisodes() != 1 {
+		t.Fatalf("%d orphans, %d open: want e-a open, no orphan", l.Orphans(), l.OpenEpisodes())
+	}
+}
+
+// TestRemovedStreamsClosedAtOnce: an orphan of a stream the config no
+// longer has is closed at the start.
+func TestRemovedStreamsClosedAtOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "episodes.jsonl")
+	leaveOpen(t, path)
+	l := open(t, path, t0.Add(time.Hour))
+	if got := l.Removed(func(s string) bool { return s == "pump1" }); len(got) != 0 {
+		t.Fatalf("closes %s of a stream still configured", got)
+	}
+	got := decode(t, l.Removed(func(string) bool { return false }))
+	if len(got) != 1 || got[0].Episode != "e-a" || got[0].State != "closed" {
+		t.Fatalf("closes %+v, want e-a's", got)
+	}
+	buf := &memory{}
+	if _, err := l.Wrap(buf).Append(context.Background(), record.LaneAlert, l.Removed(func(string) bool { return false })...); err != nil {
+		t.Fatal(err)
+	}
+	if l.Orphans() != 0 || l.OpenEpisodes() != 0 {
+		t.Fatalf("after the close: %d orphans, %d open", l.Orphans(), l.OpenEpisodes())
+	}
+}
+
+// TestRefusedAlertsAreNotNoted: an alert the buffer did not take changes
+// nothing: a refused open leaves no episode to close, a refused escalation
+// leaves the episode as it was.
 func TestRefusedAlertsAreNotNoted(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "episodes.jsonl")
-	l := open(t, path)
-	buf := &memory{err: errors.New("disk full")}
-	if _, err := l.Wrap(buf).Append(context.Background(), record.LaneAlert, alert("e-a", "open", 0, 0)); err == nil {
+	l := open(t, path, t0)
+	buf := &memory{}
+	app := l.Wrap(buf)
+	ctx := context.Background()
+	app.Append(ctx, record.LaneAlert, alert("e-a", "open", 0, 0))
+	buf.err = errors.New("disk full")
+	if _, err := app.Append(ctx, record.LaneAlert, alert("e-a", "escalated", 1, 3), alert("e-b", "open", 0, 4)); err == nil {
 		t.Fatal("the buffer's error was lost")
 	}
 	l.Close()
-	if got := open(t, path).Orphans(t0); len(got) != 0 {
-		t.Fatalf("orphans %s of a refused alert", got)
+	l2 := open(t, path, t0.Add(time.Hour))
+	buf2 := &memory{}
+	l2.Wrap(buf2).Append(ctx, record.LaneScore, score("pump1", 10))
+	got := decode(t, buf2.lanes[record.LaneAlert])
+	if len(got) != 1 || got[0].Episode != "e-a" || got[0].Update != 1 {
+		t.Fatalf("closes %+v, want e-a's after its open alone (update 1)", got)
 	}
 }
 
@@ -143,9 +216,8 @@ func TestTornLineSkipped(t *testing.T) {
 	if err := os.WriteFile(path, []byte(whole+"\n"+torn[:len(torn)/2]), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	got := decode(t, open(t, path).Orphans(t0))
-	if len(got) != 1 || got[0].Episode != "e-a" {
-		t.Fatalf("orphans %+v, want e-a's close", got)
+	if l := open(t, path, t0); l.Orphans() != 1 || l.OpenEpisodes() != 1 {
+		t.Fatalf("%d orphans, want e-a", l.Orphans())
 	}
 	b, _ := os.ReadFile(path)
 	if strings.Contains(string(b), `"e-b"`) || strings.Count(string(b), "\n") != 1 {
@@ -157,7 +229,7 @@ func TestTornLineSkipped(t *testing.T) {
 // size, and the open ones survive the rewrites.
 func TestCompaction(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "episodes.jsonl")
-	l := open(t, path)
+	l := open(t, path, t0)
 	app := l.Wrap(&memory{})
 	ctx := context.Background()
 	app.Append(ctx, record.LaneAlert, alert("e-long", "open", 0, 0))
@@ -170,9 +242,8 @@ func TestCompaction(t *testing.T) {
 	if lines := strings.Count(string(b), "\n"); lines > 2*compactMin+2 {
 		t.Fatalf("%d lines after 10001 alerts of which one episode is open", lines)
 	}
-	got := decode(t, open(t, path).Orphans(t0))
-	if len(got) != 1 || got[0].Episode != "e-long" {
-		t.Fatalf("orphans %+v, want e-long's close", got)
+	if got := decode(t, open(t, path, t0).Removed(func(string) bool { return false })); len(got) != 1 || got[0].Episode != "e-long" {
+		t.Fatalf("orphans closed %+v, want e-long's", got)
 	}
 }
 
@@ -181,7 +252,7 @@ func TestOpenFailsOnAnUnwritableDirectory(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "file")
 	os.WriteFile(file, nil, 0o644)
-	_, err := Open(filepath.Join(file, "episodes.jsonl"), nil)
+	_, err := Open(filepath.Join(file, "episodes.jsonl"), nil, nil)
 	if err == nil || !strings.Contains(err.Error(), "episode ledger") {
 		t.Fatalf("Open under a file: %v", err)
 	}
