@@ -201,7 +201,7 @@ func swMedian(v []float64) float64 {
 	return (s[m-1] + s[m]) / 2
 }
 
-// swAttach reads a file's rows for the replay: times, labels, changepoints.
+// attach reads a file's rows for the replay: times, labels, changepoints.
 func (f *swFile) attach(t *testing.T) {
 	fh, err := os.Open(f.Name)
 	if err != nil {
@@ -241,6 +241,7 @@ func TestCUSUMSweepSKAB(t *testing.T) {
 	if _, err := os.Stat(af); err != nil {
 		t.Skipf("SKAB anomaly-free recording not available: %v", err)
 	}
+	// a fixed folder: the cache names the pieces by path
 	afDir := filepath.Join(os.TempDir(), "vigil-cusum-sweep-af")
 	writeAnomalyFreePieces(t, af, afDir, 12, 783)
 
