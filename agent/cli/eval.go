@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/vigil-edge/vigil/agent/detect"
 	"github.com/vigil-edge/vigil/agent/eval"
 	"github.com/vigil-edge/vigil/models/train"
 )
@@ -58,6 +59,8 @@ func evalSKAB(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	k := fs.Int("k", def.Detect.K, "detector hysteresis: anomalous while K of the last N windows exceed the threshold")
 	n := fs.Int("n", def.Detect.N, "detector hysteresis window N")
 	closeAfter := fs.Duration("close-after", def.Detect.CloseAfter, "an episode closes after the stream has been normal this long (as streams[].episode.close_after)")
+	cusum := fs.String("cusum", "", `"K,H": also anomalous while a CUSUM of each model's normalised log score (allowance K, interval H) reaches H (an experiment, agent/eval/README.md; the agent does not run it)`)
+	cusumOnly := fs.Bool("cusum-only", false, "with --cusum: the CUSUM alone decides, without the threshold's K-of-N rule")
 	jsonOut := fs.String("json", "", "also write the whole report (per file and in total, point-wise and alert-level) as JSON to this file")
 	mapping := fs.String("mapping", string(def.Mapping), "window verdicts to rows: causal (in real time) or cover (every covering window, as SKAB's Conv-AE)")
 	parallel := fs.Int("parallel", 0, "files evaluated at once (0: GOMAXPROCS); results do not depend on it")
@@ -90,6 +93,12 @@ func evalSKAB(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("--filters: %w", err)
 	}
 	opts.Detect.Threshold, opts.Detect.K, opts.Detect.N, opts.Detect.CloseAfter = *threshold, *k, *n, *closeAfter
+	if *cusum != "" {
+		if opts.Detect.CUSUM, err = parseCUSUM(*cusum); err != nil {
+			return fmt.Errorf("--cusum: %w", err)
+		}
+	}
+	opts.Detect.CUSUM.Only = *cusumOnly
 	opts.Mapping = eval.Mapping(*mapping)
 	opts.Ensemble, opts.PCAVariance = *ensemble, *pcaVariance
 	done := 0
@@ -127,6 +136,26 @@ func evalSKAB(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 // parseInts parses "32,16".
+// parseCUSUM reads "K,H" (Location and Scale left 0: each model's fit).
+func parseCUSUM(s string) (detect.CUSUM, error) {
+	ks, hs, ok := strings.Cut(s, ",")
+	if !ok {
+		return detect.CUSUM{}, fmt.Errorf("%q: want K,H", s)
+	}
+	k, err := strconv.ParseFloat(strings.TrimSpace(ks), 64)
+	if err != nil {
+		return detect.CUSUM{}, fmt.Errorf("%q: K: %w", s, err)
+	}
+	h, err := strconv.ParseFloat(strings.TrimSpace(hs), 64)
+	if err != nil {
+		return detect.CUSUM{}, fmt.Errorf("%q: H: %w", s, err)
+	}
+	if !(h > 0) {
+		return detect.CUSUM{}, fmt.Errorf("%q: H must be above 0", s)
+	}
+	return detect.CUSUM{K: k, H: h}, nil
+}
+
 func parseInts(s string) ([]int, error) {
 	var out []int
 	for f := range strings.SplitSeq(s, ",") {

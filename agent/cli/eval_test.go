@@ -118,6 +118,9 @@ func TestEvalSKABCommand(t *testing.T) {
 		{"no match", []string{"skab", "--data", dir, "--files", "other/*.csv"}, `no file under`},
 		{"bad filters", []string{"skab", "--data", dir, "--filters", "a,b"}, "--filters"},
 		{"bad mapping", []string{"skab", "--data", dir, "--mapping", "late"}, "Mapping"},
+		{"bad cusum", []string{"skab", "--data", dir, "--cusum", "1"}, "--cusum"},
+		{"cusum without h", []string{"skab", "--data", dir, "--cusum", "1,0"}, "--cusum"},
+		{"cusum-only alone", []string{"skab", "--data", dir, "--cusum-only"}, "CUSUM.Only"},
 	}
 	for _, tt := range errs {
 		t.Run(tt.name, func(t *testing.T) {

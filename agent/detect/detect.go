@@ -60,6 +60,42 @@ type Options struct {
 	CloseAfter time.Duration
 	// Bands map score/threshold to a severity.
 	Bands Bands
+	// CUSUM, when its H is above 0, also makes the stream anomalous while
+	// a one-sided CUSUM of the normalised log score reaches H (see CUSUM).
+	CUSUM CUSUM
+}
+
+// CUSUM is a one-sided cumulative sum on z = (ln score − Location) / Scale:
+// S = min(H, max(0, S + z − K)) after each window, and the stream is
+// anomalous while S ≥ H (OR the K-of-N rule, unless Only). S is capped at
+// H so that it falls back below H at the first window with z < K after an
+// anomaly, as the K-of-N rule does, instead of draining a sum built over a
+// long anomaly. It accumulates scores that stay below the threshold but
+// above the normal level (K) for a while. The zero value is off. On SKAB
+// it did not open episodes earlier (agent/eval/README.md, "a CUSUM beside
+// the threshold"): it is an evaluation option (vigil eval skab --cusum),
+// not in the agent's config.
+type CUSUM struct {
+	// K is the allowance and H the decision interval, in units of z.
+	K, H float64
+	// Location and Scale normalise a score (the model's fit of unseen
+	// normal scores, models.UnseenFit, is one choice).
+	Location, Scale float64
+	// Only: the CUSUM alone decides; the threshold's K-of-N rule then
+	// opens nothing (Threshold still sets Ratio and severities).
+	Only bool
+}
+
+// On reports whether the CUSUM is used.
+func (c CUSUM) On() bool { return c.H > 0 }
+
+// z normalises a score; NaN scores give +Inf (as they exceed), scores ≤ 0
+// −Inf.
+func (c CUSUM) z(score float64) float64 {
+	if math.IsNaN(score) {
+		return math.Inf(1)
+	}
+	return (math.Log(score) - c.Location) / c.Scale
 }
 
 // DefaultCloseAfter is the default Options.CloseAfter: long enough to ride
@@ -90,6 +126,25 @@ func (o Options) Validate() error {
 		return fmt.Errorf("detect: CloseAfter is %v, want ≥ 0", o.CloseAfter)
 	case !(o.Bands.Warning > 0 && o.Bands.Warning < o.Bands.Major && o.Bands.Major < o.Bands.Critical):
 		return fmt.Errorf("detect: Bands %+v must increase: 0 < warning < major < critical", o.Bands)
+	}
+	return o.CUSUM.validate()
+}
+
+func (c CUSUM) validate() error {
+	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+	switch {
+	case !(c.H >= 0) || !finite(c.H):
+		return fmt.Errorf("detect: CUSUM.H is %v, want a finite value ≥ 0 (0: off)", c.H)
+	case c.H == 0 && c.Only:
+		return fmt.Errorf("detect: CUSUM.Only without CUSUM.H: nothing would detect")
+	case c.H == 0:
+		return nil
+	case !(c.K >= 0) || !finite(c.K):
+		return fmt.Errorf("detect: CUSUM.K is %v, want a finite value ≥ 0", c.K)
+	case !finite(c.Location):
+		return fmt.Errorf("detect: CUSUM.Location is %v, want a finite value", c.Location)
+	case !(c.Scale > 0) || !finite(c.Scale):
+		return fmt.Errorf("detect: CUSUM.Scale is %v, want a positive finite value", c.Scale)
 	}
 	return nil
 }
@@ -151,6 +206,7 @@ type Detector struct {
 	normal  time.Time
 	closed  time.Time
 	ep      episode
+	sum     float64 // the CUSUM's S
 }
 
 type episode struct {
@@ -204,6 +260,10 @@ func (d *Detector) Observe(end time.Time, score float64) Result {
 		mask = math.MaxUint64
 	}
 	anomalous := popcount(d.history&mask) >= d.opts.K
+	if c := d.opts.CUSUM; c.On() {
+		d.sum = min(c.H, max(0, d.sum+c.z(score)-c.K))
+		anomalous = d.sum >= c.H || (anomalous && !c.Only)
+	}
 	r := Result{Ratio: ratio, Exceeds: exceeds, Anomalous: anomalous}
 
 	switch {
@@ -269,6 +329,7 @@ func (d *Detector) CloseEpisode(end time.Time) Result {
 	}
 	d.inEp = false
 	d.history = 0
+	d.sum = 0
 	d.closed = end
 	d.ep.update++
 	return Result{Change: Close, Severity: d.ep.severity, EpisodeStart: d.ep.start, Update: d.ep.update, PeakRatio: d.ep.peak}

@@ -57,7 +57,10 @@ type Options struct {
 	// is set to 1 when files run in parallel.
 	Train train.Options
 	// Detect configures the detector (K, N). A zero Threshold takes each
-	// model's calibrated threshold.
+	// model's calibrated threshold. A CUSUM (Detect.CUSUM.H > 0) with a
+	// zero Scale takes each model's unseen-score fit (models.UnseenFit:
+	// thresholds calibrated on validation windows) as its Location and
+	// Scale; it cannot be combined with an Ensemble.
 	Detect detect.Options
 	// Mapping turns window verdicts into row verdicts.
 	Mapping Mapping
@@ -129,6 +132,12 @@ func (o *Options) validate() error {
 	d := o.Detect
 	if d.Threshold == 0 {
 		d.Threshold = 1 // each model's own
+	}
+	if d.CUSUM.On() && d.CUSUM.Scale == 0 {
+		d.CUSUM.Scale = 1 // each model's own
+		if o.Ensemble != "" {
+			errs = append(errs, errors.New("Options.Detect.CUSUM: the models' unseen-score fit does not describe an ensemble's scores"))
+		}
 	}
 	if err := d.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("Options.Detect: %w", err))
@@ -429,6 +438,13 @@ func Evaluate(ctx context.Context, name string, tab *source.Table, opts Options)
 		if opts.Detect.Threshold == 0 {
 			do.Threshold = f
 		}
+	}
+	if do.CUSUM.On() && do.CUSUM.Scale == 0 {
+		u := md.Manifest().Threshold.Unseen
+		if u == nil {
+			return FileResult{}, errors.New("the CUSUM takes the model's unseen-score fit, and its threshold has none (calibrate on validation windows)")
+		}
+		do.CUSUM.Location, do.CUSUM.Scale = u.Location, u.Scale
 	}
 	det, err := detect.New(do)
 	if err != nil {
