@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"container/list"
 	"context"
 	"fmt"
 	"slices"
@@ -81,6 +82,12 @@ func (p *Pipeline) Adopt(old *Pipeline) []string {
 				// the detector starts afresh, its episodes were the old
 				// model's.
 				st.win, st.clock, st.dups, st.ends = o.win, o.clock, o.dups, o.ends
+			}
+			if sameKeyWindows(o, st) {
+				// The same for each key of a behaviour stream: its
+				// events so far and its timeline carry on, under a
+				// fresh detector of the new build.
+				st.adoptKeys(o)
 			}
 			continue
 		}
@@ -205,6 +212,39 @@ func sameSettings(a, b StreamSpec, o, st *streamState) bool {
 	}
 	return o.modelID == st.modelID && o.length == st.length && o.hop == st.hop &&
 		slices.Equal(o.channels, st.channels) && o.model.Threshold() == st.model.Threshold()
+}
+
+// sameKeyWindows reports whether two builds of a behaviour stream key
+// events the same way and cut the same windows of the same features,
+// whatever model scores them.
+func sameKeyWindows(o, st *streamState) bool {
+	return o.model != nil && st.model != nil && o.keys != nil && st.keys != nil &&
+		o.spec.Kind == KindBehaviour && st.spec.Kind == KindBehaviour && o.spec.Key == st.spec.Key &&
+		o.length == st.length && o.hop == st.hop && slices.Equal(o.channels, st.channels)
+}
+
+// adoptKeys takes the keys of o, a build of the stream whose detection does
+// not carry on (closeOpen closed their episodes): each key keeps its
+// features, partial window and timeline, with a detector of st's settings,
+// in the order of recency o kept (keys whose episode was open count as
+// the most recent).
+func (st *streamState) adoptKeys(o *streamState) {
+	do := st.spec.Detect
+	do.Threshold = st.currentThreshold()
+	for _, l := range []*list.List{o.lru, o.lruOpen} {
+		for e := l.Back(); e != nil; e = e.Prev() {
+			ks := e.Value.(*keyState)
+			det, err := detect.New(do)
+			if err != nil || len(st.keys) >= st.p.opts.MaxKeys {
+				return // st's detector options were validated when it was built
+			}
+			nk := &keyState{key: ks.key, feat: ks.feat, win: ks.win, det: det, vec: make([]float64, len(st.channels)),
+				clock: ks.clock, ends: ks.ends}
+			nk.elem = st.lru.PushFront(nk)
+			st.keys[nk.key] = nk
+		}
+	}
+	st.nkeys.Store(int64(len(st.keys)))
 }
 
 // sameWindows reports whether two builds of a sensor stream cut the same

@@ -1,7 +1,12 @@
 package pipeline
 
 import (
+	"maps"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/vigil-edge/vigil/agent/source"
 )
 
 // TestAdoptAcrossAModelSwitch (issue 18: no score lost or duplicated
@@ -36,5 +41,59 @@ func TestAdoptAcrossAModelSwitch(t *testing.T) {
 	}
 	if s1[len(s1)-1].TS.Compare(s2[0].TS) >= 0 {
 		t.Fatal("windows overlap across the switch")
+	}
+}
+
+// TestAdoptKeysAcrossAModelSwitch (issue 18): at a switch to another model
+// over the same windows, each key of a behaviour stream keeps its events so
+// far, so the window they started ends at the same event as without the
+// switch and is scored by the new model; an episode open at the switch is
+// closed with the old model, and its key carries on too.
+func TestAdoptKeysAcrossAModelSwitch(t *testing.T) {
+	spec := func(id string) StreamSpec {
+		s := evictSpec()
+		s.Model = &meanModel{id: id, length: 3, hop: 3, chans: []string{"bad", "zero"}, thr: 1}
+		return s
+	}
+	sec := func(i int) time.Time { return t0.Add(time.Duration(i) * time.Second) }
+	buf1, buf2 := &memBuffer{}, &memBuffer{}
+	p1, err := New(Options{Device: "dev-01", Buffer: buf1, Streams: []StreamSpec{spec("kiosk@1")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed(t, p1, nil, []source.Input{
+		event("u1", "ok", sec(0)), event("u1", "ok", sec(1)), // 2 of a window
+		event("u2", "ok", sec(2)), event("u2", "ok", sec(3)), event("u2", "ok", sec(4)), event("u2", "ok", sec(5)), // a window and 1
+		event("u3", "bad", sec(6)), event("u3", "bad", sec(7)), event("u3", "bad", sec(8)), // a window that opens an episode
+	})
+	p2, err := New(Options{Device: "dev-01", Buffer: buf2, Streams: []StreamSpec{spec("kiosk@2")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed(t, p2, p1, []source.Input{
+		event("u1", "ok", sec(10)),
+		event("u2", "ok", sec(11)), event("u2", "ok", sec(12)),
+		event("u3", "ok", sec(13)),
+	})
+	if n := len(buf1.scores(t)); n != 2 {
+		t.Fatalf("%d windows scored before the switch, want u2's and u3's", n)
+	}
+	got := map[string]string{}
+	for _, s := range buf2.scores(t) {
+		got[s.Key] = s.Model + " " + s.TS.Format(time.TimeOnly)
+	}
+	want := map[string]string{"u1": "kiosk@2 12:00:10", "u2": "kiosk@2 12:00:12"}
+	if !maps.Equal(got, want) {
+		t.Fatalf("windows scored after the switch %v, want %v: the keys' first windows end where they would have", got, want)
+	}
+	var states []string
+	for _, a := range buf2.alerts(t) {
+		states = append(states, a.Key+" "+a.State+" "+a.Model)
+	}
+	if strings.Join(states, ",") != "u3 closed kiosk@1" {
+		t.Fatalf("alerts after the switch %v, want u3's episode closed under kiosk@1", states)
+	}
+	if st := p2.Stats().Streams["kiosk"]; st.Keys != 3 {
+		t.Fatalf("%d keys after the switch, want 3", st.Keys)
 	}
 }
