@@ -36,6 +36,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/vigil-edge/vigil/agent/internal/childproc"
 	"github.com/vigil-edge/vigil/agent/internal/testkit"
 )
 
@@ -95,11 +96,9 @@ type Broker struct {
 
 	dynsecPlugin, dynsecCtrl string
 
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	done    chan struct{}  // closed when the process exited
-	logs    testkit.Buffer // mosquitto's output
-	stopped bool
+	mu   sync.Mutex
+	proc *childproc.Proc // nil before the first start
+	logs testkit.Buffer  // mosquitto's output
 }
 
 // lookPath finds a binary in the known paths, then $PATH.
@@ -340,13 +339,12 @@ func (b *Broker) start() error {
 	cmd.Dir = b.dir
 	cmd.Stdout = &b.logs
 	cmd.Stderr = &b.logs
-	if err := cmd.Start(); err != nil {
+	proc, err := childproc.Start(cmd)
+	if err != nil {
 		return err
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
 	b.mu.Lock()
-	b.cmd, b.done, b.stopped = cmd, done, false
+	b.proc = proc
 	b.mu.Unlock()
 
 	deadline := time.Now().Add(b.opts.StartTimeout)
@@ -359,8 +357,8 @@ func (b *Broker) start() error {
 			return nil
 		}
 		select {
-		case <-done:
-			return fmt.Errorf("mosquitto exited: %v", cmd.ProcessState)
+		case <-proc.Done():
+			return fmt.Errorf("mosquitto exited: %v", proc.Err())
 		case <-tick.C:
 		}
 		if time.Now().After(deadline) {
@@ -370,26 +368,12 @@ func (b *Broker) start() error {
 	}
 }
 
-func (b *Broker) signal(sig syscall.Signal) bool {
+// signal stops the broker with sig, killing it after 10 s.
+func (b *Broker) signal(sig syscall.Signal) {
 	b.mu.Lock()
-	cmd, done := b.cmd, b.done
+	proc := b.proc
 	b.mu.Unlock()
-	if cmd == nil {
-		return false
-	}
-	select {
-	case <-done:
-		return false
-	default:
-	}
-	cmd.Process.Signal(sig)
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		cmd.Process.Kill()
-		<-done
-	}
-	return true
+	_ = proc.Stop(sig, 10*time.Second)
 }
 
 // Stop stops the broker cleanly (SIGTERM; with Persistence it saves its
@@ -428,15 +412,7 @@ func (b *Broker) Start() {
 func (b *Broker) Running() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.done == nil {
-		return false
-	}
-	select {
-	case <-b.done:
-		return false
-	default:
-		return true
-	}
+	return b.proc.Running()
 }
 
 // URL is the broker's URL for paho: tcp://127.0.0.1:PORT, or ssl://… with

@@ -34,6 +34,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/vigil-edge/vigil/agent/internal/childproc"
 	"github.com/vigil-edge/vigil/agent/internal/netproxy"
 )
 
@@ -72,8 +73,7 @@ type Node struct {
 	conf     string
 	proxy    *netproxy.Proxy // in front of the MQTT port
 	mu       sync.Mutex
-	cmd      *exec.Cmd
-	done     chan struct{}
+	proc     *childproc.Proc // nil before the first start
 	logs     bytes.Buffer
 	logLimit int
 }
@@ -226,13 +226,12 @@ func (nd *Node) start() error {
 	nd.mu.Lock()
 	from := nd.logs.Len()
 	nd.mu.Unlock()
-	if err := cmd.Start(); err != nil {
+	proc, err := childproc.Start(cmd)
+	if err != nil {
 		return fmt.Errorf("start %s: %w", nd.name, err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
 	nd.mu.Lock()
-	nd.cmd, nd.done = cmd, done
+	nd.proc = proc
 	nd.mu.Unlock()
 	logged := func(s string) bool {
 		nd.mu.Lock()
@@ -253,7 +252,7 @@ func (nd *Node) start() error {
 			return nil
 		}
 		select {
-		case <-done:
+		case <-proc.Done():
 			nd.mu.Lock()
 			out := string(nd.logs.Bytes()[from:])
 			nd.mu.Unlock()
@@ -263,7 +262,7 @@ func (nd *Node) start() error {
 					fatal = ": " + strings.TrimSpace(l)
 				}
 			}
-			return fmt.Errorf("%s exited: %v%s", nd.name, cmd.ProcessState, fatal)
+			return fmt.Errorf("%s exited: %v%s", nd.name, proc.Err(), fatal)
 		case <-tick.C:
 		}
 		if time.Now().After(deadline) {
@@ -412,36 +411,15 @@ func (nd *Node) Name() string { return nd.name }
 func (nd *Node) Running() bool {
 	nd.mu.Lock()
 	defer nd.mu.Unlock()
-	if nd.done == nil {
-		return false
-	}
-	select {
-	case <-nd.done:
-		return false
-	default:
-		return true
-	}
+	return nd.proc.Running()
 }
 
+// signal stops the node with sig, killing it after 15 s.
 func (nd *Node) signal(sig syscall.Signal) {
 	nd.mu.Lock()
-	cmd, done := nd.cmd, nd.done
+	proc := nd.proc
 	nd.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	select {
-	case <-done:
-		return
-	default:
-	}
-	cmd.Process.Signal(sig)
-	select {
-	case <-done:
-	case <-time.After(15 * time.Second):
-		cmd.Process.Kill()
-		<-done
-	}
+	_ = proc.Stop(sig, 15*time.Second)
 }
 
 // Kill stops the node abruptly, as a crash would; its MQTT clients lose

@@ -25,6 +25,7 @@ import (
 
 	"github.com/vigil-edge/vigil/agent/forward/amplitude/amplitudetest"
 	"github.com/vigil-edge/vigil/agent/forward/dify/difytest"
+	"github.com/vigil-edge/vigil/agent/internal/childproc"
 	"github.com/vigil-edge/vigil/agent/internal/mqtttest"
 	"github.com/vigil-edge/vigil/agent/internal/natstest"
 	"github.com/vigil-edge/vigil/agent/internal/netproxy"
@@ -111,7 +112,7 @@ type env struct {
 	sub     *subscriber
 
 	httpAddr string
-	proc     *proc
+	proc     *childproc.Proc
 	starts   int
 	maxRSS   atomic.Int64 // bytes, over every incarnation
 	lastMet  metrics      // the last metrics read before a stop
@@ -306,14 +307,6 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// proc is one vigil process.
-type proc struct {
-	cmd   *exec.Cmd
-	done  chan struct{}
-	err   error // Wait's result, once done is closed
-	start time.Time
-}
-
 // startVigil starts vigil and waits until it serves /healthz.
 func (e *env) startVigil() {
 	e.t.Helper()
@@ -328,22 +321,17 @@ func (e *env) startVigil() {
 	}
 	cmd := exec.Command(bin, "run", "--config", e.cfgPath)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
+	p, err := childproc.Start(cmd)
+	logf.Close() // vigil has its own copy
+	if err != nil {
 		e.t.Fatalf("start vigil: %v", err)
 	}
-	p := &proc{cmd: cmd, done: make(chan struct{}), start: time.Now()}
-	go func() {
-		p.err = cmd.Wait()
-		logf.Close()
-		close(p.done)
-	}()
 	e.proc = p
 	go e.sampleRSS(p)
 	e.t.Cleanup(func() { e.kill() })
 	err = waitFor(60*time.Second, func() bool {
 		select {
-		case <-p.done:
+		case <-p.Done():
 			return true
 		default:
 		}
@@ -355,8 +343,8 @@ func (e *env) startVigil() {
 		return true
 	})
 	select {
-	case <-p.done:
-		e.t.Fatalf("vigil exited while starting: %v\n%s", p.err, e.logTail())
+	case <-p.Done():
+		e.t.Fatalf("vigil exited while starting: %v\n%s", p.Err(), e.logTail())
 	default:
 	}
 	if err != nil {
@@ -366,8 +354,8 @@ func (e *env) startVigil() {
 
 // sampleRSS records the process's peak resident set (VmHWM, which also
 // covers the moments between two samples) until it exits.
-func (e *env) sampleRSS(p *proc) {
-	path := fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid)
+func (e *env) sampleRSS(p *childproc.Proc) {
+	path := fmt.Sprintf("/proc/%d/status", p.Pid())
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -380,7 +368,7 @@ func (e *env) sampleRSS(p *proc) {
 			}
 		}
 		select {
-		case <-p.done:
+		case <-p.Done():
 			return
 		case <-tick.C:
 		}
@@ -405,11 +393,7 @@ func readStatusKB(path, key string) int64 {
 
 // kill sends SIGKILL and waits for the process to end.
 func (e *env) kill() {
-	if e.proc == nil {
-		return
-	}
-	_ = e.proc.cmd.Process.Signal(syscall.SIGKILL)
-	<-e.proc.done
+	_ = e.proc.Stop(syscall.SIGKILL, time.Minute)
 }
 
 // stopVigil asks vigil to stop (SIGTERM) and fails the scenario when it
@@ -418,17 +402,13 @@ func (e *env) stopVigil(timeout time.Duration) error {
 	if m, err := e.metrics(); err == nil {
 		e.lastMet = m
 	}
-	_ = e.proc.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-e.proc.done:
-		if e.proc.err != nil {
-			return fmt.Errorf("vigil exited with %w after SIGTERM", e.proc.err)
-		}
-		return nil
-	case <-time.After(timeout):
-		e.kill()
+	if err := e.proc.Stop(syscall.SIGTERM, timeout); err != nil {
 		return fmt.Errorf("vigil did not exit within %v of SIGTERM (hang)", timeout)
 	}
+	if err := e.proc.Err(); err != nil {
+		return fmt.Errorf("vigil exited with %w after SIGTERM", err)
+	}
+	return nil
 }
 
 // logTail returns the end of vigil's log, for failure messages.
