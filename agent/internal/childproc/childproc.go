@@ -9,6 +9,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"sync"
 	"time"
 )
 
@@ -71,14 +72,34 @@ func (p *Proc) Stop(sig os.Signal, grace time.Duration) error {
 		return nil
 	}
 	_ = p.cmd.Process.Signal(sig) // fails only if it has just exited
-	t := time.NewTimer(grace)
-	defer t.Stop()
 	select {
 	case <-p.done:
 		return nil
-	case <-t.C:
+	case <-time.After(grace):
 		_ = p.cmd.Process.Kill()
 		<-p.done
 		return ErrKilled
 	}
+}
+
+// Slot holds the current process of a server that a test stops and
+// starts again: nil until the first Set, then the latest one. It is safe
+// for concurrent use.
+type Slot struct {
+	mu sync.Mutex
+	p  *Proc
+}
+
+// Set makes p the current process.
+func (s *Slot) Set(p *Proc) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.p = p
+}
+
+// Get returns the current process, nil before the first Set.
+func (s *Slot) Get() *Proc {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.p
 }

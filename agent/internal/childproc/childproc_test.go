@@ -110,3 +110,23 @@ func TestStartFails(t *testing.T) {
 		t.Error("Start of a missing program succeeded")
 	}
 }
+
+func TestSlot(t *testing.T) {
+	var s Slot
+	if s.Get() != nil || s.Get().Running() {
+		t.Fatal("an empty Slot holds a running process")
+	}
+	first := startSh(t, false, "exec sleep 60")
+	s.Set(first)
+	if s.Get() != first || !s.Get().Running() {
+		t.Fatal("Get does not return the running process Set")
+	}
+	if err := s.Get().Stop(syscall.SIGTERM, 10*time.Second); err != nil || s.Get().Running() {
+		t.Fatalf("Stop: %v; running %t", err, s.Get().Running())
+	}
+	second := startSh(t, false, "exec sleep 60")
+	s.Set(second)
+	if s.Get() != second || !s.Get().Running() {
+		t.Error("Get does not return the process Set last")
+	}
+}

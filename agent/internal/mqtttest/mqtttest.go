@@ -29,7 +29,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -96,9 +95,8 @@ type Broker struct {
 
 	dynsecPlugin, dynsecCtrl string
 
-	mu   sync.Mutex
-	proc *childproc.Proc // nil before the first start
-	logs testkit.Buffer  // mosquitto's output
+	proc childproc.Slot
+	logs testkit.Buffer // mosquitto's output
 }
 
 // lookPath finds a binary in the known paths, then $PATH.
@@ -162,9 +160,11 @@ func Start(t testing.TB, opts Options) *Broker {
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
 		if opts.Port == 0 {
-			if b.port, err = freePort(); err != nil {
+			ports, err := testkit.FreePorts(1)
+			if err != nil {
 				t.Fatalf("mqtttest: %v", err)
 			}
+			b.port = ports[0]
 		}
 		if err = b.start(); err == nil {
 			return b
@@ -175,16 +175,6 @@ func Start(t testing.TB, opts Options) *Broker {
 	}
 	t.Fatalf("mqtttest: starting mosquitto: %v\nmosquitto output:\n%s", err, b.Logs())
 	return nil
-}
-
-// freePort returns a port that was free on 127.0.0.1 a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func (b *Broker) writePasswords() error {
@@ -343,9 +333,7 @@ func (b *Broker) start() error {
 	if err != nil {
 		return err
 	}
-	b.mu.Lock()
-	b.proc = proc
-	b.mu.Unlock()
+	b.proc.Set(proc)
 
 	deadline := time.Now().Add(b.opts.StartTimeout)
 	tick := time.NewTicker(5 * time.Millisecond)
@@ -369,12 +357,7 @@ func (b *Broker) start() error {
 }
 
 // signal stops the broker with sig, killing it after 10 s.
-func (b *Broker) signal(sig syscall.Signal) {
-	b.mu.Lock()
-	proc := b.proc
-	b.mu.Unlock()
-	_ = proc.Stop(sig, 10*time.Second)
-}
+func (b *Broker) signal(sig syscall.Signal) { _ = b.proc.Get().Stop(sig, 10*time.Second) }
 
 // Stop stops the broker cleanly (SIGTERM; with Persistence it saves its
 // state). Stopping a stopped broker does nothing. Start brings it back on
@@ -409,11 +392,7 @@ func (b *Broker) Start() {
 }
 
 // Running reports whether the broker process is running.
-func (b *Broker) Running() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.proc.Running()
-}
+func (b *Broker) Running() bool { return b.proc.Get().Running() }
 
 // URL is the broker's URL for paho: tcp://127.0.0.1:PORT, or ssl://… with
 // TLS.

@@ -36,6 +36,7 @@ import (
 
 	"github.com/vigil-edge/vigil/agent/internal/childproc"
 	"github.com/vigil-edge/vigil/agent/internal/netproxy"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 )
 
 // Available reports whether nats-server is installed.
@@ -73,7 +74,7 @@ type Node struct {
 	conf     string
 	proxy    *netproxy.Proxy // in front of the MQTT port
 	mu       sync.Mutex
-	proc     *childproc.Proc // nil before the first start
+	proc     childproc.Slot
 	logs     bytes.Buffer
 	logLimit int
 }
@@ -118,7 +119,7 @@ func Start(t testing.TB, n int) *Cluster {
 // stores under dir.
 func (c *Cluster) launch(dir string, n int) error {
 	c.dir, c.nodes = dir, nil
-	ports, err := freePorts(4 * n)
+	ports, err := testkit.FreePorts(4 * n)
 	if err != nil {
 		return err
 	}
@@ -144,25 +145,6 @@ func (c *Cluster) launch(dir string, n int) error {
 		}
 	}
 	return nil
-}
-
-func freePorts(n int) ([]int, error) {
-	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 func (nd *Node) writeConfig() error {
@@ -230,9 +212,7 @@ func (nd *Node) start() error {
 	if err != nil {
 		return fmt.Errorf("start %s: %w", nd.name, err)
 	}
-	nd.mu.Lock()
-	nd.proc = proc
-	nd.mu.Unlock()
+	nd.proc.Set(proc)
 	logged := func(s string) bool {
 		nd.mu.Lock()
 		defer nd.mu.Unlock()
@@ -408,19 +388,10 @@ func (nd *Node) Proxy() *netproxy.Proxy { return nd.proxy }
 func (nd *Node) Name() string { return nd.name }
 
 // Running reports whether the node's process runs.
-func (nd *Node) Running() bool {
-	nd.mu.Lock()
-	defer nd.mu.Unlock()
-	return nd.proc.Running()
-}
+func (nd *Node) Running() bool { return nd.proc.Get().Running() }
 
 // signal stops the node with sig, killing it after 15 s.
-func (nd *Node) signal(sig syscall.Signal) {
-	nd.mu.Lock()
-	proc := nd.proc
-	nd.mu.Unlock()
-	_ = proc.Stop(sig, 15*time.Second)
-}
+func (nd *Node) signal(sig syscall.Signal) { _ = nd.proc.Get().Stop(sig, 15*time.Second) }
 
 // Kill stops the node abruptly, as a crash would; its MQTT clients lose
 // their connection.

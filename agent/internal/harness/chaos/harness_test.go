@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -29,6 +28,7 @@ import (
 	"github.com/vigil-edge/vigil/agent/internal/mqtttest"
 	"github.com/vigil-edge/vigil/agent/internal/natstest"
 	"github.com/vigil-edge/vigil/agent/internal/netproxy"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/agent/source"
 	"github.com/vigil-edge/vigil/buffer"
@@ -174,11 +174,11 @@ func (e *env) writeConfig() error {
 	if err != nil {
 		return fmt.Errorf("models dir: %w", err)
 	}
-	port, err := freePort()
+	ports, err := testkit.FreePorts(1)
 	if err != nil {
 		return err
 	}
-	e.httpAddr = fmt.Sprintf("127.0.0.1:%d", port)
+	e.httpAddr = fmt.Sprintf("127.0.0.1:%d", ports[0])
 	var srcs, streams strings.Builder
 	cols, _ := json.Marshal(pumpColumns)
 	if e.set.mqttSource {
@@ -296,15 +296,6 @@ func writePumpCSV(path string, rows int, seed uint64) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return f.Close()
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // startVigil starts vigil and waits until it serves /healthz.
