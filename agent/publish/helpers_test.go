@@ -165,11 +165,14 @@ func startConnected(t testing.TB, buf Log, opts Options) *Publisher {
 }
 
 // startBehindProxy starts a broker and a proxy to it (closed at the end
-// of the test), for the tests that cut the publisher's link.
-func startBehindProxy(t testing.TB) (*mqtttest.Broker, *netproxy.Proxy) {
+// of the test), for the tests that cut the publisher's link, and returns
+// them with the test options of a publisher that connects through the
+// proxy.
+func startBehindProxy(t testing.TB) (*mqtttest.Broker, *netproxy.Proxy, Options) {
 	t.Helper()
 	b := mqtttest.Start(t, mqtttest.Options{})
-	return b, newProxy(t, b.Addr())
+	proxy := newProxy(t, b.Addr())
+	return b, proxy, testOptions("tcp://" + proxy.Addr())
 }
 
 // newProxy returns a proxy to addr, closed at the end of the test.

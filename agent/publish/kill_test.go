@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigil-edge/vigil/agent/internal/childproc"
 	"github.com/vigil-edge/vigil/agent/internal/mqtttest"
 	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"github.com/vigil-edge/vigil/agent/record"
@@ -79,9 +80,8 @@ func TestKillChild(t *testing.T) {
 
 // child is a running child process.
 type child struct {
-	cmd  *exec.Cmd
-	out  *testkit.Buffer
-	done chan struct{}
+	*childproc.Proc
+	out *testkit.Buffer
 }
 
 func startChild(t *testing.T, dir, broker string, total int, rate float64) *child {
@@ -90,15 +90,14 @@ func startChild(t *testing.T, dir, broker string, total int, rate float64) *chil
 	cmd.Env = append(os.Environ(),
 		envChildDir+"="+dir, envChildBroker+"="+broker,
 		envChildTotal+"="+strconv.Itoa(total), envChildRate+"="+strconv.FormatFloat(rate, 'f', -1, 64))
-	c := &child{cmd: cmd, out: &testkit.Buffer{}, done: make(chan struct{})}
+	c := &child{out: &testkit.Buffer{}}
 	cmd.Stdout, cmd.Stderr = c.out, c.out
-	if err := cmd.Start(); err != nil {
+	var err error
+	if c.Proc, err = childproc.Start(cmd); err != nil {
 		t.Fatal(err)
 	}
-	go func() { _ = cmd.Wait(); close(c.done) }()
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-c.done
+		_ = c.Stop(syscall.SIGKILL, 20*time.Second)
 		if t.Failed() {
 			t.Logf("child output:\n%s", c.out.String())
 		}
@@ -106,12 +105,15 @@ func startChild(t *testing.T, dir, broker string, total int, rate float64) *chil
 	return c
 }
 
-func (c *child) wait(t *testing.T) {
+// stop sends sig to the running child and fails the test if it has not
+// exited 20 s later.
+func (c *child) stop(t *testing.T, sig syscall.Signal) {
 	t.Helper()
-	select {
-	case <-c.done:
-	case <-time.After(20 * time.Second):
-		t.Fatalf("child did not exit; output:\n%s", c.out.String())
+	if !c.Running() {
+		t.Fatalf("the child exited before %v; output:\n%s", sig, c.out.String())
+	}
+	if err := c.Stop(sig, 20*time.Second); err != nil {
+		t.Fatalf("child did not exit on %v: %v; output:\n%s", sig, err, c.out.String())
 	}
 }
 
@@ -130,10 +132,7 @@ func TestKill(t *testing.T) {
 
 	c1 := startChild(t, dir, b.URL(), first, 2000)
 	testkit.WaitFor(t, 30*time.Second, "part of the backlog published", func() bool { return alerts.Len() >= 300 })
-	if err := c1.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	c1.wait(t)
+	c1.stop(t, syscall.SIGKILL)
 	killedAt := alerts.Len()
 	// The broker sees the connection drop and publishes the Last Will.
 	testkit.WaitFor(t, 10*time.Second, "the Last Will", func() bool {
@@ -184,10 +183,7 @@ func TestKill(t *testing.T) {
 
 	// A clean stop publishes "offline" with reason shutdown.
 	testkit.WaitFor(t, 10*time.Second, "the child's appends", func() bool { return strings.Contains(c2.out.String(), "appended") })
-	if err := c2.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	c2.wait(t)
+	c2.stop(t, syscall.SIGTERM)
 	testkit.WaitFor(t, 10*time.Second, "the clean offline", func() bool {
 		st, ok := lastStatus(t, status)
 		return ok && st.State == "offline" && st.Reason == "shutdown" && st.BirthSeq == 2

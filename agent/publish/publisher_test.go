@@ -211,12 +211,11 @@ func TestLiveFirstAfterOutage(t *testing.T) {
 	if testing.Short() || raceEnabled {
 		n = 200_000
 	}
-	b, proxy := startBehindProxy(t)
+	b, proxy, opts := startBehindProxy(t)
 	alerts := mqtttest.Subscribe(t, b, "vigil/dev1/alerts/#", 1)
 	scores := mqtttest.Subscribe(t, b, "vigil/dev1/scores/#", 0)
 
 	buf := newMemBuffer(t)
-	opts := testOptions("tcp://" + proxy.Addr())
 	opts.ReplayRate = 2000
 	p := startConnected(t, buf, opts)
 
@@ -410,11 +409,10 @@ func TestBrokerRestart(t *testing.T) {
 	// until the test's subscriber is subscribed again after the restart;
 	// otherwise what it publishes first could reach a broker nobody
 	// listens to yet.
-	b, proxy := startBehindProxy(t)
+	b, proxy, opts := startBehindProxy(t)
 	sub := mqtttest.Subscribe(t, b, "vigil/dev1/alerts/#", 1)
 	status := mqtttest.Subscribe(t, b, "vigil/dev1/status", 1)
 	buf := newMemBuffer(t)
-	opts := testOptions("tcp://" + proxy.Addr())
 	opts.ReplayRate = 500
 	opts.ReplayBurst = 10
 	p := startConnected(t, buf, opts)
@@ -475,10 +473,9 @@ func TestBrokerRestart(t *testing.T) {
 func TestNetworkCut(t *testing.T) {
 	for _, mode := range []string{"blackhole", "cut"} {
 		t.Run(mode, func(t *testing.T) {
-			b, proxy := startBehindProxy(t)
+			b, proxy, opts := startBehindProxy(t)
 			sub := mqtttest.Subscribe(t, b, "vigil/dev1/alerts/#", 1)
 			buf := newMemBuffer(t)
-			opts := testOptions("tcp://" + proxy.Addr())
 			opts.KeepAlive = time.Second
 			opts.PingTimeout = 500 * time.Millisecond
 			opts.ConnectTimeout = time.Second
@@ -669,10 +666,9 @@ func newPaho(t testing.TB, url string) paho.Client {
 // an earlier connection (live records, sent while the backlog below them
 // was still draining) are not sent again by the next connection's replay.
 func TestReplaySkipsWhatWasAcknowledged(t *testing.T) {
-	b, proxy := startBehindProxy(t)
+	b, proxy, opts := startBehindProxy(t)
 	sub := mqtttest.Subscribe(t, b, "vigil/dev1/alerts/#", 1)
 	buf := newMemBuffer(t)
-	opts := testOptions("tcp://" + proxy.Addr())
 	opts.ReplayRate, opts.ReplayBurst = 200, 1
 	p := startConnected(t, buf, opts)
 

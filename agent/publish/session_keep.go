@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -93,6 +94,28 @@ func (k *keeper) backoff() throttle.Backoff {
 	return throttle.Backoff{Initial: k.s.p.opts.ReconnectMin, Max: k.s.p.opts.ReconnectMax}
 }
 
+// retry calls try (with its attempt number, from 1) until it returns nil,
+// waiting the backoff between attempts, and returns the attempt that
+// succeeded; 0 when the keeper must end first. Each failure is counted in
+// failures and logged, rate-limited per key, with msg.
+func (k *keeper) retry(key, msg string, failures *atomic.Uint64, try func(attempt int) error) int {
+	p := k.s.p
+	for attempt := 1; ; attempt++ {
+		err := try(attempt)
+		if err == nil {
+			return attempt
+		}
+		if errors.Is(err, errEnded) || k.ended() {
+			return 0
+		}
+		n := failures.Add(1)
+		p.keepLog.Log(slog.LevelWarn, key, msg, "err", err, "attempt", attempt, "failures_total", n)
+		if !k.sleep(k.backoff().Delay(attempt)) {
+			return 0
+		}
+	}
+}
+
 // status confirms the retained "online" status (QoS 1: its PUBACK),
 // publishing it again with the backoff until the broker acknowledges it,
 // and publishes it again every StatusInterval and whenever the subscriber
@@ -108,20 +131,14 @@ func (k *keeper) status(tok mqtt.Token) {
 		tick = t.C
 	}
 	for {
-		for attempt := 1; ; attempt++ {
-			err := k.wait(tok)
-			if err == nil {
-				break
+		acked := k.retry("status", "retained status not acknowledged: publishing it again", &p.statusFailures, func(attempt int) error {
+			if attempt > 1 {
+				tok = k.s.publishStatus()
 			}
-			if errors.Is(err, errEnded) || k.ended() {
-				return
-			}
-			n := p.statusFailures.Add(1)
-			p.keepLog.Log(slog.LevelWarn, "status", "retained status not acknowledged: publishing it again", "err", err, "attempt", attempt, "failures_total", n)
-			if !k.sleep(k.backoff().Delay(attempt)) {
-				return
-			}
-			tok = k.s.publishStatus()
+			return k.wait(tok)
+		})
+		if acked == 0 {
+			return
 		}
 		select {
 		case <-tick:
@@ -146,27 +163,17 @@ func (s *session) publishStatus() mqtt.Token {
 // the waits would block its message handling.
 func (k *keeper) subscribe() {
 	p := k.s.p
-	for attempt := 1; ; attempt++ {
-		err := k.subscribeOnce()
-		if err == nil {
-			p.cmdSubscribed.Store(true)
-			if attempt > 1 {
-				p.log.Info("subscribed to commands", "attempts", attempt)
-				p.keepLog.Reset("subscribe")
-				select {
-				case k.restate <- struct{}{}:
-				default:
-				}
-			}
-			return
-		}
-		if errors.Is(err, errEnded) || k.ended() {
-			return
-		}
-		n := p.cmdSubFailures.Add(1)
-		p.keepLog.Log(slog.LevelWarn, "subscribe", "no command subscription: subscribing again", "err", err, "attempt", attempt, "failures_total", n)
-		if !k.sleep(k.backoff().Delay(attempt)) {
-			return
+	attempt := k.retry("subscribe", "no command subscription: subscribing again", &p.cmdSubFailures, func(int) error { return k.subscribeOnce() })
+	if attempt == 0 {
+		return
+	}
+	p.cmdSubscribed.Store(true)
+	if attempt > 1 {
+		p.log.Info("subscribed to commands", "attempts", attempt)
+		p.keepLog.Reset("subscribe")
+		select {
+		case k.restate <- struct{}{}:
+		default:
 		}
 	}
 }

@@ -111,9 +111,8 @@ func TestRetainedStatusComesBack(t *testing.T) {
 // can tell) is counted and published again; once the link moves again the
 // status is in place, on the same connection.
 func TestStatusRepublishedWhenNotAcknowledged(t *testing.T) {
-	b, proxy := startBehindProxy(t)
+	b, proxy, opts := startBehindProxy(t)
 	sub := mqtttest.Subscribe(t, b, "vigil/dev1/status", 1)
-	opts := testOptions("tcp://" + proxy.Addr())
 	opts.KeepAlive, opts.PingTimeout = 30*time.Second, 10*time.Second // the stall must not end the connection
 	opts.WriteTimeout = 300 * time.Millisecond
 	opts.StatusInterval = 200 * time.Millisecond

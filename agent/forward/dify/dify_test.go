@@ -98,6 +98,23 @@ func (h *harness) start() *harness {
 	return h
 }
 
+// faulted runs a forwarder in response mode (with mut's other changes, if
+// any) against a double that answers its first requests with faults, and
+// appends one major alert, which it returns.
+func faulted(t *testing.T, mode string, mut func(*Options), faults ...difytest.Fault) (*harness, record.Alert) {
+	t.Helper()
+	h := newHarness(t, difytest.Options{}, func(o *Options) {
+		o.ResponseMode = mode
+		if mut != nil {
+			mut(o)
+		}
+	}).start()
+	h.srv.Script(faults...)
+	a := alert(0, record.SeverityMajor)
+	appendAlerts(t, h.buf, a)
+	return h, a
+}
+
 func (h *harness) checkNoSecret() {
 	h.t.Helper()
 	if strings.Contains(h.logs.String(), testKey) {
@@ -310,10 +327,7 @@ func TestFailedRuns(t *testing.T) {
 		{"failed streaming", ModeStreaming, difytest.Fault{RunStatus: "failed", RunError: "LLM node: quota"}, "failed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, difytest.Options{}, func(o *Options) { o.ResponseMode = tc.mode }).start()
-			h.srv.Script(tc.fault)
-			a := alert(0, record.SeverityMajor)
-			appendAlerts(t, h.buf, a)
+			h, a := faulted(t, tc.mode, nil, tc.fault)
 			h.until("handled", h.acked(1))
 			adv := h.advice()[a.ID]
 			if adv.Status != tc.want || adv.Error != tc.fault.RunError || adv.Outputs != nil {
@@ -338,10 +352,7 @@ func TestPermanentErrors(t *testing.T) {
 		{"stream error 400", ModeStreaming, difytest.Fault{StreamError: &difytest.StreamError{Status: 400, Code: "invalid_param", Message: "bad input"}}, "invalid_param"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, difytest.Options{}, func(o *Options) { o.ResponseMode = tc.mode }).start()
-			h.srv.Script(tc.fault)
-			a := alert(0, record.SeverityMajor)
-			appendAlerts(t, h.buf, a)
+			h, a := faulted(t, tc.mode, nil, tc.fault)
 			h.until("handled", func() bool { return h.fw.Stats().DeadLettered == 1 })
 			testkit.WaitFor(t, 5*time.Second, "ack", func() bool { return h.unacked(record.LaneAlert) == 0 })
 			dls := h.deadLetters()
@@ -366,10 +377,7 @@ func TestPermanentErrors(t *testing.T) {
 // TestUnauthorized: a wrong key makes the forwarder fail loudly, keep the
 // alerts and try again only every FailingRetry; a fixed key recovers.
 func TestUnauthorized(t *testing.T) {
-	h := newHarness(t, difytest.Options{}, nil).start()
-	h.srv.Script(difytest.Fault{Status: 401}, difytest.Fault{Status: 401})
-	a := alert(0, record.SeverityMajor)
-	appendAlerts(t, h.buf, a)
+	h, a := faulted(t, ModeBlocking, nil, difytest.Fault{Status: 401}, difytest.Fault{Status: 401})
 	testkit.WaitFor(t, 5*time.Second, "failing", func() bool { return h.fw.Stats().State == forward.StateFailing })
 	if h.unacked(record.LaneAlert) != 1 || len(h.deadLetters()) != 0 {
 		t.Error("the alert must stay in the buffer, without a dead letter")
@@ -415,10 +423,7 @@ func TestThrottled(t *testing.T) {
 		{"429 inside the stream", ModeStreaming, difytest.Fault{StreamError: &difytest.StreamError{Status: 429, Code: "too_many_requests", Message: "busy"}}, time.Second / 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, difytest.Options{}, func(o *Options) { o.ResponseMode = tc.mode }).start()
-			h.srv.Script(tc.fault)
-			a := alert(0, record.SeverityMajor)
-			appendAlerts(t, h.buf, a)
+			h, a := faulted(t, tc.mode, nil, tc.fault)
 			testkit.WaitFor(t, 5*time.Second, "throttled", func() bool { return h.fw.Stats().State == forward.StateThrottled })
 			h.until("handled", h.acked(1))
 			oneRunEach(t, h.srv, a.ID)
@@ -436,9 +441,7 @@ func TestThrottled(t *testing.T) {
 // TestRetryAfterHonoured checks the fake-clock gap between a 429 and the
 // retry.
 func TestRetryAfterHonoured(t *testing.T) {
-	h := newHarness(t, difytest.Options{}, nil).start()
-	h.srv.Script(difytest.Fault{Status: 429, RetryAfter: "20"})
-	appendAlerts(t, h.buf, alert(0, record.SeverityMajor))
+	h, _ := faulted(t, ModeBlocking, nil, difytest.Fault{Status: 429, RetryAfter: "20"})
 	h.until("handled", h.acked(1))
 	reqs := h.srv.Requests()
 	// Not later either: the worker that took the probe through the gate
@@ -504,13 +507,7 @@ func TestAmbiguousFailures(t *testing.T) {
 		{"reset before the run", ModeBlocking, difytest.Fault{ResetBefore: true}, "succeeded", 2, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, difytest.Options{}, func(o *Options) {
-				o.ResponseMode = tc.mode
-				o.Timeout = 300 * time.Millisecond
-			}).start()
-			h.srv.Script(tc.fault)
-			a := alert(0, record.SeverityMajor)
-			appendAlerts(t, h.buf, a)
+			h, a := faulted(t, tc.mode, func(o *Options) { o.Timeout = 300 * time.Millisecond }, tc.fault)
 			h.until("handled", h.acked(1))
 			adv := h.advice()[a.ID]
 			if adv.Status != tc.status {
@@ -557,10 +554,7 @@ func TestLookupChecksTheAlertID(t *testing.T) {
 // leaves a journal entry; the next one finds the run instead of running
 // the workflow again.
 func TestResumeAfterRestart(t *testing.T) {
-	h := newHarness(t, difytest.Options{}, func(o *Options) { o.Timeout = time.Minute }).start()
-	h.srv.Script(difytest.Fault{Hang: true})
-	a := alert(0, record.SeverityMajor)
-	appendAlerts(t, h.buf, a)
+	h, a := faulted(t, ModeBlocking, func(o *Options) { o.Timeout = time.Minute }, difytest.Fault{Hang: true})
 	testkit.WaitFor(t, 5*time.Second, "the run", func() bool { return len(h.srv.Runs()) == 1 })
 	h.stop()
 	if h.unacked(record.LaneAlert) != 1 || h.openJournal() != 1 {

@@ -29,13 +29,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/vigil-edge/vigil/agent/internal/childproc"
 	"github.com/vigil-edge/vigil/agent/internal/testkit"
 )
 
@@ -95,11 +95,8 @@ type Broker struct {
 
 	dynsecPlugin, dynsecCtrl string
 
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	done    chan struct{}  // closed when the process exited
-	logs    testkit.Buffer // mosquitto's output
-	stopped bool
+	proc childproc.Slot
+	logs testkit.Buffer // mosquitto's output
 }
 
 // lookPath finds a binary in the known paths, then $PATH.
@@ -163,9 +160,11 @@ func Start(t testing.TB, opts Options) *Broker {
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
 		if opts.Port == 0 {
-			if b.port, err = freePort(); err != nil {
+			ports, err := testkit.FreePorts(1)
+			if err != nil {
 				t.Fatalf("mqtttest: %v", err)
 			}
+			b.port = ports[0]
 		}
 		if err = b.start(); err == nil {
 			return b
@@ -176,16 +175,6 @@ func Start(t testing.TB, opts Options) *Broker {
 	}
 	t.Fatalf("mqtttest: starting mosquitto: %v\nmosquitto output:\n%s", err, b.Logs())
 	return nil
-}
-
-// freePort returns a port that was free on 127.0.0.1 a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func (b *Broker) writePasswords() error {
@@ -340,14 +329,11 @@ func (b *Broker) start() error {
 	cmd.Dir = b.dir
 	cmd.Stdout = &b.logs
 	cmd.Stderr = &b.logs
-	if err := cmd.Start(); err != nil {
+	proc, err := childproc.Start(cmd)
+	if err != nil {
 		return err
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	b.mu.Lock()
-	b.cmd, b.done, b.stopped = cmd, done, false
-	b.mu.Unlock()
+	b.proc.Set(proc)
 
 	deadline := time.Now().Add(b.opts.StartTimeout)
 	tick := time.NewTicker(5 * time.Millisecond)
@@ -359,8 +345,8 @@ func (b *Broker) start() error {
 			return nil
 		}
 		select {
-		case <-done:
-			return fmt.Errorf("mosquitto exited: %v", cmd.ProcessState)
+		case <-proc.Done():
+			return fmt.Errorf("mosquitto exited: %v", proc.Err())
 		case <-tick.C:
 		}
 		if time.Now().After(deadline) {
@@ -370,27 +356,8 @@ func (b *Broker) start() error {
 	}
 }
 
-func (b *Broker) signal(sig syscall.Signal) bool {
-	b.mu.Lock()
-	cmd, done := b.cmd, b.done
-	b.mu.Unlock()
-	if cmd == nil {
-		return false
-	}
-	select {
-	case <-done:
-		return false
-	default:
-	}
-	cmd.Process.Signal(sig)
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		cmd.Process.Kill()
-		<-done
-	}
-	return true
-}
+// signal stops the broker with sig, killing it after 10 s.
+func (b *Broker) signal(sig syscall.Signal) { _ = b.proc.Get().Stop(sig, 10*time.Second) }
 
 // Stop stops the broker cleanly (SIGTERM; with Persistence it saves its
 // state). Stopping a stopped broker does nothing. Start brings it back on
@@ -425,19 +392,7 @@ func (b *Broker) Start() {
 }
 
 // Running reports whether the broker process is running.
-func (b *Broker) Running() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.done == nil {
-		return false
-	}
-	select {
-	case <-b.done:
-		return false
-	default:
-		return true
-	}
-}
+func (b *Broker) Running() bool { return b.proc.Get().Running() }
 
 // URL is the broker's URL for paho: tcp://127.0.0.1:PORT, or ssl://… with
 // TLS.

@@ -34,7 +34,9 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/vigil-edge/vigil/agent/internal/childproc"
 	"github.com/vigil-edge/vigil/agent/internal/netproxy"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 )
 
 // Available reports whether nats-server is installed.
@@ -72,8 +74,7 @@ type Node struct {
 	conf     string
 	proxy    *netproxy.Proxy // in front of the MQTT port
 	mu       sync.Mutex
-	cmd      *exec.Cmd
-	done     chan struct{}
+	proc     childproc.Slot
 	logs     bytes.Buffer
 	logLimit int
 }
@@ -118,7 +119,7 @@ func Start(t testing.TB, n int) *Cluster {
 // stores under dir.
 func (c *Cluster) launch(dir string, n int) error {
 	c.dir, c.nodes = dir, nil
-	ports, err := freePorts(4 * n)
+	ports, err := testkit.FreePorts(4 * n)
 	if err != nil {
 		return err
 	}
@@ -144,25 +145,6 @@ func (c *Cluster) launch(dir string, n int) error {
 		}
 	}
 	return nil
-}
-
-func freePorts(n int) ([]int, error) {
-	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 func (nd *Node) writeConfig() error {
@@ -226,14 +208,11 @@ func (nd *Node) start() error {
 	nd.mu.Lock()
 	from := nd.logs.Len()
 	nd.mu.Unlock()
-	if err := cmd.Start(); err != nil {
+	proc, err := childproc.Start(cmd)
+	if err != nil {
 		return fmt.Errorf("start %s: %w", nd.name, err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	nd.mu.Lock()
-	nd.cmd, nd.done = cmd, done
-	nd.mu.Unlock()
+	nd.proc.Set(proc)
 	logged := func(s string) bool {
 		nd.mu.Lock()
 		defer nd.mu.Unlock()
@@ -253,7 +232,7 @@ func (nd *Node) start() error {
 			return nil
 		}
 		select {
-		case <-done:
+		case <-proc.Done():
 			nd.mu.Lock()
 			out := string(nd.logs.Bytes()[from:])
 			nd.mu.Unlock()
@@ -263,7 +242,7 @@ func (nd *Node) start() error {
 					fatal = ": " + strings.TrimSpace(l)
 				}
 			}
-			return fmt.Errorf("%s exited: %v%s", nd.name, cmd.ProcessState, fatal)
+			return fmt.Errorf("%s exited: %v%s", nd.name, proc.Err(), fatal)
 		case <-tick.C:
 		}
 		if time.Now().After(deadline) {
@@ -409,40 +388,10 @@ func (nd *Node) Proxy() *netproxy.Proxy { return nd.proxy }
 func (nd *Node) Name() string { return nd.name }
 
 // Running reports whether the node's process runs.
-func (nd *Node) Running() bool {
-	nd.mu.Lock()
-	defer nd.mu.Unlock()
-	if nd.done == nil {
-		return false
-	}
-	select {
-	case <-nd.done:
-		return false
-	default:
-		return true
-	}
-}
+func (nd *Node) Running() bool { return nd.proc.Get().Running() }
 
-func (nd *Node) signal(sig syscall.Signal) {
-	nd.mu.Lock()
-	cmd, done := nd.cmd, nd.done
-	nd.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	select {
-	case <-done:
-		return
-	default:
-	}
-	cmd.Process.Signal(sig)
-	select {
-	case <-done:
-	case <-time.After(15 * time.Second):
-		cmd.Process.Kill()
-		<-done
-	}
-}
+// signal stops the node with sig, killing it after 15 s.
+func (nd *Node) signal(sig syscall.Signal) { _ = nd.proc.Get().Stop(sig, 15*time.Second) }
 
 // Kill stops the node abruptly, as a crash would; its MQTT clients lose
 // their connection.

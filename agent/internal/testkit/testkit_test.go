@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -104,4 +105,26 @@ func TestGoAndRun(t *testing.T) {
 	stopRun := Run(t, "runner", func(ctx context.Context) error { close(ran); <-ctx.Done(); return nil })
 	<-ran
 	stopRun()
+}
+
+func TestFreePorts(t *testing.T) {
+	ports, err := FreePorts(8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]bool{}
+	for _, p := range ports {
+		if p <= 0 || seen[p] {
+			t.Fatalf("ports %v: want 8 distinct ports", ports)
+		}
+		seen[p] = true
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			t.Fatalf("port %d is not free: %v", p, err)
+		}
+		l.Close()
+	}
+	if len(ports) != 8 {
+		t.Fatalf("%d ports, want 8", len(ports))
+	}
 }

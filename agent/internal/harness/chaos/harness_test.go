@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -25,9 +24,11 @@ import (
 
 	"github.com/vigil-edge/vigil/agent/forward/amplitude/amplitudetest"
 	"github.com/vigil-edge/vigil/agent/forward/dify/difytest"
+	"github.com/vigil-edge/vigil/agent/internal/childproc"
 	"github.com/vigil-edge/vigil/agent/internal/mqtttest"
 	"github.com/vigil-edge/vigil/agent/internal/natstest"
 	"github.com/vigil-edge/vigil/agent/internal/netproxy"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/agent/source"
 	"github.com/vigil-edge/vigil/buffer"
@@ -111,7 +112,7 @@ type env struct {
 	sub     *subscriber
 
 	httpAddr string
-	proc     *proc
+	proc     *childproc.Proc
 	starts   int
 	maxRSS   atomic.Int64 // bytes, over every incarnation
 	lastMet  metrics      // the last metrics read before a stop
@@ -173,11 +174,11 @@ func (e *env) writeConfig() error {
 	if err != nil {
 		return fmt.Errorf("models dir: %w", err)
 	}
-	port, err := freePort()
+	ports, err := testkit.FreePorts(1)
 	if err != nil {
 		return err
 	}
-	e.httpAddr = fmt.Sprintf("127.0.0.1:%d", port)
+	e.httpAddr = fmt.Sprintf("127.0.0.1:%d", ports[0])
 	var srcs, streams strings.Builder
 	cols, _ := json.Marshal(pumpColumns)
 	if e.set.mqttSource {
@@ -297,23 +298,6 @@ func writePumpCSV(path string, rows int, seed uint64) error {
 	return f.Close()
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// proc is one vigil process.
-type proc struct {
-	cmd   *exec.Cmd
-	done  chan struct{}
-	err   error // Wait's result, once done is closed
-	start time.Time
-}
-
 // startVigil starts vigil and waits until it serves /healthz.
 func (e *env) startVigil() {
 	e.t.Helper()
@@ -328,22 +312,17 @@ func (e *env) startVigil() {
 	}
 	cmd := exec.Command(bin, "run", "--config", e.cfgPath)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
+	p, err := childproc.Start(cmd)
+	logf.Close() // vigil has its own copy
+	if err != nil {
 		e.t.Fatalf("start vigil: %v", err)
 	}
-	p := &proc{cmd: cmd, done: make(chan struct{}), start: time.Now()}
-	go func() {
-		p.err = cmd.Wait()
-		logf.Close()
-		close(p.done)
-	}()
 	e.proc = p
 	go e.sampleRSS(p)
 	e.t.Cleanup(func() { e.kill() })
 	err = waitFor(60*time.Second, func() bool {
 		select {
-		case <-p.done:
+		case <-p.Done():
 			return true
 		default:
 		}
@@ -355,8 +334,8 @@ func (e *env) startVigil() {
 		return true
 	})
 	select {
-	case <-p.done:
-		e.t.Fatalf("vigil exited while starting: %v\n%s", p.err, e.logTail())
+	case <-p.Done():
+		e.t.Fatalf("vigil exited while starting: %v\n%s", p.Err(), e.logTail())
 	default:
 	}
 	if err != nil {
@@ -366,8 +345,8 @@ func (e *env) startVigil() {
 
 // sampleRSS records the process's peak resident set (VmHWM, which also
 // covers the moments between two samples) until it exits.
-func (e *env) sampleRSS(p *proc) {
-	path := fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid)
+func (e *env) sampleRSS(p *childproc.Proc) {
+	path := fmt.Sprintf("/proc/%d/status", p.Pid())
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -380,7 +359,7 @@ func (e *env) sampleRSS(p *proc) {
 			}
 		}
 		select {
-		case <-p.done:
+		case <-p.Done():
 			return
 		case <-tick.C:
 		}
@@ -405,11 +384,7 @@ func readStatusKB(path, key string) int64 {
 
 // kill sends SIGKILL and waits for the process to end.
 func (e *env) kill() {
-	if e.proc == nil {
-		return
-	}
-	_ = e.proc.cmd.Process.Signal(syscall.SIGKILL)
-	<-e.proc.done
+	_ = e.proc.Stop(syscall.SIGKILL, time.Minute)
 }
 
 // stopVigil asks vigil to stop (SIGTERM) and fails the scenario when it
@@ -418,17 +393,13 @@ func (e *env) stopVigil(timeout time.Duration) error {
 	if m, err := e.metrics(); err == nil {
 		e.lastMet = m
 	}
-	_ = e.proc.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-e.proc.done:
-		if e.proc.err != nil {
-			return fmt.Errorf("vigil exited with %w after SIGTERM", e.proc.err)
-		}
-		return nil
-	case <-time.After(timeout):
-		e.kill()
+	if err := e.proc.Stop(syscall.SIGTERM, timeout); err != nil {
 		return fmt.Errorf("vigil did not exit within %v of SIGTERM (hang)", timeout)
 	}
+	if err := e.proc.Err(); err != nil {
+		return fmt.Errorf("vigil exited with %w after SIGTERM", err)
+	}
+	return nil
 }
 
 // logTail returns the end of vigil's log, for failure messages.

@@ -41,12 +41,12 @@ func runCPU100(t *testing.T, d time.Duration) *CPU100Result {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p0, err := ReadProc(v.pid())
+		p0, err := ReadProc(v.Pid())
 		if err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(d)
-		p1, err := ReadProc(v.pid())
+		p1, err := ReadProc(v.Pid())
 		if err != nil {
 			t.Fatal(err)
 		}

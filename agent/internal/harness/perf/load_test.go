@@ -195,12 +195,12 @@ func runPhase(t *testing.T, hop30Dir string, pool []source.Input, name string, r
 		defer gen.close()
 
 		time.Sleep(3 * time.Second) // let it settle, then measure the idle RSS
-		if p, err := ReadProc(v.pid()); err == nil {
+		if p, err := ReadProc(v.Pid()); err == nil {
 			res.RSSIdleMB = float64(p.RSS) / (1 << 20)
 			res.RSSIdleAnon, res.RSSIdleFile = float64(p.RSSAnon)/(1<<20), float64(p.RSSFile)/(1<<20)
 		}
-		smp := sampleProc(v.pid(), 250*time.Millisecond)
-		p0, _ := ReadProc(v.pid())
+		smp := sampleProc(v.Pid(), 250*time.Millisecond)
+		p0, _ := ReadProc(v.Pid())
 		start := time.Now()
 		back := make(chan time.Time, 1)
 		if outage > 0 {
@@ -248,12 +248,12 @@ func runPhase(t *testing.T, hop30Dir string, pool []source.Input, name string, r
 			}
 		}
 		select {
-		case <-v.exited:
-			res.Exit = fmt.Sprintf("vigil exited during the run: %v (see %s)", v.err, v.logPath)
+		case <-v.Done():
+			res.Exit = fmt.Sprintf("vigil exited during the run: %v (see %s)", v.Err(), v.logPath)
 			t.Errorf("%s", res.Exit)
 		default:
 		}
-		p1, _ := ReadProc(v.pid())
+		p1, _ := ReadProc(v.Pid())
 		samples := smp.end()
 		busy := p1.CPU - p0.CPU
 		res.CPUPerMsgUS = float64(busy.Microseconds()) / float64(max(sent, 1))

@@ -91,7 +91,7 @@ func TestSoak(t *testing.T) {
 		faultDone sync.WaitGroup
 	)
 	start := time.Now()
-	prev, _ := ReadProc(v.pid())
+	prev, _ := ReadProc(v.Pid())
 	nextFault, fault := start.Add(every), 0
 	tk := time.NewTicker(interval)
 	defer tk.Stop()
@@ -100,7 +100,7 @@ func TestSoak(t *testing.T) {
 		if el > dur {
 			break
 		}
-		p, err := ReadProc(v.pid())
+		p, err := ReadProc(v.Pid())
 		if err != nil {
 			t.Fatalf("vigil is gone: %v\n%s", err, tail(v.log(), 30))
 		}
@@ -167,7 +167,7 @@ func injectFault(n int, v *vigilProc, broker *mqtttest.Broker) string {
 		broker.Start()
 		return "broker down for 15 s"
 	case 1:
-		v.cmd.Process.Signal(syscall.SIGHUP)
+		v.Signal(syscall.SIGHUP)
 		return "SIGHUP (reload config and models)"
 	default:
 		var b strings.Builder

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vigil-edge/vigil/agent/internal/childproc"
 )
 
 // Flags of the drivers. None is set by `go test ./...`, so the drivers
@@ -25,11 +27,9 @@ var (
 
 // vigilProc is a `vigil run` process started by a driver.
 type vigilProc struct {
-	cmd     *exec.Cmd
+	*childproc.Proc
 	logPath string
 	addr    string // its HTTP server, for /metrics and /healthz
-	exited  chan struct{}
-	err     error
 }
 
 // startVigil writes cfg to dir/vigil.yaml and runs `vigil run` on it with
@@ -42,27 +42,24 @@ func startVigil(t testing.TB, dir, cfg string, waitLogs ...string) *vigilProc {
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	v := &vigilProc{logPath: filepath.Join(dir, "vigil.log"), exited: make(chan struct{})}
+	v := &vigilProc{logPath: filepath.Join(dir, "vigil.log")}
 	logf, err := os.Create(v.logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	v.cmd = exec.Command(bin, "run", "--config", cfgPath)
-	v.cmd.Stdout, v.cmd.Stderr = logf, logf
-	if err := v.cmd.Start(); err != nil {
+	cmd := exec.Command(bin, "run", "--config", cfgPath)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	v.Proc, err = childproc.Start(cmd)
+	logf.Close() // vigil has its own copy
+	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		v.err = v.cmd.Wait()
-		logf.Close()
-		close(v.exited)
-	}()
 	t.Cleanup(func() { v.stop(t) })
 	running := regexp.MustCompile(`msg="vigil running".* http=(\S+)`)
 	waitUntil(t, 30*time.Second, "vigil to start", func() bool {
 		select {
-		case <-v.exited:
-			t.Fatalf("vigil exited: %v\n%s", v.err, v.log())
+		case <-v.Done():
+			t.Fatalf("vigil exited: %v\n%s", v.Err(), v.log())
 		default:
 		}
 		log := v.log()
@@ -82,8 +79,6 @@ func startVigil(t testing.TB, dir, cfg string, waitLogs ...string) *vigilProc {
 	return v
 }
 
-func (v *vigilProc) pid() int { return v.cmd.Process.Pid }
-
 func (v *vigilProc) log() string {
 	b, _ := os.ReadFile(v.logPath)
 	return string(b)
@@ -92,18 +87,8 @@ func (v *vigilProc) log() string {
 // stop ends vigil with SIGTERM (an ordered shutdown), then SIGKILL after
 // 20 s.
 func (v *vigilProc) stop(t testing.TB) {
-	select {
-	case <-v.exited:
-		return
-	default:
-	}
-	v.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-v.exited:
-	case <-time.After(20 * time.Second):
+	if err := v.Stop(syscall.SIGTERM, 20*time.Second); err != nil {
 		t.Errorf("vigil did not stop within 20 s of SIGTERM; killed")
-		v.cmd.Process.Kill()
-		<-v.exited
 	}
 }
 
