@@ -3,10 +3,11 @@ package publish
 import (
 	"context"
 	"fmt"
-	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 

@@ -2,9 +2,10 @@ package publish
 
 import (
 	"fmt"
-	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"testing"
 	"time"
+
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 
 	"github.com/vigil-edge/vigil/agent/internal/mqtttest"
 	"github.com/vigil-edge/vigil/agent/record"

@@ -2,10 +2,11 @@ package source
 
 import (
 	"context"
-	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 )
 
 // TestHTTPEventsJournalReplayDeduplicatesPerUser: after a restart, the

@@ -1,10 +1,11 @@
 package watch
 
 import (
-	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 
 	"github.com/vigil-edge/vigil/agent/internal/mqtttest"
 	"github.com/vigil-edge/vigil/agent/internal/natstest"

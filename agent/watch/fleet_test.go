@@ -2,12 +2,13 @@ package watch
 
 import (
 	"fmt"
-	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 )
 
 // fleetMsg is one message of a simulated fleet.
