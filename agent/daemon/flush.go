@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -27,11 +28,7 @@ func (d *Daemon) flush(ctx context.Context) (string, error) {
 }
 
 func describeSync(res buffer.SyncResult) string {
-	names := make([]string, 0, len(res.Lanes))
-	for name := range res.Lanes {
-		names = append(names, name)
-	}
-	slices.Sort(names)
+	names := slices.Sorted(maps.Keys(res.Lanes))
 	var parts []string
 	var total uint64
 	for _, name := range names {

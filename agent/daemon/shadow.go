@@ -1,12 +1,12 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"math"
 	"net/url"
 	"os"
@@ -220,13 +220,8 @@ func (r *shadowRun) stateLocked() []byte {
 // its counts agree.
 func decodeShadowState(b []byte) (shadowState, error) {
 	var st shadowState
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&st); err != nil {
+	if err := decodeStrict(b, &st, "state"); err != nil {
 		return st, err
-	}
-	if dec.More() {
-		return st, errors.New("data after the state object")
 	}
 	if st.Version != shadowStateVersion {
 		return st, fmt.Errorf("version %d, want %d", st.Version, shadowStateVersion)
@@ -382,11 +377,7 @@ func (d *Daemon) shadowState() map[string]*shadowRun {
 // threshold 0.6% vs 0.4%, score/threshold p50 0.63 vs 0.58, KS 0.071".
 func (d *Daemon) shadowSummary() string {
 	runs := d.shadowState()
-	names := make([]string, 0, len(runs))
-	for n := range runs {
-		names = append(names, n)
-	}
-	slices.Sort(names)
+	names := slices.Sorted(maps.Keys(runs))
 	var parts []string
 	for _, n := range names {
 		r := runs[n]

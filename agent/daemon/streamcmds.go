@@ -5,9 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -298,11 +299,7 @@ func (d *Daemon) effective() map[string]Effective {
 // effectiveSummary is effective in one line for the status command.
 func (d *Daemon) effectiveSummary() string {
 	eff := d.effective()
-	names := make([]string, 0, len(eff))
-	for n := range eff {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(eff))
 	var parts []string
 	for _, n := range names {
 		e := eff[n]
