@@ -95,11 +95,8 @@ func loadSettings(dataDir string) (*settingsStore, error) {
 // decodeSettings decodes settings.json strictly.
 func decodeSettings(b []byte) (settingsDoc, error) {
 	var doc settingsDoc
-	if err := decodeStrict(b, &doc, "settings"); err != nil {
+	if err := decodeStrict(b, &doc, "settings", settingsVersion); err != nil {
 		return doc, err
-	}
-	if doc.Version != settingsVersion {
-		return doc, fmt.Errorf("version %d, want %d", doc.Version, settingsVersion)
 	}
 	for name, st := range doc.Streams {
 		if st.Threshold < 0 || st.LearnSamples < 0 {
@@ -185,10 +182,16 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	return syncDir(dir)
 }
 
-// decodeStrict decodes b, one JSON object (what names it in an error), into
-// v: a field v does not have is an error, and so is anything after the
-// object.
-func decodeStrict(b []byte, v any, what string) error {
+// versioned is a file the daemon keeps under data_dir (settings.json, a
+// shadow run's state) as decoded: it says its format version.
+type versioned interface{ formatVersion() int }
+
+func (doc *settingsDoc) formatVersion() int { return doc.Version }
+
+// decodeStrict decodes b, one JSON object of format version (what names it
+// in an error), into v: a field v does not have is an error, and so are
+// anything after the object and another version.
+func decodeStrict(b []byte, v versioned, what string, version int) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -196,6 +199,9 @@ func decodeStrict(b []byte, v any, what string) error {
 	}
 	if dec.More() {
 		return fmt.Errorf("data after the %s object", what)
+	}
+	if got := v.formatVersion(); got != version {
+		return fmt.Errorf("version %d, want %d", got, version)
 	}
 	return nil
 }
