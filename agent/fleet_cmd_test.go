@@ -85,6 +85,61 @@ streams:
 	return d
 }
 
+// fleetKey makes the key pair dir/name with `vigil model keygen`: keys is
+// its path without extension (the private key is keys+".key"), pub the
+// public key's line.
+func fleetKey(t *testing.T, dir, name string) (keys, pub string) {
+	t.Helper()
+	keys = filepath.Join(dir, name)
+	var out bytes.Buffer
+	if code := dispatch(context.Background(), []string{"model", "keygen", "--out", keys}, &out, &out); code != 0 {
+		t.Fatalf("keygen: %s", out.String())
+	}
+	b, err := os.ReadFile(keys + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys, strings.TrimSpace(string(b))
+}
+
+// readPump8 reads the default model pump8: its manifest and TFLite file.
+func readPump8(t *testing.T) (*models.Manifest, []byte) {
+	t.Helper()
+	m, tfl, err := models.ReadFiles("../models/pump8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, tfl
+}
+
+// saveSigned saves the model m, tfl its TFLite file, as dir/pump8 and signs
+// it with `vigil model sign` and the private key of keys (see fleetKey).
+func saveSigned(t *testing.T, dir, keys string, m *models.Manifest, tfl []byte) {
+	t.Helper()
+	if err := models.Save(dir, "pump8", tfl, m); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if code := dispatch(context.Background(), []string{"model", "sign", filepath.Join(dir, "pump8"), "--key", keys + ".key"}, &out, &out); code != 0 {
+		t.Fatal(out.String())
+	}
+}
+
+// twoDevices starts a mosquitto and two devices on it, prefix-1 and
+// prefix-2 (see startDeviceWith), that trust the key pair keys made in dir
+// (see fleetKey), and waits until both published their status.
+func twoDevices(t *testing.T, prefix string, shadow bool) (b *mqtttest.Broker, dir, keys string, devs []*daemon.Daemon) {
+	t.Helper()
+	b = mqtttest.Start(t, mqtttest.Options{})
+	dir = t.TempDir()
+	keys, pub := fleetKey(t, dir, "fleet")
+	for i := range 2 {
+		devs = append(devs, startDeviceWith(t, b.URL(), fmt.Sprintf("%s-%d", prefix, i+1), pub, shadow))
+	}
+	waitOnline(t, b, 2)
+	return b, dir, keys, devs
+}
+
 // TestFleetDeployAndStatus (issue 18 item 6, without shadow verdicts):
 // `vigil fleet deploy` sends a signed model to every matching device
 // through mosquitto, one canary first, prints JSON lines ending in
@@ -95,48 +150,11 @@ func TestFleetDeployAndStatus(t *testing.T) {
 	if testing.Short() {
 		t.Skip("mosquitto: not in -short")
 	}
-	b := mqtttest.Start(t, mqtttest.Options{})
-	dir := t.TempDir()
-	keys := filepath.Join(dir, "fleet")
-	var out bytes.Buffer
-	if code := dispatch(context.Background(), []string{"model", "keygen", "--out", keys}, &out, &out); code != 0 {
-		t.Fatal(out.String())
-	}
-	pub, _ := os.ReadFile(keys + ".pub")
-	devs := []*daemon.Daemon{
-		startDevice(t, b, "fleet-dev-1", strings.TrimSpace(string(pub))),
-		startDevice(t, b, "fleet-dev-2", strings.TrimSpace(string(pub))),
-	}
+	b, dir, keys, devs := twoDevices(t, "fleet-dev", false)
 	// The model: pump8 as version 9, signed.
-	m, tfl, err := models.ReadFiles("../models/pump8")
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, tfl := readPump8(t)
 	m.Version = "9"
-	if err := models.Save(dir, "pump8", tfl, m); err != nil {
-		t.Fatal(err)
-	}
-	if code := dispatch(context.Background(), []string{"model", "sign", filepath.Join(dir, "pump8"), "--key", keys + ".key"}, &out, &out); code != 0 {
-		t.Fatal(out.String())
-	}
-	// Wait until both devices published their status (retained).
-	sub := mqtttest.Subscribe(t, b, "vigil/+/status", 1)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		online := map[string]bool{}
-		for _, msg := range sub.Messages() {
-			if strings.Contains(string(msg.Payload), `"state":"online"`) {
-				online[msg.Topic] = true
-			}
-		}
-		if len(online) == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("devices not online")
-		}
-		sub.WaitN(t, sub.Len()+1, 30*time.Second)
-	}
+	saveSigned(t, dir, keys, m, tfl)
 	var stdout, stderr bytes.Buffer
 	code := dispatch(context.Background(), []string{"fleet", "deploy", "--broker", b.URL(), "--model", filepath.Join(dir, "pump8"),
 		"--devices", "fleet-dev-*", "--canary", "1", "--json", "--wait", "500ms", "--key", keys + ".key"}, &stdout, &stderr)
@@ -174,11 +192,9 @@ func TestFleetDeployAndStatus(t *testing.T) {
 	}
 
 	// Another key: the canary refuses it, the rest is not attempted.
-	other := filepath.Join(dir, "other")
-	dispatch(context.Background(), []string{"model", "keygen", "--out", other}, &out, &out)
+	other, _ := fleetKey(t, dir, "other")
 	m.Version = "10"
-	models.Save(dir, "pump8", tfl, m)
-	dispatch(context.Background(), []string{"model", "sign", filepath.Join(dir, "pump8"), "--key", other + ".key"}, &out, &out)
+	saveSigned(t, dir, other, m, tfl)
 	stdout.Reset()
 	code = dispatch(context.Background(), []string{"fleet", "deploy", "--broker", b.URL(), "--model", filepath.Join(dir, "pump8"),
 		"--devices", "fleet-dev-*", "--canary", "1", "--json", "--wait", "500ms", "--key", keys + ".key"}, &stdout, &stderr)
@@ -233,34 +249,14 @@ func TestFleetDeployWaitsForShadowVerdicts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("mosquitto: not in -short")
 	}
-	b := mqtttest.Start(t, mqtttest.Options{})
-	dir := t.TempDir()
-	keys := filepath.Join(dir, "fleet")
-	var out bytes.Buffer
-	if code := dispatch(context.Background(), []string{"model", "keygen", "--out", keys}, &out, &out); code != 0 {
-		t.Fatal(out.String())
-	}
-	pub, _ := os.ReadFile(keys + ".pub")
-	devs := []*daemon.Daemon{
-		startDeviceWith(t, b.URL(), "shadow-dev-1", strings.TrimSpace(string(pub)), true),
-		startDeviceWith(t, b.URL(), "shadow-dev-2", strings.TrimSpace(string(pub)), true),
-	}
-	waitOnline(t, b, 2)
-	m, tfl, err := models.ReadFiles("../models/pump8")
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, dir, keys, devs := twoDevices(t, "shadow-dev", true)
+	m, tfl := readPump8(t)
 	deployVersion := func(version string, threshold float64) (int, string) {
 		m.Version = version
 		if threshold > 0 {
 			m.Threshold.Value = threshold
 		}
-		if err := models.Save(dir, "pump8", tfl, m); err != nil {
-			t.Fatal(err)
-		}
-		if code := dispatch(context.Background(), []string{"model", "sign", filepath.Join(dir, "pump8"), "--key", keys + ".key"}, &out, &out); code != 0 {
-			t.Fatal(out.String())
-		}
+		saveSigned(t, dir, keys, m, tfl)
 		var stdout, stderr bytes.Buffer
 		code := dispatch(context.Background(), []string{"fleet", "deploy", "--broker", b.URL(), "--model", filepath.Join(dir, "pump8"),
 			"--devices", "shadow-dev-*", "--canary", "1", "--json", "--wait", "500ms", "--poll", "100ms", "--key", keys + ".key"}, &stdout, &stderr)
@@ -299,7 +295,7 @@ func TestDeployTenDevicesFigure(t *testing.T) {
 		devs = append(devs, id)
 	}
 	waitOnline(t, b, 10)
-	m, tfl, _ := models.ReadFiles("../models/pump8")
+	m, tfl := readPump8(t)
 	m.Version = "big"
 	tfl = append(tfl, make([]byte, (1<<20)-len(tfl))...)
 	dir := t.TempDir()
@@ -352,16 +348,8 @@ func TestFleetStatusThroughCluster(t *testing.T) {
 			t.Log(c.Logs())
 		}
 	}()
-	keys := filepath.Join(t.TempDir(), "fleet")
-	var out bytes.Buffer
-	if code := dispatch(context.Background(), []string{"model", "keygen", "--out", keys}, &out, &out); code != 0 {
-		t.Fatalf("keygen: %s", out.String())
-	}
-	pub, err := os.ReadFile(keys + ".pub")
-	if err != nil {
-		t.Fatal(err)
-	}
-	startDeviceWith(t, c.Node(2).URL(), "cl-dev-1", strings.TrimSpace(string(pub)), false)
+	_, pub := fleetKey(t, t.TempDir(), "fleet")
+	startDeviceWith(t, c.Node(2).URL(), "cl-dev-1", pub, false)
 	// status runs `vigil fleet status` on brokers and reports whether it
 	// showed the device online, its models, and its reply to the status
 	// command.

@@ -41,15 +41,7 @@ func testConfig(t *testing.T, rows int, extra string) (path, dataDir string) {
 		t.Fatal(err)
 	}
 	f.Close()
-	models, _ := filepath.Abs(repoModels)
-	dataDir = filepath.Join(dir, "data")
-	cfg := fmt.Sprintf(`
-device_id: test-device-01
-data_dir: %s
-models_dir: %s
-log: {level: warn}
-http: {listen: "127.0.0.1:0"}
-inference: {workers: 1}
+	return writeConfig(t, dir, "test-device-01", "", fmt.Sprintf(`
 buffer: {kind: badger, memory_budget: 16MiB}
 sources:
   - name: pump
@@ -60,7 +52,28 @@ sources:
 streams:
   - {name: pump1, source: pump, model: pump8, max_lateness: 0s}
   - {name: web, source: events, kind: behaviour, model: kiosk, key: user_id}
-%s`, dataDir, models, csvPath, extra)
+%s`, csvPath, extra))
+}
+
+// writeConfig writes dir/vigil.yaml, the config of a daemon running in the
+// test, and returns its path and its data_dir (dir/data): device id
+// device, the models of modelsDir (the repository's when empty), warnings
+// logged, HTTP on a free loopback port, one inference worker, and then
+// rest, YAML for the buffer, sources, streams and the like.
+func writeConfig(t *testing.T, dir, device, modelsDir, rest string) (path, dataDir string) {
+	t.Helper()
+	if modelsDir == "" {
+		modelsDir, _ = filepath.Abs(repoModels)
+	}
+	dataDir = filepath.Join(dir, "data")
+	cfg := fmt.Sprintf(`
+device_id: %s
+data_dir: %s
+models_dir: %s
+log: {level: warn}
+http: {listen: "127.0.0.1:0"}
+inference: {workers: 1}
+%s`, device, dataDir, modelsDir, rest)
 	path = filepath.Join(dir, "vigil.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -211,14 +224,9 @@ func TestRunScoresAReplayedFileIntoTheBuffer(t *testing.T) {
 
 	// Reopen the buffer: every window's score is there, once, with a unique id.
 	b := reopen(t, dataDir)
-	scores := readAll(t, b, record.LaneScore)
 	ids := map[string]bool{}
 	n := 0
-	for _, r := range scores {
-		var s record.Score
-		if err := json.Unmarshal(r.Data, &s); err != nil {
-			t.Fatal(err)
-		}
+	for _, s := range readAll[record.Score](t, b, record.LaneScore) {
 		if s.Stream != "pump1" {
 			continue
 		}
@@ -234,9 +242,31 @@ func TestRunScoresAReplayedFileIntoTheBuffer(t *testing.T) {
 	if n != wantScores {
 		t.Fatalf("%d pump1 scores in the buffer, want %d", n, wantScores)
 	}
-	alerts := readAll(t, b, record.LaneAlert)
+	alerts := readAll[record.Alert](t, b, record.LaneAlert)
 	if len(alerts) == 0 {
 		t.Fatal("no alert for a replay with injected faults")
+	}
+}
+
+// TestDaemonServesProbesStatusAndMetrics: the routes the daemon adds for
+// operators answer, and the status page's JSON carries the scores.
+func TestDaemonServesProbesStatusAndMetrics(t *testing.T) {
+	cfgPath, _ := testConfig(t, 600, "")
+	d, _ := startDaemon(t, cfgPath)
+	base := "http://" + d.addr
+	waitFor(t, 30*time.Second, func() bool { return d.current().pipe.Stats().Scores > 0 })
+	for path, want := range map[string]string{
+		"/livez":       `"status":"live"`,
+		"/readyz":      `"name":"models","ok":true`,
+		"/healthz":     `"status":"ok"`,
+		"/":            `<title>Vigil status</title>`,
+		"/status.json": `"points":{"pump1":[[`,
+		"/metrics":     `vigil_inference_duration_seconds_bucket{le="0.001"}`,
+	} {
+		code, body := get(t, base+path)
+		if code != 200 || !strings.Contains(body, want) {
+			t.Errorf("GET %s: %d, want 200 with %s:\n%.600s", path, code, want, body)
+		}
 	}
 }
 
@@ -275,9 +305,11 @@ func reopen(t *testing.T, dataDir string) buffer.Buffer {
 	return b
 }
 
-func readAll(t *testing.T, b buffer.Buffer, lane string) []buffer.Record {
+// readAll reads every record of lane from b and decodes each, a JSON
+// object, into a T (record.Score, record.Alert, ...).
+func readAll[T any](t *testing.T, b buffer.Buffer, lane string) []T {
 	t.Helper()
-	var out []buffer.Record
+	var out []T
 	from := uint64(1)
 	for {
 		recs, err := b.ReadFrom(lane, from, 1000)
@@ -287,7 +319,13 @@ func readAll(t *testing.T, b buffer.Buffer, lane string) []buffer.Record {
 		if len(recs) == 0 {
 			return out
 		}
-		out = append(out, recs...)
+		for _, r := range recs {
+			var v T
+			if err := json.Unmarshal(r.Data, &v); err != nil {
+				t.Fatalf("lane %s, seq %d: %v", lane, r.Seq, err)
+			}
+			out = append(out, v)
+		}
 		from = recs[len(recs)-1].Seq + 1
 	}
 }
@@ -401,23 +439,14 @@ mqtt: {embedded_broker: {listen: "127.0.0.1:0"}}
 // fields.values maps each channel of its stream's model to the payload
 // field of the same name, as the config reference says.
 func TestMQTTSourceWithoutFieldsMapsModelChannels(t *testing.T) {
-	models, _ := filepath.Abs(repoModels)
-	path := filepath.Join(t.TempDir(), "vigil.yaml")
-	cfgText := fmt.Sprintf(`
-device_id: test-device-01
-data_dir: %s
-models_dir: %s
-http: {listen: "127.0.0.1:0"}
+	path, _ := writeConfig(t, t.TempDir(), "test-device-01", "", `
 sources:
   - name: bus
     type: mqtt
     mqtt: {broker: "tcp://127.0.0.1:1", topics: ["pump/#"]}
 streams:
   - {name: pump1, source: bus, model: pump8}
-`, filepath.Join(t.TempDir(), "data"), models)
-	if err := os.WriteFile(path, []byte(cfgText), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`)
 	cfg, err := loadConfig(path)
 	if err != nil {
 		t.Fatal(err)

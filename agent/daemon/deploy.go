@@ -356,11 +356,7 @@ func (dp *deployer) land(dir string, st deployState, dest string) error {
 			return err
 		}
 	}
-	if err := out.Sync(); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Close(); err != nil {
+	if err := syncClose(out); err != nil {
 		return err
 	}
 	if sum := hex.EncodeToString(h.Sum(nil)); sum != st.SHA256 {

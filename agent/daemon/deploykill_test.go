@@ -46,9 +46,7 @@ func TestDeploySIGKILLMidTransfer(t *testing.T) {
 	}
 	b := mqtttest.Start(t, mqtttest.Options{})
 	pub, priv, _ := models.GenerateKey()
-	cfgPath, dataDir := testConfig(t, 100, fmt.Sprintf("mqtt: {broker: %q, keepalive: 5s}\nmodels: {trusted_keys: [%q]}\n", b.URL(), models.EncodePublicKey(pub)))
-	rewrite(t, cfgPath, "  - name: events\n", "  - {name: sim, type: simulator, simulator: {rate: 400, seed: 5}}\n  - name: events\n")
-	rewrite(t, cfgPath, "{name: pump1, source: pump,", "{name: pump1, source: sim,")
+	cfgPath, dataDir := simConfig(t, fmt.Sprintf("mqtt: {broker: %q, keepalive: 5s}\nmodels: {trusted_keys: [%q]}\n", b.URL(), models.EncodePublicKey(pub)))
 	configured := configuredModel(t)
 	logPath := filepath.Join(t.TempDir(), "vigil.log")
 	scores := mqtttest.Subscribe(t, b, "vigil/test-device-01/scores/pump1", 1)

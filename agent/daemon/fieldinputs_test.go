@@ -84,26 +84,19 @@ var pumpChannels = []string{"Accelerometer1RMS", "Accelerometer2RMS", "Current",
 // pumpMeans are pump8's normalisation means: a normal sample.
 var pumpMeans = []float64{0.0265, 0.0403, 1.0004, 0.0793, 78.132, 26.257, 229.91, 32.099}
 
-// mqttConfig writes a config for a daemon whose sources and streams are the
-// YAML given, with the broker and an in-memory buffer.
-func mqttConfig(t *testing.T, broker *mqtttest.Broker, sourcesAndStreams string) string {
+// mqttConfig writes a config for a daemon with the broker, an in-memory
+// buffer and one source, plant, of MQTT settings plant (YAML), for
+// streams, each stream's YAML.
+func mqttConfig(t *testing.T, broker *mqtttest.Broker, plant string, streams ...string) string {
 	t.Helper()
-	dir := t.TempDir()
-	models, _ := filepath.Abs(repoModels)
-	cfg := fmt.Sprintf(`
-device_id: field-device-01
-data_dir: %s
-models_dir: %s
-log: {level: warn}
-http: {listen: "127.0.0.1:0"}
-inference: {workers: 1}
+	path, _ := writeConfig(t, t.TempDir(), "field-device-01", "", fmt.Sprintf(`
 buffer: {kind: memory}
 mqtt: {broker: %q}
-%s`, filepath.Join(dir, "data"), models, broker.URL(), sourcesAndStreams)
-	path := filepath.Join(dir, "vigil.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+sources:
+  - {name: plant, type: mqtt, mqtt: %s}
+streams:
+  - %s
+`, broker.URL(), plant, strings.Join(streams, "\n  - ")))
 	return path
 }
 
@@ -150,14 +143,8 @@ func TestFieldTopicsReachTheOnlyStream(t *testing.T) {
 	broker := mqtttest.Start(t, mqtttest.Options{}) // skips in -short
 	pub := mqtttest.Connect(t, broker)
 	t.Run("one stream", func(t *testing.T) {
-		d, _ := startDaemon(t, mqttConfig(t, broker, `
-sources:
-  - name: plant
-    type: mqtt
-    mqtt: {topics: ["plant/pump1/telemetry"], qos: 1, fields: {timestamp: ts, timestamp_format: unix_ms}}
-streams:
-  - {name: pump1, source: plant, model: pump8, max_lateness: 0s}
-`))
+		d, _ := startDaemon(t, mqttConfig(t, broker, `{topics: ["plant/pump1/telemetry"], qos: 1, fields: {timestamp: ts, timestamp_format: unix_ms}}`,
+			`{name: pump1, source: plant, model: pump8, max_lateness: 0s}`))
 		waitSubscribed(t, d)
 		t0 := time.Now().Add(-time.Hour)
 		for i := range 70 {
@@ -171,15 +158,8 @@ streams:
 		}
 	})
 	t.Run("two streams", func(t *testing.T) {
-		d, _ := startDaemon(t, mqttConfig(t, broker, `
-sources:
-  - name: plant
-    type: mqtt
-    mqtt: {topics: ["plant/+/telemetry"], qos: 1, fields: {timestamp: ts, timestamp_format: unix_ms}}
-streams:
-  - {name: pump1, source: plant, model: pump8}
-  - {name: pump2, source: plant, model: pump8}
-`))
+		d, _ := startDaemon(t, mqttConfig(t, broker, `{topics: ["plant/+/telemetry"], qos: 1, fields: {timestamp: ts, timestamp_format: unix_ms}}`,
+			`{name: pump1, source: plant, model: pump8}`, `{name: pump2, source: plant, model: pump8}`))
 		waitSubscribed(t, d)
 		if code, body := get(t, "http://"+d.Addr()+"/healthz"); code != http.StatusOK {
 			t.Fatalf("/healthz before any message: %d %s", code, body)
@@ -200,14 +180,8 @@ func TestFieldRetainedSampleIsNotIngested(t *testing.T) {
 	broker := mqtttest.Start(t, mqtttest.Options{}) // skips in -short
 	pub := mqtttest.Connect(t, broker)
 	mqtttest.Publish(t, pub, "plant/pump1/telemetry", 1, true, sample(time.Now().Add(-time.Hour), map[string]any{"ts": nil}))
-	d, _ := startDaemon(t, mqttConfig(t, broker, `
-sources:
-  - name: plant
-    type: mqtt
-    mqtt: {topics: ["plant/pump1/telemetry"], qos: 1}
-streams:
-  - {name: pump1, source: plant, model: pump8}
-`))
+	d, _ := startDaemon(t, mqttConfig(t, broker, `{topics: ["plant/pump1/telemetry"], qos: 1}`,
+		`{name: pump1, source: plant, model: pump8}`))
 	waitFor(t, 30*time.Second, func() bool { return drops(d, "plant", source.DropRetained) > 0 || d.Stats().Inputs > 0 })
 	if in := d.Stats().Inputs; in != 0 || drops(d, "plant", source.DropRetained) != 1 {
 		t.Fatalf("a retained sample at connect: %d inputs, %d dropped as retained; want 0 and 1", in, drops(d, "plant", source.DropRetained))
@@ -366,14 +340,8 @@ func TestFieldRetainedCommandIsNotRun(t *testing.T) {
 	const dev = "field-device-01"
 	mqtttest.Publish(t, pub, "vigil/"+dev+"/cmd/set-threshold", 1, true, []byte(`{"id":"x","requester":"mallory","stream":"pump1","threshold":1e308}`))
 	replies := mqtttest.Subscribe(t, broker, "vigil/"+dev+"/cmd/+/reply", 1)
-	d, _ := startDaemon(t, mqttConfig(t, broker, `
-sources:
-  - name: plant
-    type: mqtt
-    mqtt: {topics: ["plant/#"]}
-streams:
-  - {name: pump1, source: plant, model: pump8}
-`))
+	d, _ := startDaemon(t, mqttConfig(t, broker, `{topics: ["plant/#"]}`,
+		`{name: pump1, source: plant, model: pump8}`))
 	calibrated := d.Stats().Streams["pump1"].Threshold
 	reply := func(i int) publishReply {
 		msgs := replies.WaitN(t, i+1, 30*time.Second)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -27,14 +28,9 @@ func (d *Daemon) flush(ctx context.Context) (string, error) {
 }
 
 func describeSync(res buffer.SyncResult) string {
-	names := make([]string, 0, len(res.Lanes))
-	for name := range res.Lanes {
-		names = append(names, name)
-	}
-	slices.Sort(names)
 	var parts []string
 	var total uint64
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(res.Lanes)) {
 		l := res.Lanes[name]
 		total += l.Synced
 		if res.Disk {
@@ -46,5 +42,5 @@ func describeSync(res buffer.SyncResult) string {
 	if !res.Disk {
 		return "memory buffer: nothing on disk to sync (records are lost on restart); " + strings.Join(parts, "; ")
 	}
-	return fmt.Sprintf("buffer synced to disk: %d records in %d lanes; %s", total, len(names), strings.Join(parts, "; "))
+	return fmt.Sprintf("buffer synced to disk: %d records in %d lanes; %s", total, len(res.Lanes), strings.Join(parts, "; "))
 }

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -27,78 +28,26 @@ func (d *Daemon) setupForwarders() error {
 		}
 		on[consumerMQTT] = true
 	}
-	if cfg.Amplitude.On() {
-		key, err := cfg.Amplitude.ReadAPIKey()
-		if err != nil {
-			return fmt.Errorf("amplitude.api_key_file: %w", err)
+	for _, fw := range []struct {
+		on       bool
+		id, what string
+		lanes    []string
+		build    func() (consumer, error)
+	}{
+		{cfg.Amplitude.On(), amplitude.Consumer, "Amplitude", amplitude.Lanes(), d.amplitudeForwarder},
+		{cfg.Dify.On(), dify.Consumer, "Dify", dify.Lanes(), d.difyForwarder},
+	} {
+		if !fw.on {
+			continue
 		}
-		o := amplitude.DefaultOptions()
-		o.APIKey, o.Endpoint, o.DeviceID = key, cfg.Amplitude.URL(), cfg.DeviceID
-		if cfg.Amplitude.Region != "" {
-			o.Region = cfg.Amplitude.Region
-		}
-		o.API = amplitude.APIHTTP
-		if cfg.Amplitude.API == "batch" {
-			o.API = amplitude.APIBatch
-		}
-		setStr(&o.MinSeverity, cfg.Amplitude.MinSeverity)
-		o.MinConfidence = cfg.Amplitude.MinConfidence
-		setDur(&o.FlushInterval, cfg.Amplitude.FlushInterval)
-		setDur(&o.Timeout, cfg.Amplitude.Timeout)
-		setDur(&o.Backoff.Max, cfg.Amplitude.MaxRetryBackoff)
-		if cfg.Amplitude.MaxBatch > 0 {
-			o.MaxBatch = cfg.Amplitude.MaxBatch
-			o.MaxPending = max(o.MaxPending, o.MaxBatch)
-		}
-		o.AppVersion = d.opts.Version
-		o.DeadLetters = forward.BufferDeadLetters{Buffer: d.buf}
-		o.Logger = d.log
-		f, err := amplitude.New(d.buf, o)
-		if err != nil {
-			return fmt.Errorf("amplitude: %w", err)
-		}
-		err = d.addConsumer("register the Amplitude forwarder", amplitude.Consumer, amplitude.Lanes(), consumer{name: "amplitude", run: f.Run, stats: func() health.Forwarder {
-			s := f.Stats()
-			return health.Forwarder{State: string(s.State), Backlog: s.Pending, LagS: s.Lag.Seconds(), DeadLetters: s.DeadLettered, Sent: s.Acked, LastError: s.LastError}
-		}})
+		c, err := fw.build()
 		if err != nil {
 			return err
 		}
-		on[amplitude.Consumer] = true
-	}
-	if cfg.Dify.On() {
-		key, err := cfg.Dify.ReadAPIKey()
-		if err != nil {
-			return fmt.Errorf("dify.api_key_file: %w", err)
-		}
-		o := dify.DefaultOptions()
-		o.APIKey, o.User, o.RateLimit, o.Cooldown = key, cfg.DifyUser(), dify.Rate(cfg.Dify.RateLimit), cfg.Dify.Cooldown
-		setStr(&o.BaseURL, cfg.Dify.BaseURL)
-		setStr(&o.ResponseMode, cfg.Dify.ResponseMode)
-		setStr(&o.MinSeverity, cfg.Dify.MinSeverity)
-		o.MinConfidence = cfg.Dify.MinConfidence
-		setDur(&o.Timeout, cfg.Dify.Timeout)
-		setDur(&o.Backoff.Max, cfg.Dify.MaxRetryBackoff)
-		if len(cfg.Dify.Inputs) > 0 {
-			o.Inputs = cfg.Dify.Inputs
-		}
-		if cfg.Dify.MaxConcurrency > 0 {
-			o.MaxConcurrency = cfg.Dify.MaxConcurrency
-		}
-		o.DeadLetters = forward.BufferDeadLetters{Buffer: d.buf}
-		o.Logger = d.log
-		f, err := dify.New(d.buf, o)
-		if err != nil {
-			return fmt.Errorf("dify: %w", err)
-		}
-		err = d.addConsumer("register the Dify forwarder", dify.Consumer, dify.Lanes(), consumer{name: "dify", run: f.Run, stats: func() health.Forwarder {
-			s := f.Stats()
-			return health.Forwarder{State: string(s.State), Backlog: s.Pending, LagS: s.Lag.Seconds(), DeadLetters: s.DeadLettered, Sent: s.Succeeded, LastError: s.LastError}
-		}})
-		if err != nil {
+		if err := d.addConsumer("register the "+fw.what+" forwarder", fw.id, fw.lanes, c); err != nil {
 			return err
 		}
-		on[dify.Consumer] = true
+		on[fw.id] = true
 	}
 	for _, name := range []string{consumerMQTT, amplitude.Consumer, dify.Consumer} {
 		if !on[name] {
@@ -108,6 +57,76 @@ func (d *Daemon) setupForwarders() error {
 		}
 	}
 	return nil
+}
+
+// amplitudeForwarder builds the Amplitude forwarder the config describes.
+func (d *Daemon) amplitudeForwarder() (consumer, error) {
+	c := d.cfg.Amplitude
+	key, err := c.ReadAPIKey()
+	if err != nil {
+		return consumer{}, fmt.Errorf("amplitude.api_key_file: %w", err)
+	}
+	o := amplitude.DefaultOptions()
+	o.APIKey, o.Endpoint, o.DeviceID, o.AppVersion = key, c.URL(), d.cfg.DeviceID, d.opts.Version
+	setStr(&o.Region, c.Region)
+	o.API = amplitude.APIHTTP
+	if c.API == "batch" {
+		o.API = amplitude.APIBatch
+	}
+	setStr(&o.MinSeverity, c.MinSeverity)
+	o.MinConfidence = c.MinConfidence
+	setDur(&o.FlushInterval, c.FlushInterval)
+	setDur(&o.Timeout, c.Timeout)
+	setDur(&o.Backoff.Max, c.MaxRetryBackoff)
+	if c.MaxBatch > 0 {
+		o.MaxBatch = c.MaxBatch
+		o.MaxPending = max(o.MaxPending, o.MaxBatch)
+	}
+	o.DeadLetters, o.Logger = forward.BufferDeadLetters{Buffer: d.buf}, d.log
+	f, err := amplitude.New(d.buf, o)
+	return forwarderConsumer("amplitude", f, err, func(s amplitude.Stats) health.Forwarder {
+		return health.Forwarder{State: string(s.State), Backlog: s.Pending, LagS: s.Lag.Seconds(), DeadLetters: s.DeadLettered, Sent: s.Acked, LastError: s.LastError}
+	})
+}
+
+// difyForwarder builds the Dify forwarder the config describes.
+func (d *Daemon) difyForwarder() (consumer, error) {
+	c := d.cfg.Dify
+	key, err := c.ReadAPIKey()
+	if err != nil {
+		return consumer{}, fmt.Errorf("dify.api_key_file: %w", err)
+	}
+	o := dify.DefaultOptions()
+	o.APIKey, o.User, o.RateLimit, o.Cooldown = key, d.cfg.DifyUser(), dify.Rate(c.RateLimit), c.Cooldown
+	setStr(&o.BaseURL, c.BaseURL)
+	setStr(&o.ResponseMode, c.ResponseMode)
+	setStr(&o.MinSeverity, c.MinSeverity)
+	o.MinConfidence = c.MinConfidence
+	setDur(&o.Timeout, c.Timeout)
+	setDur(&o.Backoff.Max, c.MaxRetryBackoff)
+	if len(c.Inputs) > 0 {
+		o.Inputs = c.Inputs
+	}
+	if c.MaxConcurrency > 0 {
+		o.MaxConcurrency = c.MaxConcurrency
+	}
+	o.DeadLetters, o.Logger = forward.BufferDeadLetters{Buffer: d.buf}, d.log
+	f, err := dify.New(d.buf, o)
+	return forwarderConsumer("dify", f, err, func(s dify.Stats) health.Forwarder {
+		return health.Forwarder{State: string(s.State), Backlog: s.Pending, LagS: s.Lag.Seconds(), DeadLetters: s.DeadLettered, Sent: s.Succeeded, LastError: s.LastError}
+	})
+}
+
+// forwarderConsumer is the consumer that runs f, a forwarder New returned
+// with err, under name; show turns its stats into what /healthz shows.
+func forwarderConsumer[S any, F interface {
+	Run(context.Context) error
+	Stats() S
+}](name string, f F, err error, show func(S) health.Forwarder) (consumer, error) {
+	if err != nil {
+		return consumer{}, fmt.Errorf("%s: %w", name, err)
+	}
+	return consumer{name: name, run: f.Run, stats: func() health.Forwarder { return show(f.Stats()) }}, nil
 }
 
 // addConsumer registers c as the buffer consumer id of lanes and adds it

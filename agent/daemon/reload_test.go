@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
@@ -148,11 +147,7 @@ func TestReloadDuringAnEpisodeOpensNoSecondOne(t *testing.T) {
 		t.Fatal(err)
 	}
 	var opens []record.Alert
-	for _, r := range readAll(t, reopen(t, dataDir), record.LaneAlert) {
-		var a record.Alert
-		if err := json.Unmarshal(r.Data, &a); err != nil {
-			t.Fatal(err)
-		}
+	for _, a := range readAll[record.Alert](t, reopen(t, dataDir), record.LaneAlert) {
 		if a.Stream == "hot" && a.State == "open" {
 			opens = append(opens, a)
 		}

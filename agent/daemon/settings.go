@@ -95,16 +95,8 @@ func loadSettings(dataDir string) (*settingsStore, error) {
 // decodeSettings decodes settings.json strictly.
 func decodeSettings(b []byte) (settingsDoc, error) {
 	var doc settingsDoc
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&doc); err != nil {
+	if err := decodeStrict(b, &doc, "settings", settingsVersion); err != nil {
 		return doc, err
-	}
-	if dec.More() {
-		return doc, errors.New("data after the settings object")
-	}
-	if doc.Version != settingsVersion {
-		return doc, fmt.Errorf("version %d, want %d", doc.Version, settingsVersion)
 	}
 	for name, st := range doc.Streams {
 		if st.Threshold < 0 || st.LearnSamples < 0 {
@@ -178,11 +170,7 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 		f.Close()
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
+	if err := syncClose(f); err != nil {
 		return err
 	}
 	if failpointsOn {
@@ -192,6 +180,30 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 		return err
 	}
 	return syncDir(dir)
+}
+
+// versioned is a file the daemon keeps under data_dir (settings.json, a
+// shadow run's state) as decoded: it says its format version.
+type versioned interface{ formatVersion() int }
+
+func (doc *settingsDoc) formatVersion() int { return doc.Version }
+
+// decodeStrict decodes b, one JSON object of format version (what names it
+// in an error), into v: a field v does not have is an error, and so are
+// anything after the object and another version.
+func decodeStrict(b []byte, v versioned, what string, version int) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return fmt.Errorf("data after the %s object", what)
+	}
+	if got := v.formatVersion(); got != version {
+		return fmt.Errorf("version %d, want %d", got, version)
+	}
+	return nil
 }
 
 // cleanAtomicTemps removes the temporary files writeFileAtomic left in dir
@@ -210,8 +222,13 @@ func syncDir(dir string) error {
 	if err != nil {
 		return err
 	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
+	return syncClose(d)
+}
+
+// syncClose fsyncs f and closes it, and returns the first error of the two.
+func syncClose(f *os.File) error {
+	err := f.Sync()
+	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	return err

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -216,20 +215,14 @@ func (r *shadowRun) stateLocked() []byte {
 	return b
 }
 
+func (st *shadowState) formatVersion() int { return st.Version }
+
 // decodeShadowState decodes a shadow run's state strictly and checks that
 // its counts agree.
 func decodeShadowState(b []byte) (shadowState, error) {
 	var st shadowState
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&st); err != nil {
+	if err := decodeStrict(b, &st, "state", shadowStateVersion); err != nil {
 		return st, err
-	}
-	if dec.More() {
-		return st, errors.New("data after the state object")
-	}
-	if st.Version != shadowStateVersion {
-		return st, fmt.Errorf("version %d, want %d", st.Version, shadowStateVersion)
 	}
 	if n, v, ok := strings.Cut(st.Model, "@"); !ok || n == "" || v == "" {
 		return st, fmt.Errorf("model %q is not NAME@VERSION", st.Model)
@@ -381,24 +374,15 @@ func (d *Daemon) shadowState() map[string]*shadowRun {
 // "pump1 pump8@5 beside pump8@4, 812 windows (600 before a restart), over
 // threshold 0.6% vs 0.4%, score/threshold p50 0.63 vs 0.58, KS 0.071".
 func (d *Daemon) shadowSummary() string {
-	runs := d.shadowState()
-	names := make([]string, 0, len(runs))
-	for n := range runs {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	var parts []string
-	for _, n := range names {
-		r := runs[n]
+	return summary(d.shadowState(), "; ", func(n string, r *shadowRun) string {
 		restored := ""
 		if r.Restored > 0 {
 			restored = fmt.Sprintf(" (%d before a restart)", r.Restored)
 		}
 		dc := r.Distribution
-		parts = append(parts, fmt.Sprintf("%s %s beside %s, %d windows%s, over threshold %.1f%% vs %.1f%%, score/threshold p50 %.3g vs %.3g, KS %.3f",
-			n, r.Model, r.Serving, r.Windows, restored, 100*r.ShadowRate, 100*r.ServingRate, dc.Shadow.P50, dc.Serving.P50, dc.KS))
-	}
-	return strings.Join(parts, "; ")
+		return fmt.Sprintf("%s %s beside %s, %d windows%s, over threshold %.1f%% vs %.1f%%, score/threshold p50 %.3g vs %.3g, KS %.3f",
+			n, r.Model, r.Serving, r.Windows, restored, 100*r.ShadowRate, 100*r.ServingRate, dc.Shadow.P50, dc.Serving.P50, dc.KS)
+	})
 }
 
 // shadowVerdict promotes or drops the shadow model once its run is over.

@@ -2,8 +2,6 @@ package daemon
 
 import (
 	"context"
-	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,9 +17,7 @@ import (
 // the runs; promote and rollback decide by command.
 func TestShadowPromotesOrRollsBack(t *testing.T) {
 	pub, priv, _ := models.GenerateKey()
-	cfgPath, _ := testConfig(t, 100, fmt.Sprintf("models: {trusted_keys: [%q], shadow: {windows: 40, max_alert_rate: 0.2}}\n", models.EncodePublicKey(pub)))
-	rewrite(t, cfgPath, "  - name: events\n", "  - {name: sim, type: simulator, simulator: {rate: 400, seed: 5}}\n  - name: events\n")
-	rewrite(t, cfgPath, "{name: pump1, source: pump,", "{name: pump1, source: sim,")
+	cfgPath, _ := shadowConfig(t, "", 40, pub)
 	d, stop := startDaemon(t, cfgPath)
 	configured := d.effective()["pump1"].Model
 
@@ -41,16 +37,7 @@ func TestShadowPromotesOrRollsBack(t *testing.T) {
 	}
 
 	// A model over its threshold on every window.
-	m, tfl, _ := models.ReadFiles(filepath.Join(repoModels, "pump8"))
-	m.Version, m.Threshold.Value = "6", 1e-12
-	dir := t.TempDir()
-	if err := models.Save(dir, "pump8", tfl, m); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := models.SignFiles(filepath.Join(dir, "pump8"), priv); err != nil {
-		t.Fatal(err)
-	}
-	deployDirect(t, d, filepath.Join(dir, "pump8"), "6")
+	deployDirect(t, d, alwaysOver(t, "6", priv), "6")
 	committed := time.Now()
 	waitFor(t, 60*time.Second, func() bool { return strings.HasPrefix(d.deploy.deployments()["pump8@6"], "rolled-back") })
 	t.Logf("rolled back %v after the commit (40 windows of shadow at 40 windows/s)", time.Since(committed).Round(time.Millisecond))

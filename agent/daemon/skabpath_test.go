@@ -128,11 +128,7 @@ func testSKABPath(t *testing.T, speed float64) {
 	}
 
 	var got []pathAlert
-	for _, r := range readAll(t, reopen(t, dataDir), record.LaneAlert) {
-		var a record.Alert
-		if err := json.Unmarshal(r.Data, &a); err != nil {
-			t.Fatal(err)
-		}
+	for _, a := range readAll[record.Alert](t, reopen(t, dataDir), record.LaneAlert) {
 		if a.Stream != "valve" {
 			continue
 		}
@@ -201,14 +197,7 @@ func skabPathConfig(t *testing.T, file string, opts eval.Options, speed float64)
 		t.Fatal(err)
 	}
 	cols, _ := json.Marshal(chans)
-	dataDir = filepath.Join(dir, "data")
-	cfg := fmt.Sprintf(`
-device_id: skab-device-01
-data_dir: %s
-models_dir: %s
-log: {level: warn}
-http: {listen: "127.0.0.1:0"}
-inference: {workers: 1}
+	return writeConfig(t, dir, "skab-device-01", modelsDir, fmt.Sprintf(`
 buffer: {kind: badger, memory_budget: 16MiB}
 sources:
   - name: rig
@@ -216,12 +205,7 @@ sources:
     replay: {path: %q, speed: %v, columns: %s}
 streams:
   - {name: valve, source: rig, model: skab, learn: {samples: %d, budget: 30m}}
-`, dataDir, modelsDir, file, speed, cols, opts.TrainRows)
-	path = filepath.Join(dir, "vigil.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path, dataDir
+`, file, speed, cols, opts.TrainRows))
 }
 
 // csvChannels are a SKAB file's sensor columns: its header but the time

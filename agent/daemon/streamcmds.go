@@ -5,9 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -297,16 +298,17 @@ func (d *Daemon) effective() map[string]Effective {
 
 // effectiveSummary is effective in one line for the status command.
 func (d *Daemon) effectiveSummary() string {
-	eff := d.effective()
-	names := make([]string, 0, len(eff))
-	for n := range eff {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	return summary(d.effective(), ", ", func(n string, e Effective) string {
+		return fmt.Sprintf("%s model %s (%s) threshold %g (%s)", n, orNone(e.Model), e.ModelFrom, e.Threshold, e.ThresholdFrom)
+	})
+}
+
+// summary describes each entry of m with line, in the order of the names,
+// and joins the lines with sep.
+func summary[V any](m map[string]V, sep string, line func(name string, v V) string) string {
 	var parts []string
-	for _, n := range names {
-		e := eff[n]
-		parts = append(parts, fmt.Sprintf("%s model %s (%s) threshold %g (%s)", n, orNone(e.Model), e.ModelFrom, e.Threshold, e.ThresholdFrom))
+	for _, n := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, line(n, m[n]))
 	}
-	return strings.Join(parts, ", ")
+	return strings.Join(parts, sep)
 }

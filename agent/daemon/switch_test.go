@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -45,20 +44,12 @@ func runReplay(t *testing.T, speed int, pub []byte, during func(d *Daemon)) repl
 	}
 	b := reopen(t, dataDir)
 	var run replayRun
-	for _, r := range readAll(t, b, record.LaneScore) {
-		var s record.Score
-		if err := json.Unmarshal(r.Data, &s); err != nil {
-			t.Fatal(err)
-		}
+	for _, s := range readAll[record.Score](t, b, record.LaneScore) {
 		if s.Stream == "pump1" {
 			run.scores = append(run.scores, s)
 		}
 	}
-	for _, r := range readAll(t, b, record.LaneAlert) {
-		var a record.Alert
-		if err := json.Unmarshal(r.Data, &a); err != nil {
-			t.Fatal(err)
-		}
+	for _, a := range readAll[record.Alert](t, b, record.LaneAlert) {
 		if a.Stream == "pump1" {
 			run.alerts = append(run.alerts, a)
 		}
