@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/vigil-edge/vigil/agent/internal/fsx"
 	"github.com/vigil-edge/vigil/models"
 )
 
@@ -77,19 +78,7 @@ func writeKeyFile(path, content string, flags int, perm os.FileMode) error {
 	if err != nil {
 		return err
 	}
-	if err := f.Chmod(perm); err != nil { // whatever the umask
-		f.Close()
-		return err
-	}
-	if _, err := f.WriteString(content); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return fsx.WriteSynced(f, []byte(content), perm)
 }
 
 func runModelSign(_ context.Context, args []string, stdout, stderr io.Writer) error {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/fleet"
+	"github.com/vigil-edge/vigil/agent/internal/fsx"
 	"github.com/vigil-edge/vigil/agent/publish"
 	"github.com/vigil-edge/vigil/models"
 )
@@ -356,7 +357,7 @@ func (dp *deployer) land(dir string, st deployState, dest string) error {
 			return err
 		}
 	}
-	if err := syncClose(out); err != nil {
+	if err := fsx.SyncClose(out); err != nil {
 		return err
 	}
 	if sum := hex.EncodeToString(h.Sum(nil)); sum != st.SHA256 {
@@ -377,13 +378,13 @@ func (dp *deployer) land(dir string, st deployState, dest string) error {
 			return err
 		}
 	}
-	if err := syncDir(tmp); err != nil {
+	if err := fsx.SyncDir(tmp); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, dest); err != nil {
 		return err
 	}
-	return syncDir(parent)
+	return fsx.SyncDir(parent)
 }
 
 // activate records that the streams whose config names model name serve

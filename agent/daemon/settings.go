@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/vigil-edge/vigil/agent/internal/fsx"
 )
 
 // Settings given by command (set-threshold, relearn, reset) persist in
@@ -162,15 +164,7 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp) // after the rename there is nothing to remove
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if err := syncClose(f); err != nil {
+	if err := fsx.WriteSynced(f, data, perm); err != nil {
 		return err
 	}
 	if failpointsOn {
@@ -179,7 +173,7 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return err
 	}
-	return syncDir(dir)
+	return fsx.SyncDir(dir)
 }
 
 // versioned is a file the daemon keeps under data_dir (settings.json, a
@@ -214,22 +208,4 @@ func cleanAtomicTemps(dir, base string) {
 	for _, t := range tmps {
 		os.Remove(t)
 	}
-}
-
-// syncDir fsyncs a directory, so that a rename in it is durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	return syncClose(d)
-}
-
-// syncClose fsyncs f and closes it, and returns the first error of the two.
-func syncClose(f *os.File) error {
-	err := f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

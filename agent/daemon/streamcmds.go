@@ -14,6 +14,7 @@ import (
 
 	"github.com/vigil-edge/vigil/agent/config"
 	"github.com/vigil-edge/vigil/agent/fleet"
+	"github.com/vigil-edge/vigil/agent/internal/fsx"
 	"github.com/vigil-edge/vigil/agent/publish"
 )
 
@@ -223,7 +224,7 @@ func setAsideLearnt(dataDir, stream string) (string, error) {
 		moved = prev
 	}
 	if moved != "" {
-		if err := syncDir(dir); err != nil {
+		if err := fsx.SyncDir(dir); err != nil {
 			return "", err
 		}
 	}

@@ -52,6 +52,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vigil-edge/vigil/agent/internal/fsx"
 	"github.com/vigil-edge/vigil/agent/record"
 )
 
@@ -346,38 +347,23 @@ func (l *Ledger) compact() error {
 		b.WriteByte('\n')
 	}
 	tmp := l.path + ".tmp"
-	if err := writeSynced(tmp, b.Bytes()); err != nil {
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err == nil {
+		err = fsx.WriteSynced(f, b.Bytes(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp, l.path)
+	}
+	if err != nil {
 		return fmt.Errorf("episode ledger: %w", err)
 	}
-	if err := os.Rename(tmp, l.path); err != nil {
-		return fmt.Errorf("episode ledger: %w", err)
-	}
-	if d, err := os.Open(filepath.Dir(l.path)); err == nil {
-		d.Sync() // the rename, on file systems that need it
-		d.Close()
-	}
-	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND, 0o644)
+	fsx.SyncDir(filepath.Dir(l.path)) // the rename, on file systems that need it
+	f, err = os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("episode ledger: %w", err)
 	}
 	l.f, l.lines = f, len(l.open)
 	return nil
-}
-
-func writeSynced(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // Close closes the file.
