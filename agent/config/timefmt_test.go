@@ -4,6 +4,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/vigil-edge/vigil/agent/source"
 )
 
 func TestTimeLayouts(t *testing.T) {
@@ -18,11 +20,12 @@ func TestTimeLayouts(t *testing.T) {
 		{"Jan _2 15:04:05", true},
 		{"yesterday", false},
 		{"2", true},
-		{"Monday", false},     // no digit: not a timestamp the decoders read
-		{"1999-12-31", false}, // digits, but none is a layout element
+		{"Monday", false},        // no digit: not a timestamp the decoders read
+		{"1999-12-31", false},    // digits, but none is a layout element
+		{"202-1-2 1:4:5", false}, // day and zero-padded day side by side: does not read back
 	} {
-		if got := isTimeLayout(tc.f); got != tc.ok {
-			t.Errorf("isTimeLayout(%q) = %v, want %v", tc.f, got, tc.ok)
+		if err := source.CheckTimeLayout(tc.f); (err == nil) != tc.ok {
+			t.Errorf("CheckTimeLayout(%q) = %v, want ok %v", tc.f, err, tc.ok)
 		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/vigil-edge/vigil/agent/internal/mqttconn"
 	"github.com/vigil-edge/vigil/agent/publish"
+	"github.com/vigil-edge/vigil/agent/source"
 )
 
 // validator collects problems. Each problem names its key path and, when
@@ -742,29 +743,9 @@ func (v *validator) timeFormat(p, f string) {
 	if f == "" || f == "unix_s" || slices.Contains(timeFormats, strings.ToLower(f)) {
 		return
 	}
-	if isTimeLayout(f) {
-		return
+	if err := source.CheckTimeLayout(f); err != nil {
+		v.errf(p, "%q is neither one of %s nor a Go time layout such as \"2006-01-02 15:04:05\" (as a layout: %v)", f, strings.Join(timeFormats, ", "), err)
 	}
-	v.errf(p, "%q is neither one of %s nor a Go time layout such as \"2006-01-02 15:04:05\"", f, strings.Join(timeFormats, ", "))
-}
-
-// isTimeLayout reports whether f is a Go time layout a decoder can read
-// times with: it has a digit (as the decoders require), it has layout
-// elements (two different times format differently) and parsing a
-// formatted time gives that time back. The reference layout
-// "2006-01-02 15:04:05" itself is one.
-func isTimeLayout(f string) bool {
-	if !strings.ContainsAny(f, "0123456789") {
-		return false
-	}
-	ref := time.Date(2006, 1, 2, 15, 4, 5, 0, time.UTC)
-	other := time.Date(2017, 11, 28, 21, 37, 49, 123456789, time.UTC)
-	s := other.Format(f)
-	if s == ref.Format(f) {
-		return false
-	}
-	t, err := time.Parse(f, s)
-	return err == nil && t.Format(f) == s
 }
 
 func (v *validator) replay(p string, s *Source) {

@@ -64,13 +64,44 @@ func newTimeParser(format string, loc *time.Location) (timeParser, error) {
 	case TimeUnixNs:
 		p.kind, p.unit = timeKindUnit, 1
 	default:
-		if !strings.ContainsAny(format, "0123456789") {
-			return p, fmt.Errorf("unknown time format %q (want %q, %q, %q, %q, %q or a Go layout)",
-				format, TimeRFC3339, TimeUnix, TimeUnixMs, TimeUnixUs, TimeUnixNs)
+		if err := CheckTimeLayout(format); err != nil {
+			return p, fmt.Errorf("unknown time format %q (want %q, %q, %q, %q, %q or a Go layout): %w",
+				format, TimeRFC3339, TimeUnix, TimeUnixMs, TimeUnixUs, TimeUnixNs, err)
 		}
 		p.kind, p.layout = timeKindLayout, format
 	}
 	return p, nil
+}
+
+// layoutProbes are the times a layout must read back: one with
+// single-digit fields, one with two-digit fields and nanoseconds.
+var layoutProbes = []time.Time{
+	time.Date(2001, 2, 3, 4, 5, 6, 7e6, time.UTC),
+	time.Date(2017, 11, 28, 21, 37, 49, 123456789, time.UTC),
+}
+
+// CheckTimeLayout reports why f is not a Go time layout the decoders can
+// read timestamps with: it needs a digit (a timestamp has one), layout
+// elements (two different times format differently), and it must parse
+// what it formats. A layout with two numbers side by side, the first of
+// varying width ("2" then "02", "2" then "15"), reads its own output
+// wrongly, and would read the source's timestamps wrongly too. The
+// reference layout "2006-01-02 15:04:05" is one.
+func CheckTimeLayout(f string) error {
+	if !strings.ContainsAny(f, "0123456789") {
+		return errors.New("it has no digit")
+	}
+	if layoutProbes[0].Format(f) == layoutProbes[1].Format(f) {
+		return errors.New("it has no layout element: two different times format the same")
+	}
+	for _, t := range layoutProbes {
+		s := t.Format(f)
+		back, err := time.ParseInLocation(f, s, time.UTC)
+		if err != nil || back.Format(f) != s {
+			return fmt.Errorf("it does not read back what it writes (%q): are two numbers side by side?", s)
+		}
+	}
+	return nil
 }
 
 var errBadTime = errors.New("bad timestamp")

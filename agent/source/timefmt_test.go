@@ -3,6 +3,7 @@ package source
 import (
 	"errors"
 	"math"
+	"strings"
 	"testing"
 	"time"
 )
@@ -70,6 +71,12 @@ func TestTimeParser(t *testing.T) {
 	}
 	if _, err := newTimeParser("nonsense", nil); err == nil {
 		t.Error("newTimeParser accepted a layout without a date")
+	}
+	// Found by FuzzParseTime: day, zero-padded day side by side.
+	for _, layout := range []string{"202-1-2 1:4:5", "2006-01-215:04:05"} {
+		if _, err := newTimeParser(layout, nil); err == nil || !strings.Contains(err.Error(), "does not read back") {
+			t.Errorf("newTimeParser(%q): %v, want a layout that does not read back refused", layout, err)
+		}
 	}
 }
 
