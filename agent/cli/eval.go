@@ -135,7 +135,6 @@ func evalSKAB(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-// parseInts parses "32,16".
 // parseCUSUM reads "K,H" (Location and Scale left 0: each model's fit).
 func parseCUSUM(s string) (detect.CUSUM, error) {
 	ks, hs, ok := strings.Cut(s, ",")
@@ -156,6 +155,7 @@ func parseCUSUM(s string) (detect.CUSUM, error) {
 	return detect.CUSUM{K: k, H: h}, nil
 }
 
+// parseInts parses "32,16".
 func parseInts(s string) ([]int, error) {
 	var out []int
 	for f := range strings.SplitSeq(s, ",") {

@@ -276,22 +276,25 @@ func (l *Ledger) appendAlerts(ctx context.Context, inner Appender, data [][]byte
 // closePassed closes the orphans whose stream and key scored a window that
 // ends after their last alert.
 func (l *Ledger) closePassed(ctx context.Context, inner Appender, scores [][]byte) {
-	var closes [][]byte
-	l.mu.Lock()
+	latest := map[[2]string]time.Time{} // stream, key → the batch's last window end
 	for _, d := range scores {
 		var s struct {
 			TS          time.Time
 			Stream, Key string
 		}
-		if json.Unmarshal(d, &s) != nil {
-			continue
-		}
-		for _, id := range slices.Sorted(maps.Keys(l.orphans)) {
-			if a := l.orphans[id]; a.Stream == s.Stream && a.Key == s.Key && s.TS.After(a.TS) {
-				closes = append(closes, l.closeOf(a))
-				delete(l.orphans, id)
-				l.nOrphan.Add(-1)
+		if json.Unmarshal(d, &s) == nil {
+			if k := [2]string{s.Stream, s.Key}; s.TS.After(latest[k]) {
+				latest[k] = s.TS
 			}
+		}
+	}
+	var closes [][]byte
+	l.mu.Lock()
+	for _, id := range slices.Sorted(maps.Keys(l.orphans)) {
+		if a := l.orphans[id]; latest[[2]string{a.Stream, a.Key}].After(a.TS) {
+			closes = append(closes, l.closeOf(a))
+			delete(l.orphans, id)
+			l.nOrphan.Add(-1)
 		}
 	}
 	l.mu.Unlock()
