@@ -229,22 +229,16 @@ func sameKeyWindows(o, st *streamState) bool {
 // in the order of recency o kept (keys whose episode was open count as
 // the most recent).
 func (st *streamState) adoptKeys(o *streamState) {
-	do := st.spec.Detect
-	do.Threshold = st.currentThreshold()
 	for _, l := range []*list.List{o.lru, o.lruOpen} {
-		for e := l.Back(); e != nil; e = e.Prev() {
+		for e := l.Back(); e != nil && len(st.keys) < st.p.opts.MaxKeys; e = e.Prev() {
 			ks := e.Value.(*keyState)
-			det, err := detect.New(do)
-			if err != nil || len(st.keys) >= st.p.opts.MaxKeys {
+			nk, err := st.addKey(ks.key, ks.feat, ks.win)
+			if err != nil {
 				return // st's detector options were validated when it was built
 			}
-			nk := &keyState{key: ks.key, feat: ks.feat, win: ks.win, det: det, vec: make([]float64, len(st.channels)),
-				clock: ks.clock, ends: ks.ends}
-			nk.elem = st.lru.PushFront(nk)
-			st.keys[nk.key] = nk
+			nk.clock, nk.ends = ks.clock, ks.ends
 		}
 	}
-	st.nkeys.Store(int64(len(st.keys)))
 }
 
 // sameWindows reports whether two builds of a sensor stream cut the same

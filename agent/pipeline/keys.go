@@ -34,22 +34,32 @@ func (st *streamState) keyState(ctx context.Context, s *shard, key string) *keyS
 	if len(st.keys) >= st.p.opts.MaxKeys {
 		st.evictKey(ctx, s)
 	}
-	do := st.spec.Detect
-	do.Threshold = st.currentThreshold()
-	det, err := detect.New(do)
-	if err != nil {
-		st.p.logRateLimited("behaviour key detector", "stream", st.spec.Name, "err", err)
-		return nil
-	}
 	w, err := stream.NewWindower(st.length, st.hop, len(st.channels))
 	if err != nil {
 		return nil
 	}
-	ks := &keyState{key: key, feat: st.spec.Features(), win: w, det: det, vec: make([]float64, len(st.channels))}
+	ks, err := st.addKey(key, st.spec.Features(), w)
+	if err != nil {
+		st.p.logRateLimited("behaviour key detector", "stream", st.spec.Name, "err", err)
+		return nil
+	}
+	return ks
+}
+
+// addKey starts tracking key, whose events go through feat into win, with
+// a detector of the stream's settings, as the most recently seen key.
+func (st *streamState) addKey(key string, feat Featurizer, win *stream.Windower) (*keyState, error) {
+	do := st.spec.Detect
+	do.Threshold = st.currentThreshold()
+	det, err := detect.New(do)
+	if err != nil {
+		return nil, err
+	}
+	ks := &keyState{key: key, feat: feat, win: win, det: det, vec: make([]float64, len(st.channels))}
 	ks.elem = st.lru.PushFront(ks)
 	st.keys[key] = ks
 	st.nkeys.Store(int64(len(st.keys)))
-	return ks
+	return ks, nil
 }
 
 func (st *streamState) keyList(ks *keyState) *list.List {
