@@ -126,6 +126,30 @@ type Normalization struct {
 	// Center is empty (no channel is centred) or holds one value per
 	// channel.
 	Center []bool `json:"center,omitempty"`
+	// MaxRun is empty (not recorded) or holds, per channel, the longest
+	// run of identical consecutive values in the training data: 1 for a
+	// channel that never read the same value twice in a row. The agent's
+	// stuck-sensor check sets its limits from them (docs/models.md).
+	MaxRun []int `json:"max_run,omitempty"`
+}
+
+// MaxRuns returns the longest run of identical consecutive values of each
+// of the rows' channels (rows × channels, in time order): what a trainer
+// records in Normalization.MaxRun. NaNs never equal one another.
+func MaxRuns(rows [][]float64, channels int) []int {
+	out := make([]int, channels)
+	cur := make([]int, channels)
+	for i, r := range rows {
+		for c := range channels {
+			if i > 0 && r[c] == rows[i-1][c] {
+				cur[c]++
+			} else {
+				cur[c] = 1
+			}
+			out[c] = max(out[c], cur[c])
+		}
+	}
+	return out
 }
 
 // Centered reports whether any channel is centred on its window mean.
@@ -542,6 +566,14 @@ func (m *Manifest) validateInput(ps *problems) {
 	}
 	if len(n.Center) != 0 && len(n.Center) != len(ch) {
 		ps.add("normalization.center", "has %d values, want none or one per channel (%d)", len(n.Center), len(ch))
+	}
+	if len(n.MaxRun) != 0 && len(n.MaxRun) != len(ch) {
+		ps.add("normalization.max_run", "has %d values, want none or one per channel (%d)", len(n.MaxRun), len(ch))
+	}
+	for i, r := range n.MaxRun {
+		if r < 1 {
+			ps.add(fmt.Sprintf("normalization.max_run[%d]", i), "is %d, want ≥ 1", r)
+		}
 	}
 }
 

@@ -101,6 +101,7 @@ func TestBadManifests(t *testing.T) {
 			"normalization.mean: has 3 values, want one per channel (4)",
 			"normalization.std[1]: is 0, want > 0", "normalization.std[2]: is -2, want > 0",
 			"normalization.center: has 1 values, want none or one per channel (4)",
+			"normalization.max_run[1]: is 0, want ≥ 1",
 			`output.reduction: is "first", want one of mse, mae, max_channel_mse`,
 			"output.size: is 3; a reconstruction's size is the window's",
 			"threshold.quantile: is 1.5, want a value in (0, 1)",
@@ -200,4 +201,14 @@ func TestEncodeRejectsNaN(t *testing.T) {
 func nanValue() float64 {
 	z := 0.0
 	return z / z
+}
+
+func TestMaxRuns(t *testing.T) {
+	rows := [][]float64{{1, 5, nanValue()}, {2, 5, nanValue()}, {2, 5, 0}, {2, 6, 0}, {3, 6, 0}}
+	if got := MaxRuns(rows, 3); !reflect.DeepEqual(got, []int{3, 3, 3}) {
+		t.Fatalf("MaxRuns = %v, want [3 3 3]", got)
+	}
+	if got := MaxRuns([][]float64{{1, nanValue()}, {1, nanValue()}}, 2); !reflect.DeepEqual(got, []int{2, 1}) {
+		t.Fatalf("MaxRuns = %v, want [2 1]: NaN never equals NaN", got)
+	}
 }

@@ -285,6 +285,7 @@ type Stream struct {
 	Episode     Episode       `yaml:"episode"`
 	Severity    Severity      `yaml:"severity"`
 	TopFeatures int           `yaml:"top_features" doc:"contributing channels or features named in each alert"`
+	StuckFactor int           `yaml:"stuck_factor" doc:"sensor streams: a channel that reads one value for this many times its longest run in the model's training data (and at least a window) is a stuck sensor, and its windows count as above the threshold; 0 turns the check off"`
 	Learn       Learn         `yaml:"learn"`
 	MaxLateness time.Duration `yaml:"max_lateness" doc:"samples older than the newest by more than this are dropped as late"`
 }
@@ -456,6 +457,7 @@ func defaultStream() Stream {
 		Episode:     Episode{CloseAfter: 5 * time.Second},
 		Severity:    Severity{Warning: 1.0, Major: 1.5, Critical: 2.5},
 		TopFeatures: 3,
+		StuckFactor: 10,
 		Learn:       Learn{Budget: time.Minute, Arch: "dense", DriftHorizon: 1000, CalibrateOn: "validation", ThresholdFactor: 2.4},
 		MaxLateness: 5 * time.Second,
 	}

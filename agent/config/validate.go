@@ -861,6 +861,7 @@ func (v *validator) streams() {
 			}
 		}
 		v.atLeast(p+".top_features", st.TopFeatures, 0)
+		v.atLeast(p+".stuck_factor", st.StuckFactor, 0)
 		v.atLeast(p+".learn.samples", st.Learn.Samples, 0)
 		if st.Learn.Samples > 0 {
 			v.positive(p+".learn.budget", st.Learn.Budget)

@@ -108,6 +108,22 @@ type tee struct {
 	mu               sync.Mutex
 }
 
+// Confidence and MaxRuns are the serving model's: the tee embeds
+// only the pipeline.Model interface, which lacks them.
+func (t *tee) Confidence(score float64) (float64, bool) {
+	if c, ok := t.Model.(interface{ Confidence(float64) (float64, bool) }); ok {
+		return c.Confidence(score)
+	}
+	return 0, false
+}
+
+func (t *tee) MaxRuns() []int {
+	if s, ok := t.Model.(interface{ MaxRuns() []int }); ok {
+		return s.MaxRuns()
+	}
+	return nil
+}
+
 func (t *tee) Score(ctx context.Context, windows, scores, channelErr []float64) error {
 	if err := t.Model.Score(ctx, windows, scores, channelErr); err != nil {
 		return err

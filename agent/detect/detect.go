@@ -180,7 +180,7 @@ func (c Change) State() string {
 // Result is the detector's verdict on one window.
 type Result struct {
 	Ratio     float64 // score / threshold
-	Exceeds   bool    // this window's score is at or above the threshold
+	Exceeds   bool    // this window exceeds: its score is at or above the threshold, or ObserveExceeding
 	Anomalous bool    // the hysteresis state after this window
 	// InEpisode: an episode is open after this window (it may be normal
 	// and waiting for CloseAfter to pass).
@@ -243,8 +243,56 @@ func (d *Detector) SetThreshold(t float64) error {
 // verdict. A NaN score counts as exceeding: a model that cannot score its
 // input is itself an anomaly worth seeing.
 func (d *Detector) Observe(end time.Time, score float64) Result {
+	return d.observe(end, score, false)
+}
+
+// ObserveExceeding is Observe for a window that exceeds whatever its
+// score: one in which a sensor is stuck (Stuck). Its Ratio is still the
+// score's, so a stuck sensor alone opens a warning.
+func (d *Detector) ObserveExceeding(end time.Time, score float64) Result {
+	return d.observe(end, score, true)
+}
+
+// DefaultStuckFactor is the default factor of StuckLimits.
+const DefaultStuckFactor = 10
+
+// StuckLimits returns, per channel, the run of identical consecutive
+// values at which the channel counts as stuck: factor times its longest
+// run in the training data (maxRun, the manifest's normalization.max_run),
+// and at least one window. A sensor that freezes reads one value for as
+// long as it is stuck, while a channel whose noise never repeated a value
+// for long in training will not do so ten times longer in normal
+// operation; a quantized channel that often repeats gets a limit as many
+// times longer. Nil (no check) when factor ≤ 0 or maxRun is empty.
+func StuckLimits(maxRun []int, window, factor int) []int {
+	if factor <= 0 || len(maxRun) == 0 {
+		return nil
+	}
+	lim := make([]int, len(maxRun))
+	for i, r := range maxRun {
+		lim[i] = max(window, factor*max(r, 1))
+	}
+	return lim
+}
+
+// Stuck returns the first channel whose run of identical values (runs, as
+// stream.Windower.Runs counts them) has reached its limit (limits, as
+// StuckLimits sets them), or -1: none, or no limits.
+func Stuck(runs, limits []int) int {
+	if len(limits) != len(runs) {
+		return -1
+	}
+	for c, r := range runs {
+		if r >= limits[c] {
+			return c
+		}
+	}
+	return -1
+}
+
+func (d *Detector) observe(end time.Time, score float64, exceeding bool) Result {
 	ratio := score / d.opts.Threshold
-	exceeds := ratio >= 1 || math.IsNaN(score)
+	exceeds := exceeding || ratio >= 1 || math.IsNaN(score)
 	if math.IsNaN(ratio) {
 		ratio = math.Inf(1)
 	}

@@ -315,3 +315,52 @@ func BenchmarkObserve(b *testing.B) {
 		i++
 	}
 }
+
+func TestObserveExceedingOpensAWarningWhateverTheScore(t *testing.T) {
+	o := DefaultOptions()
+	o.Threshold = 1
+	d, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Unix(0, 0)
+	if r := d.ObserveExceeding(t0, 0.2); !r.Exceeds || r.Anomalous || r.Change != None || r.Ratio != 0.2 {
+		t.Fatalf("first stuck window: %+v, want exceeding, not yet anomalous (2 of 3)", r)
+	}
+	r := d.ObserveExceeding(t0.Add(time.Second), 0.3)
+	if r.Change != Open || r.Severity != "warning" {
+		t.Fatalf("second stuck window: %+v, want an open warning", r)
+	}
+	if r := d.Observe(t0.Add(2*time.Second), 0.3); r.Exceeds {
+		t.Fatalf("a plain window below the threshold exceeds: %+v", r)
+	}
+}
+
+func TestStuckLimits(t *testing.T) {
+	if l := StuckLimits([]int{1, 17}, 30, 10); len(l) != 2 || l[0] != 30 || l[1] != 170 {
+		t.Fatalf("limits %v, want [30 170]: at least a window, else ten times the run", l)
+	}
+	if l := StuckLimits([]int{1, 17}, 30, 0); l != nil {
+		t.Fatalf("limits %v with factor 0, want none (off)", l)
+	}
+	if l := StuckLimits(nil, 30, 10); l != nil {
+		t.Fatalf("limits %v without runs, want none", l)
+	}
+}
+
+func TestStuck(t *testing.T) {
+	for _, c := range []struct {
+		runs, limits []int
+		want         int
+	}{
+		{[]int{1, 5}, []int{3, 6}, -1},
+		{[]int{1, 6}, []int{3, 6}, 1},
+		{[]int{4, 9}, []int{3, 6}, 0},
+		{[]int{9, 9}, nil, -1},
+		{[]int{9, 9}, []int{3}, -1},
+	} {
+		if got := Stuck(c.runs, c.limits); got != c.want {
+			t.Errorf("Stuck(%v, %v) = %d, want %d", c.runs, c.limits, got, c.want)
+		}
+	}
+}

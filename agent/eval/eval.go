@@ -64,6 +64,11 @@ type Options struct {
 	Detect detect.Options
 	// Mapping turns window verdicts into row verdicts.
 	Mapping Mapping
+	// StuckFactor is the agent's stuck-sensor check (streams[].stuck_factor,
+	// detect.StuckLimits): a window that ends with a channel on one value
+	// for this many times its longest run in the training rows, and at
+	// least a window, counts as exceeding. 0: off.
+	StuckFactor int
 	// Parallel is the number of files evaluated at once (0: GOMAXPROCS).
 	// The results do not depend on it.
 	Parallel int
@@ -106,10 +111,11 @@ func DefaultOptions() Options {
 	t.Calibration.On = "validation"
 	t.Calibration.Factor = 2.4
 	return Options{
-		TrainRows: 400,
-		Train:     t,
-		Detect:    detect.DefaultOptions(),
-		Mapping:   Causal,
+		TrainRows:   400,
+		Train:       t,
+		Detect:      detect.DefaultOptions(),
+		Mapping:     Causal,
+		StuckFactor: detect.DefaultStuckFactor,
 	}
 }
 
@@ -125,6 +131,9 @@ func (o *Options) validate() error {
 	}
 	if o.TrainRows < 1 {
 		errs = append(errs, fmt.Errorf("Options.TrainRows is %d, want ≥ 1", o.TrainRows))
+	}
+	if o.StuckFactor < 0 {
+		errs = append(errs, fmt.Errorf("Options.StuckFactor is %d, want ≥ 0 (0: off)", o.StuckFactor))
 	}
 	if o.Train.Window > o.TrainRows {
 		errs = append(errs, fmt.Errorf("Options.Train.Window is %d, more than the %d training rows", o.Train.Window, o.TrainRows))
@@ -205,7 +214,11 @@ type FileResult struct {
 	NormalScores []float64
 	// Threshold is the detector's threshold; Training what learning did.
 	Threshold float64
-	Training  *train.Report
+	// StuckWindows counts the windows that ended with a channel stuck
+	// (Options.StuckFactor): they count as exceeding whatever
+	// their score, as in the agent.
+	StuckWindows int
+	Training     *train.Report
 	// Elapsed is the time spent learning, and scoring and detecting.
 	Learn, Score time.Duration
 	// Windows holds every scored window, when Options.KeepWindows is set.
@@ -460,12 +473,20 @@ func Evaluate(ctx context.Context, name string, tab *source.Table, opts Options)
 	th := md.Manifest().Threshold
 	fallback := th
 	fallback.Unseen = nil
+	win := md.Manifest().Input.Window
+	stuck := stuckWindows(tab.Values, ends, opts.TrainRows-(win-1), detect.StuckLimits(md.Manifest().Normalization.MaxRun, win, opts.StuckFactor))
 	for i, e := range ends {
 		s := scores[i]
 		if math.IsNaN(s) || math.IsInf(s, 0) {
 			s = math.MaxFloat32 // as the pipeline does
 		}
-		r := det.Observe(tab.Times[e], s)
+		var r detect.Result
+		if stuck[i] >= 0 {
+			res.StuckWindows++
+			r = det.ObserveExceeding(tab.Times[e], s)
+		} else {
+			r = det.Observe(tab.Times[e], s)
+		}
 		anomalous[i] = r.Anomalous
 		if e < firstAnomaly {
 			res.NormalScores = append(res.NormalScores, s)
@@ -510,6 +531,37 @@ func Evaluate(ctx context.Context, name string, tab *source.Table, opts Options)
 	res.Alerts = AlertLevel(tab.Times[opts.TrainRows:], truth, cps, opens, closes)
 	res.Score = time.Since(t0)
 	return res, nil
+}
+
+// stuckWindows returns, for the window that ends on each row of ends, the
+// channel stuck there (detect.Stuck), or -1, counting runs of one value
+// from row from on, as the pipeline does from the rows it primes its
+// windower with (the last window−1 training rows).
+func stuckWindows(rows [][]float64, ends []int, from int, limits []int) []int {
+	out := make([]int, len(ends))
+	for i := range out {
+		out[i] = -1
+	}
+	if limits == nil || len(ends) == 0 {
+		return out
+	}
+	from = max(0, from)
+	runs := make([]int, len(limits))
+	k := 0
+	for r := from; r <= ends[len(ends)-1]; r++ {
+		for c := range runs {
+			if r > from && rows[r][c] == rows[r-1][c] {
+				runs[c]++
+			} else {
+				runs[c] = 1
+			}
+		}
+		for k < len(ends) && ends[k] == r {
+			out[k] = detect.Stuck(runs, limits)
+			k++
+		}
+	}
+	return out
 }
 
 // scoreBatch is the most windows scored in one call.

@@ -34,6 +34,11 @@ func WriteTotal(w io.Writer, r *Report) {
 	fmt.Fprintf(w, "%-16s %5d %5d %5d %5d %5d %6s %7s %7s\n",
 		"total", t.Rows(), t.TP, t.FP, t.FN, t.TN, num(t.F1(), 3), num(t.FAR(), 2), num(t.MAR(), 2))
 	fmt.Fprintf(w, "%d files in %.1fs\n", len(r.Files), r.Elapsed.Seconds())
+	for _, f := range r.Files {
+		if f.StuckWindows > 0 {
+			fmt.Fprintf(w, "%s: %d windows ended with a channel stuck (counted as exceeding)\n", f.Name, f.StuckWindows)
+		}
+	}
 	fmt.Fprintln(w)
 	WriteAlerts(w, r)
 	fmt.Fprintln(w, r.Summary())
@@ -116,6 +121,7 @@ type jsonFile struct {
 	TestRows  int         `json:"test_rows"`
 	Threshold float64     `json:"threshold"`
 	Epochs    int         `json:"epochs,omitempty"`
+	Stuck     int         `json:"stuck_windows,omitempty"`
 	Seconds   float64     `json:"seconds"`
 	Points    jsonMetrics `json:"points"`
 	Alerts    jsonAlerts  `json:"alerts"`
@@ -166,7 +172,7 @@ func WriteJSON(w io.Writer, r *Report) error {
 	out := jsonReport{Calibration: r.Calibration, Fallback: r.CalibrationFallback, Points: metricsJSON(r.Total), Alerts: alertsJSON(r.Alerts), Summary: r.Summary(), Seconds: r.Elapsed.Seconds()}
 	out.Files = make([]jsonFile, 0, len(r.Files))
 	for _, f := range r.Files {
-		jf := jsonFile{Name: f.Name, TrainRows: f.TrainRows, TestRows: f.TestRows, Threshold: f.Threshold,
+		jf := jsonFile{Name: f.Name, TrainRows: f.TrainRows, TestRows: f.TestRows, Threshold: f.Threshold, Stuck: f.StuckWindows,
 			Seconds: (f.Learn + f.Score).Seconds(), Points: metricsJSON(f.Counts), Alerts: alertsJSON(f.Alerts)}
 		if f.Training != nil {
 			jf.Epochs = f.Training.Epochs

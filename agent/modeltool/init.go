@@ -32,7 +32,7 @@ type InitOptions struct {
 // Init checks a .tflite model against a window description and writes
 // Out/NAME.tflite and Out/NAME.json: the manifest has the file's sha256,
 // identity normalization (or each channel's mean and standard deviation in
-// NormalizeFrom) and a manual placeholder threshold marked uncalibrated.
+// NormalizeFrom, with its longest run of one value there) and a manual placeholder threshold marked uncalibrated.
 // A window the tensors cannot hold is refused with both shapes.
 func Init(o InitOptions) (*models.Manifest, error) {
 	b, err := os.ReadFile(o.Model)
@@ -112,6 +112,8 @@ func Init(o InitOptions) (*models.Manifest, error) {
 			}
 			m.Normalization.Mean[ch], m.Normalization.Std[ch] = mean, sd
 		}
+		// for the stuck-sensor check (detect.StuckLimits)
+		m.Normalization.MaxRun = models.MaxRuns(d.Rows, c)
 	}
 	if err := models.Save(o.Out, o.Name, b, m); err != nil {
 		return nil, err
@@ -130,7 +132,7 @@ func runInit(args []string, stdout, stderr io.Writer) error {
 	name := fs.String("name", "", "the model's name, and its files' (default: the file's base name)")
 	version := fs.String("version", "1", "the model's version")
 	desc := fs.String("description", "", "a description for people")
-	normFrom := fs.String("normalize-from", "", "a CSV or JSONL file of normal data: normalise each channel by its mean and standard deviation there (default: none)")
+	normFrom := fs.String("normalize-from", "", "a CSV or JSONL file of normal data: normalise each channel by its mean and standard deviation there, and record its longest run of one value for the stuck-sensor check (default: none)")
 	thr := fs.Float64("threshold", 1, "the placeholder threshold, marked uncalibrated")
 	out := fs.String("out", "", "the directory to write NAME.tflite and NAME.json to (required)")
 	pos, err := parse(fs, args, 1, "one .tflite file")

@@ -154,7 +154,7 @@ func (st *streamState) scoreHeld(ctx context.Context, s *shard, chans []string) 
 			st.row[j] = row[k]
 		}
 		if start, end, done := st.win.Push(t, st.row, st.scratch); done {
-			copy(s.queue(st.model, pendingWindow{st: st, start: start, end: end, seq: st.ends.next(end)}), st.scratch)
+			copy(s.queue(st.model, st.sensorWindow(start, end)), st.scratch)
 			if s.pending >= s.p.opts.MaxBatch {
 				s.flush(ctx)
 			}

@@ -81,6 +81,12 @@ type StreamSpec struct {
 	MaxLateness time.Duration
 	// Features computes behaviour feature vectors (behaviour streams).
 	Features FeatureFunc
+	// StuckFactor turns on the stuck-sensor check of a sensor stream whose
+	// model records its training data's runs of one value (a MaxRuns()
+	// []int method): a channel that reads one value for StuckFactor times
+	// its longest run there, and at least a window, is stuck, and the
+	// window counts as exceeding (detect.StuckLimits). 0: off.
+	StuckFactor int
 }
 
 // FeatureFunc returns a new per-key featurizer for a behaviour stream.

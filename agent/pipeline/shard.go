@@ -55,6 +55,11 @@ type pendingWindow struct {
 	ks         *keyState // behaviour streams
 	start, end time.Time
 	seq        int // of the windows that end at end (endSeq)
+	// stuck is the channel (model order) stuck at the window's end, or -1;
+	// stuckRun its run of stuckValue (sensor streams).
+	stuck      int
+	stuckRun   int
+	stuckValue float64
 }
 
 func newShard(p *Pipeline, id int) *shard {

@@ -179,6 +179,9 @@ type StreamStats struct {
 	// closing and reopening it (episodes.close_after).
 	Episodes        map[string]uint64 `json:"episodes,omitempty"`
 	SuppressedFlips uint64            `json:"suppressed_flips,omitempty"`
+	// StuckWindows counts the windows that ended with a channel stuck
+	// (one value for longer than the model allows).
+	StuckWindows uint64 `json:"stuck_windows,omitempty"`
 }
 
 // Stats returns a snapshot. It is safe to call from any goroutine.
@@ -245,6 +248,7 @@ func (p *Pipeline) Stats() Stats {
 			ss.Episodes[c.State()] = st.changes[c].Load()
 		}
 		ss.SuppressedFlips = st.flips.Load()
+		ss.StuckWindows = st.stuck.Load()
 		ss.Keys = int(st.nkeys.Load())
 		ss.Learned = int(st.learned.Load())
 		ss.Held = int(st.nheld.Load())

@@ -38,8 +38,11 @@ type streamState struct {
 	// Input channel order → model order, cached per Channels slice.
 	mapFrom *string
 	mapIdx  []int
-	row     []float64
-	scratch []float64 // the window being cut, before it joins a batch
+	row     []float64 // the newest sample, in the model's channel order
+	// stuckLimits: the run of one value at which each channel counts as
+	// stuck (detect.StuckLimits); nil when the check is off.
+	stuckLimits []int
+	scratch     []float64 // the window being cut, before it joins a batch
 
 	keys    map[string]*keyState
 	lru     *list.List // keys without an open episode, most recently seen first
@@ -70,6 +73,7 @@ type streamState struct {
 	skipped       atomic.Uint64                   // samples dropped while training (backlog full)
 	changes       [detect.Close + 1]atomic.Uint64 // alerts by detect.Change
 	flips         atomic.Uint64                   // anomalies that continued an episode waiting to close
+	stuck         atomic.Uint64                   // windows that ended with a channel stuck
 }
 
 type keyState struct {
@@ -156,6 +160,12 @@ func (st *streamState) install(m Model) error {
 		st.win = w
 	}
 	st.model, st.channels, st.length, st.hop, st.det = m, chans, length, hop, det
+	st.stuckLimits = nil
+	if mr, ok := m.(interface{ MaxRuns() []int }); ok && st.spec.Kind == KindSensor {
+		if r := mr.MaxRuns(); len(r) == len(chans) {
+			st.stuckLimits = detect.StuckLimits(r, length, st.spec.StuckFactor)
+		}
+	}
 	st.row = make([]float64, len(chans))
 	st.scratch = make([]float64, length*len(chans))
 	st.mapFrom = nil
@@ -256,8 +266,18 @@ func (st *streamState) handleSample(ctx context.Context, s *shard, in source.Inp
 		return
 	}
 	if start, end, done := st.win.Push(in.Time, vals, st.scratch); done {
-		copy(s.queue(st.model, pendingWindow{st: st, start: start, end: end, seq: st.ends.next(end)}), st.scratch)
+		copy(s.queue(st.model, st.sensorWindow(start, end)), st.scratch)
 	}
+}
+
+// sensorWindow is the window just cut from the stream's windower, with
+// the channel stuck at its end, if any.
+func (st *streamState) sensorWindow(start, end time.Time) pendingWindow {
+	pw := pendingWindow{st: st, start: start, end: end, seq: st.ends.next(end), stuck: -1}
+	if c := detect.Stuck(st.win.Runs(), st.stuckLimits); c >= 0 {
+		pw.stuck, pw.stuckRun, pw.stuckValue = c, st.win.Runs()[c], st.row[c]
+	}
+	return pw
 }
 
 func (st *streamState) handleEvent(ctx context.Context, s *shard, in source.Input) {
@@ -300,7 +320,7 @@ func (st *streamState) handleEvent(ctx context.Context, s *shard, in source.Inpu
 	}
 	if start, end, done := ks.win.Push(t, ks.vec, st.scratch); done {
 		ks.pending++
-		copy(s.queue(st.model, pendingWindow{st: st, ks: ks, start: start, end: end, seq: ks.ends.next(end)}), st.scratch)
+		copy(s.queue(st.model, pendingWindow{st: st, ks: ks, start: start, end: end, seq: ks.ends.next(end), stuck: -1}), st.scratch)
 	}
 }
 
@@ -321,7 +341,13 @@ func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64
 	if math.IsNaN(score) || math.IsInf(score, 0) {
 		score = math.MaxFloat32
 	}
-	res := det.Observe(pw.end, score)
+	var res detect.Result
+	if pw.stuck >= 0 {
+		st.stuck.Add(1)
+		res = det.ObserveExceeding(pw.end, score)
+	} else {
+		res = det.Observe(pw.end, score)
+	}
 	if res.Change == detect.Open {
 		*epSeq = pw.seq
 	}
@@ -337,6 +363,10 @@ func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64
 	}
 	p := st.p
 	mid := m.ID()
+	var stuckName string
+	if pw.stuck >= 0 {
+		stuckName = st.channels[pw.stuck]
+	}
 	s.scoreRecs = append(s.scoreRecs, encodeRecord(record.Score{
 		ID:        record.IDSeq(record.LaneScore, p.opts.Device, st.spec.Name, key, pw.end, mid, pw.seq),
 		TS:        pw.end,
@@ -345,6 +375,7 @@ func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64
 		Score:     score,
 		Threshold: det.Threshold(),
 		Model:     mid,
+		Stuck:     stuckName,
 	}))
 	if res.Change == detect.None {
 		return
@@ -355,10 +386,20 @@ func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64
 			conf = &v
 		}
 	}
-	top := detect.Top(st.channels, chanErr, st.spec.TopFeatures)
-	feats := make([]record.Feature, len(top))
-	for i, c := range top {
-		feats[i] = record.Feature{Name: c.Name, Share: c.Share}
+	var feats []record.Feature
+	var reason string
+	if pw.stuck >= 0 {
+		// The model's reconstruction error does not see a frozen value:
+		// the alert names the stuck channel alone, and says why.
+		feats = []record.Feature{{Name: stuckName, Share: 1}}
+		reason = fmt.Sprintf("sensor stuck: %s has read %v for %d samples in a row; stuck from %d (%d× its longest run in the training data, at least a window)",
+			stuckName, pw.stuckValue, pw.stuckRun, st.stuckLimits[pw.stuck], st.spec.StuckFactor)
+	} else {
+		top := detect.Top(st.channels, chanErr, st.spec.TopFeatures)
+		feats = make([]record.Feature, len(top))
+		for i, c := range top {
+			feats[i] = record.Feature{Name: c.Name, Share: c.Share}
+		}
 	}
 	st.alerts.Add(1)
 	st.changes[res.Change].Add(1)
@@ -379,5 +420,6 @@ func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64
 		Window:      record.Window{Start: pw.start, End: pw.end},
 		TopFeatures: feats,
 		Model:       mid,
+		Reason:      reason,
 	}))
 }

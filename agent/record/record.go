@@ -35,6 +35,10 @@ type Score struct {
 	Threshold float64   `json:"threshold"`
 	Model     string    `json:"model"` // name@version
 	Replayed  bool      `json:"replayed"`
+	// Stuck names the channel that had read one value for longer than
+	// its model allows when the window ended (a frozen sensor): the window
+	// counts as exceeding the threshold whatever its score.
+	Stuck string `json:"stuck,omitempty"`
 }
 
 // Shadow is what a deployed model in its shadow run scored on one window,

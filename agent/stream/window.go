@@ -19,6 +19,10 @@ type Windower struct {
 	start, n              int
 	sinceEmit             int
 	emitted               bool // the first window has been emitted
+	// runs[c]: how many samples in a row, up to the newest, channel c has
+	// read the same value (the stuck-sensor check, detect.StuckLimits).
+	// It reaches back beyond the window, as a frozen sensor does.
+	runs []int
 }
 
 // NewWindower returns a Windower for windows of length samples of channels
@@ -36,6 +40,7 @@ func NewWindower(length, hop, channels int) (*Windower, error) {
 		length: length, hop: hop, channels: channels,
 		ring:  make([]float64, length*channels),
 		times: make([]time.Time, length),
+		runs:  make([]int, channels),
 	}, nil
 }
 
@@ -46,6 +51,20 @@ func (w *Windower) Len() int { return w.length }
 // is complete it is copied into dst (length×channels values, oldest first)
 // and Push returns true with the window's first and last sample times.
 func (w *Windower) Push(t time.Time, values []float64, dst []float64) (start, end time.Time, ok bool) {
+	if w.n > 0 {
+		prev := ((w.start + w.n - 1) % w.length) * w.channels
+		for i, v := range values[:w.channels] {
+			if v == w.ring[prev+i] {
+				w.runs[i]++
+			} else {
+				w.runs[i] = 1
+			}
+		}
+	} else {
+		for i := range w.runs {
+			w.runs[i] = 1
+		}
+	}
 	var row int
 	if w.n < w.length {
 		row = (w.start + w.n) % w.length
@@ -75,7 +94,15 @@ func (w *Windower) Push(t time.Time, values []float64, dst []float64) (start, en
 	return w.times[w.start], t, true
 }
 
+// Runs returns, per channel, how many samples in a row up to the newest
+// have read the same value (NaN never equals itself): 1 for a value that
+// differs from the one before, 0 before the first sample. It counts back
+// beyond the window, to the last Reset. The slice is the Windower's own;
+// it changes at the next Push.
+func (w *Windower) Runs() []int { return w.runs }
+
 // Reset forgets every sample (after a gap in the stream, or a model change).
 func (w *Windower) Reset() {
 	w.start, w.n, w.sinceEmit, w.emitted = 0, 0, 0, false
+	clear(w.runs)
 }

@@ -74,3 +74,30 @@ func BenchmarkWindowerPush(b *testing.B) {
 		i++
 	}
 }
+
+func TestWindowerCountsRunsOfOneValue(t *testing.T) {
+	w, err := NewWindower(3, 1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := make([]float64, 6)
+	if r := w.Runs(); r[0] != 0 || r[1] != 0 {
+		t.Fatalf("runs %v before any sample, want 0", r)
+	}
+	t0 := time.Unix(0, 0)
+	// channel 0 changes at every sample but one; channel 1 freezes at 7
+	// from the second sample on, for longer than a window.
+	vals := [][]float64{{1, 0}, {2, 7}, {2, 7}, {3, 7}, {4, 7}, {5, 7}, {6, 8}}
+	want := [][2]int{{1, 1}, {1, 1}, {2, 2}, {1, 3}, {1, 4}, {1, 5}, {1, 1}}
+	for i, v := range vals {
+		w.Push(t0.Add(time.Duration(i)*time.Second), v, dst)
+		if r := w.Runs(); r[0] != want[i][0] || r[1] != want[i][1] {
+			t.Fatalf("after sample %d: runs %v, want %v", i, r, want[i])
+		}
+	}
+	w.Reset()
+	w.Push(t0, []float64{6, 8}, dst)
+	if r := w.Runs(); r[0] != 1 || r[1] != 1 {
+		t.Fatalf("runs %v after a Reset, want a fresh start", r)
+	}
+}

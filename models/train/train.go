@@ -652,11 +652,16 @@ func (t *trainer) manifest(net *nn.Network, model []byte, th models.Threshold, s
 		tr.Started = t.start.UTC()
 		tr.Seconds = rep.Elapsed.Seconds()
 	}
+	var maxRuns []int
+	if kind == models.KindSensor {
+		// for the stuck-sensor check (detect.StuckLimits in the agent)
+		maxRuns = models.MaxRuns(samples, len(o.Channels))
+	}
 	return &models.Manifest{
 		Format: models.Format, Name: o.Name, Version: o.Version, Kind: kind, Description: o.Description,
 		SHA256:        models.SHA256(model),
 		Input:         models.Input{Window: o.Window, Hop: o.Hop, Channels: slices.Clone(o.Channels)},
-		Normalization: models.Normalization{Mean: sc.mean, Std: sc.std, Center: sc.center},
+		Normalization: models.Normalization{Mean: sc.mean, Std: sc.std, Center: sc.center, MaxRun: maxRuns},
 		Output:        models.Output{Kind: models.OutputReconstruction, Reduction: o.Reduction},
 		Threshold:     th,
 		Training:      tr,

@@ -266,6 +266,11 @@ func TestTrainConstantChannelAndNoValidation(t *testing.T) {
 		res.Report.ValWindows != 0 || m.Threshold.Scores.Source != "train" {
 		t.Errorf("manifest %+v %+v", m.Normalization, m.Training)
 	}
+	// the longest runs of one value over all the rows given, for the
+	// stuck-sensor check: 40 for the constant voltage
+	if want := models.MaxRuns(rows, len(rows[0])); !slices.Equal(m.Normalization.MaxRun, want) || want[5] != 40 {
+		t.Errorf("max_run %v, want %v with 40 for voltage", m.Normalization.MaxRun, want)
+	}
 }
 
 func TestTrainBudget(t *testing.T) {
@@ -358,6 +363,9 @@ func TestTrainBehaviourManifest(t *testing.T) {
 	res := mustTrain(t, rows, o)
 	if res.Manifest.Kind != models.KindBehaviour || res.Manifest.Features == nil {
 		t.Errorf("manifest kind %s", res.Manifest.Kind)
+	}
+	if r := res.Manifest.Normalization.MaxRun; r != nil {
+		t.Errorf("behaviour manifest records runs %v: its features repeat by nature", r)
 	}
 }
 

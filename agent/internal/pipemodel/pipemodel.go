@@ -32,3 +32,14 @@ func (a adapter) Channels() []string { return a.Manifest().Input.Channels }
 func (a adapter) Confidence(score float64) (float64, bool) {
 	return a.Manifest().Threshold.Confidence(score)
 }
+
+// MaxRuns gives the pipeline each channel's longest run of one value in the
+// training data, for the stuck-sensor check: nil when the manifest records
+// none, and for behaviour models, whose features repeat by nature.
+func (a adapter) MaxRuns() []int {
+	m := a.Manifest()
+	if m.Kind == models.KindBehaviour {
+		return nil
+	}
+	return m.Normalization.MaxRun
+}

@@ -1,0 +1,98 @@
+package pipeline
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vigil-edge/vigil/agent/detect"
+)
+
+// stuckModel is a meanModel whose manifest records its training data's
+// longest runs of one value.
+type stuckModel struct {
+	*meanModel
+	runs []int
+}
+
+func (m *stuckModel) MaxRuns() []int { return m.runs }
+
+// noisy gives channel a a value that never repeats and channel b one that
+// freezes at 0.5 in the samples [from, to).
+func noisy(n, from, to int) func(i int) []float64 {
+	return func(i int) []float64 {
+		b := 0.01 * float64(i%7)
+		if i >= from && i < to {
+			b = 0.5
+		}
+		return []float64{0.001 * float64(i%11), b}
+	}
+}
+
+func TestAStuckChannelOpensAnEpisodeThatNamesIt(t *testing.T) {
+	// limits: 40 samples for a, 10 for b (at least the window, 4)
+	m := &stuckModel{&meanModel{id: "mean@1", length: 4, hop: 2, chans: chans2, thr: 1}, []int{4, 1}}
+	spec := sensorSpec(m)
+	spec.Detect = detect.DefaultOptions() // 2 of 3, close after 5 s
+	spec.StuckFactor = 10
+	in := samples(80, noisy(80, 30, 50))
+	p, buf := run(t, Options{Streams: []StreamSpec{spec}}, in)
+
+	var stuck []time.Time
+	for _, s := range buf.scores(t) {
+		if s.Score >= 1 {
+			t.Fatalf("score %v: the model alone sees nothing here", s.Score)
+		}
+		if s.Stuck != "" {
+			if s.Stuck != "b" {
+				t.Fatalf("score %+v: stuck %q, want b", s, s.Stuck)
+			}
+			stuck = append(stuck, s.TS)
+		}
+	}
+	// b reads 0.5 from sample 30: its run reaches 10 at sample 39, and
+	// lasts to sample 49. Windows end on odd samples.
+	if len(stuck) != 6 || !stuck[0].Equal(t0.Add(39*time.Second)) || !stuck[5].Equal(t0.Add(49*time.Second)) {
+		t.Fatalf("stuck windows end at %v, want 39 s to 49 s", stuck)
+	}
+	alerts := buf.alerts(t)
+	if len(alerts) != 2 || alerts[0].State != "open" || alerts[1].State != "closed" || alerts[0].Episode != alerts[1].Episode {
+		t.Fatalf("alerts %+v, want one episode, opened and closed", alerts)
+	}
+	open := alerts[0]
+	if !open.TS.Equal(t0.Add(41*time.Second)) || open.Severity != "warning" {
+		t.Fatalf("open %+v: want a warning at the second stuck window (41 s)", open)
+	}
+	if len(open.TopFeatures) != 1 || open.TopFeatures[0].Name != "b" || open.TopFeatures[0].Share != 1 {
+		t.Fatalf("open names %+v, want b alone", open.TopFeatures)
+	}
+	if !strings.Contains(open.Reason, "sensor stuck: b has read 0.5 for 12 samples in a row") {
+		t.Fatalf("open reason %q", open.Reason)
+	}
+	if got := p.Stats().Streams["pump"].StuckWindows; got != 6 {
+		t.Fatalf("stuck windows counted %d, want 6", got)
+	}
+}
+
+func TestNoStuckCheckWithoutLimits(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		runs   []int
+		factor int
+	}{{"no runs", nil, 10}, {"wrong length", []int{1}, 10}, {"factor 0", []int{1, 1}, 0}} {
+		t.Run(c.name, func(t *testing.T) {
+			m := &stuckModel{&meanModel{id: "mean@1", length: 4, hop: 2, chans: chans2, thr: 1}, c.runs}
+			spec := sensorSpec(m)
+			spec.StuckFactor = c.factor
+			_, buf := run(t, Options{Streams: []StreamSpec{spec}}, samples(80, noisy(80, 10, 80)))
+			for _, s := range buf.scores(t) {
+				if s.Stuck != "" {
+					t.Fatalf("score %+v marked stuck without usable limits", s)
+				}
+			}
+			if a := buf.alerts(t); len(a) != 0 {
+				t.Fatalf("alerts %+v", a)
+			}
+		})
+	}
+}
