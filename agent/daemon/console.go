@@ -54,9 +54,13 @@ func (d *Daemon) printAlertsTo(ctx context.Context) error {
 				key = " " + a.Key
 			}
 			esc := termsafe.String // a user id may hold a newline or an escape sequence
-			fmt.Fprintf(d.opts.Stdout, "%s ALERT %-8s %-9s %s%s score %.3g (%.1fx threshold) episode %s update %d [%s]\n",
+			reason := ""
+			if a.Reason != "" {
+				reason = " — " + a.Reason
+			}
+			fmt.Fprintf(d.opts.Stdout, "%s ALERT %-8s %-9s %s%s score %.3g (%.1fx threshold) episode %s update %d [%s]%s\n",
 				a.TS.Format("15:04:05"), esc(strings.ToUpper(a.Severity)), esc(a.State), esc(a.Stream), esc(key), a.Score, a.Score/a.Threshold,
-				esc(a.Episode), a.Update, esc(strings.Join(feats, ", ")))
+				esc(a.Episode), a.Update, esc(strings.Join(feats, ", ")), esc(reason))
 		}
 		if len(recs) > 0 {
 			if err := d.buf.Ack(consumerConsole, record.LaneAlert, seqs...); err != nil {

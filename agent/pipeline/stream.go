@@ -392,7 +392,7 @@ func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64
 		// The model's reconstruction error does not see a frozen value:
 		// the alert names the stuck channel alone, and says why.
 		feats = []record.Feature{{Name: stuckName, Share: 1}}
-		reason = fmt.Sprintf("sensor stuck: %s has read %v for %d samples in a row; stuck from %d (%d× its longest run in the training data, at least a window)",
+		reason = fmt.Sprintf("sensor stuck: %s has read %.6g for %d samples in a row; stuck from %d (%d× its longest run in the training data, at least a window)",
 			stuckName, pw.stuckValue, pw.stuckRun, st.stuckLimits[pw.stuck], st.spec.StuckFactor)
 	} else {
 		top := detect.Top(st.channels, chanErr, st.spec.TopFeatures)

@@ -150,6 +150,9 @@ type Alert struct {
 	Update      int              `json:"update"`
 	Since       time.Time        `json:"since"` // the episode's first alert
 	TopFeatures []record.Feature `json:"top_features"`
+	// Reason says why an alert no window's score raised was raised (a
+	// stuck sensor, an episode closed after a restart or an eviction).
+	Reason string `json:"reason,omitempty"`
 }
 
 // Status is the body of GET /status.json.
@@ -305,7 +308,7 @@ func (p *Page) addAlert(b []byte) {
 		return
 	}
 	v := Alert{ID: a.ID, TS: a.TS, Stream: a.Stream, Key: a.Key, Score: a.Score, Threshold: a.Threshold,
-		Severity: a.Severity, Episode: a.Episode, State: a.State, Update: a.Update, Since: a.TS, TopFeatures: a.TopFeatures}
+		Severity: a.Severity, Episode: a.Episode, State: a.State, Update: a.Update, Since: a.TS, TopFeatures: a.TopFeatures, Reason: a.Reason}
 	if prev, ok := p.open[a.Episode]; ok {
 		v.Since = prev.Since
 	}

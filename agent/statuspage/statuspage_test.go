@@ -52,12 +52,15 @@ func TestStatusTailsScoresAndAlerts(t *testing.T) {
 			Severity: "major", Score: 6, Threshold: 4, TopFeatures: []record.Feature{{Name: "Pressure", Share: 0.7}}}
 	}
 	appendJSON(t, b, record.LaneAlert, alert(1, "e1", "open"))
-	appendJSON(t, b, record.LaneAlert, alert(2, "e2", "open"))
+	stuck := alert(2, "e2", "open")
+	stuck.Reason = "sensor stuck: Pressure has read 0.38 for 600 samples in a row"
+	appendJSON(t, b, record.LaneAlert, stuck)
 	s := p.Status()
 	if got := s.Points["pump1"]; len(got) != 5 || got[0][1] != 3 || got[4][1] != 7 || got[4][2] != 4 {
 		t.Fatalf("points %v: want the last 5 scores", got)
 	}
-	if len(s.Open) != 2 || len(s.Alerts) != 2 || s.Alerts[0].ID != "a2" || s.Alerts[0].TopFeatures[0].Name != "Pressure" {
+	if len(s.Open) != 2 || len(s.Alerts) != 2 || s.Alerts[0].ID != "a2" || s.Alerts[0].TopFeatures[0].Name != "Pressure" ||
+		s.Alerts[0].Reason != stuck.Reason || s.Alerts[1].Reason != "" {
 		t.Fatalf("open %+v alerts %+v", s.Open, s.Alerts)
 	}
 	// Later requests read only what came since; a closed episode leaves the

@@ -51,20 +51,7 @@ func (w *Windower) Len() int { return w.length }
 // is complete it is copied into dst (length×channels values, oldest first)
 // and Push returns true with the window's first and last sample times.
 func (w *Windower) Push(t time.Time, values []float64, dst []float64) (start, end time.Time, ok bool) {
-	if w.n > 0 {
-		prev := ((w.start + w.n - 1) % w.length) * w.channels
-		for i, v := range values[:w.channels] {
-			if v == w.ring[prev+i] {
-				w.runs[i]++
-			} else {
-				w.runs[i] = 1
-			}
-		}
-	} else {
-		for i := range w.runs {
-			w.runs[i] = 1
-		}
-	}
+	fresh := w.n == 0 // no sample before this one
 	var row int
 	if w.n < w.length {
 		row = (w.start + w.n) % w.length
@@ -73,9 +60,20 @@ func (w *Windower) Push(t time.Time, values []float64, dst []float64) (start, en
 		row = w.start
 		w.start = (w.start + 1) % w.length
 	}
-	off := row * w.channels
+	prev := row - 1 // the newest sample's row, read before it is overwritten
+	if prev < 0 {
+		prev = w.length - 1
+	}
+	off, poff := row*w.channels, prev*w.channels
+	ring, runs := w.ring[off:off+w.channels], w.runs[:w.channels]
+	pring := w.ring[poff : poff+w.channels]
 	for i, v := range values[:w.channels] {
-		w.ring[off+i] = v
+		if !fresh && v == pring[i] {
+			runs[i]++
+		} else {
+			runs[i] = 1
+		}
+		ring[i] = v
 	}
 	w.times[row] = t
 	w.sinceEmit++

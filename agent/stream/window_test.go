@@ -100,4 +100,20 @@ func TestWindowerCountsRunsOfOneValue(t *testing.T) {
 	if r := w.Runs(); r[0] != 1 || r[1] != 1 {
 		t.Fatalf("runs %v after a Reset, want a fresh start", r)
 	}
+
+	// a window of one sample: the newest sample's row is the one the
+	// next overwrites
+	w1, err := NewWindower(1, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range []struct {
+		v   float64
+		run int
+	}{{3, 1}, {3, 2}, {3, 3}, {4, 1}, {4, 2}} {
+		w1.Push(t0, []float64{c.v}, dst)
+		if r := w1.Runs()[0]; r != c.run {
+			t.Fatalf("window of 1, sample %d: run %d, want %d", i, r, c.run)
+		}
+	}
 }
