@@ -1,43 +1,20 @@
 package daemon
 
 import (
-	"context"
-	"encoding/json"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/detect"
 	"github.com/vigil-edge/vigil/agent/internal/pipemodel"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"github.com/vigil-edge/vigil/agent/pipeline"
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/agent/source"
 	"github.com/vigil-edge/vigil/inference"
 	"github.com/vigil-edge/vigil/models"
 )
-
-// alertSink keeps the alerts a pipeline appends.
-type alertSink struct {
-	mu     sync.Mutex
-	alerts []record.Alert
-}
-
-func (s *alertSink) Append(_ context.Context, lane string, data ...[]byte) ([]uint64, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if lane == record.LaneAlert {
-		for _, d := range data {
-			var a record.Alert
-			if err := json.Unmarshal(d, &a); err != nil {
-				return nil, err
-			}
-			s.alerts = append(s.alerts, a)
-		}
-	}
-	return make([]uint64, len(data)), nil
-}
 
 // The demo's pump (the simulator as agent/vigil.example.yaml runs it: 100
 // samples a second, a 10-s fault every 20 s from 10 s on, the four kinds
@@ -55,7 +32,7 @@ func TestDemoFaultsOneEpisodeEach(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	sink := &alertSink{}
+	sink := &testkit.Lanes{}
 	do := detect.DefaultOptions()
 	p, err := pipeline.New(pipeline.Options{Device: "pump-01", Buffer: sink, Streams: []pipeline.StreamSpec{
 		{Name: "pump1", Source: "pump", Kind: pipeline.KindSensor, Model: pipemodel.Adapt(m), Detect: do, StuckFactor: detect.DefaultStuckFactor},
@@ -91,7 +68,7 @@ func TestDemoFaultsOneEpisodeEach(t *testing.T) {
 	kinds := source.FaultKinds()
 	stuckChannels := []string{"Volume Flow RateRMS", "Temperature", "Accelerometer1RMS", "Pressure"}
 	opens := make([][]record.Alert, faults)
-	for _, a := range sink.alerts {
+	for _, a := range testkit.Decode[record.Alert](t, sink, record.LaneAlert) {
 		if a.State != "open" {
 			continue
 		}

@@ -11,25 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"github.com/vigil-edge/vigil/agent/record"
 )
-
-// memory is an Appender that keeps what it accepts, or refuses with err.
-type memory struct {
-	lanes map[string][][]byte
-	err   error
-}
-
-func (m *memory) Append(_ context.Context, lane string, data ...[]byte) ([]uint64, error) {
-	if m.err != nil {
-		return nil, m.err
-	}
-	if m.lanes == nil {
-		m.lanes = map[string][][]byte{}
-	}
-	m.lanes[lane] = append(m.lanes[lane], data...)
-	return make([]uint64, len(data)), nil
-}
 
 var t0 = time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
 
@@ -75,7 +59,7 @@ func decode(t *testing.T, recs [][]byte) []record.Alert {
 func leaveOpen(t *testing.T, path string) {
 	t.Helper()
 	l := open(t, path, t0)
-	app := l.Wrap(&memory{})
+	app := l.Wrap(&testkit.Lanes{})
 	ctx := context.Background()
 	app.Append(ctx, record.LaneScore, score("pump1", 0))
 	app.Append(ctx, record.LaneAlert, alert("e-a", "open", 0, 0), alert("e-b", "open", 0, 1))
@@ -109,14 +93,14 @@ func TestOrphanClosedWhenItsStreamMovesOn(t *testing.T) {
 		if l.Orphans() != 1 {
 			t.Fatalf("%d orphans, want e-a", l.Orphans())
 		}
-		buf := &memory{}
+		buf := &testkit.Lanes{}
 		app := l.Wrap(buf)
 		app.Append(ctx, record.LaneScore, score("other", 60), score("pump1", 5)) // another stream; not after e-a's last alert
-		if len(buf.lanes[record.LaneAlert]) != 0 || l.Orphans() != 1 {
-			t.Fatalf("closed before pump1 moved past e-a: %s", buf.lanes[record.LaneAlert])
+		if len(buf.Lane(record.LaneAlert)) != 0 || l.Orphans() != 1 {
+			t.Fatalf("closed before pump1 moved past e-a: %s", buf.Lane(record.LaneAlert))
 		}
 		app.Append(ctx, record.LaneScore, score("pump1", 6))
-		got := decode(t, buf.lanes[record.LaneAlert])
+		got := decode(t, buf.Lane(record.LaneAlert))
 		if len(got) != 1 || l.Orphans() != 0 {
 			t.Fatalf("alerts %+v, %d orphans: want e-a's close", got, l.Orphans())
 		}
@@ -145,13 +129,13 @@ func TestOrphanThatGoesOn(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "episodes.jsonl")
 	leaveOpen(t, path)
 	l := open(t, path, t0.Add(time.Hour))
-	buf := &memory{}
+	buf := &testkit.Lanes{}
 	app := l.Wrap(buf)
 	ctx := context.Background()
 	app.Append(ctx, record.LaneScore, score("pump1", 0))
 	app.Append(ctx, record.LaneAlert, alert("e-a", "open", 0, 0))
 	app.Append(ctx, record.LaneScore, score("pump1", 6))
-	for _, a := range decode(t, buf.lanes[record.LaneAlert]) {
+	for _, a := range decode(t, buf.Lane(record.LaneAlert)) {
 		if a.State == "closed" {
 			t.Fatalf("the episode that went on was closed: %+v", a)
 		}
@@ -174,7 +158,7 @@ func TestRemovedStreamsClosedAtOnce(t *testing.T) {
 	if len(got) != 1 || got[0].Episode != "e-a" || got[0].State != "closed" {
 		t.Fatalf("closes %+v, want e-a's", got)
 	}
-	buf := &memory{}
+	buf := &testkit.Lanes{}
 	if _, err := l.Wrap(buf).Append(context.Background(), record.LaneAlert, l.Removed(func(string) bool { return false })...); err != nil {
 		t.Fatal(err)
 	}
@@ -189,19 +173,19 @@ func TestRemovedStreamsClosedAtOnce(t *testing.T) {
 func TestRefusedAlertsAreNotNoted(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "episodes.jsonl")
 	l := open(t, path, t0)
-	buf := &memory{}
+	buf := &testkit.Lanes{}
 	app := l.Wrap(buf)
 	ctx := context.Background()
 	app.Append(ctx, record.LaneAlert, alert("e-a", "open", 0, 0))
-	buf.err = errors.New("disk full")
+	buf.Err = errors.New("disk full")
 	if _, err := app.Append(ctx, record.LaneAlert, alert("e-a", "escalated", 1, 3), alert("e-b", "open", 0, 4)); err == nil {
 		t.Fatal("the buffer's error was lost")
 	}
 	l.Close()
 	l2 := open(t, path, t0.Add(time.Hour))
-	buf2 := &memory{}
+	buf2 := &testkit.Lanes{}
 	l2.Wrap(buf2).Append(ctx, record.LaneScore, score("pump1", 10))
-	got := decode(t, buf2.lanes[record.LaneAlert])
+	got := decode(t, buf2.Lane(record.LaneAlert))
 	if len(got) != 1 || got[0].Episode != "e-a" || got[0].Update != 1 {
 		t.Fatalf("closes %+v, want e-a's after its open alone (update 1)", got)
 	}
@@ -230,7 +214,7 @@ func TestTornLineSkipped(t *testing.T) {
 func TestCompaction(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "episodes.jsonl")
 	l := open(t, path, t0)
-	app := l.Wrap(&memory{})
+	app := l.Wrap(&testkit.Lanes{})
 	ctx := context.Background()
 	app.Append(ctx, record.LaneAlert, alert("e-long", "open", 0, 0))
 	for i := range 5000 {

@@ -14,11 +14,11 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/detect"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 	"github.com/vigil-edge/vigil/agent/pipeline"
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/agent/source"
@@ -216,28 +216,6 @@ func (a adapter) ID() string         { return a.Manifest().Name + "@" + a.Manife
 func (a adapter) Window() (int, int) { return a.Manifest().Input.Window, a.Manifest().Input.Hop }
 func (a adapter) Channels() []string { return a.Manifest().Input.Channels }
 
-type memBuffer struct {
-	mu     sync.Mutex
-	scores []record.Score
-}
-
-func (b *memBuffer) Append(_ context.Context, lane string, data ...[]byte) ([]uint64, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	seqs := make([]uint64, len(data))
-	for i, d := range data {
-		if lane == record.LaneScore {
-			var s record.Score
-			if err := json.Unmarshal(d, &s); err != nil {
-				return nil, err
-			}
-			b.scores = append(b.scores, s)
-		}
-		seqs[i] = uint64(i + 1)
-	}
-	return seqs, nil
-}
-
 // TestScoreMatchesThePipeline scores a CSV file with vigil score and
 // feeds the same rows through the agent's pipeline with the same model:
 // every window ends at the same time with the same score. With an int8
@@ -276,7 +254,7 @@ func TestScoreMatchesThePipeline(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		buf := &memBuffer{}
+		buf := &testkit.Lanes{}
 		p, err := pipeline.New(pipeline.Options{Device: "d", Buffer: buf, MaxBatch: 7, Streams: []pipeline.StreamSpec{
 			{Name: "s", Source: "rec", Kind: pipeline.KindSensor, Model: adapter{md}, Detect: detect.DefaultOptions()}}})
 		if err != nil {
@@ -294,7 +272,7 @@ func TestScoreMatchesThePipeline(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
-		want := buf.scores
+		want := testkit.Decode[record.Score](t, buf, record.LaneScore)
 		slices.SortFunc(want, func(a, b record.Score) int { return a.TS.Compare(b.TS) })
 		if len(got) != len(want) || len(got) == 0 {
 			t.Fatalf("int8 %v: vigil score gave %d windows, the pipeline %d", int8, len(got), len(want))

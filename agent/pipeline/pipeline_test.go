@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -62,46 +61,14 @@ func (m *meanModel) Score(_ context.Context, w, scores, errs []float64) error {
 }
 
 // memBuffer records appends per lane.
-type memBuffer struct {
-	mu    sync.Mutex
-	lanes map[string][][]byte
-}
-
-func (b *memBuffer) Append(_ context.Context, lane string, data ...[]byte) ([]uint64, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.lanes == nil {
-		b.lanes = map[string][][]byte{}
-	}
-	seqs := make([]uint64, len(data))
-	for i, d := range data {
-		b.lanes[lane] = append(b.lanes[lane], slices.Clone(d))
-		seqs[i] = uint64(len(b.lanes[lane]))
-	}
-	return seqs, nil
-}
+type memBuffer struct{ testkit.Lanes }
 
 func (b *memBuffer) scores(t *testing.T) []record.Score {
-	return decodeLane[record.Score](t, b, record.LaneScore)
+	return testkit.Decode[record.Score](t, &b.Lanes, record.LaneScore)
 }
 
 func (b *memBuffer) alerts(t *testing.T) []record.Alert {
-	return decodeLane[record.Alert](t, b, record.LaneAlert)
-}
-
-// decodeLane decodes every record appended to lane as a T.
-func decodeLane[T any](t *testing.T, b *memBuffer, lane string) []T {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []T
-	for _, d := range b.lanes[lane] {
-		var v T
-		if err := json.Unmarshal(d, &v); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, v)
-	}
-	return out
+	return testkit.Decode[record.Alert](t, &b.Lanes, record.LaneAlert)
 }
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
