@@ -77,8 +77,12 @@ type Manifest struct {
 	SHA256        string        `json:"sha256"`
 	Input         Input         `json:"input"`
 	Normalization Normalization `json:"normalization"`
-	Output        Output        `json:"output"`
-	Threshold     Threshold     `json:"threshold"`
+	// Shift is the largest level shift of each channel in the training
+	// data (models/shift); absent: the agent's level-shift check is off.
+	// Sensor models only.
+	Shift     *LevelShift `json:"shift,omitempty"`
+	Output    Output      `json:"output"`
+	Threshold Threshold   `json:"threshold"`
 	// Training says how the model was trained; absent for models made
 	// elsewhere.
 	Training *Training `json:"training,omitempty"`
@@ -131,6 +135,16 @@ type Normalization struct {
 	// channel that never read the same value twice in a row. The agent's
 	// stuck-sensor check sets its limits from them (docs/models.md).
 	MaxRun []int `json:"max_run,omitempty"`
+}
+
+// LevelShift records, per channel, the largest level shift (shift.Z) of
+// the training data's windows: the mean of a window's last Recent rows
+// against the rows before, over their std or Floor[c], whichever is
+// larger.
+type LevelShift struct {
+	Recent int       `json:"recent"`
+	Floor  []float64 `json:"floor"`
+	Max    []float64 `json:"max"`
 }
 
 // MaxRuns returns the longest run of identical consecutive values of each
@@ -573,6 +587,28 @@ func (m *Manifest) validateInput(ps *problems) {
 	for i, r := range n.MaxRun {
 		if r < 1 {
 			ps.add(fmt.Sprintf("normalization.max_run[%d]", i), "is %d, want ≥ 1", r)
+		}
+	}
+	if sh := m.Shift; sh != nil {
+		if m.Kind == KindBehaviour {
+			ps.add("shift", "only sensor models record level shifts")
+		}
+		if sh.Recent < 1 || sh.Recent >= m.Input.Window {
+			ps.add("shift.recent", "is %d, want 1 to input.window − 1 (%d)", sh.Recent, m.Input.Window-1)
+		}
+		for _, f := range []struct {
+			name string
+			vs   []float64
+		}{{"shift.floor", sh.Floor}, {"shift.max", sh.Max}} {
+			name, vs := f.name, f.vs
+			if len(vs) != len(ch) {
+				ps.add(name, "has %d values, want one per channel (%d)", len(vs), len(ch))
+			}
+			for i, v := range vs {
+				if path := fmt.Sprintf("%s[%d]", name, i); ps.finite(path, v) && v < 0 {
+					ps.add(path, "is %v, want ≥ 0", v)
+				}
+			}
 		}
 	}
 }

@@ -102,6 +102,8 @@ func TestBadManifests(t *testing.T) {
 			"normalization.std[1]: is 0, want > 0", "normalization.std[2]: is -2, want > 0",
 			"normalization.center: has 1 values, want none or one per channel (4)",
 			"normalization.max_run[1]: is 0, want ≥ 1",
+			"shift.recent: is 0, want 1 to input.window − 1 (-1)",
+			"shift.max: has 3 values, want one per channel (4)", "shift.max[1]: is -2, want ≥ 0",
 			`output.reduction: is "first", want one of mse, mae, max_channel_mse`,
 			"output.size: is 3; a reconstruction's size is the window's",
 			"threshold.quantile: is 1.5, want a value in (0, 1)",

@@ -60,6 +60,7 @@ func evalSKAB(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	n := fs.Int("n", def.Detect.N, "detector hysteresis window N")
 	closeAfter := fs.Duration("close-after", def.Detect.CloseAfter, "an episode closes after the stream has been normal this long (as streams[].episode.close_after)")
 	stuckFactor := fs.Int("stuck-factor", def.StuckFactor, "a channel on one value for this many times its longest run in the training rows (at least a window) is stuck, and its windows exceed (as streams[].stuck_factor; 0: off)")
+	shiftFactor := fs.Float64("shift-factor", def.ShiftFactor, "a window in which a channel's last rows moved this many times as far from the rest as the most in the training rows exceeds (as streams[].shift_factor; 0: off)")
 	cusum := fs.String("cusum", "", `"K,H": also anomalous while a CUSUM of each model's normalised log score (allowance K, interval H) reaches H (an experiment, agent/eval/README.md; the agent does not run it)`)
 	cusumOnly := fs.Bool("cusum-only", false, "with --cusum: the CUSUM alone decides, without the threshold's K-of-N rule")
 	jsonOut := fs.String("json", "", "also write the whole report (per file and in total, point-wise and alert-level) as JSON to this file")
@@ -102,6 +103,7 @@ func evalSKAB(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	opts.Detect.CUSUM.Only = *cusumOnly
 	opts.Mapping = eval.Mapping(*mapping)
 	opts.StuckFactor = *stuckFactor
+	opts.ShiftFactor = *shiftFactor
 	opts.Ensemble, opts.PCAVariance = *ensemble, *pcaVariance
 	done := 0
 	if !*quiet {

@@ -33,6 +33,7 @@ import (
 	"github.com/vigil-edge/vigil/agent/forward/amplitude"
 	"github.com/vigil-edge/vigil/agent/forward/dify"
 	"github.com/vigil-edge/vigil/agent/publish"
+	"github.com/vigil-edge/vigil/models/shift"
 )
 
 // Config is Vigil's whole configuration. The yaml tag of each field is its key;
@@ -286,6 +287,7 @@ type Stream struct {
 	Severity    Severity      `yaml:"severity"`
 	TopFeatures int           `yaml:"top_features" doc:"contributing channels or features named in each alert"`
 	StuckFactor int           `yaml:"stuck_factor" doc:"sensor streams: a channel that reads one value for this many times its longest run in the model's training data (and at least a window) is a stuck sensor, and its windows count as above the threshold; 0 turns the check off"`
+	ShiftFactor float64       `yaml:"shift_factor" doc:"sensor streams: a window in which a channel's last samples (a sixth of the window) moved this many times as far from the rest as the most in the model's training data counts as above the threshold (a level shift); 0 turns the check off"`
 	Learn       Learn         `yaml:"learn"`
 	MaxLateness time.Duration `yaml:"max_lateness" doc:"samples older than the newest by more than this are dropped as late"`
 }
@@ -458,6 +460,7 @@ func defaultStream() Stream {
 		Severity:    Severity{Warning: 1.0, Major: 1.5, Critical: 2.5},
 		TopFeatures: 3,
 		StuckFactor: 10,
+		ShiftFactor: shift.DefaultFactor,
 		Learn:       Learn{Budget: time.Minute, Arch: "dense", DriftHorizon: 1000, CalibrateOn: "validation", ThresholdFactor: 2.4},
 		MaxLateness: 5 * time.Second,
 	}

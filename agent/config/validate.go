@@ -862,6 +862,9 @@ func (v *validator) streams() {
 		}
 		v.atLeast(p+".top_features", st.TopFeatures, 0)
 		v.atLeast(p+".stuck_factor", st.StuckFactor, 0)
+		if v.finite(p+".shift_factor", st.ShiftFactor) && st.ShiftFactor < 0 {
+			v.errf(p+".shift_factor", "must be ≥ 0 (0 turns the check off), got %v", st.ShiftFactor)
+		}
 		v.atLeast(p+".learn.samples", st.Learn.Samples, 0)
 		if st.Learn.Samples > 0 {
 			v.positive(p+".learn.budget", st.Learn.Budget)

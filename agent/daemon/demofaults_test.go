@@ -14,6 +14,7 @@ import (
 	"github.com/vigil-edge/vigil/agent/source"
 	"github.com/vigil-edge/vigil/inference"
 	"github.com/vigil-edge/vigil/models"
+	"github.com/vigil-edge/vigil/models/shift"
 )
 
 // The demo's pump (the simulator as agent/vigil.example.yaml runs it: 100
@@ -35,7 +36,7 @@ func TestDemoFaultsOneEpisodeEach(t *testing.T) {
 	sink := &testkit.Lanes{}
 	do := detect.DefaultOptions()
 	p, err := pipeline.New(pipeline.Options{Device: "pump-01", Buffer: sink, Streams: []pipeline.StreamSpec{
-		{Name: "pump1", Source: "pump", Kind: pipeline.KindSensor, Model: pipemodel.Adapt(m), Detect: do, StuckFactor: detect.DefaultStuckFactor},
+		{Name: "pump1", Source: "pump", Kind: pipeline.KindSensor, Model: pipemodel.Adapt(m), Detect: do, StuckFactor: detect.DefaultStuckFactor, ShiftFactor: shift.DefaultFactor},
 	}})
 	if err != nil {
 		t.Fatal(err)

@@ -67,7 +67,7 @@ func (d *Daemon) newGeneration(cfg *config.Config) (_ *generation, err error) {
 		spec := pipeline.StreamSpec{
 			Name: sc.Name, Source: sc.Source, Kind: sc.Kind, Key: sc.Key,
 			Threshold: sc.Threshold, TopFeatures: sc.TopFeatures, MaxLateness: sc.MaxLateness,
-			Channels: sc.Channels, StuckFactor: sc.StuckFactor,
+			Channels: sc.Channels, StuckFactor: sc.StuckFactor, ShiftFactor: sc.ShiftFactor,
 			Detect: detect.Options{K: sc.Hysteresis.K, N: sc.Hysteresis.N, Cooldown: sc.Cooldown, CloseAfter: sc.Episode.CloseAfter,
 				Bands: detect.Bands{Warning: sc.Severity.Warning, Major: sc.Severity.Major, Critical: sc.Severity.Critical}},
 		}

@@ -108,13 +108,22 @@ type tee struct {
 	mu               sync.Mutex
 }
 
-// Confidence and MaxRuns are the serving model's: the tee embeds
+// Confidence, MaxRuns and LevelShift are the serving model's: the tee embeds
 // only the pipeline.Model interface, which lacks them.
 func (t *tee) Confidence(score float64) (float64, bool) {
 	if c, ok := t.Model.(interface{ Confidence(float64) (float64, bool) }); ok {
 		return c.Confidence(score)
 	}
 	return 0, false
+}
+
+func (t *tee) LevelShift() (recent int, floor, max []float64) {
+	if s, ok := t.Model.(interface {
+		LevelShift() (int, []float64, []float64)
+	}); ok {
+		return s.LevelShift()
+	}
+	return 0, nil, nil
 }
 
 func (t *tee) MaxRuns() []int {

@@ -27,6 +27,7 @@ import (
 	"github.com/vigil-edge/vigil/agent/detect"
 	"github.com/vigil-edge/vigil/agent/source"
 	"github.com/vigil-edge/vigil/models"
+	"github.com/vigil-edge/vigil/models/shift"
 	"github.com/vigil-edge/vigil/models/train"
 )
 
@@ -64,6 +65,11 @@ type Options struct {
 	Detect detect.Options
 	// Mapping turns window verdicts into row verdicts.
 	Mapping Mapping
+	// ShiftFactor is the agent's level-shift check
+	// (streams[].shift_factor, models/shift): a window in which a
+	// channel's last rows moved this many times as far from the rest as
+	// the most in the training rows counts as exceeding. 0: off.
+	ShiftFactor float64
 	// StuckFactor is the agent's stuck-sensor check (streams[].stuck_factor,
 	// detect.StuckLimits): a window that ends with a channel on one value
 	// for this many times its longest run in the training rows, and at
@@ -116,6 +122,7 @@ func DefaultOptions() Options {
 		Detect:      detect.DefaultOptions(),
 		Mapping:     Causal,
 		StuckFactor: detect.DefaultStuckFactor,
+		ShiftFactor: shift.DefaultFactor,
 	}
 }
 
@@ -131,6 +138,9 @@ func (o *Options) validate() error {
 	}
 	if o.TrainRows < 1 {
 		errs = append(errs, fmt.Errorf("Options.TrainRows is %d, want ≥ 1", o.TrainRows))
+	}
+	if o.ShiftFactor < 0 || math.IsNaN(o.ShiftFactor) || math.IsInf(o.ShiftFactor, 0) {
+		errs = append(errs, fmt.Errorf("Options.ShiftFactor is %v, want ≥ 0 (0: off)", o.ShiftFactor))
 	}
 	if o.StuckFactor < 0 {
 		errs = append(errs, fmt.Errorf("Options.StuckFactor is %d, want ≥ 0 (0: off)", o.StuckFactor))
@@ -218,6 +228,9 @@ type FileResult struct {
 	// (Options.StuckFactor): they count as exceeding whatever
 	// their score, as in the agent.
 	StuckWindows int
+	// ShiftWindows counts the windows with a level shift over its limit
+	// (Options.ShiftFactor): they too count as exceeding.
+	ShiftWindows int
 	Training     *train.Report
 	// Elapsed is the time spent learning, and scoring and detecting.
 	Learn, Score time.Duration
@@ -474,6 +487,7 @@ func Evaluate(ctx context.Context, name string, tab *source.Table, opts Options)
 	fallback := th
 	fallback.Unseen = nil
 	win := md.Manifest().Input.Window
+	shifted := shiftWindows(tab.Values, ends, md.Manifest(), opts.ShiftFactor)
 	stuck := stuckWindows(tab.Values, ends, opts.TrainRows-(win-1), detect.StuckLimits(md.Manifest().Normalization.MaxRun, win, opts.StuckFactor))
 	for i, e := range ends {
 		s := scores[i]
@@ -483,6 +497,11 @@ func Evaluate(ctx context.Context, name string, tab *source.Table, opts Options)
 		var r detect.Result
 		if stuck[i] >= 0 {
 			res.StuckWindows++
+		}
+		if shifted[i] >= 0 {
+			res.ShiftWindows++
+		}
+		if stuck[i] >= 0 || shifted[i] >= 0 {
 			r = det.ObserveExceeding(tab.Times[e], s)
 		} else {
 			r = det.Observe(tab.Times[e], s)
@@ -531,6 +550,33 @@ func Evaluate(ctx context.Context, name string, tab *source.Table, opts Options)
 	res.Alerts = AlertLevel(tab.Times[opts.TrainRows:], truth, cps, opens, closes)
 	res.Score = time.Since(t0)
 	return res, nil
+}
+
+// shiftWindows returns, for the window that ends on each row of ends,
+// the channel whose level shift (models/shift) is over factor times the
+// largest in the training data (the manifest's shift block), or -1, as
+// the pipeline finds it.
+func shiftWindows(rows [][]float64, ends []int, m *models.Manifest, factor float64) []int {
+	out := make([]int, len(ends))
+	for i := range out {
+		out[i] = -1
+	}
+	ls := m.Shift
+	if ls == nil || factor <= 0 {
+		return out
+	}
+	w, c := m.Input.Window, len(m.Input.Channels)
+	win := make([]float64, 0, w*c)
+	z := make([]float64, c)
+	for k, e := range ends {
+		win = win[:0]
+		for _, r := range rows[e+1-w : e+1] {
+			win = append(win, r...)
+		}
+		shift.Z(win, c, ls.Recent, ls.Floor, z)
+		out[k], _ = shift.Over(z, ls.Max, factor)
+	}
+	return out
 }
 
 // stuckWindows returns, for the window that ends on each row of ends, the

@@ -122,6 +122,7 @@ type jsonFile struct {
 	Threshold float64     `json:"threshold"`
 	Epochs    int         `json:"epochs,omitempty"`
 	Stuck     int         `json:"stuck_windows,omitempty"`
+	Shift     int         `json:"shift_windows,omitempty"`
 	Seconds   float64     `json:"seconds"`
 	Points    jsonMetrics `json:"points"`
 	Alerts    jsonAlerts  `json:"alerts"`
@@ -172,7 +173,7 @@ func WriteJSON(w io.Writer, r *Report) error {
 	out := jsonReport{Calibration: r.Calibration, Fallback: r.CalibrationFallback, Points: metricsJSON(r.Total), Alerts: alertsJSON(r.Alerts), Summary: r.Summary(), Seconds: r.Elapsed.Seconds()}
 	out.Files = make([]jsonFile, 0, len(r.Files))
 	for _, f := range r.Files {
-		jf := jsonFile{Name: f.Name, TrainRows: f.TrainRows, TestRows: f.TestRows, Threshold: f.Threshold, Stuck: f.StuckWindows,
+		jf := jsonFile{Name: f.Name, TrainRows: f.TrainRows, TestRows: f.TestRows, Threshold: f.Threshold, Stuck: f.StuckWindows, Shift: f.ShiftWindows,
 			Seconds: (f.Learn + f.Score).Seconds(), Points: metricsJSON(f.Counts), Alerts: alertsJSON(f.Alerts)}
 		if f.Training != nil {
 			jf.Epochs = f.Training.Epochs

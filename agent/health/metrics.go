@@ -49,6 +49,7 @@ var (
 	dStAlerts  = def("vigil_stream_alerts_total", "counter", "Alerts, by stream.", "stream")
 	dEpisodes  = def("vigil_stream_episode_alerts_total", "counter", "Episode alerts, by stream and change (open, escalated, reopened, closed).", "stream", "change")
 	dFlips     = def("vigil_stream_suppressed_flips_total", "counter", "Anomalies that continued an episode waiting to close (episode.close_after) instead of closing and reopening it, by stream.", "stream")
+	dShift     = def("vigil_stream_shift_windows_total", "counter", "Windows in which a channel's level shift over its last samples went over its limit (streams[].shift_factor times the largest in the training data), by stream.", "stream")
 	dStuck     = def("vigil_stream_stuck_windows_total", "counter", "Windows that ended with a channel stuck (one value for longer than the model allows), by stream.", "stream")
 	dKeyEvicts = def("vigil_stream_key_evictions_total", "counter", "Behaviour keys evicted (beyond the keys a stream tracks), by stream.", "stream")
 	dKeyEvOpen = def("vigil_stream_key_evictions_open_episode_total", "counter", "Behaviour keys evicted with an open episode, which the eviction closed, by stream.", "stream")
@@ -149,6 +150,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			}
 			counter(dFlips, float64(st.SuppressedFlips), name)
 			counter(dStuck, float64(st.StuckWindows), name)
+			counter(dShift, float64(st.ShiftWindows), name)
 			if st.Kind == pipeline.KindBehaviour {
 				counter(dKeyEvicts, float64(st.KeyEvicts), name)
 				counter(dKeyEvOpen, float64(st.KeyEvictsOpen), name)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/vigil-edge/vigil/inference"
 	"github.com/vigil-edge/vigil/models"
+	"github.com/vigil-edge/vigil/models/shift"
 )
 
 // InitOptions describe a model made elsewhere, for Init.
@@ -32,7 +33,8 @@ type InitOptions struct {
 // Init checks a .tflite model against a window description and writes
 // Out/NAME.tflite and Out/NAME.json: the manifest has the file's sha256,
 // identity normalization (or each channel's mean and standard deviation in
-// NormalizeFrom, with its longest run of one value there) and a manual placeholder threshold marked uncalibrated.
+// NormalizeFrom, with its longest run of one value and its largest level
+// shift there) and a manual placeholder threshold marked uncalibrated.
 // A window the tensors cannot hold is refused with both shapes.
 func Init(o InitOptions) (*models.Manifest, error) {
 	b, err := os.ReadFile(o.Model)
@@ -114,6 +116,14 @@ func Init(o InitOptions) (*models.Manifest, error) {
 		}
 		// for the stuck-sensor check (detect.StuckLimits)
 		m.Normalization.MaxRun = models.MaxRuns(d.Rows, c)
+		// for the level-shift check (models/shift)
+		if r := shift.Recent(o.Window); r > 0 && len(d.Rows) >= o.Window {
+			floor := make([]float64, c)
+			for i, sd := range m.Normalization.Std {
+				floor[i] = shift.FloorShare * sd
+			}
+			m.Shift = &models.LevelShift{Recent: r, Floor: floor, Max: shift.Max(d.Rows, o.Window, r, floor)}
+		}
 	}
 	if err := models.Save(o.Out, o.Name, b, m); err != nil {
 		return nil, err
@@ -132,7 +142,7 @@ func runInit(args []string, stdout, stderr io.Writer) error {
 	name := fs.String("name", "", "the model's name, and its files' (default: the file's base name)")
 	version := fs.String("version", "1", "the model's version")
 	desc := fs.String("description", "", "a description for people")
-	normFrom := fs.String("normalize-from", "", "a CSV or JSONL file of normal data: normalise each channel by its mean and standard deviation there, and record its longest run of one value for the stuck-sensor check (default: none)")
+	normFrom := fs.String("normalize-from", "", "a CSV or JSONL file of normal data: normalise each channel by its mean and standard deviation there, and record its longest run of one value and its largest level shift, for the stuck-sensor and level-shift checks (default: none)")
 	thr := fs.Float64("threshold", 1, "the placeholder threshold, marked uncalibrated")
 	out := fs.String("out", "", "the directory to write NAME.tflite and NAME.json to (required)")
 	pos, err := parse(fs, args, 1, "one .tflite file")

@@ -161,7 +161,8 @@ func TestInitCalibrateScore(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !m.Threshold.Uncalibrated || m.Normalization.Mean[0] < 9 || m.Normalization.Std[1] < 1.5 || len(m.Normalization.MaxRun) != 3 {
+			if !m.Threshold.Uncalibrated || m.Normalization.Mean[0] < 9 || m.Normalization.Std[1] < 1.5 || len(m.Normalization.MaxRun) != 3 ||
+				m.Shift == nil || len(m.Shift.Max) != 3 {
 				t.Errorf("manifest threshold %+v normalization %+v", m.Threshold, m.Normalization)
 			}
 			if _, _, err := run(t, model, "calibrate", filepath.Join(sub, "m"), "--data", data, "--method", "quantile", "--quantile", "0.9"); err != nil {

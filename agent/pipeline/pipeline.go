@@ -87,6 +87,13 @@ type StreamSpec struct {
 	// its longest run there, and at least a window, is stuck, and the
 	// window counts as exceeding (detect.StuckLimits). 0: off.
 	StuckFactor int
+	// ShiftFactor turns on the level-shift check of a sensor stream whose
+	// model records its training data's largest level shifts (a
+	// LevelShift() (recent int, floor, max []float64) method): a window in
+	// which a channel's last recent samples moved ShiftFactor times as far
+	// from the rest as the most seen in training counts as exceeding
+	// (models/shift). 0: off.
+	ShiftFactor float64
 }
 
 // FeatureFunc returns a new per-key featurizer for a behaviour stream.

@@ -60,6 +60,11 @@ type pendingWindow struct {
 	stuck      int
 	stuckRun   int
 	stuckValue float64
+	// shifted is the channel whose level shift (models/shift) went
+	// furthest over its limit in the window, or -1; shiftZ its shift and
+	// shiftRatio how many times its limit.
+	shifted            int
+	shiftZ, shiftRatio float64
 }
 
 func newShard(p *Pipeline, id int) *shard {

@@ -182,6 +182,8 @@ type StreamStats struct {
 	// StuckWindows counts the windows that ended with a channel stuck
 	// (one value for longer than the model allows).
 	StuckWindows uint64 `json:"stuck_windows,omitempty"`
+	// ShiftWindows counts the windows with a level shift over its limit.
+	ShiftWindows uint64 `json:"shift_windows,omitempty"`
 }
 
 // Stats returns a snapshot. It is safe to call from any goroutine.
@@ -249,6 +251,7 @@ func (p *Pipeline) Stats() Stats {
 		}
 		ss.SuppressedFlips = st.flips.Load()
 		ss.StuckWindows = st.stuck.Load()
+		ss.ShiftWindows = st.shifted.Load()
 		ss.Keys = int(st.nkeys.Load())
 		ss.Learned = int(st.learned.Load())
 		ss.Held = int(st.nheld.Load())

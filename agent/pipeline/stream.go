@@ -15,6 +15,7 @@ import (
 	"github.com/vigil-edge/vigil/agent/record"
 	"github.com/vigil-edge/vigil/agent/source"
 	"github.com/vigil-edge/vigil/agent/stream"
+	"github.com/vigil-edge/vigil/models/shift"
 )
 
 // streamState is one stream's state, owned by its shard's goroutine except
@@ -42,7 +43,9 @@ type streamState struct {
 	// stuckLimits: the run of one value at which each channel counts as
 	// stuck (detect.StuckLimits); nil when the check is off.
 	stuckLimits []int
-	scratch     []float64 // the window being cut, before it joins a batch
+	// levelShift is the level-shift check (models/shift); nil when off.
+	levelShift *levelShift
+	scratch    []float64 // the window being cut, before it joins a batch
 
 	keys    map[string]*keyState
 	lru     *list.List // keys without an open episode, most recently seen first
@@ -74,6 +77,7 @@ type streamState struct {
 	changes       [detect.Close + 1]atomic.Uint64 // alerts by detect.Change
 	flips         atomic.Uint64                   // anomalies that continued an episode waiting to close
 	stuck         atomic.Uint64                   // windows that ended with a channel stuck
+	shifted       atomic.Uint64                   // windows with a level shift over its limit
 }
 
 type keyState struct {
@@ -160,6 +164,14 @@ func (st *streamState) install(m Model) error {
 		st.win = w
 	}
 	st.model, st.channels, st.length, st.hop, st.det = m, chans, length, hop, det
+	st.levelShift = nil
+	if ls, ok := m.(interface {
+		LevelShift() (recent int, floor, max []float64)
+	}); ok && st.spec.Kind == KindSensor && st.spec.ShiftFactor > 0 {
+		if r, floor, mx := ls.LevelShift(); r > 0 && r < length && len(floor) == len(chans) && len(mx) == len(chans) {
+			st.levelShift = &levelShift{recent: r, floor: floor, max: mx, z: make([]float64, len(chans))}
+		}
+	}
 	st.stuckLimits = nil
 	if mr, ok := m.(interface{ MaxRuns() []int }); ok && st.spec.Kind == KindSensor {
 		if r := mr.MaxRuns(); len(r) == len(chans) {
@@ -273,11 +285,26 @@ func (st *streamState) handleSample(ctx context.Context, s *shard, in source.Inp
 // sensorWindow is the window just cut from the stream's windower, with
 // the channel stuck at its end, if any.
 func (st *streamState) sensorWindow(start, end time.Time) pendingWindow {
-	pw := pendingWindow{st: st, start: start, end: end, seq: st.ends.next(end), stuck: -1}
+	pw := pendingWindow{st: st, start: start, end: end, seq: st.ends.next(end), stuck: -1, shifted: -1}
 	if c := detect.Stuck(st.win.Runs(), st.stuckLimits); c >= 0 {
 		pw.stuck, pw.stuckRun, pw.stuckValue = c, st.win.Runs()[c], st.row[c]
 	}
+	if ls := st.levelShift; ls != nil {
+		shift.Z(st.scratch, len(st.channels), ls.recent, ls.floor, ls.z)
+		if c, r := shift.Over(ls.z, ls.max, st.spec.ShiftFactor); c >= 0 {
+			pw.shifted, pw.shiftZ, pw.shiftRatio = c, ls.z[c], r
+		}
+	}
 	return pw
+}
+
+// levelShift is a sensor stream's level-shift check: the window's
+// channels' shifts (models/shift) against the largest in the model's
+// training data.
+type levelShift struct {
+	recent     int
+	floor, max []float64
+	z          []float64 // scratch
 }
 
 func (st *streamState) handleEvent(ctx context.Context, s *shard, in source.Input) {
@@ -320,7 +347,7 @@ func (st *streamState) handleEvent(ctx context.Context, s *shard, in source.Inpu
 	}
 	if start, end, done := ks.win.Push(t, ks.vec, st.scratch); done {
 		ks.pending++
-		copy(s.queue(st.model, pendingWindow{st: st, ks: ks, start: start, end: end, seq: ks.ends.next(end), stuck: -1}), st.scratch)
+		copy(s.queue(st.model, pendingWindow{st: st, ks: ks, start: start, end: end, seq: ks.ends.next(end), stuck: -1, shifted: -1}), st.scratch)
 	}
 }
 
@@ -344,6 +371,11 @@ func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64
 	var res detect.Result
 	if pw.stuck >= 0 {
 		st.stuck.Add(1)
+	}
+	if pw.shifted >= 0 {
+		st.shifted.Add(1)
+	}
+	if pw.stuck >= 0 || pw.shifted >= 0 {
 		res = det.ObserveExceeding(pw.end, score)
 	} else {
 		res = det.Observe(pw.end, score)
@@ -363,9 +395,12 @@ func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64
 	}
 	p := st.p
 	mid := m.ID()
-	var stuckName string
+	var stuckName, shiftName string
 	if pw.stuck >= 0 {
 		stuckName = st.channels[pw.stuck]
+	}
+	if pw.shifted >= 0 {
+		shiftName = st.channels[pw.shifted]
 	}
 	s.scoreRecs = append(s.scoreRecs, encodeRecord(record.Score{
 		ID:        record.IDSeq(record.LaneScore, p.opts.Device, st.spec.Name, key, pw.end, mid, pw.seq),
@@ -376,6 +411,7 @@ func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64
 		Threshold: det.Threshold(),
 		Model:     mid,
 		Stuck:     stuckName,
+		Shifted:   shiftName,
 	}))
 	if res.Change == detect.None {
 		return
@@ -388,13 +424,19 @@ func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64
 	}
 	var feats []record.Feature
 	var reason string
-	if pw.stuck >= 0 {
+	switch {
+	case pw.stuck >= 0:
 		// The model's reconstruction error does not see a frozen value:
 		// the alert names the stuck channel alone, and says why.
 		feats = []record.Feature{{Name: stuckName, Share: 1}}
 		reason = fmt.Sprintf("sensor stuck: %s has read %.6g for %d samples in a row; stuck from %d (%d× its longest run in the training data, at least a window)",
 			stuckName, pw.stuckValue, pw.stuckRun, st.stuckLimits[pw.stuck], st.spec.StuckFactor)
-	} else {
+	case pw.shifted >= 0 && res.Ratio < 1:
+		// Below the model's threshold: the level shift raised it.
+		feats = []record.Feature{{Name: shiftName, Share: 1}}
+		reason = fmt.Sprintf("level shift: %s moved %+.2g standard deviations over its last %d samples, %.2g× the limit (%g× the largest in the training data)",
+			shiftName, pw.shiftZ, st.levelShift.recent, pw.shiftRatio, st.spec.ShiftFactor)
+	default:
 		top := detect.Top(st.channels, chanErr, st.spec.TopFeatures)
 		feats = make([]record.Feature, len(top))
 		for i, c := range top {

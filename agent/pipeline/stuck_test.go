@@ -96,3 +96,64 @@ func TestNoStuckCheckWithoutLimits(t *testing.T) {
 		})
 	}
 }
+
+// shiftModel is a meanModel whose manifest records the largest level
+// shifts of its training data.
+type shiftModel struct {
+	*meanModel
+	recent     int
+	floor, max []float64
+}
+
+func (m *shiftModel) LevelShift() (int, []float64, []float64) { return m.recent, m.floor, m.max }
+
+func TestALevelShiftOpensAnEpisodeThatNamesIt(t *testing.T) {
+	// windows of 12, the last 2 samples against the 10 before; b's
+	// largest shift in training was 2 (a limit of 3 at factor 1.5)
+	m := &shiftModel{&meanModel{id: "mean@1", length: 12, hop: 1, chans: chans2, thr: 1}, 2, []float64{0.01, 0.01}, []float64{0, 2}}
+	spec := sensorSpec(m)
+	spec.Detect = detect.DefaultOptions()
+	spec.ShiftFactor = 1.5
+	// b alternates 0 and 0.02 (std 0.01), then steps to 0.1 from sample
+	// 40: the mean model scores it far below its threshold of 1
+	in := samples(60, func(i int) []float64 {
+		b := 0.02 * float64(i%2)
+		if i >= 40 {
+			b = 0.1
+		}
+		return []float64{0.5, b}
+	})
+	p, buf := run(t, Options{Streams: []StreamSpec{spec}}, in)
+	var shifted []int
+	for _, s := range buf.scores(t) {
+		if s.Shifted != "" {
+			if s.Shifted != "b" {
+				t.Fatalf("score %+v: shifted %q, want b (a never moved in training)", s, s.Shifted)
+			}
+			shifted = append(shifted, int(s.TS.Sub(t0)/time.Second))
+		}
+	}
+	// sample 40: (0.1 − 0.01)/0.01 = 9 against the limit 3, and so on
+	// while the step is in the last 2 samples and the base still
+	// alternates: windows ending at 40 .. 47
+	if len(shifted) == 0 || shifted[0] != 40 {
+		t.Fatalf("shifted windows end at %v s, want from 40 s on", shifted)
+	}
+	alerts := buf.alerts(t)
+	if len(alerts) == 0 || alerts[0].State != "open" || !alerts[0].TS.Equal(t0.Add(41*time.Second)) {
+		t.Fatalf("alerts %+v, want an open at 41 s", alerts)
+	}
+	if a := alerts[0]; len(a.TopFeatures) != 1 || a.TopFeatures[0].Name != "b" ||
+		!strings.HasPrefix(a.Reason, "level shift: b moved +9 standard deviations over its last 2 samples") {
+		t.Fatalf("open %+v: want b named, with the reason", a)
+	}
+	if got := p.Stats().Streams["pump"].ShiftWindows; got != uint64(len(shifted)) {
+		t.Fatalf("shift windows counted %d, want %d", got, len(shifted))
+	}
+
+	// factor 0 turns the check off
+	spec.ShiftFactor = 0
+	if _, buf := run(t, Options{Streams: []StreamSpec{spec}}, in); len(buf.alerts(t)) != 0 {
+		t.Fatalf("alerts %+v with the check off", buf.alerts(t))
+	}
+}

@@ -39,6 +39,10 @@ type Score struct {
 	// its model allows when the window ended (a frozen sensor): the window
 	// counts as exceeding the threshold whatever its score.
 	Stuck string `json:"stuck,omitempty"`
+	// Shifted names the channel whose level shift over the window's last
+	// samples went furthest over its limit (models/shift): the window
+	// counts as exceeding the threshold whatever its score.
+	Shifted string `json:"shifted,omitempty"`
 }
 
 // Shadow is what a deployed model in its shadow run scored on one window,

@@ -25,6 +25,7 @@ import (
 
 	"github.com/vigil-edge/vigil/models"
 	"github.com/vigil-edge/vigil/models/nn"
+	"github.com/vigil-edge/vigil/models/shift"
 )
 
 // Arch is an autoencoder architecture.
@@ -653,15 +654,25 @@ func (t *trainer) manifest(net *nn.Network, model []byte, th models.Threshold, s
 		tr.Seconds = rep.Elapsed.Seconds()
 	}
 	var maxRuns []int
+	var ls *models.LevelShift
 	if kind == models.KindSensor {
 		// for the stuck-sensor check (detect.StuckLimits in the agent)
 		maxRuns = models.MaxRuns(samples, len(o.Channels))
+		// for the level-shift check (models/shift)
+		if r := shift.Recent(o.Window); r > 0 {
+			floor := make([]float64, len(sc.std))
+			for i, sd := range sc.std {
+				floor[i] = shift.FloorShare * sd
+			}
+			ls = &models.LevelShift{Recent: r, Floor: floor, Max: shift.Max(samples, o.Window, r, floor)}
+		}
 	}
 	return &models.Manifest{
 		Format: models.Format, Name: o.Name, Version: o.Version, Kind: kind, Description: o.Description,
 		SHA256:        models.SHA256(model),
 		Input:         models.Input{Window: o.Window, Hop: o.Hop, Channels: slices.Clone(o.Channels)},
 		Normalization: models.Normalization{Mean: sc.mean, Std: sc.std, Center: sc.center, MaxRun: maxRuns},
+		Shift:         ls,
 		Output:        models.Output{Kind: models.OutputReconstruction, Reduction: o.Reduction},
 		Threshold:     th,
 		Training:      tr,

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vigil-edge/vigil/models"
+	"github.com/vigil-edge/vigil/models/shift"
 )
 
 // pumpRows simulates a pump's 8 sensor channels at 1 Hz: two periodic
@@ -271,6 +272,15 @@ func TestTrainConstantChannelAndNoValidation(t *testing.T) {
 	if want := models.MaxRuns(rows, len(rows[0])); !slices.Equal(m.Normalization.MaxRun, want) || want[5] != 40 {
 		t.Errorf("max_run %v, want %v with 40 for voltage", m.Normalization.MaxRun, want)
 	}
+	// the largest level shifts over all the rows given, with floors from
+	// the normalisation, for the level-shift check: 0 for the voltage
+	ls := m.Shift
+	if ls == nil || ls.Recent != shift.Recent(o.Window) || len(ls.Max) != len(rows[0]) || ls.Max[5] != 0 || !(ls.Max[0] > 0) ||
+		ls.Floor[0] != shift.FloorShare*m.Normalization.Std[0] {
+		t.Errorf("shift %+v", ls)
+	} else if want := shift.Max(rows, o.Window, ls.Recent, ls.Floor); !slices.Equal(ls.Max, want) {
+		t.Errorf("shift.max %v, want %v", ls.Max, want)
+	}
 }
 
 func TestTrainBudget(t *testing.T) {
@@ -364,8 +374,8 @@ func TestTrainBehaviourManifest(t *testing.T) {
 	if res.Manifest.Kind != models.KindBehaviour || res.Manifest.Features == nil {
 		t.Errorf("manifest kind %s", res.Manifest.Kind)
 	}
-	if r := res.Manifest.Normalization.MaxRun; r != nil {
-		t.Errorf("behaviour manifest records runs %v: its features repeat by nature", r)
+	if r := res.Manifest.Normalization.MaxRun; r != nil || res.Manifest.Shift != nil {
+		t.Errorf("behaviour manifest records runs %v and shifts %+v: its features are not samples", r, res.Manifest.Shift)
 	}
 }
 

@@ -43,3 +43,13 @@ func (a adapter) MaxRuns() []int {
 	}
 	return m.Normalization.MaxRun
 }
+
+// LevelShift gives the pipeline the manifest's record of the training
+// data's level shifts (models/shift), for the level-shift check: zeros
+// when there is none.
+func (a adapter) LevelShift() (recent int, floor, max []float64) {
+	if s := a.Manifest().Shift; s != nil && a.Manifest().Kind == models.KindSensor {
+		return s.Recent, s.Floor, s.Max
+	}
+	return 0, nil, nil
+}
