@@ -140,7 +140,8 @@ type Normalization struct {
 // LevelShift records, per channel, the largest level shift (shift.Z) of
 // the training data's windows: the mean of a window's last Recent rows
 // against the rows before, over their std or Floor[c], whichever is
-// larger.
+// larger. A Max of 0 leaves the channel to the model (Vigil's trainer
+// writes 0 for a channel smoother than white noise).
 type LevelShift struct {
 	Recent int       `json:"recent"`
 	Floor  []float64 `json:"floor"`

@@ -84,8 +84,9 @@ func Max(rows [][]float64, length, recent int, floor []float64) []float64 {
 
 // Over returns the channel whose |z| is furthest over factor × max (the
 // manifest's shift.max), and its |z| / (factor × max[c]) ≥ 1; or -1, 0
-// when none is. A channel whose max is 0 (it never moved in training) is
-// left to the model.
+// when none is. A channel whose max is 0 is left to the model: it never
+// moved in training, or the trainer found it smoother than white noise
+// (its trend, not a shift, moves a window's end from its start).
 func Over(z, maxShift []float64, factor float64) (channel int, ratio float64) {
 	channel = -1
 	if factor <= 0 {

@@ -665,6 +665,15 @@ func (t *trainer) manifest(net *nn.Network, model []byte, th models.Threshold, s
 				floor[i] = shift.FloorShare * sd
 			}
 			ls = &models.LevelShift{Recent: r, Floor: floor, Max: shift.Max(samples, o.Window, r, floor)}
+			// A channel that moves slowly against its noise (von Neumann
+			// ratio below 1, as for the drift horizon) differs from the
+			// start of a window to its end by its trend: the check is for
+			// the noisy channels, and leaves it to the model (max 0).
+			for j, vn := range smoothness(samples, len(o.Channels)) {
+				if vn < 1 {
+					ls.Max[j] = 0
+				}
+			}
 		}
 	}
 	return &models.Manifest{

@@ -273,12 +273,20 @@ func TestTrainConstantChannelAndNoValidation(t *testing.T) {
 		t.Errorf("max_run %v, want %v with 40 for voltage", m.Normalization.MaxRun, want)
 	}
 	// the largest level shifts over all the rows given, with floors from
-	// the normalisation, for the level-shift check: 0 for the voltage
+	// the normalisation, for the level-shift check: 0 for the constant
+	// voltage, and for the channels smoother than white noise (the
+	// sinusoids), left to the model
 	ls := m.Shift
-	if ls == nil || ls.Recent != shift.Recent(o.Window) || len(ls.Max) != len(rows[0]) || ls.Max[5] != 0 || !(ls.Max[0] > 0) ||
-		ls.Floor[0] != shift.FloorShare*m.Normalization.Std[0] {
-		t.Errorf("shift %+v", ls)
-	} else if want := shift.Max(rows, o.Window, ls.Recent, ls.Floor); !slices.Equal(ls.Max, want) {
+	if ls == nil || ls.Recent != shift.Recent(o.Window) || len(ls.Max) != len(rows[0]) || ls.Floor[0] != shift.FloorShare*m.Normalization.Std[0] {
+		t.Fatalf("shift %+v", ls)
+	}
+	want := shift.Max(rows, o.Window, ls.Recent, ls.Floor)
+	for j, vn := range smoothness(rows, len(rows[0])) {
+		if vn < 1 {
+			want[j] = 0
+		}
+	}
+	if !slices.Equal(ls.Max, want) || ls.Max[5] != 0 {
 		t.Errorf("shift.max %v, want %v", ls.Max, want)
 	}
 }
@@ -355,6 +363,27 @@ func TestTrainCancelled(t *testing.T) {
 	_, err := Train(ctx, pumpRows(300, 1), o)
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("Train() = %v, want context.Canceled", err)
+	}
+}
+
+// A noisy channel gets its largest level shift; one that moves slowly
+// against its noise gets 0: its window's end differs from its start by
+// its trend.
+func TestTrainLevelShiftsOfNoisyChannelsOnly(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	rows := make([][]float64, 300)
+	prev := r.NormFloat64()
+	for i := range rows {
+		// differenced noise: a von Neumann ratio near 1.5, clear of 1
+		e := r.NormFloat64()
+		rows[i] = []float64{e - prev, math.Sin(float64(i)/30) + 0.01*r.NormFloat64()}
+		prev = e
+	}
+	o := quickOptions(Dense)
+	o.Channels, o.Epochs = []string{"noisy", "smooth"}, 2
+	m := mustTrain(t, rows, o).Manifest
+	if m.Shift == nil || !(m.Shift.Max[0] > 1) || m.Shift.Max[1] != 0 {
+		t.Fatalf("shift %+v, want a max for the noisy channel and 0 for the smooth one", m.Shift)
 	}
 }
 
