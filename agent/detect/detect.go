@@ -247,8 +247,9 @@ func (d *Detector) Observe(end time.Time, score float64) Result {
 }
 
 // ObserveExceeding is Observe for a window that exceeds whatever its
-// score: one in which a sensor is stuck (Stuck). Its Ratio is still the
-// score's, so a stuck sensor alone opens a warning.
+// score: one in which a sensor is stuck (Stuck) or a channel's level
+// shifted (models/shift). Its Ratio is still the score's, so such a window
+// alone opens a warning.
 func (d *Detector) ObserveExceeding(end time.Time, score float64) Result {
 	return d.observe(end, score, true)
 }

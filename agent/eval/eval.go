@@ -224,14 +224,12 @@ type FileResult struct {
 	NormalScores []float64
 	// Threshold is the detector's threshold; Training what learning did.
 	Threshold float64
+	Training  *train.Report
 	// StuckWindows counts the windows that ended with a channel stuck
-	// (Options.StuckFactor): they count as exceeding whatever
-	// their score, as in the agent.
-	StuckWindows int
-	// ShiftWindows counts the windows with a level shift over its limit
-	// (Options.ShiftFactor): they too count as exceeding.
-	ShiftWindows int
-	Training     *train.Report
+	// (Options.StuckFactor), and ShiftWindows those with a level shift
+	// over its limit (Options.ShiftFactor): they count as exceeding
+	// whatever their score, as in the agent.
+	StuckWindows, ShiftWindows int
 	// Elapsed is the time spent learning, and scoring and detecting.
 	Learn, Score time.Duration
 	// Windows holds every scored window, when Options.KeepWindows is set.

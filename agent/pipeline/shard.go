@@ -57,13 +57,14 @@ type pendingWindow struct {
 	seq        int // of the windows that end at end (endSeq)
 	// stuck is the channel (model order) stuck at the window's end, or -1;
 	// stuckRun its run of stuckValue (sensor streams).
-	stuck      int
-	stuckRun   int
-	stuckValue float64
+	stuck                int
+	stuckRun, stuckLimit int
+	stuckValue           float64
 	// shifted is the channel whose level shift (models/shift) went
-	// furthest over its limit in the window, or -1; shiftZ its shift and
-	// shiftRatio how many times its limit.
+	// furthest over its limit in the window, or -1; shiftZ its shift over
+	// the last shiftRecent samples and shiftRatio how many times its limit.
 	shifted            int
+	shiftRecent        int
 	shiftZ, shiftRatio float64
 }
 

@@ -282,17 +282,19 @@ func (st *streamState) handleSample(ctx context.Context, s *shard, in source.Inp
 	}
 }
 
-// sensorWindow is the window just cut from the stream's windower, with
-// the channel stuck at its end, if any.
+// sensorWindow is the window just cut from the stream's windower (in
+// st.scratch), with the channel stuck at its end and the one with a level
+// shift over its limit, if any. What an alert says of them is kept in the
+// window: a model switch may come before it is scored.
 func (st *streamState) sensorWindow(start, end time.Time) pendingWindow {
 	pw := pendingWindow{st: st, start: start, end: end, seq: st.ends.next(end), stuck: -1, shifted: -1}
 	if c := detect.Stuck(st.win.Runs(), st.stuckLimits); c >= 0 {
-		pw.stuck, pw.stuckRun, pw.stuckValue = c, st.win.Runs()[c], st.row[c]
+		pw.stuck, pw.stuckRun, pw.stuckLimit, pw.stuckValue = c, st.win.Runs()[c], st.stuckLimits[c], st.row[c]
 	}
 	if ls := st.levelShift; ls != nil {
 		shift.Z(st.scratch, len(st.channels), ls.recent, ls.floor, ls.z)
 		if c, r := shift.Over(ls.z, ls.max, st.spec.ShiftFactor); c >= 0 {
-			pw.shifted, pw.shiftZ, pw.shiftRatio = c, ls.z[c], r
+			pw.shifted, pw.shiftRecent, pw.shiftZ, pw.shiftRatio = c, ls.recent, ls.z[c], r
 		}
 	}
 	return pw
@@ -430,12 +432,12 @@ func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64
 		// the alert names the stuck channel alone, and says why.
 		feats = []record.Feature{{Name: stuckName, Share: 1}}
 		reason = fmt.Sprintf("sensor stuck: %s has read %.6g for %d samples in a row; stuck from %d (%d× its longest run in the training data, at least a window)",
-			stuckName, pw.stuckValue, pw.stuckRun, st.stuckLimits[pw.stuck], st.spec.StuckFactor)
+			stuckName, pw.stuckValue, pw.stuckRun, pw.stuckLimit, st.spec.StuckFactor)
 	case pw.shifted >= 0 && res.Ratio < 1:
 		// Below the model's threshold: the level shift raised it.
 		feats = []record.Feature{{Name: shiftName, Share: 1}}
 		reason = fmt.Sprintf("level shift: %s moved %+.2g standard deviations over its last %d samples, %.2g× the limit (%g× the largest in the training data)",
-			shiftName, pw.shiftZ, st.levelShift.recent, pw.shiftRatio, st.spec.ShiftFactor)
+			shiftName, pw.shiftZ, pw.shiftRecent, pw.shiftRatio, st.spec.ShiftFactor)
 	default:
 		top := detect.Top(st.channels, chanErr, st.spec.TopFeatures)
 		feats = make([]record.Feature, len(top))
