@@ -1,11 +1,14 @@
 package pipeline
 
 import (
+	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/detect"
+	"github.com/vigil-edge/vigil/agent/source"
 )
 
 // stuckModel is a meanModel whose manifest records its training data's
@@ -156,4 +159,47 @@ func TestALevelShiftOpensAnEpisodeThatNamesIt(t *testing.T) {
 	if _, buf := run(t, Options{Streams: []StreamSpec{spec}}, in); len(buf.alerts(t)) != 0 {
 		t.Fatalf("alerts %+v with the check off", buf.alerts(t))
 	}
+}
+
+// checksModel has both checks' records: runs of 1 and shifts that the
+// benchmark's data never reaches.
+type checksModel struct {
+	*meanModel
+}
+
+func (m *checksModel) MaxRuns() []int { return slices.Repeat([]int{1}, len(m.chans)) }
+func (m *checksModel) LevelShift() (int, []float64, []float64) {
+	return 10, slices.Repeat([]float64{0.01}, len(m.chans)), slices.Repeat([]float64{1e9}, len(m.chans))
+}
+
+// BenchmarkPipelineSensorWithChecks is BenchmarkPipelineSensor with the
+// stuck-sensor and level-shift checks on (windows of 60 × 8, hop 10):
+// their cost per sample.
+func BenchmarkPipelineSensorWithChecks(b *testing.B) {
+	m := &checksModel{&meanModel{id: "mean@1", length: 60, hop: 10, chans: []string{"1", "2", "3", "4", "5", "6", "7", "8"}, thr: 1e9}}
+	spec := StreamSpec{Name: "pump", Source: "sim", Model: m, Detect: detect.DefaultOptions(), StuckFactor: 10, ShiftFactor: 1.8}
+	p, _ := New(Options{Device: "dev-01", Buffer: &memBuffer{}, Streams: []StreamSpec{spec}})
+	ctx := context.Background()
+	wait := start(ctx, p)
+	// 13 rows in turn, each channel's value differing from one row to the
+	// next (the pipeline keeps an input's values until it is scored)
+	rows := make([][]float64, 13)
+	for r := range rows {
+		rows[r] = make([]float64, 8)
+		for c := range rows[r] {
+			rows[r][c] = float64((r*7+c)%13) * 0.1
+		}
+	}
+	i := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		p.Put(ctx, source.Input{Source: "sim", Time: t0.Add(time.Duration(i) * time.Millisecond), Channels: m.chans, Values: rows[i%len(rows)]})
+		i++
+	}
+	p.CloseInput()
+	wait()
+	if st := p.Stats().Streams["pump"]; st.StuckWindows+st.ShiftWindows != 0 {
+		b.Fatalf("the checks fired: %+v", st)
+	}
+	b.ReportMetric(float64(i)/b.Elapsed().Seconds(), "samples/s")
 }
