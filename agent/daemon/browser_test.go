@@ -1,16 +1,16 @@
 package daemon
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 )
 
 // TestBrowserBeaconEventsAreScored serves a kiosk page to headless Chromium;
@@ -18,13 +18,7 @@ import (
 // text/plain POST from another origin), and the test checks that Vigil
 // accepted and scored them.
 func TestBrowserBeaconEventsAreScored(t *testing.T) {
-	chromium := os.Getenv("CHROMIUM")
-	if chromium == "" {
-		chromium = "chromium"
-	}
-	if _, err := exec.LookPath(chromium); err != nil {
-		t.Skip("chromium is not installed (make setup installs it)")
-	}
+	testkit.Chromium(t) // skips early without one
 	// The page's server starts once Vigil's address is known: its handler
 	// is set before any request can reach it.
 	page := httptest.NewUnstartedServer(nil)
@@ -58,16 +52,8 @@ document.body.textContent = ok ? "beacon queued" : "beacon refused";
 	})
 	page.Start()
 
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, chromium, "--headless", "--no-sandbox", "--disable-gpu",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
-		"--no-first-run", "--user-data-dir="+t.TempDir(), "--virtual-time-budget=3000", "--dump-dom", pageURL)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("chromium: %v\n%s", err, out)
-	}
-	if !strings.Contains(string(out), "beacon queued") {
+	out := testkit.Headless(t, pageURL, "--dump-dom")
+	if !strings.Contains(out, "beacon queued") {
 		t.Fatalf("the page did not queue the beacon:\n%s", out)
 	}
 	waitFor(t, 30*time.Second, func() bool {

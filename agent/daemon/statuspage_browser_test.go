@@ -2,14 +2,14 @@ package daemon
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 )
 
 // TestStatusPageInChromium runs the demo's sources and streams (the
@@ -19,16 +19,7 @@ import (
 // is written (to VIGIL_STATUS_SCREENSHOT when set, e.g.
 // VIGIL_STATUS_SCREENSHOT=$PWD/docs/status-page.png for the README).
 func TestStatusPageInChromium(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs the demo for up to a minute: not in -short")
-	}
-	chromium := os.Getenv("CHROMIUM")
-	if chromium == "" {
-		chromium = "chromium"
-	}
-	if _, err := exec.LookPath(chromium); err != nil {
-		t.Skip("chromium is not installed (make setup installs it)")
-	}
+	testkit.Chromium(t) // skips early without one (and under -short: the demo runs for up to a minute)
 	models, _ := filepath.Abs(repoModels)
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "vigil.yaml")
@@ -55,27 +46,10 @@ streams:
 	d, _ := startDaemon(t, cfgPath)
 	url := "http://" + d.addr + "/"
 
-	browse := func(args ...string) string {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-		defer cancel()
-		base := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-			"--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run", "--hide-scrollbars",
-			"--user-data-dir=" + t.TempDir(), "--virtual-time-budget=3000"}
-		cmd := exec.CommandContext(ctx, chromium, append(append(base, args...), url)...)
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("chromium %v: %v\n%s", args, err, stderr.String())
-		}
-		if strings.Contains(stderr.String(), "Uncaught") {
-			t.Fatalf("the page's script failed:\n%s", stderr.String())
-		}
-		return stdout.String()
-	}
+	browse := func(args ...string) string { return testkit.Headless(t, url, args...) }
 
 	// The page renders before any alert: a chart per stream, the probes.
-	dom := browse("--enable-logging=stderr", "--v=0", "--dump-dom")
+	dom := browse("--dump-dom")
 	for _, want := range []string{`data-stream="pump1"`, `data-stream="kiosk"`, `>live</span>`, `>pipeline</b>`, `>MQTT broker</td>`} {
 		if !strings.Contains(dom, want) {
 			t.Fatalf("the page lacks %s:\n%s", want, dom)
@@ -84,7 +58,7 @@ streams:
 
 	// The demo's first alert, on the page within a minute of the start.
 	waitFor(t, time.Until(start.Add(time.Minute)), func() bool { return d.current().pipe.Stats().Alerts > 0 })
-	dom = browse("--enable-logging=stderr", "--v=0", "--dump-dom")
+	dom = browse("--dump-dom")
 	if !strings.Contains(dom, `<tr class="alert-row" data-id="`) {
 		t.Fatalf("no alert row on the page %v after the start, though the pipeline has %d alert(s):\n%s",
 			time.Since(start).Round(time.Second), d.current().pipe.Stats().Alerts, dom)
