@@ -74,7 +74,7 @@ type settingsStore struct {
 // runs that ended (cleanShadowLeftovers).
 func loadSettings(dataDir string) (*settingsStore, error) {
 	s := &settingsStore{path: filepath.Join(dataDir, settingsFile), streams: map[string]streamSettings{}}
-	cleanAtomicTemps(dataDir, settingsFile)
+	fsx.CleanTemps(filepath.Join(dataDir, settingsFile))
 	b, err := os.ReadFile(s.path)
 	if errors.Is(err, fs.ErrNotExist) {
 		cleanShadowLeftovers(dataDir, s)
@@ -150,30 +150,14 @@ func (s *settingsStore) update(stream string, fn func(*streamSettings)) error {
 	return nil
 }
 
-// writeFileAtomic writes data to path so that a crash leaves either the old
-// file or the new one: a temporary file in the same directory, fsynced,
-// renamed over path, and the directory fsynced.
+// writeFileAtomic is fsx.WriteFileAtomic with the daemon's failpoint
+// before the rename.
 func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // after the rename there is nothing to remove
-	if err := fsx.WriteSynced(f, data, perm); err != nil {
-		return err
-	}
+	var beforeRename func()
 	if failpointsOn {
-		failpoint("write:" + filepath.Base(path) + ":before-rename")
+		beforeRename = func() { failpoint("write:" + filepath.Base(path) + ":before-rename") }
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return fsx.SyncDir(dir)
+	return fsx.WriteFileAtomic(path, data, perm, beforeRename)
 }
 
 // versioned is a file the daemon keeps under data_dir (settings.json, a
@@ -198,14 +182,4 @@ func decodeStrict(b []byte, v versioned, what string, version int) error {
 		return fmt.Errorf("version %d, want %d", got, version)
 	}
 	return nil
-}
-
-// cleanAtomicTemps removes the temporary files writeFileAtomic left in dir
-// for the file named base when a crash cut it short (the file itself is
-// whole: the old one or the new one).
-func cleanAtomicTemps(dir, base string) {
-	tmps, _ := filepath.Glob(filepath.Join(dir, "."+base+".tmp-*"))
-	for _, t := range tmps {
-		os.Remove(t)
-	}
 }

@@ -246,12 +246,12 @@ func (d *Detector) Observe(end time.Time, score float64) Result {
 	return d.observe(end, score, false)
 }
 
-// ObserveExceeding is Observe for a window that exceeds whatever its
-// score: one in which a sensor is stuck (Stuck) or a channel's level
-// shifted (models/shift). Its Ratio is still the score's, so such a window
-// alone opens a warning.
-func (d *Detector) ObserveExceeding(end time.Time, score float64) Result {
-	return d.observe(end, score, true)
+// ObserveExceeding is Observe where, with exceeding set, the window
+// exceeds whatever its score: one in which a sensor is stuck (Stuck) or a
+// channel's level shifted (models/shift). Its Ratio is still the score's,
+// so such a window alone opens a warning.
+func (d *Detector) ObserveExceeding(end time.Time, score float64, exceeding bool) Result {
+	return d.observe(end, score, exceeding)
 }
 
 // DefaultStuckFactor is the default factor of StuckLimits.

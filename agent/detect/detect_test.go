@@ -324,10 +324,10 @@ func TestObserveExceedingOpensAWarningWhateverTheScore(t *testing.T) {
 		t.Fatal(err)
 	}
 	t0 := time.Unix(0, 0)
-	if r := d.ObserveExceeding(t0, 0.2); !r.Exceeds || r.Anomalous || r.Change != None || r.Ratio != 0.2 {
+	if r := d.ObserveExceeding(t0, 0.2, true); !r.Exceeds || r.Anomalous || r.Change != None || r.Ratio != 0.2 {
 		t.Fatalf("first stuck window: %+v, want exceeding, not yet anomalous (2 of 3)", r)
 	}
-	r := d.ObserveExceeding(t0.Add(time.Second), 0.3)
+	r := d.ObserveExceeding(t0.Add(time.Second), 0.3, true)
 	if r.Change != Open || r.Severity != "warning" {
 		t.Fatalf("second stuck window: %+v, want an open warning", r)
 	}

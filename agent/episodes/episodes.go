@@ -31,7 +31,7 @@
 // a torn last line is skipped on reading. A crash between the ledger's line
 // and the buffer's commit leaves an orphan whose alert the buffer never
 // took; its close then stands alone. The file is rewritten with just the
-// open episodes (to a temporary file, synced, renamed) at Open and whenever
+// open episodes (fsx.WriteFileAtomic) at Open and whenever
 // it holds many more lines than open episodes.
 package episodes
 
@@ -46,7 +46,6 @@ import (
 	"log/slog"
 	"maps"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -108,9 +107,7 @@ func Open(path string, log *slog.Logger, now func() time.Time) (*Ledger, error) 
 	}
 	l.orphans = maps.Clone(l.open)
 	l.nOrphan.Store(int64(len(l.orphans)))
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("episode ledger: %w", err)
-	}
+	fsx.CleanTemps(path) // a compaction a crash cut short
 	if err := l.compact(); err != nil {
 		return nil, err
 	}
@@ -349,19 +346,10 @@ func (l *Ledger) compact() error {
 		b.Write(data)
 		b.WriteByte('\n')
 	}
-	tmp := l.path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err == nil {
-		err = fsx.WriteSynced(f, b.Bytes(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp, l.path)
-	}
-	if err != nil {
+	if err := fsx.WriteFileAtomic(l.path, b.Bytes(), 0o644, nil); err != nil {
 		return fmt.Errorf("episode ledger: %w", err)
 	}
-	fsx.SyncDir(filepath.Dir(l.path)) // the rename, on file systems that need it
-	f, err = os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND, 0o644)
+	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("episode ledger: %w", err)
 	}

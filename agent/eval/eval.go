@@ -492,18 +492,13 @@ func Evaluate(ctx context.Context, name string, tab *source.Table, opts Options)
 		if math.IsNaN(s) || math.IsInf(s, 0) {
 			s = math.MaxFloat32 // as the pipeline does
 		}
-		var r detect.Result
 		if stuck[i] >= 0 {
 			res.StuckWindows++
 		}
 		if shifted[i] >= 0 {
 			res.ShiftWindows++
 		}
-		if stuck[i] >= 0 || shifted[i] >= 0 {
-			r = det.ObserveExceeding(tab.Times[e], s)
-		} else {
-			r = det.Observe(tab.Times[e], s)
-		}
+		r := det.ObserveExceeding(tab.Times[e], s, stuck[i] >= 0 || shifted[i] >= 0)
 		anomalous[i] = r.Anomalous
 		if e < firstAnomaly {
 			res.NormalScores = append(res.NormalScores, s)

@@ -370,18 +370,13 @@ func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64
 	if math.IsNaN(score) || math.IsInf(score, 0) {
 		score = math.MaxFloat32
 	}
-	var res detect.Result
 	if pw.stuck >= 0 {
 		st.stuck.Add(1)
 	}
 	if pw.shifted >= 0 {
 		st.shifted.Add(1)
 	}
-	if pw.stuck >= 0 || pw.shifted >= 0 {
-		res = det.ObserveExceeding(pw.end, score)
-	} else {
-		res = det.Observe(pw.end, score)
-	}
+	res := det.ObserveExceeding(pw.end, score, pw.stuck >= 0 || pw.shifted >= 0)
 	if res.Change == detect.Open {
 		*epSeq = pw.seq
 	}

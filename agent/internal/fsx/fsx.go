@@ -1,9 +1,12 @@
 // Package fsx holds the steps of a durable write that Vigil's files share:
-// the daemon's settings and deployments, the episode ledger, the keys
-// `vigil model keygen` writes.
+// the daemon's settings and deployments, the episode ledger, the journal,
+// the keys `vigil model keygen` writes.
 package fsx
 
-import "os"
+import (
+	"os"
+	"path/filepath"
+)
 
 // SyncClose fsyncs f and closes it, and returns the first error of the two.
 func SyncClose(f *os.File) error {
@@ -35,4 +38,43 @@ func SyncDir(dir string) error {
 		return err
 	}
 	return SyncClose(d)
+}
+
+// WriteFileAtomic writes data to path so that a crash leaves either the
+// old file or the new one: a temporary file in the same directory
+// (".BASE.tmp-*"), written with mode perm and fsynced, renamed over path,
+// and the directory fsynced. The directory is created if missing.
+// beforeRename, when not nil, runs between the write and the rename (the
+// daemon's failpoints).
+func WriteFileAtomic(path string, data []byte, perm os.FileMode, beforeRename func()) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // after the rename there is nothing to remove
+	if err := WriteSynced(f, data, perm); err != nil {
+		return err
+	}
+	if beforeRename != nil {
+		beforeRename()
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return SyncDir(dir)
+}
+
+// CleanTemps removes the temporary files WriteFileAtomic left beside path
+// when a crash cut it short (path itself is whole: the old file or the
+// new one).
+func CleanTemps(path string) {
+	tmps, _ := filepath.Glob(filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*"))
+	for _, t := range tmps {
+		os.Remove(t)
+	}
 }

@@ -50,3 +50,42 @@ func TestWriteSyncedClosesOnFailure(t *testing.T) {
 		t.Fatal("the file was left open")
 	}
 }
+
+func TestWriteFileAtomicAndCleanTemps(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "sub") // created
+	path := filepath.Join(dir, "settings.json")
+	var hooked bool
+	if err := WriteFileAtomic(path, []byte("one"), 0o600, func() {
+		hooked = true
+		if _, err := os.Stat(path); !os.IsNotExist(err) {
+			t.Errorf("before the rename path exists: %v", err)
+		}
+	}); err != nil || !hooked {
+		t.Fatalf("WriteFileAtomic: %v (hook ran: %v)", err, hooked)
+	}
+	if err := WriteFileAtomic(path, []byte("two"), 0o600, nil); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "two" {
+		t.Fatalf("content %q, want two", b)
+	}
+	if st, _ := os.Stat(path); st.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v, want 0600", st.Mode().Perm())
+	}
+	// a temporary file a crash left behind, and an unrelated one
+	left := filepath.Join(dir, ".settings.json.tmp-123")
+	other := filepath.Join(dir, ".other.tmp-1")
+	for _, p := range []string{left, other} {
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	CleanTemps(path)
+	if _, err := os.Stat(left); !os.IsNotExist(err) {
+		t.Fatalf("%s left: %v", left, err)
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 2 {
+		t.Fatalf("dir holds %d entries, want settings.json and .other.tmp-1", len(ents))
+	}
+}

@@ -26,6 +26,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/vigil-edge/vigil/agent/internal/fsx"
 )
 
 // MaxRecord is the largest record accepted.
@@ -239,7 +241,7 @@ func (j *Journal) rotate() error {
 	if err != nil {
 		return err
 	}
-	if err := syncDir(j.dir); err != nil {
+	if err := fsx.SyncDir(j.dir); err != nil {
 		f.Close()
 		return err
 	}
@@ -260,15 +262,6 @@ func (j *Journal) rotate() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // Close closes the journal; its records stay on disk.
