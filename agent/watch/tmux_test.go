@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/internal/mqtttest"
+	"github.com/vigil-edge/vigil/agent/internal/testkit"
 )
 
 // childEnv makes the test binary run `vigil watch`'s live view on its
@@ -87,9 +88,12 @@ func (tm *tmux) screen() []string {
 func (tm *tmux) waitScreen(what string, cond func(lines []string) bool) []string {
 	tm.t.Helper()
 	var last []string
-	mqtttest.WaitFor(tm.t, 20*time.Second, what, func() bool {
+	testkit.WaitFor(tm.t, 20*time.Second, what, func() error {
 		last = tm.screen()
-		return cond(last)
+		if !cond(last) {
+			return fmt.Errorf("the screen shows:\n%s", strings.Join(last, "\n"))
+		}
+		return nil
 	})
 	return last
 }
@@ -118,7 +122,22 @@ func TestWatchInTmux(t *testing.T) {
 	for _, size := range []struct{ cols, lines int }{{80, 24}, {200, 60}} {
 		t.Run(fmt.Sprintf("%dx%d", size.cols, size.lines), func(t *testing.T) {
 			tm := startTmux(t, size.cols, size.lines, fmt.Sprintf("env %s=%s %s -test.run=^$", childEnv, b.URL(), self))
-			scr := tm.waitScreen("60 devices on the screen", func(l []string) bool { return contains(l, "60 device(s): 54 online, 0 stale, 6 offline") })
+			below := 60 - (size.lines - 1 - 3)
+			if size.lines-1-3 >= 60 {
+				below = 0
+			}
+			fold := fmt.Sprintf("… %d more device(s) below", below+1)
+			// tmux takes a frame in pieces: wait for its last line, not
+			// just its header, before reading it.
+			scr := tm.waitScreen("a whole frame of 60 devices on the screen", func(l []string) bool {
+				if !contains(l, "60 device(s): 54 online, 0 stale, 6 offline") {
+					return false
+				}
+				if below > 0 {
+					return contains(l, fold)
+				}
+				return contains(l, "dev-0058 ")
+			})
 			if len(scr) > size.lines {
 				t.Errorf("%d lines on a %d-line terminal", len(scr), size.lines)
 			}
@@ -130,12 +149,8 @@ func TestWatchInTmux(t *testing.T) {
 			if !strings.HasPrefix(scr[3], "dev-0009 ") || !strings.Contains(scr[3], "offline") {
 				t.Errorf("the first device shown is not the first offline one:\n%s", strings.Join(scr, "\n"))
 			}
-			below := 60 - (size.lines - 1 - 3)
-			if size.lines-1-3 >= 60 {
-				below = 0
-			}
-			if fold := fmt.Sprintf("… %d more device(s) below", below+1); below > 0 && !contains(scr, fold) {
-				t.Errorf("no %q line:\n%s", fold, strings.Join(scr, "\n"))
+			if below > 0 && !strings.HasPrefix(scr[len(scr)-1], fold) {
+				t.Errorf("the last line is not %q:\n%s", fold, strings.Join(scr, "\n"))
 			}
 
 			// A critical episode opens on an online device: it moves to the
