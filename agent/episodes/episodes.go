@@ -26,9 +26,11 @@
 // not survive a restart, so an anomaly that goes on after one opens a new
 // episode: closing the old one is the honest account of what Vigil knows.
 //
-// The file is appended to without fsync: a process crash loses nothing (the
-// page cache outlives the process), a power cut may lose the last lines, and
-// a torn last line is skipped on reading. A crash between the ledger's line
+// Each append is fsynced before the buffer takes the alerts, so an alert the
+// buffer holds (and may have published) is in the ledger even after a power
+// cut: it costs one fsync per batch of alerts, beside the buffer's own, and
+// alerts are rare next to scores. A torn last line is skipped on reading.
+// A crash between the ledger's line
 // and the buffer's commit leaves an orphan whose alert the buffer never
 // took; its close then stands alone. The file is rewritten with just the
 // open episodes (fsx.WriteFileAtomic) at Open and whenever
@@ -315,7 +317,7 @@ func (l *Ledger) write(p []byte) {
 	var err error
 	if l.f == nil {
 		err = l.compact() // the last compaction failed: the open set is whole in memory
-	} else if _, err = l.f.Write(p); err != nil {
+	} else if err = writeSynced(l.f, p); err != nil {
 		err = fmt.Errorf("episode ledger: %w", err)
 	}
 	if err == nil && l.lines >= compactMin && l.lines > 4*len(l.open) {
@@ -328,6 +330,14 @@ func (l *Ledger) write(p []byte) {
 		l.log.Info("episode ledger: writing works again", "path", l.path)
 	}
 	l.err = err
+}
+
+// writeSynced appends p to f and fsyncs it.
+func writeSynced(f *os.File, p []byte) error {
+	if _, err := f.Write(p); err != nil {
+		return err
+	}
+	return f.Sync()
 }
 
 // compact rewrites the file with the open episodes alone and reopens it

@@ -175,6 +175,11 @@ type Alerts struct {
 	// the 0/1 prediction for a changepoint.
 	NAB      NABCounts `json:"nab"`
 	NABEdges NABCounts `json:"nab_edges"`
+	// NABOneEpisode is NAB for the best detector that opens one episode
+	// per anomaly, at the anomaly's first row: the most openings as
+	// changepoints can score without an episode closing and reopening
+	// inside an anomaly (SKAB labels several changepoints per anomaly).
+	NABOneEpisode NABCounts `json:"nab_one_episode"`
 }
 
 // Add sums two results.
@@ -190,6 +195,7 @@ func (a Alerts) Add(o Alerts) Alerts {
 	a.FalseOpenings = append(slices.Clone(a.FalseOpenings), o.FalseOpenings...)
 	a.NAB = a.NAB.Add(o.NAB)
 	a.NABEdges = a.NABEdges.Add(o.NABEdges)
+	a.NABOneEpisode = a.NABOneEpisode.Add(o.NABOneEpisode)
 	return a
 }
 
@@ -275,6 +281,11 @@ func AlertLevel(times []time.Time, anomalous, changepoint []bool, opens, closes 
 		}
 	}
 	a.NAB = NAB(cps, opens, NABWindow)
+	starts := make([]time.Time, len(spans))
+	for i, s := range spans {
+		starts[i] = s.lo
+	}
+	a.NABOneEpisode = NAB(cps, starts, NABWindow)
 	edges := append(slices.Clone(opens), closes...)
 	slices.SortFunc(edges, func(a, b time.Time) int { return a.Compare(b) })
 	a.NABEdges = NAB(cps, edges, NABWindow)

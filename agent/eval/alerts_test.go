@@ -145,6 +145,18 @@ func TestAlertLevelByHand(t *testing.T) {
 		t.Fatalf("NAB edges counts %+v, want 2 TP, 4 FP", a.NABEdges)
 	}
 
+	// The one-episode ceiling opens at row 50: the first window's TP at
+	// its very start (reward A_TP = 1), the second window ([110,149])
+	// missed, nothing false: standard and low FP raw 1 − 1 = 0 between
+	// null −2 and perfect 2, low FN raw 1 − 2 = −1 between −4 and 2: 50
+	// in every profile.
+	if a.NABOneEpisode.TP != 1 || a.NABOneEpisode.FN != 1 || a.NABOneEpisode.FP != 0 {
+		t.Fatalf("one-episode ceiling counts %+v, want 1 TP, 1 FN, 0 FP", a.NABOneEpisode)
+	}
+	if got := a.NABOneEpisode.Scores(); math.Abs(got[0]-50) > 1e-9 || math.Abs(got[1]-50) > 1e-9 || math.Abs(got[2]-50) > 1e-9 {
+		t.Fatalf("one-episode ceiling scores %v, want 50 in each profile", got)
+	}
+
 	// An episode open since before the anomaly does not detect it.
 	b := AlertLevel(times, anomalous, cps, []time.Time{at(45)}, nil)
 	if b.Detected != 0 || b.FilesDetected != 0 || b.False != 1 || len(b.Delays) != 0 {

@@ -75,6 +75,9 @@ func WriteAlerts(w io.Writer, r *Report) {
 		a.NAB.Windows, a.NAB.TP, a.NAB.FN, a.NAB.FP, num(sc[0], 2), num(sc[1], 2), num(sc[2], 2))
 	fmt.Fprintf(w, "NAB (openings and closings, as SKAB's notebooks: %d TP, %d FN, %d FP): standard %s, low FP %s, low FN %s\n",
 		a.NABEdges.TP, a.NABEdges.FN, a.NABEdges.FP, num(e[0], 2), num(e[1], 2), num(e[2], 2))
+	c := a.NABOneEpisode.Scores()
+	fmt.Fprintf(w, "NAB ceiling of openings for one episode per anomaly (each opened at the anomaly's first row: %d TP, %d FN): standard %s, low FP %s, low FN %s\n",
+		a.NABOneEpisode.TP, a.NABOneEpisode.FN, num(c[0], 2), num(c[1], 2), num(c[2], 2))
 	if len(r.Calibration) > 0 && r.Calibration[0].Windows > 0 {
 		parts := make([]string, len(r.Calibration))
 		for i, c := range r.Calibration {
@@ -107,6 +110,7 @@ type jsonAlerts struct {
 	MeanDelay   *float64    `json:"mean_delay_s"`
 	NABScores   jsonProfile `json:"nab_scores"`
 	NABEdges    jsonProfile `json:"nab_edges_scores"`
+	NABCeiling  jsonProfile `json:"nab_one_episode_scores"`
 }
 
 type jsonProfile struct {
@@ -157,7 +161,7 @@ func alertsJSON(a Alerts) jsonAlerts {
 		return jsonProfile{finite(s[0]), finite(s[1]), finite(s[2])}
 	}
 	return jsonAlerts{Alerts: a, MedianDelay: finite(a.MedianDelay()), MeanDelay: finite(a.MeanDelay()),
-		NABScores: p(a.NAB), NABEdges: p(a.NABEdges)}
+		NABScores: p(a.NAB), NABEdges: p(a.NABEdges), NABCeiling: p(a.NABOneEpisode)}
 }
 
 func finite(v float64) *float64 {
