@@ -165,9 +165,16 @@ func TestWatchTerminal(t *testing.T) {
 	opts.Broker, opts.Out, opts.Refresh = b.URL(), &out, 20*time.Millisecond
 	runWatch(t, opts)
 	testkit.WaitFor(t, 10*time.Second, "a first frame", func() bool { return strings.Contains(out.String(), "no device has published yet") })
-	mqtttest.Publish(t, c, "vigil/pump-7/status", 1, false, []byte(statusOnline))
+	// The status is retained, so it shows whenever the watcher subscribes;
+	// its showing proves the subscription (one SUBSCRIBE for every filter)
+	// is in place before the alert, which is not retained, goes out.
+	mqtttest.Publish(t, c, "vigil/pump-7/status", 1, true, []byte(statusOnline))
+	testkit.WaitFor(t, 20*time.Second, "the device", func() bool {
+		s := out.String()
+		return strings.Contains(s[strings.LastIndex(s, clearScreen):], "pump-7  ONLINE")
+	})
 	mqtttest.Publish(t, c, "vigil/pump-7/alerts/pump", 1, false, []byte(alert2))
-	testkit.WaitFor(t, 10*time.Second, "the device and its alert", func() bool {
+	testkit.WaitFor(t, 20*time.Second, "the device and its alert", func() bool {
 		s := out.String()
 		frame := s[strings.LastIndex(s, clearScreen):]
 		return strings.Contains(frame, "pump-7  ONLINE") && strings.Contains(frame, "critical")
