@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/vigil-edge/vigil/agent/internal/fsx"
 )
 
 // Status is the retained message on <prefix>/<device>/status.
@@ -113,6 +115,7 @@ func loadBirth(dir string) (*birthStore, error) {
 		return b, nil
 	}
 	b.path = filepath.Join(dir, birthFile)
+	fsx.CleanTemps(b.path) // a save a crash cut short
 	data, err := os.ReadFile(b.path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -142,7 +145,7 @@ func (b *birthStore) current() uint64 {
 	return b.last
 }
 
-// commit records n as used and saves it: write, fsync, rename.
+// commit records n as used and saves it (fsx.WriteFileAtomic).
 func (b *birthStore) commit(n uint64) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -150,24 +153,8 @@ func (b *birthStore) commit(n uint64) error {
 	if b.path == "" {
 		return nil
 	}
-	tmp := b.path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
+	if err := fsx.WriteFileAtomic(b.path, []byte(strconv.FormatUint(n, 10)+"\n"), 0o644, nil); err != nil {
 		return fmt.Errorf("save birth sequence: %w", err)
-	}
-	_, werr := f.WriteString(strconv.FormatUint(n, 10) + "\n")
-	serr := f.Sync()
-	cerr := f.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("save birth sequence: %w", err)
-	}
-	if err := os.Rename(tmp, b.path); err != nil {
-		return fmt.Errorf("save birth sequence: %w", err)
-	}
-	if d, err := os.Open(filepath.Dir(b.path)); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
 	}
 	return nil
 }
