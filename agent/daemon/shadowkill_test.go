@@ -26,6 +26,10 @@ func mqttCommand(t *testing.T, b *mqtttest.Broker, name, payload string) publish
 	if err := json.Unmarshal([]byte(payload), &req); err != nil {
 		t.Fatal(err)
 	}
+	// The command is not retained: sent before the daemon's command
+	// subscription is in place (its publisher subscribes beside publishing,
+	// so records flowing prove nothing), it would be lost.
+	commandsReady(t, b)
 	sub := mqtttest.Subscribe(t, b, "vigil/test-device-01/cmd/"+name+"/reply", 1)
 	c := mqtttest.Connect(t, b)
 	mqtttest.Publish(t, c, "vigil/test-device-01/cmd/"+name, 1, false, []byte(payload))

@@ -124,6 +124,15 @@ func TestStatusRepublishedWhenNotAcknowledged(t *testing.T) {
 	// Cleared meanwhile by someone else: only a status published after it
 	// can put it back.
 	mqtttest.Publish(t, sub.Client, "vigil/dev1/status", 1, true, nil)
+	// The empty message comes back to sub, which subscribes to the topic,
+	// possibly after its PUBACK (paho runs handlers on another goroutine):
+	// wait for it, so that the message waited for below is a status
+	// published after it and not this one. Nothing else arrives while the
+	// link is blackholed.
+	testkit.WaitFor(t, 10*time.Second, "the empty status back at the subscriber", func() bool {
+		msgs := sub.Messages()
+		return len(msgs) > 0 && len(msgs[len(msgs)-1].Payload) == 0
+	})
 	n := sub.Len()
 	proxy.Restore()
 	sub.WaitN(t, n+1, 10*time.Second)
