@@ -91,7 +91,10 @@ func TestRetainedStatusComesBack(t *testing.T) {
 		back = msgs[len(msgs)-1].Received
 		return true
 	})
-	if d := back.Sub(cleared); d > 2*opts.StatusInterval+time.Second {
+	// The bound tells the status check's interval from the other ways a
+	// status goes out (reconnections, rebirths); it is no latency figure,
+	// so it leaves a loaded machine 3 s of slack.
+	if d := back.Sub(cleared); d > 2*opts.StatusInterval+3*time.Second {
 		t.Fatalf("status back %v after it was cleared, want within about %v", d, opts.StatusInterval)
 	}
 	// It is retained again: a new subscriber gets it at once.
