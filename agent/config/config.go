@@ -302,6 +302,8 @@ type Hysteresis struct {
 // Episode shapes the alert episodes of a stream.
 type Episode struct {
 	CloseAfter time.Duration `yaml:"close_after" doc:"an episode closes only after the stream has been normal this long; an anomaly within it continues the episode (counted as a suppressed flip); 0 closes at the first normal window"`
+	// OrphanAfter: see package episodes.
+	OrphanAfter time.Duration `yaml:"orphan_after" doc:"an episode the last run left open (a crash, a stop) closes when the stream moves past it, or when the stream (and the episode's key) has scored nothing this long after the start; 0 waits for the stream for ever"`
 }
 
 // Severity holds the bands of score/threshold at which an alert gets each
@@ -456,7 +458,7 @@ func defaultStream() Stream {
 	return Stream{
 		Kind:        KindSensor,
 		Hysteresis:  Hysteresis{K: 2, N: 3},
-		Episode:     Episode{CloseAfter: 5 * time.Second},
+		Episode:     Episode{CloseAfter: 5 * time.Second, OrphanAfter: 10 * time.Minute},
 		Severity:    Severity{Warning: 1.0, Major: 1.5, Critical: 2.5},
 		TopFeatures: 3,
 		StuckFactor: 10,

@@ -851,6 +851,7 @@ func (v *validator) streams() {
 		}
 		v.nonNegative(p+".cooldown", st.Cooldown)
 		v.nonNegative(p+".episode.close_after", st.Episode.CloseAfter)
+		v.nonNegative(p+".episode.orphan_after", st.Episode.OrphanAfter)
 		sv := st.Severity
 		if v.finite(p+".severity.warning", sv.Warning) && v.finite(p+".severity.major", sv.Major) && v.finite(p+".severity.critical", sv.Critical) {
 			switch {

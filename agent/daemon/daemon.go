@@ -294,6 +294,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		close(httpErr)
 	}()
 	gen.start(ctx, d.sup)
+	orphanCtx, stopOrphans := context.WithCancel(ctx)
+	orphansStopped := d.closeSilentOrphans(orphanCtx)
 	d.log.Info("vigil running", "version", d.opts.Version, "device", d.cfg.DeviceID, "http", d.addr,
 		"streams", len(d.cfg.Streams), "buffer", d.cfg.Buffer.Kind)
 	close(d.ready)
@@ -335,6 +337,8 @@ loop:
 		d.log.Error("a part failed: stopping", "err", runErr)
 	}
 	notifySystemd("STOPPING=1")
+	stopOrphans()
+	orphansStopped()
 	watchdog()
 	d.log.Info("shutting down: stopping sources, draining the pipeline")
 	d.current().stop()

@@ -88,3 +88,58 @@ func TestEpisodeClosedAfterRestart(t *testing.T) {
 		})
 	}
 }
+
+// TestSilentStreamsOrphanClosedAfterRestart: a real vigil process opens an
+// episode and is killed; it comes back with the stream on a source that
+// says nothing (an MQTT topic nobody publishes on, as a sensor that died
+// with the process) and episode.orphan_after 2s. The episode is closed
+// once that wait has passed, with the reason naming the silence.
+func TestSilentStreamsOrphanClosedAfterRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("mosquitto and vigil processes stopped and started: not in -short")
+	}
+	b := mqtttest.Start(t, mqtttest.Options{})
+	cfgPath, _ := testConfig(t, 100, fmt.Sprintf("mqtt: {broker: %q, keepalive: 5s}\n", b.URL()))
+	rewrite(t, cfgPath, "  - name: events\n", "  - {name: sim, type: simulator, simulator: {rate: 50, seed: 5}}\n  - name: events\n")
+	rewrite(t, cfgPath, "{name: pump1, source: pump,", "{name: pump1, source: sim, threshold: 1e-9,")
+	logPath := filepath.Join(t.TempDir(), "vigil.log")
+	sub := mqtttest.Subscribe(t, b, "vigil/test-device-01/alerts/#", 1)
+	pump1 := func(state string) []record.Alert {
+		var out []record.Alert
+		for _, a := range alertsOn(sub.Messages()) {
+			if a.Stream == "pump1" && a.State == state {
+				out = append(out, a)
+			}
+		}
+		return out
+	}
+
+	p := startVigil(t, "", cfgPath, logPath)
+	waitFor(t, 60*time.Second, func() bool { return len(pump1("open")) > 0 })
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-p.exited
+	opened := pump1("open")[0]
+
+	rewrite(t, cfgPath, "  - name: events\n", fmt.Sprintf("  - {name: quiet, type: mqtt, mqtt: {broker: %q, topics: [\"plant/quiet/#\"]}}\n  - name: events\n", b.URL()))
+	rewrite(t, cfgPath, "{name: pump1, source: sim,", "{name: pump1, source: quiet, episode: {orphan_after: 2s},")
+	start := time.Now()
+	startVigil(t, "", cfgPath, logPath)
+	var closed record.Alert
+	waitFor(t, 60*time.Second, func() bool {
+		for _, c := range pump1("closed") {
+			if c.Episode == opened.Episode {
+				closed = c
+				return true
+			}
+		}
+		return false
+	})
+	if closed.Reason != episodes.SilentReason || closed.Update < 1 || closed.Model != opened.Model || !strings.HasPrefix(closed.ID, "a-") {
+		t.Fatalf("episode %s closed by %+v", opened.Episode, closed)
+	}
+	if d := closed.TS.Sub(start); d < 2*time.Second {
+		t.Fatalf("closed %v after the restart, before its 2s wait", d)
+	}
+}

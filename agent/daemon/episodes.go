@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"path/filepath"
+	"time"
 
 	"github.com/vigil-edge/vigil/agent/episodes"
 	"github.com/vigil-edge/vigil/agent/record"
@@ -33,5 +34,48 @@ func (d *Daemon) openEpisodeLedger(ctx context.Context) {
 	}
 	if _, err := d.appender().Append(ctx, record.LaneAlert, closes...); err != nil {
 		d.log.Error("closing the open episodes of removed streams failed; the next start tries again", "episodes", len(closes), "err", err)
+	}
+}
+
+// closeSilentOrphans starts closing, until ctx ends, the episodes the last
+// run left open whose stream has scored nothing for its
+// episode.orphan_after since the start (episodes.Ledger.Silent); wait
+// returns once it has stopped.
+func (d *Daemon) closeSilentOrphans(ctx context.Context) (wait func()) {
+	if d.episodes == nil || d.episodes.Orphans() == 0 {
+		return func() {}
+	}
+	after := map[string]time.Duration{} // the start's config: a reload does not move the waits
+	for _, s := range d.cfg.Streams {
+		after[s.Name] = s.Episode.OrphanAfter
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		d.silentOrphans(ctx, after)
+	}()
+	return func() { <-done }
+}
+
+func (d *Daemon) silentOrphans(ctx context.Context, after map[string]time.Duration) {
+	for {
+		closes, next := d.episodes.Silent(func(stream string) time.Duration { return after[stream] })
+		if len(closes) > 0 {
+			if _, err := d.appender().Append(ctx, record.LaneAlert, closes...); err != nil {
+				d.log.Error("closing open episodes of silent streams failed; the next start tries again", "episodes", len(closes), "err", err)
+			} else {
+				d.log.Info("closed episodes the last run left open: their streams scored nothing since the start", "episodes", len(closes))
+			}
+		}
+		if next <= 0 {
+			return
+		}
+		t := time.NewTimer(next)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
 	}
 }

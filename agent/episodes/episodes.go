@@ -16,11 +16,14 @@
 // it goes on, and it is no orphan any more. Otherwise the first score of the
 // orphan's stream and key whose window ends after the orphan's last alert
 // closes it, as does a start whose config no longer has its stream
-// (Ledger.Removed). The close is the episode's next update, under its model,
-// at that moment, with a Reason that says why; its id is derived from the
-// episode's last alert, so that closing the same orphan twice (after another
-// crash) gives the same id, which the consumers deduplicate. A stream that
-// never scores again keeps its orphan open until it does.
+// (Ledger.Removed), and a wait after the start in which its stream and key
+// scored nothing at all (Ledger.Silent: a sensor that died with the
+// process, a user who did not come back; a replay that scores, even windows
+// from before the orphan, is left to catch up). The close is the episode's
+// next update, under its model, at that moment, with a reason that says why;
+// its id is derived from the episode's last alert, so that closing the same
+// orphan twice (after another crash) gives the same id, which the consumers
+// deduplicate.
 //
 // The detection state itself (hysteresis, the span of normal windows) does
 // not survive a restart, so an anomaly that goes on after one opens a new
@@ -69,6 +72,10 @@ const closeSeq = -2
 // Reason is the Reason of an orphan's close.
 const Reason = "vigil restarted with this episode open (after a crash or a stop); its detection state did not survive the restart, so the episode is closed here, and an anomaly that goes on opens a new one"
 
+// SilentReason is the Reason of the close of an orphan whose stream scored
+// nothing in the wait after the restart.
+const SilentReason = "vigil restarted with this episode open (after a crash or a stop), and its stream has scored nothing since (streams[].episode.orphan_after); its detection state did not survive the restart, so the episode is closed here"
+
 // compactMin is the fewest lines a ledger holds before it is compacted.
 const compactMin = 1024
 
@@ -81,7 +88,9 @@ type Ledger struct {
 	open    map[string]record.Alert // episode id → its last alert
 	lines   int                     // lines in the file
 	orphans map[string]record.Alert // episode id → its last alert, for episodes open at Open and not yet resolved
+	scored  map[string]bool         // orphans whose stream and key scored something since Open
 	nOrphan atomic.Int64            // len(orphans), read without the lock
+	opened  time.Time               // when Open ran
 	now     func() time.Time
 	log     *slog.Logger
 	err     error // the last write error, logged once
@@ -99,7 +108,7 @@ func Open(path string, log *slog.Logger, now func() time.Time) (*Ledger, error) 
 	if now == nil {
 		now = time.Now
 	}
-	l := &Ledger{path: path, open: map[string]record.Alert{}, log: log, now: now}
+	l := &Ledger{path: path, open: map[string]record.Alert{}, scored: map[string]bool{}, log: log, now: now, opened: now()}
 	skipped, err := l.read()
 	if err != nil {
 		return nil, err
@@ -171,14 +180,47 @@ func (l *Ledger) Removed(keep func(stream string) bool) [][]byte {
 	var out [][]byte
 	for _, id := range slices.Sorted(maps.Keys(l.orphans)) {
 		if a := l.orphans[id]; !keep(a.Stream) {
-			out = append(out, l.closeOf(a))
+			out = append(out, l.closeOf(a, Reason))
 		}
 	}
 	return out
 }
 
+// Silent returns the closes of the orphans whose stream and key have
+// scored nothing since Open and whose wait, after(stream) from Open, has
+// passed (0: wait for ever), encoded for the alert lane in a stable order;
+// the caller appends them through Wrap. They are no orphans any more
+// afterwards, whether the append works or not (as with Removed, the next
+// start tries again). next is how long until the next orphan's wait ends,
+// 0 when no orphan waits any more.
+func (l *Ledger) Silent(after func(stream string) time.Duration) (closes [][]byte, next time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	elapsed := l.now().Sub(l.opened)
+	for _, id := range slices.Sorted(maps.Keys(l.orphans)) {
+		a := l.orphans[id]
+		wait := after(a.Stream)
+		switch {
+		case wait <= 0 || l.scored[id]:
+		case elapsed >= wait:
+			closes = append(closes, l.closeOf(a, SilentReason))
+			l.forget(id)
+		case next == 0 || wait-elapsed < next:
+			next = wait - elapsed
+		}
+	}
+	return closes, next
+}
+
+// forget drops orphan id; l.mu is held.
+func (l *Ledger) forget(id string) {
+	delete(l.orphans, id)
+	delete(l.scored, id)
+	l.nOrphan.Add(-1)
+}
+
 // closeOf is the encoded close of orphan a; l.mu is held.
-func (l *Ledger) closeOf(a record.Alert) []byte {
+func (l *Ledger) closeOf(a record.Alert, reason string) []byte {
 	ts := l.now()
 	if ts.Before(a.TS) {
 		ts = a.TS // a stream whose clock runs ahead of this one
@@ -192,7 +234,7 @@ func (l *Ledger) closeOf(a record.Alert) []byte {
 		// The span of which Vigil knows nothing.
 		Window:      record.Window{Start: a.TS, End: ts},
 		TopFeatures: []record.Feature{},
-		Model:       a.Model, Replayed: a.Replayed, Reason: Reason,
+		Model:       a.Model, Replayed: a.Replayed, Reason: reason,
 	})
 	return data
 }
@@ -237,8 +279,7 @@ func (l *Ledger) appendAlerts(ctx context.Context, inner Appender, data [][]byte
 		}
 		if _, ok := l.orphans[a.Episode]; ok {
 			// The episode goes on: a replay scored its windows again.
-			delete(l.orphans, a.Episode)
-			l.nOrphan.Add(-1)
+			l.forget(a.Episode)
 		}
 		if _, seen := prev[a.Episode]; !seen {
 			if p, ok := l.open[a.Episode]; ok {
@@ -273,7 +314,7 @@ func (l *Ledger) appendAlerts(ctx context.Context, inner Appender, data [][]byte
 }
 
 // closePassed closes the orphans whose stream and key scored a window that
-// ends after their last alert.
+// ends after their last alert, and notes those that scored any window.
 func (l *Ledger) closePassed(ctx context.Context, inner Appender, scores [][]byte) {
 	latest := map[[2]string]time.Time{} // stream, key → the batch's last window end
 	for _, d := range scores {
@@ -290,10 +331,14 @@ func (l *Ledger) closePassed(ctx context.Context, inner Appender, scores [][]byt
 	var closes [][]byte
 	l.mu.Lock()
 	for _, id := range slices.Sorted(maps.Keys(l.orphans)) {
-		if a := l.orphans[id]; latest[[2]string{a.Stream, a.Key}].After(a.TS) {
-			closes = append(closes, l.closeOf(a))
-			delete(l.orphans, id)
-			l.nOrphan.Add(-1)
+		a := l.orphans[id]
+		end, ok := latest[[2]string{a.Stream, a.Key}]
+		switch {
+		case end.After(a.TS):
+			closes = append(closes, l.closeOf(a, Reason))
+			l.forget(id)
+		case ok:
+			l.scored[id] = true
 		}
 	}
 	l.mu.Unlock()

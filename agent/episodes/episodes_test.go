@@ -167,6 +167,74 @@ func TestRemovedStreamsClosedAtOnce(t *testing.T) {
 	}
 }
 
+// TestSilentOrphansClosed: an orphan whose stream scored nothing in its
+// wait after the start is closed then, with SilentReason; one whose stream
+// scored, if only windows from before it (a replay catching up), is left
+// to its stream; a wait of 0 never ends.
+func TestSilentOrphansClosed(t *testing.T) {
+	dir := t.TempDir()
+	paths := []string{filepath.Join(dir, "a.jsonl"), filepath.Join(dir, "b.jsonl"), filepath.Join(dir, "c.jsonl")}
+	for _, p := range paths {
+		leaveOpen(t, p) // e-a of pump1 open, last alert at t0+5s
+	}
+	restart := t0.Add(time.Hour)
+	now := restart
+	clock := func() time.Time { return now }
+	ctx := context.Background()
+	tenMin := func(string) time.Duration { return 10 * time.Minute }
+
+	// Silent: nothing before the wait ends, the close when it has.
+	l, err := Open(paths[0], nil, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	now = restart.Add(4 * time.Minute)
+	if closes, next := l.Silent(tenMin); len(closes) != 0 || next != 6*time.Minute {
+		t.Fatalf("after 4 min: closes %s, next %v; want none and 6m", closes, next)
+	}
+	now = restart.Add(10 * time.Minute)
+	closes, next := l.Silent(tenMin)
+	got := decode(t, closes)
+	if len(got) != 1 || next != 0 || got[0].Episode != "e-a" || got[0].State != "closed" || got[0].Update != 2 ||
+		got[0].Reason != SilentReason || !got[0].TS.Equal(now) || l.Orphans() != 0 {
+		t.Fatalf("after 10 min: closes %+v, next %v, %d orphans; want e-a's close with SilentReason, nothing left", got, next, l.Orphans())
+	}
+	buf := &testkit.Lanes{}
+	if _, err := l.Wrap(buf).Append(ctx, record.LaneAlert, closes...); err != nil {
+		t.Fatal(err)
+	}
+	if l.OpenEpisodes() != 0 {
+		t.Fatalf("%d episodes open after the close", l.OpenEpisodes())
+	}
+
+	// A stream that scored, windows from before the orphan's last alert:
+	// left to catch up.
+	now = restart
+	l2, err := Open(paths[1], nil, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	l2.Wrap(&testkit.Lanes{}).Append(ctx, record.LaneScore, score("pump1", 2))
+	now = restart.Add(time.Hour)
+	if closes, next := l2.Silent(tenMin); len(closes) != 0 || next != 0 || l2.Orphans() != 1 {
+		t.Fatalf("a stream that scores: closes %s, next %v, %d orphans; want it left to its stream", closes, next, l2.Orphans())
+	}
+
+	// A wait of 0: never.
+	now = restart
+	l3, err := Open(paths[2], nil, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l3.Close()
+	now = restart.Add(24 * time.Hour)
+	if closes, next := l3.Silent(func(string) time.Duration { return 0 }); len(closes) != 0 || next != 0 || l3.Orphans() != 1 {
+		t.Fatalf("orphan_after 0: closes %s, next %v, %d orphans", closes, next, l3.Orphans())
+	}
+}
+
 // TestRefusedAlertsAreNotNoted: an alert the buffer did not take changes
 // nothing: a refused open leaves no episode to close, a refused escalation
 // leaves the episode as it was.
