@@ -13,6 +13,29 @@ import (
 	"github.com/vigil-edge/vigil/agent/record"
 )
 
+// anomalousPump starts mosquitto and writes the config of a vigil whose
+// stream pump1 reads a simulator and is anomalous at every window (a
+// threshold far below its scores). alerts returns pump1's alerts on the
+// broker so far, those in state alone unless it is empty.
+func anomalousPump(t *testing.T) (b *mqtttest.Broker, cfgPath, logPath string, alerts func(state string) []record.Alert) {
+	t.Helper()
+	b = mqtttest.Start(t, mqtttest.Options{})
+	cfgPath, _ = testConfig(t, 100, fmt.Sprintf("mqtt: {broker: %q, keepalive: 5s}\n", b.URL()))
+	rewrite(t, cfgPath, "  - name: events\n", "  - {name: sim, type: simulator, simulator: {rate: 50, seed: 5}}\n  - name: events\n")
+	rewrite(t, cfgPath, "{name: pump1, source: pump,", "{name: pump1, source: sim, threshold: 1e-9,")
+	logPath = filepath.Join(t.TempDir(), "vigil.log")
+	sub := mqtttest.Subscribe(t, b, "vigil/test-device-01/alerts/#", 1)
+	return b, cfgPath, logPath, func(state string) []record.Alert {
+		var out []record.Alert
+		for _, a := range alertsOn(sub.Messages()) {
+			if a.Stream == "pump1" && (state == "" || a.State == state) {
+				out = append(out, a)
+			}
+		}
+		return out
+	}
+}
+
 // TestEpisodeClosedAfterRestart: a real vigil process whose stream is
 // anomalous at every window (a threshold far below its scores) opens an
 // episode that stays open; the process is stopped, with SIGKILL or with
@@ -26,21 +49,8 @@ func TestEpisodeClosedAfterRestart(t *testing.T) {
 	}
 	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM} {
 		t.Run(sig.String(), func(t *testing.T) {
-			b := mqtttest.Start(t, mqtttest.Options{})
-			cfgPath, _ := testConfig(t, 100, fmt.Sprintf("mqtt: {broker: %q, keepalive: 5s}\n", b.URL()))
-			rewrite(t, cfgPath, "  - name: events\n", "  - {name: sim, type: simulator, simulator: {rate: 50, seed: 5}}\n  - name: events\n")
-			rewrite(t, cfgPath, "{name: pump1, source: pump,", "{name: pump1, source: sim, threshold: 1e-9,")
-			logPath := filepath.Join(t.TempDir(), "vigil.log")
-			sub := mqtttest.Subscribe(t, b, "vigil/test-device-01/alerts/#", 1)
-			pump1 := func() []record.Alert {
-				var out []record.Alert
-				for _, a := range alertsOn(sub.Messages()) {
-					if a.Stream == "pump1" {
-						out = append(out, a)
-					}
-				}
-				return out
-			}
+			_, cfgPath, logPath, alerts := anomalousPump(t)
+			pump1 := func() []record.Alert { return alerts("") }
 			// run starts vigil, waits for an episode other than the ones
 			// in seen to open, and stops vigil with sig.
 			run := func(seen map[string]bool) record.Alert {
@@ -98,21 +108,7 @@ func TestSilentStreamsOrphanClosedAfterRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("mosquitto and vigil processes stopped and started: not in -short")
 	}
-	b := mqtttest.Start(t, mqtttest.Options{})
-	cfgPath, _ := testConfig(t, 100, fmt.Sprintf("mqtt: {broker: %q, keepalive: 5s}\n", b.URL()))
-	rewrite(t, cfgPath, "  - name: events\n", "  - {name: sim, type: simulator, simulator: {rate: 50, seed: 5}}\n  - name: events\n")
-	rewrite(t, cfgPath, "{name: pump1, source: pump,", "{name: pump1, source: sim, threshold: 1e-9,")
-	logPath := filepath.Join(t.TempDir(), "vigil.log")
-	sub := mqtttest.Subscribe(t, b, "vigil/test-device-01/alerts/#", 1)
-	pump1 := func(state string) []record.Alert {
-		var out []record.Alert
-		for _, a := range alertsOn(sub.Messages()) {
-			if a.Stream == "pump1" && a.State == state {
-				out = append(out, a)
-			}
-		}
-		return out
-	}
+	b, cfgPath, logPath, pump1 := anomalousPump(t)
 
 	p := startVigil(t, "", cfgPath, logPath)
 	waitFor(t, 60*time.Second, func() bool { return len(pump1("open")) > 0 })
