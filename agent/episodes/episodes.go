@@ -33,11 +33,10 @@
 // buffer holds (and may have published) is in the ledger even after a power
 // cut: it costs one fsync per batch of alerts, beside the buffer's own, and
 // alerts are rare next to scores. A torn last line is skipped on reading.
-// A crash between the ledger's line
-// and the buffer's commit leaves an orphan whose alert the buffer never
-// took; its close then stands alone. The file is rewritten with just the
-// open episodes (fsx.WriteFileAtomic) at Open and whenever
-// it holds many more lines than open episodes.
+// A crash between the ledger's line and the buffer's commit leaves an
+// orphan whose alert the buffer never took; its close then stands alone.
+// The file is rewritten with just the open episodes (fsx.WriteFileAtomic)
+// at Open and whenever it holds many more lines than open episodes.
 package episodes
 
 import (
