@@ -303,7 +303,7 @@ type Hysteresis struct {
 type Episode struct {
 	CloseAfter time.Duration `yaml:"close_after" doc:"an episode closes only after the stream has been normal this long; an anomaly within it continues the episode (counted as a suppressed flip); 0 closes at the first normal window"`
 	// OrphanAfter: see package episodes.
-	OrphanAfter time.Duration `yaml:"orphan_after" doc:"an episode the last run left open (a crash, a stop) closes when the stream moves past it, or when the stream (and the episode's key) has scored nothing this long after the start; 0 waits for the stream for ever"`
+	OrphanAfter time.Duration `yaml:"orphan_after" doc:"an episode the last run left open (a crash, a stop) closes when the stream moves past it, or when the stream (and the episode's key) has scored nothing this long after the start (a stream still learning counts as silent; the start's value holds until the next start; streams on a replay source always wait); 0 waits for the stream for ever"`
 }
 
 // Severity holds the bands of score/threshold at which an alert gets each

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/vigil-edge/vigil/agent/config"
 	"github.com/vigil-edge/vigil/agent/episodes"
 	"github.com/vigil-edge/vigil/agent/record"
 )
@@ -45,9 +46,18 @@ func (d *Daemon) closeSilentOrphans(ctx context.Context) (wait func()) {
 	if d.episodes == nil || d.episodes.Orphans() == 0 {
 		return func() {}
 	}
-	after := map[string]time.Duration{} // the start's config: a reload does not move the waits
+	// The start's config: a reload does not move the waits. A replay
+	// scores from its start (its file is there, or vigil does not run), so
+	// its orphans are left to it.
+	replays := map[string]bool{}
+	for _, src := range d.cfg.Sources {
+		replays[src.Name] = src.Type == config.SourceReplay
+	}
+	after := map[string]time.Duration{}
 	for _, s := range d.cfg.Streams {
-		after[s.Name] = s.Episode.OrphanAfter
+		if !replays[s.Source] {
+			after[s.Name] = s.Episode.OrphanAfter
+		}
 	}
 	done := make(chan struct{})
 	go func() {
@@ -61,7 +71,9 @@ func (d *Daemon) silentOrphans(ctx context.Context, after map[string]time.Durati
 	for {
 		closes, next := d.episodes.Silent(func(stream string) time.Duration { return after[stream] })
 		if len(closes) > 0 {
-			if _, err := d.appender().Append(ctx, record.LaneAlert, closes...); err != nil {
+			// Not cut short by the stop: a close the buffer took
+			// must reach the ledger too.
+			if _, err := d.appender().Append(context.WithoutCancel(ctx), record.LaneAlert, closes...); err != nil {
 				d.log.Error("closing open episodes of silent streams failed; the next start tries again", "episodes", len(closes), "err", err)
 			} else {
 				d.log.Info("closed episodes the last run left open: their streams scored nothing since the start", "episodes", len(closes))

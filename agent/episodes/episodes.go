@@ -81,19 +81,20 @@ const compactMin = 1024
 // Ledger is the record of open episodes. Its methods are safe for
 // concurrent use.
 type Ledger struct {
-	mu      sync.Mutex
-	path    string
-	f       *os.File
-	open    map[string]record.Alert // episode id → its last alert
-	lines   int                     // lines in the file
-	orphans map[string]record.Alert // episode id → its last alert, for episodes open at Open and not yet resolved
-	scored  map[string]bool         // orphans whose stream and key scored something since Open
-	nOrphan atomic.Int64            // len(orphans), read without the lock
-	opened  time.Time               // when Open ran
-	now     func() time.Time
-	log     *slog.Logger
-	err     error // the last write error, logged once
-	closed  bool
+	mu       sync.Mutex
+	path     string
+	f        *os.File
+	open     map[string]record.Alert // episode id → its last alert
+	lines    int                     // lines in the file
+	orphans  map[string]record.Alert // episode id → its last alert, for episodes open at Open and not yet resolved
+	scored   map[string]bool         // orphans whose stream and key scored something since Open
+	silenced map[string]bool         // orphans Silent closed, to tell of an alert that carries one on
+	nOrphan  atomic.Int64            // len(orphans), read without the lock
+	opened   time.Time               // when Open ran
+	now      func() time.Time
+	log      *slog.Logger
+	err      error // the last write error, logged once
+	closed   bool
 }
 
 // Open reads the ledger at path (a missing file is an empty ledger), keeps
@@ -107,7 +108,7 @@ func Open(path string, log *slog.Logger, now func() time.Time) (*Ledger, error) 
 	if now == nil {
 		now = time.Now
 	}
-	l := &Ledger{path: path, open: map[string]record.Alert{}, scored: map[string]bool{}, log: log, now: now, opened: now()}
+	l := &Ledger{path: path, open: map[string]record.Alert{}, scored: map[string]bool{}, silenced: map[string]bool{}, log: log, now: now, opened: now()}
 	skipped, err := l.read()
 	if err != nil {
 		return nil, err
@@ -195,6 +196,9 @@ func (l *Ledger) Removed(keep func(stream string) bool) [][]byte {
 func (l *Ledger) Silent(after func(stream string) time.Duration) (closes [][]byte, next time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.closed {
+		return nil, 0
+	}
 	elapsed := l.now().Sub(l.opened)
 	for _, id := range slices.Sorted(maps.Keys(l.orphans)) {
 		a := l.orphans[id]
@@ -204,6 +208,7 @@ func (l *Ledger) Silent(after func(stream string) time.Duration) (closes [][]byt
 		case elapsed >= wait:
 			closes = append(closes, l.closeOf(a, SilentReason))
 			l.forget(id)
+			l.silenced[id] = true
 		case next == 0 || wait-elapsed < next:
 			next = wait - elapsed
 		}
@@ -279,6 +284,13 @@ func (l *Ledger) appendAlerts(ctx context.Context, inner Appender, data [][]byte
 		if _, ok := l.orphans[a.Episode]; ok {
 			// The episode goes on: a replay scored its windows again.
 			l.forget(a.Episode)
+		}
+		if l.silenced[a.Episode] && a.State != "closed" {
+			// Kept (no alert is dropped), but the consumers have seen
+			// its close: orphan_after was shorter than the wait for
+			// the stream to come back.
+			delete(l.silenced, a.Episode)
+			l.log.Warn("an episode closed because its stream was silent after the restart goes on: its stream came back later than its orphan_after", "episode", a.Episode, "stream", a.Stream)
 		}
 		if _, seen := prev[a.Episode]; !seen {
 			if p, ok := l.open[a.Episode]; ok {
@@ -360,8 +372,13 @@ func (l *Ledger) write(p []byte) {
 	}
 	var err error
 	if l.f == nil {
-		err = l.compact() // the last compaction failed: the open set is whole in memory
+		err = l.compact() // the last write failed: the open set is whole in memory
 	} else if err = writeSynced(l.f, p); err != nil {
+		// A short write leaves a fragment the next line would be glued
+		// to, and a failed fsync may have dropped the pages: stop
+		// appending, and rewrite the file from memory at the next write.
+		l.f.Close()
+		l.f = nil
 		err = fmt.Errorf("episode ledger: %w", err)
 	}
 	if err == nil && l.lines >= compactMin && l.lines > 4*len(l.open) {

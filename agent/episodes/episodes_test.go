@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -184,7 +185,8 @@ func TestSilentOrphansClosed(t *testing.T) {
 	tenMin := func(string) time.Duration { return 10 * time.Minute }
 
 	// Silent: nothing before the wait ends, the close when it has.
-	l, err := Open(paths[0], nil, clock)
+	var logs testkit.Buffer
+	l, err := Open(paths[0], slog.New(slog.NewTextHandler(&logs, nil)), clock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,6 +208,14 @@ func TestSilentOrphansClosed(t *testing.T) {
 	}
 	if l.OpenEpisodes() != 0 {
 		t.Fatalf("%d episodes open after the close", l.OpenEpisodes())
+	}
+	// Its stream comes back later with a backlog that carries it on: the
+	// alert goes through, and the log says the wait was too short.
+	if _, err := l.Wrap(buf).Append(ctx, record.LaneAlert, alert("e-a", "escalated", 2, 8)); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(buf.Lane(record.LaneAlert)); n != 2 || !strings.Contains(logs.String(), "orphan_after") {
+		t.Fatalf("%d alerts stored, log %q: want the close and the alert after it, and a warning", n, logs.String())
 	}
 
 	// A stream that scored, windows from before the orphan's last alert:
@@ -232,6 +242,33 @@ func TestSilentOrphansClosed(t *testing.T) {
 	now = restart.Add(24 * time.Hour)
 	if closes, next := l3.Silent(func(string) time.Duration { return 0 }); len(closes) != 0 || next != 0 || l3.Orphans() != 1 {
 		t.Fatalf("orphan_after 0: closes %s, next %v, %d orphans", closes, next, l3.Orphans())
+	}
+}
+
+// TestFailedWriteRewritesTheFile: after a write that failed (here on a
+// file closed under the ledger; a full disk cuts a line short) the ledger
+// does not append after it: the next write rewrites the file from memory,
+// so no line is glued to a fragment.
+func TestFailedWriteRewritesTheFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "episodes.jsonl")
+	l := open(t, path, t0)
+	app := l.Wrap(&testkit.Lanes{})
+	ctx := context.Background()
+	app.Append(ctx, record.LaneAlert, alert("e-a", "open", 0, 0))
+	if err := os.WriteFile(path, []byte(`{"episode":"e-x","sta`), 0o644); err != nil { // a torn line where the file was
+		t.Fatal(err)
+	}
+	l.f.Close() // the next append fails
+	app.Append(ctx, record.LaneAlert, alert("e-b", "open", 0, 1))
+	app.Append(ctx, record.LaneAlert, alert("e-c", "open", 0, 2))
+	l.Close()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2 := open(t, path, t0.Add(time.Hour))
+	if n := l2.Orphans(); n != 3 || strings.Contains(string(b), "e-x") {
+		t.Fatalf("%d orphans from %q: want e-a, e-b and e-c, whole, and the fragment gone", n, b)
 	}
 }
 

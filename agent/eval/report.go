@@ -76,8 +76,8 @@ func WriteAlerts(w io.Writer, r *Report) {
 	fmt.Fprintf(w, "NAB (openings and closings, as SKAB's notebooks: %d TP, %d FN, %d FP): standard %s, low FP %s, low FN %s\n",
 		a.NABEdges.TP, a.NABEdges.FN, a.NABEdges.FP, num(e[0], 2), num(e[1], 2), num(e[2], 2))
 	c := a.NABOneEpisode.Scores()
-	fmt.Fprintf(w, "NAB ceiling of openings for one episode per anomaly (each opened at the anomaly's first row: %d TP, %d FN): standard %s, low FP %s, low FN %s\n",
-		a.NABOneEpisode.TP, a.NABOneEpisode.FN, num(c[0], 2), num(c[1], 2), num(c[2], 2))
+	fmt.Fprintf(w, "NAB ceiling of openings for one episode per anomaly (each opened at the anomaly's first row: %d TP, %d FN, %d FP): standard %s, low FP %s, low FN %s\n",
+		a.NABOneEpisode.TP, a.NABOneEpisode.FN, a.NABOneEpisode.FP, num(c[0], 2), num(c[1], 2), num(c[2], 2))
 	if len(r.Calibration) > 0 && r.Calibration[0].Windows > 0 {
 		parts := make([]string, len(r.Calibration))
 		for i, c := range r.Calibration {

@@ -238,9 +238,11 @@ func TestLiveFirstAfterOutage(t *testing.T) {
 		return false
 	})
 	// Live first: the alert did not wait for the backlog, which takes
-	// n/ReplayRate (100 s and more) to drain. Judged by what drained before
-	// it, not by a wall-clock bound a loaded machine could miss; its
-	// latency is logged.
+	// n/ReplayRate (100 s and more) to drain: at most 5 s of replay went
+	// before it (the replay starts at the reconnection, before the alert
+	// is appended). Judged by what drained before it rather than by a
+	// tight wall-clock bound a loaded machine could miss; its latency is
+	// logged.
 	before := 0
 	for _, m := range scores.Messages() {
 		if m.Received.Before(liveAt) {
@@ -248,8 +250,8 @@ func TestLiveFirstAfterOutage(t *testing.T) {
 		}
 	}
 	t.Logf("live alert reached the broker %v after its append, %d of the %d backlog scores before it", liveAt.Sub(appended), before, n)
-	if before >= n/2 {
-		t.Errorf("%d of the %d backlog scores reached the broker before the live alert; want it ahead of the backlog", before, n)
+	if limit := int(5 * opts.ReplayRate); before > limit {
+		t.Errorf("%d of the %d backlog scores reached the broker before the live alert; want at most %d (5 s of replay)", before, n, limit)
 	}
 	// The backlog alerts drain too (they may start before the live alert
 	// was even appended), replayed, in order, with their original times.

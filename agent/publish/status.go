@@ -115,7 +115,8 @@ func loadBirth(dir string) (*birthStore, error) {
 		return b, nil
 	}
 	b.path = filepath.Join(dir, birthFile)
-	fsx.CleanTemps(b.path) // a save a crash cut short
+	fsx.CleanTemps(b.path)         // a save a crash cut short
+	_ = os.Remove(b.path + ".tmp") // the same, by a version before fsx
 	data, err := os.ReadFile(b.path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
