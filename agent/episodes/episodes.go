@@ -29,10 +29,11 @@
 // not survive a restart, so an anomaly that goes on after one opens a new
 // episode: closing the old one is the honest account of what Vigil knows.
 //
-// Each append is fsynced before the buffer takes the alerts, so an alert the
-// buffer holds (and may have published) is in the ledger even after a power
-// cut: it costs one fsync per batch of alerts, beside the buffer's own, and
-// alerts are rare next to scores. A torn last line is skipped on reading.
+// Each append is written before the buffer takes the alerts and fsynced
+// while it does, so an alert the buffer holds is in the ledger after a
+// SIGKILL (the page cache outlives the process) and, once the append has
+// returned, after a power cut too; the fsync runs beside the buffer's own,
+// so it adds little to an append. A torn last line is skipped on reading.
 // A crash between the ledger's line and the buffer's commit leaves an
 // orphan whose alert the buffer never took; its close then stands alone.
 // The file is rewritten with just the open episodes (fsx.WriteFileAtomic)
@@ -305,7 +306,12 @@ func (l *Ledger) appendAlerts(ctx context.Context, inner Appender, data [][]byte
 		l.lines++
 	}
 	l.write(b.Bytes())
+	// The line is in the page cache: a SIGKILL from here on finds it.
+	// Its fsync runs beside the buffer's, so both are durable when the
+	// append returns, at no more than the buffer's own wait.
+	synced := l.syncBeside()
 	seqs, err := inner.Append(ctx, record.LaneAlert, data...)
+	synced()
 	if err != nil && len(prev) > 0 {
 		b.Reset()
 		for _, ep := range slices.Sorted(maps.Keys(prev)) {
@@ -320,6 +326,7 @@ func (l *Ledger) appendAlerts(ctx context.Context, inner Appender, data [][]byte
 			l.note(*p)
 		}
 		l.write(b.Bytes())
+		l.syncBeside()()
 	}
 	return seqs, err
 }
@@ -365,7 +372,8 @@ func (l *Ledger) closePassed(ctx context.Context, inner Appender, scores [][]byt
 
 // write appends lines to the file and compacts it when it has grown; l.mu
 // is held. A failure is logged once (the buffer has the alerts; only a
-// restart's closes are at stake).
+// restart's closes are at stake). The lines are in the page cache, which
+// outlives the process; syncBeside makes them durable.
 func (l *Ledger) write(p []byte) {
 	if len(p) == 0 || l.closed {
 		return
@@ -373,17 +381,45 @@ func (l *Ledger) write(p []byte) {
 	var err error
 	if l.f == nil {
 		err = l.compact() // the last write failed: the open set is whole in memory
-	} else if err = writeSynced(l.f, p); err != nil {
-		// A short write leaves a fragment the next line would be glued
-		// to, and a failed fsync may have dropped the pages: stop
-		// appending, and rewrite the file from memory at the next write.
-		l.f.Close()
-		l.f = nil
-		err = fmt.Errorf("episode ledger: %w", err)
+	} else if _, err = l.f.Write(p); err != nil {
+		err = l.drop(err)
 	}
 	if err == nil && l.lines >= compactMin && l.lines > 4*len(l.open) {
 		err = l.compact()
 	}
+	l.report(err)
+}
+
+// syncBeside starts an fsync of the file, to run beside the buffer's own
+// append, and returns what waits for it; l.mu is held until then.
+func (l *Ledger) syncBeside() (wait func()) {
+	f := l.f
+	if f == nil || l.closed {
+		return func() {}
+	}
+	done := make(chan error, 1)
+	go func() { done <- f.Sync() }()
+	return func() {
+		if err := <-done; err != nil {
+			l.report(l.drop(err))
+		}
+	}
+}
+
+// drop stops appending after a failed write or fsync: a short write leaves
+// a fragment the next line would be glued to, and a failed fsync may have
+// dropped the pages. The next write rewrites the file from memory. l.mu is
+// held.
+func (l *Ledger) drop(err error) error {
+	if l.f != nil {
+		l.f.Close()
+		l.f = nil
+	}
+	return fmt.Errorf("episode ledger: %w", err)
+}
+
+// report logs a change between failing and working writes; l.mu is held.
+func (l *Ledger) report(err error) {
 	switch {
 	case err != nil && l.err == nil:
 		l.log.Error("episode ledger: writing failed; a restart may leave episodes open", "path", l.path, "err", err)
@@ -391,14 +427,6 @@ func (l *Ledger) write(p []byte) {
 		l.log.Info("episode ledger: writing works again", "path", l.path)
 	}
 	l.err = err
-}
-
-// writeSynced appends p to f and fsyncs it.
-func writeSynced(f *os.File, p []byte) error {
-	if _, err := f.Write(p); err != nil {
-		return err
-	}
-	return f.Sync()
 }
 
 // compact rewrites the file with the open episodes alone and reopens it
