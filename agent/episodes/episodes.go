@@ -30,10 +30,9 @@
 // episode: closing the old one is the honest account of what Vigil knows.
 //
 // Each append is written before the buffer takes the alerts and fsynced
-// while it does, so an alert the buffer holds is in the ledger after a
+// right after, so an alert the buffer holds is in the ledger after a
 // SIGKILL (the page cache outlives the process) and, once the append has
-// returned, after a power cut too; the fsync runs beside the buffer's own,
-// so it adds little to an append. A torn last line is skipped on reading.
+// returned, after a power cut too. A torn last line is skipped on reading.
 // A crash between the ledger's line and the buffer's commit leaves an
 // orphan whose alert the buffer never took; its close then stands alone.
 // The file is rewritten with just the open episodes (fsx.WriteFileAtomic)
@@ -306,12 +305,12 @@ func (l *Ledger) appendAlerts(ctx context.Context, inner Appender, data [][]byte
 		l.lines++
 	}
 	l.write(b.Bytes())
-	// The line is in the page cache: a SIGKILL from here on finds it.
-	// Its fsync runs beside the buffer's, so both are durable when the
-	// append returns, at no more than the buffer's own wait.
-	synced := l.syncBeside()
+	// The line is in the page cache: a SIGKILL from here on finds it. It
+	// is fsynced once the buffer has the alerts, not before or beside:
+	// anything that delays the buffer's commit widens the gap in which a
+	// kill leaves a line whose alert the buffer never took.
 	seqs, err := inner.Append(ctx, record.LaneAlert, data...)
-	synced()
+	l.sync()
 	if err != nil && len(prev) > 0 {
 		b.Reset()
 		for _, ep := range slices.Sorted(maps.Keys(prev)) {
@@ -326,7 +325,7 @@ func (l *Ledger) appendAlerts(ctx context.Context, inner Appender, data [][]byte
 			l.note(*p)
 		}
 		l.write(b.Bytes())
-		l.syncBeside()()
+		l.sync()
 	}
 	return seqs, err
 }
@@ -390,19 +389,13 @@ func (l *Ledger) write(p []byte) {
 	l.report(err)
 }
 
-// syncBeside starts an fsync of the file, to run beside the buffer's own
-// append, and returns what waits for it; l.mu is held until then.
-func (l *Ledger) syncBeside() (wait func()) {
-	f := l.f
-	if f == nil || l.closed {
-		return func() {}
+// sync fsyncs the file; l.mu is held.
+func (l *Ledger) sync() {
+	if l.f == nil || l.closed {
+		return
 	}
-	done := make(chan error, 1)
-	go func() { done <- f.Sync() }()
-	return func() {
-		if err := <-done; err != nil {
-			l.report(l.drop(err))
-		}
+	if err := l.f.Sync(); err != nil {
+		l.report(l.drop(err))
 	}
 }
 

@@ -350,7 +350,7 @@ func TestOpenFailsOnAnUnwritableDirectory(t *testing.T) {
 
 // BenchmarkAppendAlertBadger is an alert's append to a real Badger buffer
 // on this disk (a Sync lane: Append returns after its fsync), straight and
-// through the ledger, whose fsync runs beside the buffer's.
+// through the ledger, which fsyncs its line once the buffer has the alert.
 func BenchmarkAppendAlertBadger(b *testing.B) {
 	for _, ledger := range []bool{false, true} {
 		b.Run(fmt.Sprintf("ledger=%t", ledger), func(b *testing.B) {
