@@ -109,25 +109,23 @@ type tee struct {
 }
 
 // Confidence, MaxRuns and LevelShift are the serving model's: the tee embeds
-// only the pipeline.Model interface, which lacks them.
+// only the pipeline.Model interface, which lacks the optional ones.
 func (t *tee) Confidence(score float64) (float64, bool) {
-	if c, ok := t.Model.(interface{ Confidence(float64) (float64, bool) }); ok {
+	if c, ok := t.Model.(pipeline.Confider); ok {
 		return c.Confidence(score)
 	}
 	return 0, false
 }
 
 func (t *tee) LevelShift() (recent int, floor, max []float64) {
-	if s, ok := t.Model.(interface {
-		LevelShift() (int, []float64, []float64)
-	}); ok {
+	if s, ok := t.Model.(pipeline.LevelShifter); ok {
 		return s.LevelShift()
 	}
 	return 0, nil, nil
 }
 
 func (t *tee) MaxRuns() []int {
-	if s, ok := t.Model.(interface{ MaxRuns() []int }); ok {
+	if s, ok := t.Model.(pipeline.RunRecorder); ok {
 		return s.MaxRuns()
 	}
 	return nil

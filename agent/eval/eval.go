@@ -550,10 +550,7 @@ func Evaluate(ctx context.Context, name string, tab *source.Table, opts Options)
 // largest in the training data (the manifest's shift block), or -1, as
 // the pipeline finds it.
 func shiftWindows(rows [][]float64, ends []int, m *models.Manifest, factor float64) []int {
-	out := make([]int, len(ends))
-	for i := range out {
-		out[i] = -1
-	}
+	out := slices.Repeat([]int{-1}, len(ends))
 	ls := m.Shift
 	if ls == nil || factor <= 0 {
 		return out
@@ -562,11 +559,7 @@ func shiftWindows(rows [][]float64, ends []int, m *models.Manifest, factor float
 	win := make([]float64, 0, w*c)
 	z := make([]float64, c)
 	for k, e := range ends {
-		win = win[:0]
-		for _, r := range rows[e+1-w : e+1] {
-			win = append(win, r...)
-		}
-		shift.Z(win, c, ls.Recent, ls.Floor, z)
+		win = shift.ZAt(rows, e, w, ls.Recent, ls.Floor, z, win)
 		out[k], _ = shift.Over(z, ls.Max, factor)
 	}
 	return out
@@ -577,10 +570,7 @@ func shiftWindows(rows [][]float64, ends []int, m *models.Manifest, factor float
 // from row from on, as the pipeline does from the rows it primes its
 // windower with (the last window−1 training rows).
 func stuckWindows(rows [][]float64, ends []int, from int, limits []int) []int {
-	out := make([]int, len(ends))
-	for i := range out {
-		out[i] = -1
-	}
+	out := slices.Repeat([]int{-1}, len(ends))
 	if limits == nil || len(ends) == 0 {
 		return out
 	}

@@ -117,12 +117,8 @@ func Init(o InitOptions) (*models.Manifest, error) {
 		// for the stuck-sensor check (detect.StuckLimits)
 		m.Normalization.MaxRun = models.MaxRuns(d.Rows, c)
 		// for the level-shift check (models/shift)
-		if r := shift.Recent(o.Window); r > 0 && len(d.Rows) >= o.Window {
-			floor := make([]float64, c)
-			for i, sd := range m.Normalization.Std {
-				floor[i] = shift.FloorShare * sd
-			}
-			m.Shift = &models.LevelShift{Recent: r, Floor: floor, Max: shift.Max(d.Rows, o.Window, r, floor)}
+		if r, floor, mx := shift.Fit(d.Rows, o.Window, m.Normalization.Std); r > 0 {
+			m.Shift = &models.LevelShift{Recent: r, Floor: floor, Max: mx}
 		}
 	}
 	if err := models.Save(o.Out, o.Name, b, m); err != nil {

@@ -42,6 +42,27 @@ type Model interface {
 	Score(ctx context.Context, windows, scores, channelErr []float64) error
 }
 
+// The optional methods a Model may have; a model without one goes without
+// what it gives.
+type (
+	// Confider gives an alert's confidence: one minus the probability that
+	// a normal window scores at least score (models.Threshold.Confidence);
+	// false when the model has no calibration to say.
+	Confider interface {
+		Confidence(score float64) (float64, bool)
+	}
+	// RunRecorder gives, per channel, the longest run of one value in the
+	// training data, for the stuck-sensor check (StreamSpec.StuckFactor).
+	RunRecorder interface {
+		MaxRuns() []int
+	}
+	// LevelShifter gives the training data's level-shift record
+	// (models/shift), for the level-shift check (StreamSpec.ShiftFactor).
+	LevelShifter interface {
+		LevelShift() (recent int, floor, max []float64)
+	}
+)
+
 // Appender is the buffer, as the pipeline uses it.
 type Appender interface {
 	Append(ctx context.Context, lane string, data ...[]byte) ([]uint64, error)
@@ -82,14 +103,13 @@ type StreamSpec struct {
 	// Features computes behaviour feature vectors (behaviour streams).
 	Features FeatureFunc
 	// StuckFactor turns on the stuck-sensor check of a sensor stream whose
-	// model records its training data's runs of one value (a MaxRuns()
-	// []int method): a channel that reads one value for StuckFactor times
+	// model records its training data's runs of one value (RunRecorder): a channel that reads one value for StuckFactor times
 	// its longest run there, and at least a window, is stuck, and the
 	// window counts as exceeding (detect.StuckLimits). 0: off.
 	StuckFactor int
 	// ShiftFactor turns on the level-shift check of a sensor stream whose
-	// model records its training data's largest level shifts (a
-	// LevelShift() (recent int, floor, max []float64) method): a window in
+	// model records its training data's largest level shifts
+	// (LevelShifter): a window in
 	// which a channel's last recent samples moved ShiftFactor times as far
 	// from the rest as the most seen in training counts as exceeding
 	// (models/shift). 0: off.

@@ -55,15 +55,16 @@ type pendingWindow struct {
 	ks         *keyState // behaviour streams
 	start, end time.Time
 	seq        int // of the windows that end at end (endSeq)
-	// stuck is the channel (model order) stuck at the window's end, or -1;
-	// stuckRun its run of stuckValue (sensor streams).
-	stuck                int
+	// stuck names the channel stuck at the window's end ("": none);
+	// stuckRun is its run of stuckValue (sensor streams).
+	stuck                string
 	stuckRun, stuckLimit int
 	stuckValue           float64
-	// shifted is the channel whose level shift (models/shift) went
-	// furthest over its limit in the window, or -1; shiftZ its shift over
-	// the last shiftRecent samples and shiftRatio how many times its limit.
-	shifted            int
+	// shifted names the channel whose level shift (models/shift) went
+	// furthest over its limit in the window ("": none); shiftZ is its
+	// shift over the last shiftRecent samples, shiftRatio how many times
+	// its limit.
+	shifted            string
 	shiftRecent        int
 	shiftZ, shiftRatio float64
 }

@@ -165,15 +165,13 @@ func (st *streamState) install(m Model) error {
 	}
 	st.model, st.channels, st.length, st.hop, st.det = m, chans, length, hop, det
 	st.levelShift = nil
-	if ls, ok := m.(interface {
-		LevelShift() (recent int, floor, max []float64)
-	}); ok && st.spec.Kind == KindSensor && st.spec.ShiftFactor > 0 {
+	if ls, ok := m.(LevelShifter); ok && st.spec.Kind == KindSensor && st.spec.ShiftFactor > 0 {
 		if r, floor, mx := ls.LevelShift(); r > 0 && r < length && len(floor) == len(chans) && len(mx) == len(chans) {
 			st.levelShift = &levelShift{recent: r, floor: floor, max: mx, z: make([]float64, len(chans))}
 		}
 	}
 	st.stuckLimits = nil
-	if mr, ok := m.(interface{ MaxRuns() []int }); ok && st.spec.Kind == KindSensor {
+	if mr, ok := m.(RunRecorder); ok && st.spec.Kind == KindSensor {
 		if r := mr.MaxRuns(); len(r) == len(chans) {
 			st.stuckLimits = detect.StuckLimits(r, length, st.spec.StuckFactor)
 		}
@@ -287,14 +285,14 @@ func (st *streamState) handleSample(ctx context.Context, s *shard, in source.Inp
 // shift over its limit, if any. What an alert says of them is kept in the
 // window: a model switch may come before it is scored.
 func (st *streamState) sensorWindow(start, end time.Time) pendingWindow {
-	pw := pendingWindow{st: st, start: start, end: end, seq: st.ends.next(end), stuck: -1, shifted: -1}
+	pw := pendingWindow{st: st, start: start, end: end, seq: st.ends.next(end)}
 	if c := detect.Stuck(st.win.Runs(), st.stuckLimits); c >= 0 {
-		pw.stuck, pw.stuckRun, pw.stuckLimit, pw.stuckValue = c, st.win.Runs()[c], st.stuckLimits[c], st.row[c]
+		pw.stuck, pw.stuckRun, pw.stuckLimit, pw.stuckValue = st.channels[c], st.win.Runs()[c], st.stuckLimits[c], st.row[c]
 	}
 	if ls := st.levelShift; ls != nil {
 		shift.Z(st.scratch, len(st.channels), ls.recent, ls.floor, ls.z)
 		if c, r := shift.Over(ls.z, ls.max, st.spec.ShiftFactor); c >= 0 {
-			pw.shifted, pw.shiftRecent, pw.shiftZ, pw.shiftRatio = c, ls.recent, ls.z[c], r
+			pw.shifted, pw.shiftRecent, pw.shiftZ, pw.shiftRatio = st.channels[c], ls.recent, ls.z[c], r
 		}
 	}
 	return pw
@@ -349,7 +347,7 @@ func (st *streamState) handleEvent(ctx context.Context, s *shard, in source.Inpu
 	}
 	if start, end, done := ks.win.Push(t, ks.vec, st.scratch); done {
 		ks.pending++
-		copy(s.queue(st.model, pendingWindow{st: st, ks: ks, start: start, end: end, seq: ks.ends.next(end), stuck: -1, shifted: -1}), st.scratch)
+		copy(s.queue(st.model, pendingWindow{st: st, ks: ks, start: start, end: end, seq: ks.ends.next(end)}), st.scratch)
 	}
 }
 
@@ -370,13 +368,13 @@ func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64
 	if math.IsNaN(score) || math.IsInf(score, 0) {
 		score = math.MaxFloat32
 	}
-	if pw.stuck >= 0 {
+	if pw.stuck != "" {
 		st.stuck.Add(1)
 	}
-	if pw.shifted >= 0 {
+	if pw.shifted != "" {
 		st.shifted.Add(1)
 	}
-	res := det.ObserveExceeding(pw.end, score, pw.stuck >= 0 || pw.shifted >= 0)
+	res := det.ObserveExceeding(pw.end, score, pw.stuck != "" || pw.shifted != "")
 	if res.Change == detect.Open {
 		*epSeq = pw.seq
 	}
@@ -392,13 +390,6 @@ func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64
 	}
 	p := st.p
 	mid := m.ID()
-	var stuckName, shiftName string
-	if pw.stuck >= 0 {
-		stuckName = st.channels[pw.stuck]
-	}
-	if pw.shifted >= 0 {
-		shiftName = st.channels[pw.shifted]
-	}
 	s.scoreRecs = append(s.scoreRecs, encodeRecord(record.Score{
 		ID:        record.IDSeq(record.LaneScore, p.opts.Device, st.spec.Name, key, pw.end, mid, pw.seq),
 		TS:        pw.end,
@@ -407,14 +398,14 @@ func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64
 		Score:     score,
 		Threshold: det.Threshold(),
 		Model:     mid,
-		Stuck:     stuckName,
-		Shifted:   shiftName,
+		Stuck:     pw.stuck,
+		Shifted:   pw.shifted,
 	}))
 	if res.Change == detect.None {
 		return
 	}
 	var conf *float64
-	if c, ok := m.(interface{ Confidence(float64) (float64, bool) }); ok {
+	if c, ok := m.(Confider); ok {
 		if v, ok := c.Confidence(score); ok {
 			conf = &v
 		}
@@ -422,17 +413,17 @@ func (st *streamState) scored(s *shard, pw pendingWindow, m Model, score float64
 	var feats []record.Feature
 	var reason string
 	switch {
-	case pw.stuck >= 0:
+	case pw.stuck != "":
 		// The model's reconstruction error does not see a frozen value:
 		// the alert names the stuck channel alone, and says why.
-		feats = []record.Feature{{Name: stuckName, Share: 1}}
+		feats = []record.Feature{{Name: pw.stuck, Share: 1}}
 		reason = fmt.Sprintf("sensor stuck: %s has read %.6g for %d samples in a row; stuck from %d (%d× its longest run in the training data, at least a window)",
-			stuckName, pw.stuckValue, pw.stuckRun, pw.stuckLimit, st.spec.StuckFactor)
-	case pw.shifted >= 0 && res.Ratio < 1:
+			pw.stuck, pw.stuckValue, pw.stuckRun, pw.stuckLimit, st.spec.StuckFactor)
+	case pw.shifted != "" && res.Ratio < 1:
 		// Below the model's threshold: the level shift raised it.
-		feats = []record.Feature{{Name: shiftName, Share: 1}}
+		feats = []record.Feature{{Name: pw.shifted, Share: 1}}
 		reason = fmt.Sprintf("level shift: %s moved %+.2g standard deviations over its last %d samples, %.2g× the limit (%g× the largest in the training data)",
-			shiftName, pw.shiftZ, pw.shiftRecent, pw.shiftRatio, st.spec.ShiftFactor)
+			pw.shifted, pw.shiftZ, pw.shiftRecent, pw.shiftRatio, st.spec.ShiftFactor)
 	default:
 		top := detect.Top(st.channels, chanErr, st.spec.TopFeatures)
 		feats = make([]record.Feature, len(top))

@@ -57,6 +57,18 @@ func Z(window []float64, channels, recent int, floor, z []float64) {
 	}
 }
 
+// ZAt is Z of the window of length rows that ends on row end of rows
+// (rows × channels, in time order; end ≥ length−1). win is scratch for the
+// window, reused and returned.
+func ZAt(rows [][]float64, end, length, recent int, floor, z, win []float64) []float64 {
+	win = win[:0]
+	for _, r := range rows[end+1-length : end+1] {
+		win = append(win, r...)
+	}
+	Z(win, len(z), recent, floor, z)
+	return win
+}
+
 // Max returns, per channel, the largest |Z| over the windows of length
 // rows that end on each of rows (rows × channels, in time order) from the
 // length-th on: what the manifest's shift.max records. Nil when there are
@@ -70,16 +82,29 @@ func Max(rows [][]float64, length, recent int, floor []float64) []float64 {
 	win := make([]float64, 0, length*c)
 	z := make([]float64, c)
 	for e := length - 1; e < len(rows); e++ {
-		win = win[:0]
-		for _, r := range rows[e+1-length : e+1] {
-			win = append(win, r...)
-		}
-		Z(win, c, recent, floor, z)
+		win = ZAt(rows, e, length, recent, floor, z, win)
 		for i, v := range z {
 			out[i] = max(out[i], math.Abs(v))
 		}
 	}
 	return out
+}
+
+// Fit is what a trainer records of rows (rows × channels, in time order,
+// windows of length rows; std each channel's normalisation std) for the
+// manifest's shift block: Recent(length), a floor of FloorShare × std per
+// channel and Max. recent is 0 (nothing to record) for a window too short
+// or fewer rows than a window.
+func Fit(rows [][]float64, length int, std []float64) (recent int, floor, maxShift []float64) {
+	recent = Recent(length)
+	if recent == 0 || len(rows) < length {
+		return 0, nil, nil
+	}
+	floor = make([]float64, len(std))
+	for i, sd := range std {
+		floor[i] = FloorShare * sd
+	}
+	return recent, floor, Max(rows, length, recent, floor)
 }
 
 // Over returns the channel whose |z| is furthest over factor × max (the

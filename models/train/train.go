@@ -659,12 +659,8 @@ func (t *trainer) manifest(net *nn.Network, model []byte, th models.Threshold, s
 		// for the stuck-sensor check (detect.StuckLimits in the agent)
 		maxRuns = models.MaxRuns(samples, len(o.Channels))
 		// for the level-shift check (models/shift)
-		if r := shift.Recent(o.Window); r > 0 {
-			floor := make([]float64, len(sc.std))
-			for i, sd := range sc.std {
-				floor[i] = shift.FloorShare * sd
-			}
-			ls = &models.LevelShift{Recent: r, Floor: floor, Max: shift.Max(samples, o.Window, r, floor)}
+		if r, floor, mx := shift.Fit(samples, o.Window, sc.std); r > 0 {
+			ls = &models.LevelShift{Recent: r, Floor: floor, Max: mx}
 			// A channel that moves slowly against its noise (von Neumann
 			// ratio below 1, as for the drift horizon) differs from the
 			// start of a window to its end by its trend: the check is for
